@@ -1,0 +1,213 @@
+//! The fracture module map (SPEC.md, "The module map"): first stage of configuration.
+//!
+//! Parses and validates the YAML into plain structs with no I/O beyond reading the file, and
+//! no knowledge of ELF files (that is the second stage, done by the shim and the launcher).
+//! Every error names the file, the line and the key.
+#![deny(unsafe_code)]
+
+mod errno;
+mod glob;
+mod locate;
+mod overrides;
+mod parse;
+mod spec;
+
+pub use glob::glob_match;
+pub use parse::{
+    parse_map, parse_map_str, MapError, MapErrorKind, MAX_COUNT, MAX_RETRIES, RLIMIT_NAMES,
+};
+pub use spec::{ArgSpec, RetSpec, Size, SizeBase, SpecError};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A parsed and validated module map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleMap {
+    /// File the map came from (for error messages), or `<string>`.
+    pub file: PathBuf,
+    /// Glob on the executable's real path; `None` matches every program.
+    pub target: Option<String>,
+    /// Modules in file order.
+    pub modules: Vec<Module>,
+    /// Helper processes in file order.
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Module {
+    pub name: String,
+    /// soname, file name or path, or `main`.
+    pub object: String,
+    pub functions: Vec<Function>,
+    pub capabilities: Vec<String>,
+    /// 1-based line of the module's key in the file.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    /// Symbol name, optionally with `@VERSION` (e.g. `inflateCopy@ZLIB_1.2.0`).
+    pub name: String,
+    pub args: Vec<ArgSpec>,
+    pub ret: RetSpec,
+    /// `effect: pure` (true) or `state` (false, default).
+    pub pure: bool,
+    /// 1-based line of the function's key in the file.
+    pub line: usize,
+}
+
+impl Function {
+    /// The symbol name without a `@VERSION` suffix.
+    pub fn symbol(&self) -> &str {
+        self.name.split('@').next().unwrap_or(&self.name)
+    }
+    /// The version after `@`, if any.
+    pub fn version(&self) -> Option<&str> {
+        self.name.split_once('@').map(|(_, v)| v.trim_start_matches('@'))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub name: String,
+    /// Names of modules of this map; each module is in at most one process.
+    pub modules: Vec<String>,
+    pub env: Env,
+    pub timeout_ms: Option<u64>,
+    pub on_crash: OnCrash,
+    pub replicate: Option<Replicate>,
+    pub sample: Option<Sample>,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+    /// rlimit name (`as`, `cpu`, `data`, `stack`, `core`, `nofile`, `fsize`) -> value (bytes or count).
+    pub rlimits: BTreeMap<String, u64>,
+    pub malloc: Malloc,
+    pub wrapper: Vec<String>,
+    pub preload: Vec<String>,
+    pub library_path: String,
+}
+
+impl Env {
+    /// True when the helper must be a fresh execution of the program (SPEC: wrapper, preload,
+    /// library_path make the helper exec-mode).
+    pub fn exec_mode(&self) -> bool {
+        !self.wrapper.is_empty() || !self.preload.is_empty() || !self.library_path.is_empty()
+    }
+    /// `other` merged over `self`: maps merge key by key, lists and strings replace when set.
+    pub fn merged(&self, other: &Env) -> Env {
+        let mut e = self.clone();
+        e.vars.extend(other.vars.clone());
+        e.rlimits.extend(other.rlimits.clone());
+        let m = &other.malloc;
+        e.malloc.perturb = m.perturb.or(e.malloc.perturb);
+        e.malloc.pad = m.pad.or(e.malloc.pad);
+        e.malloc.zero_fill = m.zero_fill.or(e.malloc.zero_fill);
+        e.malloc.delay_free = m.delay_free.or(e.malloc.delay_free);
+        if !other.wrapper.is_empty() {
+            e.wrapper = other.wrapper.clone();
+        }
+        if !other.preload.is_empty() {
+            e.preload = other.preload.clone();
+        }
+        if !other.library_path.is_empty() {
+            e.library_path = other.library_path.clone();
+        }
+        e
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Malloc {
+    pub perturb: Option<u8>,
+    pub pad: Option<u64>,
+    pub zero_fill: Option<bool>,
+    pub delay_free: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restore {
+    None,
+    Replay,
+    Checkpoint,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GiveUp {
+    /// Re-raise the helper's signal (or exit status) in the program.
+    Crash,
+    /// Return this value with errno set.
+    Return { value: i64, errno: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnCrash {
+    pub restart: bool,
+    pub restore: Restore,
+    pub max_retries: u32,
+    pub retry_envs: Vec<Env>,
+    pub give_up: GiveUp,
+}
+
+impl Default for OnCrash {
+    fn default() -> Self {
+        OnCrash {
+            restart: true,
+            restore: Restore::None,
+            max_retries: 0,
+            retry_envs: Vec::new(),
+            give_up: GiveUp::Crash,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnMismatch {
+    Majority,
+    First,
+    Abort,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replicate {
+    pub count: u32,
+    pub on_mismatch: OnMismatch,
+    pub envs: Vec<Env>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pick {
+    RoundRobin,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub count: u32,
+    pub envs: Vec<Env>,
+    pub pick: Pick,
+}
+
+impl ModuleMap {
+    /// The process a module is isolated in, or `None` when it stays in the program.
+    pub fn process_of(&self, module: &str) -> Option<&Process> {
+        self.processes
+            .iter()
+            .find(|p| p.modules.iter().any(|m| m == module))
+    }
+    /// True when at least one module is isolated in a helper process.
+    pub fn isolates_anything(&self) -> bool {
+        self.processes.iter().any(|p| !p.modules.is_empty())
+    }
+    /// True when the map applies to the executable at `exe` (its real path).
+    pub fn matches_target(&self, exe: &str) -> bool {
+        match &self.target {
+            None => true,
+            Some(t) => glob_match(t, exe),
+        }
+    }
+}

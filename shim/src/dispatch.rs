@@ -1,0 +1,650 @@
+//! The call path: what a trampoline does with a saved frame.
+//!
+//! In the process that owns the function, the frame is replayed on the real function. Else
+//! the call is marshalled into a channel of the owner's shared-memory region (client side),
+//! and the caller waits for the answer, serving nested calls the peer makes meanwhile. The
+//! same code serves a received call (server side): the helper runs it on pointers into the
+//! shared data area; the program, which trusts nothing the helper wrote, on private copies.
+//!
+//! Must never panic across the FFI boundary: [`fracture_dispatch`] catches unwinding.
+//! Nothing here runs after `fork` in a child or in a signal handler of ours.
+
+use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::runtime::{self, FnDesc, ProcRt, Runtime, PROGRAM};
+use crate::shm::{self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF};
+use crate::{handles, trampoline};
+use module_map::{ArgSpec, RetSpec, Size, SizeBase};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering::*;
+use std::time::{Duration, Instant};
+
+/// How long a caller spins for an answer before it sleeps on the futex.
+const CLIENT_SPIN: Duration = Duration::from_micros(30);
+/// How long a helper thread spins for the next request before it sleeps.
+pub const SERVER_SPIN: Duration = Duration::from_micros(60);
+/// Sleep slice between liveness checks of the peer.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Why a call could not be answered by its owner.
+#[derive(Debug, Clone, Copy)]
+pub enum CallError {
+    /// The helper died; raw wait status (or -1 when unknown).
+    Died(i32),
+    /// An argument does not fit the channel's data area.
+    TooLarge(u64),
+    /// The peer answered with something we cannot use, or refused the call.
+    BadReply,
+    /// The helper could not run the call (unknown function, object not loadable).
+    Refused,
+    /// No helper process is running for the owner.
+    NoHelper,
+}
+
+/// One channel this thread is using, innermost last.
+#[derive(Clone, Copy, Default)]
+struct Active {
+    owner: u32,
+    ch: u16,
+    /// First free byte of the channel's data area for a nested message.
+    top: u64,
+}
+
+const MAX_DEPTH: usize = 32;
+
+thread_local! {
+    static ACTIVE: Cell<[Active; MAX_DEPTH]> = const { Cell::new([Active { owner: 0, ch: 0, top: 0 }; MAX_DEPTH]) };
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Returned strings (`ret: str`), per function, valid until the next call of it here.
+    static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn active_find(owner: u32) -> Option<Active> {
+    let d = DEPTH.with(|d| d.get());
+    let a = ACTIVE.with(|a| a.get());
+    a[..d].iter().rev().find(|x| x.owner == owner).copied()
+}
+
+fn active_push(x: Active) -> bool {
+    let d = DEPTH.with(|d| d.get());
+    if d >= MAX_DEPTH {
+        return false;
+    }
+    ACTIVE.with(|a| {
+        let mut v = a.get();
+        v[d] = x;
+        a.set(v);
+    });
+    DEPTH.with(|dd| dd.set(d + 1));
+    true
+}
+
+fn active_pop() {
+    DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+}
+
+fn errno_ptr() -> *mut i32 {
+    // SAFETY: __errno_location has no preconditions and returns this thread's errno.
+    unsafe { libc::__errno_location() }
+}
+
+fn get_errno() -> i32 {
+    // SAFETY: see errno_ptr.
+    unsafe { *errno_ptr() }
+}
+
+fn set_errno(e: i32) {
+    // SAFETY: see errno_ptr.
+    unsafe { *errno_ptr() = e }
+}
+
+/// Entry from the trampoline of mapped function `idx`.
+///
+/// # Safety
+/// `frame` points to the frame the trampoline built on its stack.
+pub unsafe extern "C" fn fracture_dispatch(idx: u32, frame: *mut Frame) {
+    // SAFETY: the trampoline passes a pointer to its own live, exclusive frame.
+    let frame = unsafe { &mut *frame };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(idx as usize, frame)));
+    if r.is_err() {
+        error!("internal error in the call of mapped function #{idx}; returning 0 with errno EIO");
+        frame.ret_rax = 0;
+        frame.ret_rdx = 0;
+        set_errno(libc::EIO);
+    }
+}
+
+fn dispatch(idx: usize, frame: &mut Frame) {
+    let Some(rt) = runtime::get() else {
+        frame.ret_rax = 0;
+        set_errno(libc::ENOSYS);
+        return;
+    };
+    let Some(f) = rt.fns.get(idx) else {
+        frame.ret_rax = 0;
+        set_errno(libc::ENOSYS);
+        return;
+    };
+    let me = rt.me();
+    if f.owner == me || rt.detached.load(Relaxed) {
+        call_local(rt, f, frame);
+        return;
+    }
+    if me == PROGRAM {
+        let Some(p) = rt.proc_of(f.owner) else {
+            call_local(rt, f, frame);
+            return;
+        };
+        crate::recovery::call_helper(rt, f, p, frame);
+    } else {
+        // In a helper: the call goes back to the program over the channel this thread serves.
+        match active_find(PROGRAM) {
+            Some(a) => {
+                let region = &rt.procs[(me - 1) as usize].region;
+                let stop = || region.header().shutdown.load(Relaxed) != 0;
+                f.stats.nested.fetch_add(1, Relaxed);
+                if let Err(e) = client_call(rt, f, region, a.ch as usize, a.top, frame, false, &stop) {
+                    error!("nested call of {} from process '{}' failed: {e:?}", f.name, rt.procs[(me - 1) as usize].name);
+                    frame.ret_rax = 0;
+                    set_errno(libc::EIO);
+                }
+            }
+            None => {
+                warn!("{} called from a thread the helper made itself; running it in the helper", f.name);
+                call_local(rt, f, frame);
+            }
+        }
+    }
+}
+
+/// The real address of `f` here, loading its object first in a helper if needed.
+pub fn ensure_real(rt: &Runtime, f: &FnDesc) -> usize {
+    let a = f.real.load(Acquire);
+    if a != 0 {
+        return a;
+    }
+    crate::dl::load_for(rt, f);
+    f.real.load(Acquire)
+}
+
+fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
+    let real = ensure_real(rt, f);
+    if real == 0 {
+        error!("{}: the real function is not loaded in this process", f.name);
+        frame.ret_rax = 0;
+        set_errno(libc::ENOSYS);
+        return;
+    }
+    // SAFETY: `real` is the address dlsym gave for this very symbol, and the frame's stack
+    // pointer is the caller's stack, which holds at least `nstack` argument words.
+    unsafe { trampoline::replay(real, frame, f.layout.nstack) }
+}
+
+fn eval_size(s: &Size, f: &FnDesc, frame: &Frame, stack: &[u64]) -> u64 {
+    let base = match s.base {
+        SizeBase::Literal(n) => n,
+        SizeBase::Arg(i) => f.layout.args.get(i).map(|a| arg_value(frame, stack, a.1)).unwrap_or(0),
+        SizeBase::Deref(i) => {
+            let p = f.layout.args.get(i).map(|a| arg_value(frame, stack, a.1)).unwrap_or(0);
+            if p == 0 {
+                0
+            } else {
+                // SAFETY: the caller passed this pointer for the function to read a size from;
+                // the spec says it points to a 64-bit size.
+                unsafe { std::ptr::read_unaligned(p as *const u64) }
+            }
+        }
+    };
+    base.saturating_mul(s.mul)
+}
+
+fn align8(n: u64) -> u64 {
+    n.saturating_add(7) & !7
+}
+
+/// Copies `n` bytes.
+///
+/// # Safety
+/// Both ranges are valid for `n` bytes and do not overlap.
+unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+}
+
+/// Totals of one call, for the statistics.
+#[derive(Default, Clone, Copy)]
+pub struct Moved {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Sends the call in `frame` to the peer on channel `c` of `region` and waits for the answer,
+/// serving the peer's nested calls meanwhile. `from_program` says which side we are.
+#[allow(clippy::too_many_arguments)]
+pub fn client_call(
+    rt: &Runtime,
+    f: &FnDesc,
+    region: &Region,
+    c: usize,
+    base: u64,
+    frame: &mut Frame,
+    from_program: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Moved, CallError> {
+    let ch = region.channel(c);
+    let data = region.data(c);
+    let nstack = f.layout.nstack.min(MAX_STACK);
+    let mut stack = [0u64; MAX_STACK];
+    if nstack > 0 && !frame.stack.is_null() {
+        // SAFETY: the caller's stack holds the listed stack arguments (frame.stack points at
+        // the first of them); nstack is bounded by the spec's layout.
+        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
+    }
+    // Program side: handle tokens go back to the helper's own values.
+    let mut tf = *frame;
+    let mut mirror_token = 0u64;
+    if from_program {
+        for (spec, loc) in &f.layout.args {
+            if *spec == ArgSpec::Handle {
+                let v = arg_value(frame, &stack, *loc);
+                if mirror_token == 0 && handles::is_token(v) {
+                    mirror_token = v;
+                }
+                set_arg(&mut tf, &mut stack, *loc, handles::remote_of(f.owner, v));
+            }
+        }
+    }
+    let frame_in = &tf;
+    let mut m: Msg = Msg {
+        kind: MSG_CALL,
+        func: f.idx as u32,
+        errno: get_errno(),
+        nstack: nstack as u32,
+        data_base: base,
+        data_end: base,
+        gp: frame_in.gp,
+        rax: frame_in.rax,
+        xmm: frame_in.xmm,
+        stack,
+        arg_off: [NULL_OFF; crate::abi::MAX_ARGS],
+        arg_len: [0; crate::abi::MAX_ARGS],
+        ret_rax: 0,
+        ret_rdx: 0,
+        ret_xmm0: [0; 2],
+        ret_xmm1: [0; 2],
+        ret_off: NULL_OFF,
+        ret_len: 0,
+        mirror_off: NULL_OFF,
+        mirror_len: 0,
+    };
+    // Marshal the buffers: (arg index, caller pointer, offset, length, copy back?).
+    let mut bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS] = [(0, 0, 0, 0, false); crate::abi::MAX_ARGS];
+    let mut nbufs = 0;
+    let mut cursor = align8(base);
+    let mut moved = Moved::default();
+    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
+        if !spec.is_buffer() {
+            continue;
+        }
+        let p = arg_value(frame, &stack, *loc);
+        if p == 0 {
+            continue; // NULL passes NULL
+        }
+        let len = match spec {
+            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
+            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
+            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
+            _ => 0,
+        };
+        let end = cursor.checked_add(len).filter(|e| *e <= DATA_SIZE as u64).ok_or(CallError::TooLarge(len))?;
+        // Out-buffers are copied in too: bytes the function does not write keep their values.
+        // SAFETY: the caller's buffer holds `len` bytes per its spec; the destination lies in
+        // the channel's data area (end <= DATA_SIZE, checked above).
+        unsafe { copy(data.add(cursor as usize), p as *const u8, len as usize) };
+        let back = matches!(spec, ArgSpec::Out(_) | ArgSpec::InOut(_));
+        if !matches!(spec, ArgSpec::Out(_)) {
+            moved.bytes_in += len;
+        }
+        bufs[nbufs] = (i, p, cursor, len, back);
+        nbufs += 1;
+        m.arg_off[i] = cursor;
+        m.arg_len[i] = len;
+        cursor = align8(end);
+    }
+    m.data_end = cursor.min(DATA_SIZE as u64);
+    let (send, recv) = if from_program { (ch.to_helper(), ch.to_prog()) } else { (ch.to_prog(), ch.to_helper()) };
+    let mut seen = recv.seq.load(SeqCst);
+    // SAFETY: the channel is ours for this call (acquired or nested on it); the message slot
+    // belongs to the sender until the peer answers.
+    unsafe { std::ptr::write_volatile(ch.msg_ptr(), m) };
+    send.post();
+    if from_program && ch.served.load(SeqCst) == 0 {
+        shm::ring(&region.header().doorbell);
+    }
+    loop {
+        let spin = if from_program { CLIENT_SPIN } else { SERVER_SPIN };
+        let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
+            return Err(CallError::Died(region.header().wait_status.load(SeqCst)));
+        };
+        seen = s;
+        if !from_program {
+            ch.consumed.store(s, SeqCst);
+        }
+        let r = ch.read_msg();
+        match r.kind {
+            MSG_RETURN => {
+                // Copy back out-buffers at the offsets and lengths we chose, never the peer's.
+                for &(_, p, off, len, back) in &bufs[..nbufs] {
+                    if back {
+                        // SAFETY: same ranges as the copy-in above.
+                        unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
+                        moved.bytes_out += len;
+                    }
+                }
+                frame.ret_rax = r.ret_rax;
+                frame.ret_rdx = r.ret_rdx;
+                frame.ret_xmm0 = r.ret_xmm0;
+                frame.ret_xmm1 = r.ret_xmm1;
+                if f.ret == RetSpec::Str {
+                    frame.ret_rax = take_ret_str(f, data, cursor, r.ret_off, r.ret_len, &mut moved)?;
+                }
+                if from_program {
+                    if f.ret == RetSpec::Handle {
+                        frame.ret_rax = handles::token_for(f.owner, r.ret_rax);
+                        mirror_token = frame.ret_rax;
+                    }
+                    if mirror_token != 0 && r.mirror_off != NULL_OFF {
+                        let ok = r.mirror_len as usize <= handles::MIRROR
+                            && r.mirror_off >= cursor
+                            && r.mirror_off.checked_add(r.mirror_len).is_some_and(|e| e <= DATA_SIZE as u64);
+                        if ok {
+                            // SAFETY: the range lies inside the data area (checked above).
+                            let snap = unsafe { std::slice::from_raw_parts(data.add(r.mirror_off as usize), r.mirror_len as usize) };
+                            handles::refresh(mirror_token, snap);
+                        }
+                    }
+                }
+                set_errno(r.errno);
+                return Ok(moved);
+            }
+            MSG_CALL => {
+                // A nested call of the peer: serve it and keep waiting for our answer.
+                let reply = serve(rt, region, c, &r, !from_program);
+                // SAFETY: the peer sent a call and waits for our answer: the slot is ours.
+                unsafe { std::ptr::write_volatile(ch.msg_ptr(), reply) };
+                send.post();
+            }
+            MSG_FAIL => return Err(CallError::Refused),
+            _ => return Err(CallError::BadReply),
+        }
+    }
+}
+
+/// Copies a returned string out of the data area into this thread's buffer for `f`.
+fn take_ret_str(f: &FnDesc, data: *mut u8, lo: u64, off: u64, len: u64, moved: &mut Moved) -> Result<u64, CallError> {
+    if off == NULL_OFF {
+        return Ok(0);
+    }
+    let end = off.checked_add(len).ok_or(CallError::BadReply)?;
+    if off < lo || end > DATA_SIZE as u64 {
+        return Err(CallError::BadReply);
+    }
+    RET_STR.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() <= f.idx {
+            r.resize_with(f.idx + 1, Vec::new);
+        }
+        let buf = &mut r[f.idx];
+        buf.clear();
+        // SAFETY: [off, end) lies inside the data area (checked above); copied once.
+        let src = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) };
+        let n = src.iter().position(|&b| b == 0).unwrap_or(src.len());
+        buf.extend_from_slice(&src[..n]);
+        buf.push(0);
+        moved.bytes_out += n as u64;
+        Ok(buf.as_ptr() as u64)
+    })
+}
+
+fn fail() -> Msg {
+    // SAFETY: Msg is plain data; all-zero is a valid value.
+    let mut m: Msg = unsafe { std::mem::zeroed() };
+    m.kind = MSG_FAIL;
+    m
+}
+
+/// Runs the call in message `m` received on channel `c` here and builds the answer.
+/// `zero_copy`: run on pointers into the data area (helper); else on private copies (program).
+pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) -> Msg {
+    let Some(f) = rt.fns.get(m.func as usize) else { return fail() };
+    if f.owner != rt.me() && !(rt.me() == PROGRAM && f.owner != PROGRAM) {
+        return fail();
+    }
+    let nstack = m.nstack as usize;
+    if nstack > MAX_STACK || m.data_base > m.data_end || m.data_end > DATA_SIZE as u64 {
+        return fail();
+    }
+    let data = region.data(c);
+    let mut stack = m.stack;
+    let mut frame = Frame { gp: m.gp, rax: m.rax, xmm: m.xmm, ..Frame::default() };
+    let mut private: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
+        if !spec.is_buffer() {
+            continue;
+        }
+        let (off, len) = (m.arg_off[i], m.arg_len[i]);
+        if off == NULL_OFF {
+            set_arg(&mut frame, &mut stack, *loc, 0);
+            continue;
+        }
+        let Some(end) = off.checked_add(len) else { return fail() };
+        if off < m.data_base || end > m.data_end {
+            return fail();
+        }
+        let ptr = if zero_copy {
+            if *spec == ArgSpec::Str && len > 0 {
+                // SAFETY: inside the data area (checked); the program wrote the NUL, but the
+                // string must end inside its slot whatever happened.
+                unsafe { *data.add((end - 1) as usize) = 0 };
+            }
+            // SAFETY: in bounds (checked above).
+            unsafe { data.add(off as usize) as u64 }
+        } else {
+            // SAFETY: in bounds (checked above); copied once into memory the peer cannot touch.
+            let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }.to_vec();
+            if *spec == ArgSpec::Str {
+                if v.last() != Some(&0) {
+                    v.push(0);
+                }
+            } else if v.is_empty() {
+                v.push(0);
+            }
+            let p = v.as_mut_ptr() as u64;
+            private.push((i, v));
+            p
+        };
+        set_arg(&mut frame, &mut stack, *loc, ptr);
+    }
+    frame.stack = stack.as_ptr();
+    let owner_here = f.owner == rt.me();
+    let peer = if rt.me() == PROGRAM {
+        // We serve the helper that owns this region.
+        rt.procs.iter().position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region)).map(|k| k as u32 + 1).unwrap_or(PROGRAM)
+    } else {
+        PROGRAM
+    };
+    let pushed = active_push(Active { owner: peer, ch: c as u16, top: m.data_end });
+    set_errno(m.errno);
+    if owner_here {
+        let real = ensure_real(rt, f);
+        if real == 0 {
+            if pushed {
+                active_pop();
+            }
+            return fail();
+        }
+        // SAFETY: real is the function the spec describes; `stack` holds `nstack` words.
+        unsafe { trampoline::replay(real, &mut frame, nstack) };
+    } else {
+        // The program forwards a helper's call to the process that owns the function.
+        dispatch(f.idx, &mut frame);
+    }
+    let errno = get_errno();
+    if pushed {
+        active_pop();
+    }
+    let mut r = fail();
+    r.kind = MSG_RETURN;
+    r.func = m.func;
+    r.errno = errno;
+    r.ret_rax = frame.ret_rax;
+    r.ret_rdx = frame.ret_rdx;
+    r.ret_xmm0 = frame.ret_xmm0;
+    r.ret_xmm1 = frame.ret_xmm1;
+    r.ret_off = NULL_OFF;
+    r.mirror_off = NULL_OFF;
+    if !zero_copy {
+        for (i, v) in &private {
+            let spec = f.layout.args[*i].0;
+            if matches!(spec, ArgSpec::Out(_) | ArgSpec::InOut(_)) {
+                let n = (m.arg_len[*i] as usize).min(v.len());
+                // SAFETY: writing back into the slot the peer gave for this argument, in bounds.
+                unsafe { copy(data.add(m.arg_off[*i] as usize), v.as_ptr(), n) };
+            }
+        }
+    }
+    let mut top = align8(m.data_end);
+    if f.ret == RetSpec::Str && frame.ret_rax != 0 {
+        // SAFETY: the function returned a NUL-terminated string (its spec says so).
+        let len = unsafe { libc::strlen(frame.ret_rax as *const libc::c_char) } as u64;
+        let off = align8(m.data_end);
+        match off.checked_add(len + 1).filter(|e| *e <= DATA_SIZE as u64) {
+            Some(_) => {
+                // SAFETY: [off, off+len+1) is inside the data area (checked).
+                unsafe {
+                    copy(data.add(off as usize), frame.ret_rax as *const u8, len as usize);
+                    *data.add((off + len) as usize) = 0;
+                }
+                r.ret_off = off;
+                r.ret_len = len;
+                top = align8(off + len + 1);
+            }
+            None => return fail(),
+        }
+        r.ret_rax = 0;
+    }
+    if zero_copy {
+        // Helper side: snapshot the object behind the returned (or first) handle.
+        let src = if f.ret == RetSpec::Handle {
+            frame.ret_rax
+        } else {
+            let orig = Frame { gp: m.gp, xmm: m.xmm, ..Frame::default() };
+            f.layout.args.iter().find(|a| a.0 == ArgSpec::Handle).map(|a| arg_value(&orig, &m.stack, a.1)).unwrap_or(0)
+        };
+        if src != 0 && top + handles::MIRROR as u64 <= DATA_SIZE as u64 {
+            // SAFETY: the destination lies in the data area (checked); the source is read
+            // with process_vm_readv, which fails instead of faulting on unmapped memory.
+            let n = unsafe { read_self(src, data.add(top as usize), handles::MIRROR) };
+            if n > 0 {
+                r.mirror_off = top;
+                r.mirror_len = n as u64;
+            }
+        }
+    }
+    r
+}
+
+/// Reads up to `n` bytes at `src` of this process into `dst`, stopping at unmapped memory.
+///
+/// # Safety
+/// `dst` is valid for `n` bytes.
+unsafe fn read_self(src: u64, dst: *mut u8, n: usize) -> isize {
+    // Try the whole snapshot; if the object ends near unmapped memory, the rest of its page.
+    // SAFETY: forwarded contract.
+    let r = unsafe { read_self_once(src, dst, n) };
+    if r > 0 {
+        return r;
+    }
+    let in_page = (4096 - (src as usize & 4095)).min(n);
+    // SAFETY: forwarded contract; in_page <= n.
+    unsafe { read_self_once(src, dst, in_page) }
+}
+
+/// # Safety
+/// `dst` is valid for `n` bytes.
+unsafe fn read_self_once(src: u64, dst: *mut u8, n: usize) -> isize {
+    let local = libc::iovec { iov_base: dst.cast(), iov_len: n };
+    let remote = libc::iovec { iov_base: src as *mut libc::c_void, iov_len: n };
+    // SAFETY: process_vm_readv on ourselves: the kernel checks the source range.
+    unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) }
+}
+
+/// The program side of one call to a helper: pick a channel, call, record statistics.
+pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Result<Moved, CallError> {
+    if p.pid.load(Acquire) <= 0 {
+        return Err(CallError::NoHelper);
+    }
+    let owner = f.owner;
+    let (c, base, acquired) = match active_find(owner) {
+        Some(a) => (a.ch as usize, a.top, false),
+        None => (acquire(p), 0, true),
+    };
+    let pushed = active_push(Active { owner, ch: c as u16, top: base });
+    let region = &p.region;
+    let stop = || helper_gone(p);
+    let t0 = Instant::now();
+    let r = client_call(rt, f, region, c, base, frame, true, &stop);
+    if pushed {
+        active_pop();
+    }
+    if acquired {
+        release(p, c);
+    }
+    if let Ok(m) = &r {
+        f.stats.record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
+    }
+    r
+}
+
+/// True when the helper serving `p` has died (the zygote says so, or its pidfd does).
+pub fn helper_gone(p: &ProcRt) -> bool {
+    if p.region.header().state.load(SeqCst) == shm::STATE_DEAD {
+        return true;
+    }
+    let fd = p.pidfd.load(Relaxed);
+    if fd < 0 {
+        return false;
+    }
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: polling one pidfd we own, without blocking.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+fn acquire(p: &ProcRt) -> usize {
+    let mut spins = 0u32;
+    loop {
+        let free = p.free.load(Acquire);
+        if free != 0 {
+            let i = free.trailing_zeros();
+            if p.free.compare_exchange(free, free & !(1 << i), AcqRel, Relaxed).is_ok() {
+                return i as usize;
+            }
+            continue;
+        }
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn release(p: &ProcRt, c: usize) {
+    p.free.fetch_or(1 << c, Release);
+}
+
+/// True when `ch` is idle for a new server thread (used by the helper's main loop).
+pub fn pending(ch: &Channel) -> bool {
+    ch.to_helper_seq.load(SeqCst) != ch.consumed.load(SeqCst)
+}

@@ -1,0 +1,145 @@
+//! A helper process: the main thread waits on the region's doorbell and starts one serving
+//! thread per channel that gets a call; each serving thread answers the calls of its channel
+//! (a calling thread of the program) in order, so a slow call holds up only its own caller.
+//!
+//! Runs in a child of the zygote. Everything the program sent is trusted here (the program
+//! is the trusted side); the data area is used in place.
+
+use crate::dispatch;
+use crate::runtime::Runtime;
+use crate::shm::{self, Dir, MSG_CALL, MSG_FAIL};
+use module_map::Env;
+use std::sync::atomic::Ordering::*;
+use std::time::Duration;
+
+pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
+    // SAFETY: single-threaded child of the zygote; prctl/getppid have no memory arguments.
+    unsafe {
+        let zygote = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != zygote {
+            libc::_exit(0);
+        }
+    }
+    let p = &rt.procs[k];
+    let name = std::ffi::CString::new(format!("fx-{}", p.name)).unwrap_or_default();
+    // SAFETY: PR_SET_NAME with a NUL-terminated name (the kernel truncates to 15 bytes).
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    if !p.region.valid() {
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(70) };
+    }
+    rt.me.store(k as u32 + 1, SeqCst);
+    let env = env_for(&p.spec, env_idx);
+    apply_env(&env);
+    {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let objs = crate::got::loaded_objects();
+        rt.patch(&objs, false);
+    }
+    debug!("helper '{}' ready (env #{env_idx})", p.name);
+    let region = p.region;
+    let h = region.header();
+    let bell = Dir { seq: &h.doorbell, ev: &h.doorbell, sleeping: &h.doorbell_sleeping };
+    let mut started = [false; shm::CHANNELS];
+    loop {
+        let seen = h.doorbell.load(SeqCst);
+        if h.shutdown.load(SeqCst) != 0 {
+            finish();
+        }
+        for (c, st) in started.iter_mut().enumerate() {
+            let ch = region.channel(c);
+            if !*st && dispatch::pending(ch) {
+                *st = true;
+                ch.served.store(1, SeqCst);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("fx-serve-{c}"))
+                    .spawn(move || serve_channel(rt, k, c));
+                if spawned.is_err() {
+                    error!("helper '{}': cannot start a serving thread", rt.procs[k].name);
+                    // SAFETY: leaving the helper; the program sees it die and recovers.
+                    unsafe { libc::_exit(71) };
+                }
+            }
+        }
+        bell.wait(seen, Duration::ZERO, Duration::from_millis(200), || h.shutdown.load(SeqCst) != 0);
+    }
+}
+
+fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
+    let region = rt.procs[k].region;
+    let h = region.header();
+    let ch = region.channel(c);
+    let dir = ch.to_helper();
+    loop {
+        let seen = ch.consumed.load(SeqCst);
+        let Some(s) = dir.wait(seen, dispatch::SERVER_SPIN, Duration::from_millis(200), || h.shutdown.load(SeqCst) != 0) else {
+            if h.shutdown.load(SeqCst) != 0 {
+                return;
+            }
+            continue;
+        };
+        ch.consumed.store(s, SeqCst);
+        let m = ch.read_msg();
+        let reply = if m.kind == MSG_CALL {
+            dispatch::serve(rt, &region, c, &m, true)
+        } else {
+            // SAFETY: Msg is plain data.
+            let mut f: shm::Msg = unsafe { std::mem::zeroed() };
+            f.kind = MSG_FAIL;
+            f
+        };
+        // SAFETY: the program posted a call and waits: the message slot is ours to answer in.
+        unsafe { std::ptr::write_volatile(ch.msg_ptr(), reply) };
+        ch.to_prog().post();
+    }
+}
+
+/// The environment of retry `n` (0: the process's own).
+pub fn env_for(p: &module_map::Process, n: u32) -> Env {
+    match n {
+        0 => p.env.clone(),
+        n => match p.on_crash.retry_envs.get(n as usize - 1) {
+            Some(e) => p.env.merged(e),
+            None => p.env.clone(),
+        },
+    }
+}
+
+/// Applies a fork-mode environment in this helper only.
+fn apply_env(env: &Env) {
+    for (k, v) in &env.vars {
+        std::env::set_var(k, v);
+    }
+    for (name, v) in &env.rlimits {
+        let res = match name.as_str() {
+            "as" => libc::RLIMIT_AS,
+            "cpu" => libc::RLIMIT_CPU,
+            "data" => libc::RLIMIT_DATA,
+            "stack" => libc::RLIMIT_STACK,
+            "core" => libc::RLIMIT_CORE,
+            "nofile" => libc::RLIMIT_NOFILE,
+            "fsize" => libc::RLIMIT_FSIZE,
+            "nproc" => libc::RLIMIT_NPROC,
+            "memlock" => libc::RLIMIT_MEMLOCK,
+            _ => continue,
+        };
+        let lim = libc::rlimit { rlim_cur: *v as libc::rlim_t, rlim_max: *v as libc::rlim_t };
+        // SAFETY: setrlimit with a local struct.
+        unsafe { libc::setrlimit(res, &lim) };
+    }
+    if let Some(p) = env.malloc.perturb {
+        // SAFETY: mallopt is glibc's documented knob; M_PERTURB = -6.
+        unsafe { libc::mallopt(-6, p as libc::c_int) };
+    }
+}
+
+/// Orderly exit: flush what the module wrote through stdio, then leave without the
+/// program's atexit handlers.
+fn finish() -> ! {
+    // SAFETY: fflush(NULL) flushes every stream of this process; _exit ends it.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(0)
+    }
+}

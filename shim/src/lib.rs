@@ -1,0 +1,216 @@
+//! libfracture.so: the preloaded library of fracture.
+//!
+//! At load it reads the map (`FRACTURE_CONFIG`); if the map applies to this executable and
+//! isolates something, then just before `main` (through an interposed `__libc_start_main`) it
+//! routes the GOT slots of mapped functions to per-function stubs, forks the zygote and starts
+//! one helper per process of the map. A map that does not apply, or isolates nothing, leaves
+//! the program untouched (no slot is written, no process started).
+//!
+//! Unsafe code lives in `trampoline.rs` (assembly), `got.rs` (GOT slots), `shm.rs` (shared
+//! memory and futexes), `zygote.rs`/`helper.rs` (fork), `dl.rs` (loader entry points) and the
+//! entry points below; each says which invariants it keeps. No panic crosses into the host:
+//! every entry point catches unwinding.
+
+#[macro_use]
+mod log;
+mod abi;
+mod dispatch;
+mod dl;
+mod got;
+mod handles;
+mod helper;
+mod recovery;
+mod runtime;
+mod shm;
+mod stats;
+mod trampoline;
+mod zygote;
+
+use runtime::{Inert, Runtime, PROGRAM};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::Ordering::*;
+
+/// Load-time setup: runs from `.init_array` when ld.so initialises us.
+extern "C" fn on_load() {
+    let _ = std::panic::catch_unwind(|| {
+        log::init_from_env();
+        dl::init_real();
+        match runtime::load() {
+            Ok(Ok(rt)) => {
+                runtime::install(rt);
+            }
+            Ok(Err(Inert::NothingIsolated)) => debug!("the map isolates nothing: nothing is routed"),
+            Ok(Err(_)) => {}
+            Err(e) => {
+                emit_fatal(&e.to_string());
+                // SAFETY: leaving before main, as SPEC.md says: status 127.
+                unsafe { libc::_exit(127) };
+            }
+        }
+    });
+}
+
+fn emit_fatal(msg: &str) {
+    let line = format!("fracture: error: {msg}\n");
+    // SAFETY: writing a local buffer to stderr.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = on_load;
+
+extern "C" fn on_unload() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(rt) = runtime::get() {
+            if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
+                write_stats(rt);
+            }
+        }
+    });
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = on_unload;
+
+type MainFn = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
+type StartMainFn = unsafe extern "C" fn(MainFn, c_int, *mut *mut c_char, *mut c_void, *mut c_void, *mut c_void, *mut c_void) -> c_int;
+
+static REAL_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Routes the GOT, forks the zygote and the helpers: everything that must happen after the
+/// constructors and before the program's first thread.
+fn start(rt: &'static Runtime) -> Result<(), String> {
+    let objs = got::loaded_objects();
+    let errors = rt.resolve(&objs);
+    if !errors.is_empty() {
+        return Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\nfracture: error: "));
+    }
+    zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
+    for k in 0..rt.procs.len() {
+        zygote::spawn(rt, k, 0).map_err(|e| format!("cannot start helper '{}': {e}", rt.procs[k].name))?;
+    }
+    {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let n = rt.patch(&objs, false);
+        debug!("routed {n} GOT slots in {} objects", objs.len());
+    }
+    rt.started.store(true, Release);
+    // SAFETY: registering a fork handler with a plain extern "C" function.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    Ok(())
+}
+
+extern "C" fn after_fork_child() {
+    if let Some(rt) = runtime::get() {
+        if rt.me() == PROGRAM {
+            // A child of the program has no helpers of its own: mapped calls run in place.
+            rt.detached.store(true, Relaxed);
+            zygote::forget_in_child();
+        }
+    }
+}
+
+unsafe extern "C" fn main_wrapper(argc: c_int, argv: *mut *mut c_char, envp: *mut *mut c_char) -> c_int {
+    let r = std::panic::catch_unwind(|| {
+        if let Some(rt) = runtime::get() {
+            if let Err(e) = start(rt) {
+                emit_fatal(&e);
+                // SAFETY: a map naming what this program lacks stops it before main (SPEC.md).
+                unsafe { libc::_exit(127) };
+            }
+        }
+    });
+    if r.is_err() {
+        emit_fatal("internal error while starting; running the program without fracture");
+    }
+    let main = REAL_MAIN.load(Acquire);
+    // SAFETY: REAL_MAIN holds the program's main, stored by __libc_start_main below.
+    unsafe { std::mem::transmute::<usize, MainFn>(main)(argc, argv, envp) }
+}
+
+/// Interposed: wraps `main` so that routing and the zygote happen after every constructor.
+///
+/// # Safety
+/// Called by the program's `_start` with glibc's own arguments, which are passed on.
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn __libc_start_main(
+    main: MainFn,
+    argc: c_int,
+    argv: *mut *mut c_char,
+    init: *mut c_void,
+    fini: *mut c_void,
+    rtld_fini: *mut c_void,
+    stack_end: *mut c_void,
+) -> c_int {
+    // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
+    let real = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"__libc_start_main".as_ptr(), c"GLIBC_2.34".as_ptr()) };
+    let real = if real.is_null() {
+        // SAFETY: as above, older symbol version.
+        unsafe { libc::dlvsym(libc::RTLD_NEXT, c"__libc_start_main".as_ptr(), c"GLIBC_2.2.5".as_ptr()) }
+    } else {
+        real
+    };
+    if real.is_null() {
+        emit_fatal("cannot find glibc's __libc_start_main");
+        // SAFETY: nothing else can start the program.
+        unsafe { libc::_exit(127) };
+    }
+    // SAFETY: `real` is glibc's __libc_start_main with this signature.
+    let real: StartMainFn = unsafe { std::mem::transmute(real) };
+    let wrap = runtime::get().is_some();
+    if wrap {
+        REAL_MAIN.store(main as usize, Release);
+        // SAFETY: same arguments, our wrapper in place of main.
+        unsafe { real(main_wrapper, argc, argv, init, fini, rtld_fini, stack_end) }
+    } else {
+        // SAFETY: passing glibc's arguments through unchanged.
+        unsafe { real(main, argc, argv, init, fini, rtld_fini, stack_end) }
+    }
+}
+
+/// Writes `FRACTURE_STATS` (per process and function: calls, bytes, latency percentiles).
+pub(crate) fn write_stats(rt: &Runtime) {
+    let Some(path) = std::env::var_os("FRACTURE_STATS").filter(|p| !p.is_empty()) else { return };
+    let mut o = String::new();
+    o.push_str(&format!("{{\n  \"program\": {},\n  \"pid\": {},\n  \"processes\": {{", stats::json_str(&rt.exe), rt.program_pid()));
+    let mut owners: Vec<(u32, String)> = vec![(PROGRAM, "main".to_string())];
+    owners.extend(rt.procs.iter().enumerate().map(|(k, p)| (k as u32 + 1, p.name.clone())));
+    let mut first_p = true;
+    for (owner, name) in owners {
+        let fns: Vec<_> = rt.fns.iter().filter(|f| f.owner == owner).collect();
+        if fns.is_empty() {
+            continue;
+        }
+        if !first_p {
+            o.push(',');
+        }
+        first_p = false;
+        let pid = rt.proc_of(owner).map(|p| p.pid.load(Relaxed)).unwrap_or(rt.program_pid());
+        o.push_str(&format!("\n    {}: {{\n      \"pid\": {pid},\n      \"functions\": {{", stats::json_str(&name)));
+        for (i, f) in fns.iter().enumerate() {
+            let s = &f.stats;
+            o.push_str(&format!(
+                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"nested_calls\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
+                if i > 0 { "," } else { "" },
+                stats::json_str(&f.name),
+                stats::json_str(&f.module),
+                if f.pure { "pure" } else { "state" },
+                s.calls.load(Relaxed),
+                s.bytes_in.load(Relaxed),
+                s.bytes_out.load(Relaxed),
+                s.failures.load(Relaxed),
+                s.nested.load(Relaxed),
+                s.percentile_us(0.5),
+                s.percentile_us(0.99),
+            ));
+        }
+        o.push_str("\n      }\n    }");
+    }
+    o.push_str("\n  }\n}\n");
+    if let Err(e) = std::fs::write(&path, o) {
+        warn!("cannot write the statistics to {}: {e}", std::path::Path::new(&path).display());
+    }
+}

@@ -1,0 +1,140 @@
+//! What the program does when a helper fails a call: restart it from the zygote and retry
+//! (`on_crash`), and give up as configured.
+
+use crate::abi::Frame;
+use crate::dispatch::{self, CallError};
+use crate::runtime::{FnDesc, ProcRt, Runtime};
+use module_map::GiveUp;
+use std::sync::atomic::Ordering::*;
+use std::sync::Mutex;
+
+static RESTART: Mutex<()> = Mutex::new(());
+
+/// Describes a raw wait status: "signal 11 (SIGSEGV)" or "exit status 3".
+pub fn describe(status: i32) -> String {
+    if status < 0 {
+        "an unknown cause".into()
+    } else if libc::WIFSIGNALED(status) {
+        let s = libc::WTERMSIG(status);
+        format!("signal {s} ({})", signal_name(s))
+    } else if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
+pub fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+/// Program side: call `f` in helper `p`, restarting and retrying per `on_crash`.
+pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
+    let saved = *frame;
+    let oc = &p.spec.on_crash;
+    let k = (f.owner - 1) as usize;
+    let mut retry = 0u32;
+    loop {
+        match dispatch::call_once(rt, f, p, frame) {
+            Ok(_) => {
+                debug!("{} -> rax={:#x} rdx={:#x}", f.name, frame.ret_rax, frame.ret_rdx);
+                return;
+            }
+            Err(e) => {
+                f.stats.failures.fetch_add(1, Relaxed);
+                let status = match e {
+                    CallError::Died(s) => s,
+                    _ => -1,
+                };
+                let what = match e {
+                    CallError::Died(s) => format!("died of {}", describe(s)),
+                    CallError::TooLarge(n) => format!("could not take an argument of {n} bytes (over {} MiB)", crate::shm::DATA_SIZE >> 20),
+                    CallError::BadReply => "answered with garbage".into(),
+                    CallError::Refused => "refused the call".into(),
+                    CallError::NoHelper => "is not running".into(),
+                };
+                let restartable = matches!(e, CallError::Died(_) | CallError::NoHelper | CallError::BadReply);
+                warn!("process '{}' {what} during {} (retry {retry} of {})", p.name, f.name, oc.max_retries);
+                if restartable && dispatch::helper_gone(p) || matches!(e, CallError::NoHelper | CallError::BadReply) {
+                    if oc.restart {
+                        restart(rt, k, retry + 1);
+                    }
+                }
+                if restartable && oc.restart && retry < oc.max_retries {
+                    retry += 1;
+                    *frame = saved;
+                    continue;
+                }
+                give_up(rt, f, p, status, &what, frame);
+                return;
+            }
+        }
+    }
+}
+
+/// Starts a fresh helper for process `k` unless another thread already did.
+pub fn restart(rt: &Runtime, k: usize, env: u32) {
+    let _g = RESTART.lock().unwrap_or_else(|e| e.into_inner());
+    let p = &rt.procs[k];
+    if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
+        return;
+    }
+    let env = if (env as usize) <= p.spec.on_crash.retry_envs.len() { env } else { 0 };
+    match crate::zygote::spawn(rt, k, env) {
+        Ok(pid) => info!("process '{}' restarted as pid {pid} (env #{env})", p.name),
+        Err(e) => {
+            p.pid.store(0, SeqCst);
+            error!("process '{}' cannot be restarted: {e}", p.name)
+        }
+    }
+}
+
+fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame: &mut Frame) {
+    match &p.spec.on_crash.give_up {
+        GiveUp::Return { value, errno } => {
+            frame.ret_rax = *value as u64;
+            frame.ret_rdx = 0;
+            // SAFETY: writing this thread's errno.
+            unsafe { *libc::__errno_location() = *errno };
+        }
+        GiveUp::Crash => {
+            if log_enabled_error() {
+                crate::log::emit(crate::log::ERROR, format_args!("process '{}' {what} during {}; giving up", p.name, f.name));
+            }
+            crate::write_stats(rt);
+            // SAFETY: ending the program the way the helper ended: default action of the same
+            // signal, or the same exit status.
+            unsafe {
+                if status >= 0 && libc::WIFSIGNALED(status) {
+                    let sig = libc::WTERMSIG(status);
+                    libc::signal(sig, libc::SIG_DFL);
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, sig);
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                    libc::raise(sig);
+                    libc::_exit(128 + sig);
+                } else if status >= 0 && libc::WIFEXITED(status) {
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                libc::_exit(70);
+            }
+        }
+    }
+}
+
+fn log_enabled_error() -> bool {
+    crate::log::enabled(crate::log::ERROR)
+}

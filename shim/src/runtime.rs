@@ -1,0 +1,296 @@
+//! The resolved plan of one process: which mapped functions exist, who owns each, where the
+//! real code is, and the helper processes with their shared-memory regions.
+//!
+//! Built once, before `main`, from `FRACTURE_CONFIG` (stage two of configuration: the map
+//! against the objects really loaded). Never panics: every failure is an error value.
+
+use crate::abi::Layout;
+use crate::got::{self, Maps, Obj, Wanted};
+use crate::shm::Region;
+use crate::stats::FnStats;
+use crate::trampoline;
+use module_map::{MapError, ModuleMap, RetSpec};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+
+/// Owner id of the program itself; helper process k has owner id k + 1.
+pub const PROGRAM: u32 = 0;
+
+pub struct FnDesc {
+    pub idx: usize,
+    pub name: String,
+    pub cname: CString,
+    pub version: Option<CString>,
+    pub module: String,
+    pub object: String,
+    pub owner: u32,
+    pub layout: Layout,
+    pub ret: RetSpec,
+    pub pure: bool,
+    pub line: usize,
+    /// Address of the real function in this process; 0 while its object is not loaded.
+    pub real: AtomicUsize,
+    pub stats: FnStats,
+}
+
+pub struct ProcRt {
+    pub name: String,
+    pub region: Region,
+    pub pid: AtomicI32,
+    pub pidfd: AtomicI32,
+    /// Bit i set: channel i is free (program side only).
+    pub free: AtomicU32,
+    pub spec: module_map::Process,
+}
+
+pub struct Runtime {
+    pub map: ModuleMap,
+    pub fns: Vec<FnDesc>,
+    pub procs: Vec<ProcRt>,
+    /// Who this process is: PROGRAM, or k + 1 in helper k.
+    pub me: AtomicU32,
+    /// Set in a child the program forked: it has no helpers of its own.
+    pub detached: AtomicBool,
+    pub exe: String,
+    /// Serialises GOT patching with dlopen/dlclose.
+    pub patch_lock: Mutex<()>,
+    /// Base address of libfracture.so itself (never patched).
+    pub self_base: usize,
+    /// Objects already patched, by base address.
+    pub patched: Mutex<Vec<usize>>,
+    /// Set once routing is in place (just before `main`).
+    pub started: AtomicBool,
+    /// Pid of the program (the process that read the map).
+    pub program_pid: AtomicI32,
+}
+
+static RT: OnceLock<Runtime> = OnceLock::new();
+
+pub fn get() -> Option<&'static Runtime> {
+    RT.get()
+}
+
+pub fn install(rt: Runtime) -> &'static Runtime {
+    let _ = RT.set(rt);
+    RT.get().expect("runtime just installed")
+}
+
+/// Why the shim stays inert.
+pub enum Inert {
+    NoConfig,
+    OtherTarget,
+    NothingIsolated,
+}
+
+/// Real path of the running executable.
+pub fn exe_path() -> String {
+    std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `FRACTURE_SET` holds `KEY=VALUE` lines (from `fracture run --set`).
+fn sets_from_env() -> Vec<(String, String)> {
+    std::env::var("FRACTURE_SET")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect()
+}
+
+/// Reads and validates the map. `Ok(Err(Inert))` when the shim has nothing to do here.
+pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
+    let Some(path) = std::env::var_os("FRACTURE_CONFIG").filter(|p| !p.is_empty()) else {
+        return Ok(Err(Inert::NoConfig));
+    };
+    let path = std::path::PathBuf::from(path);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| MapError::at(&path, None, None, format!("cannot read the map: {e}")))?;
+    let map = module_map::parse_map_str(&text, &path, &sets_from_env())?;
+    let exe = exe_path();
+    if !map.matches_target(&exe) {
+        return Ok(Err(Inert::OtherTarget));
+    }
+    if !map.isolates_anything() {
+        return Ok(Err(Inert::NothingIsolated));
+    }
+    let mut fns = Vec::new();
+    for m in &map.modules {
+        let owner = match map.processes.iter().position(|p| p.modules.iter().any(|x| x == &m.name)) {
+            Some(k) => k as u32 + 1,
+            None => PROGRAM,
+        };
+        for f in &m.functions {
+            let key = format!("modules.{}.functions.{}", m.name, f.name);
+            let layout = Layout::of(f).map_err(|e| MapError::at(&path, Some(f.line), Some(key.clone()), e))?;
+            if fns.len() >= trampoline::MAX_FNS {
+                return Err(MapError::at(&path, Some(f.line), Some(key), format!("more than {} functions", trampoline::MAX_FNS)));
+            }
+            let cname = CString::new(f.symbol()).map_err(|_| MapError::at(&path, Some(f.line), Some(key.clone()), "NUL in name".to_string()))?;
+            fns.push(FnDesc {
+                idx: fns.len(),
+                name: f.symbol().to_string(),
+                cname,
+                version: f.version().and_then(|v| CString::new(v).ok()),
+                module: m.name.clone(),
+                object: m.object.clone(),
+                owner,
+                layout,
+                ret: f.ret,
+                pure: f.pure,
+                line: f.line,
+                real: AtomicUsize::new(0),
+                stats: FnStats::default(),
+            });
+        }
+    }
+    let mut procs = Vec::new();
+    for p in &map.processes {
+        let region = Region::create(&format!("fracture-{}", p.name))
+            .map_err(|e| MapError::at(&path, Some(p.line), Some(format!("processes.{}", p.name)), format!("cannot create the shared queue: {e}")))?;
+        procs.push(ProcRt {
+            name: p.name.clone(),
+            region,
+            pid: AtomicI32::new(0),
+            pidfd: AtomicI32::new(-1),
+            free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
+            spec: p.clone(),
+        });
+    }
+    Ok(Ok(Runtime {
+        map,
+        fns,
+        procs,
+        me: AtomicU32::new(PROGRAM),
+        detached: AtomicBool::new(false),
+        exe,
+        patch_lock: Mutex::new(()),
+        self_base: self_base(),
+        patched: Mutex::new(Vec::new()),
+        started: AtomicBool::new(false),
+        // SAFETY: getpid has no preconditions.
+        program_pid: AtomicI32::new(unsafe { libc::getpid() }),
+    }))
+}
+
+fn self_base() -> usize {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr on the address of one of our own functions; fills `info`.
+    let ok = unsafe { libc::dladdr(self_base as *const libc::c_void, &mut info) };
+    if ok != 0 {
+        info.dli_fbase as usize
+    } else {
+        0
+    }
+}
+
+impl Runtime {
+    pub fn started(&self) -> bool {
+        self.started.load(Acquire)
+    }
+
+    pub fn program_pid(&self) -> i32 {
+        self.program_pid.load(Relaxed)
+    }
+
+    pub fn me(&self) -> u32 {
+        self.me.load(Relaxed)
+    }
+
+    /// The map path, for error messages.
+    pub fn file(&self) -> &std::path::Path {
+        &self.map.file
+    }
+
+    pub fn proc_of(&self, owner: u32) -> Option<&ProcRt> {
+        owner.checked_sub(1).and_then(|k| self.procs.get(k as usize))
+    }
+
+    /// Resolves the real address of every mapped function whose object is loaded now.
+    /// Returns the errors for functions an object loaded now does not export.
+    pub fn resolve(&self, objs: &[Obj]) -> Vec<MapError> {
+        let mut errors = Vec::new();
+        for f in &self.fns {
+            if f.real.load(Relaxed) != 0 {
+                continue;
+            }
+            let Some((i, o)) = objs.iter().enumerate().find(|(i, o)| o.matches(&f.object, *i == 0)) else {
+                continue;
+            };
+            let addr = crate::dl::lookup_in(o, i == 0, &f.cname, f.version.as_deref());
+            if addr == 0 {
+                errors.push(MapError::at(
+                    self.file(),
+                    Some(f.line),
+                    Some(format!("modules.{}.functions.{}", f.module, f.name)),
+                    format!("function `{}` is not exported by {} ({})", f.name, f.object, if o.path.is_empty() { &self.exe } else { &o.path }),
+                ));
+                continue;
+            }
+            f.real.store(addr, Release);
+        }
+        errors
+    }
+
+    /// The name → function table used to match imports.
+    fn wanted(&self) -> Wanted<'_> {
+        let mut w: Wanted<'_> = HashMap::new();
+        for f in &self.fns {
+            w.entry(f.name.as_str()).or_default().push(f.idx);
+        }
+        w
+    }
+
+    /// What a GOT slot of function `f` should hold in this process: our stub where another
+    /// process owns it, the real function where we do (0: leave the slot alone).
+    pub fn slot_target(&self, f: &FnDesc) -> usize {
+        if f.owner != self.me() {
+            trampoline::stub_addr(f.idx)
+        } else {
+            f.real.load(Acquire)
+        }
+    }
+
+    /// Points every import of a mapped function in every loaded object (but ours) where
+    /// `slot_target` says. With `only_new`, skips objects patched before. Returns the number of
+    /// slots written.
+    pub fn patch(&self, objs: &[Obj], only_new: bool) -> usize {
+        let wanted = self.wanted();
+        let maps = Maps::read();
+        let mut patched = self.patched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for o in objs {
+            if o.base == self.self_base && self.self_base != 0 {
+                continue;
+            }
+            if only_new && patched.contains(&o.base) {
+                continue;
+            }
+            o.for_each_import(|slot, name, ver| {
+                let Some(cands) = wanted.get(name) else { return };
+                let f = cands.iter().map(|&i| &self.fns[i]).find(|f| match (&f.version, ver) {
+                    (Some(want), Some(have)) => want.to_bytes() == have.as_bytes(),
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                });
+                let Some(f) = f else { return };
+                let target = self.slot_target(f);
+                if target != 0 && got::write_slot(&maps, slot, target).is_some() {
+                    n += 1;
+                }
+            });
+            if !patched.contains(&o.base) {
+                patched.push(o.base);
+            }
+        }
+        n
+    }
+
+    /// The mapped function whose real address is `addr`, if any.
+    pub fn fn_by_real(&self, addr: usize) -> Option<&FnDesc> {
+        if addr == 0 {
+            return None;
+        }
+        self.fns.iter().find(|f| f.real.load(Relaxed) == addr)
+    }
+}

@@ -1,0 +1,305 @@
+//! The shared-memory queue between the program and one helper process.
+//!
+//! # Safety
+//! One memfd per helper process holds a [`RegionHeader`], `CHANNELS` [`Channel`] headers and
+//! one data area per channel. It is mapped `MAP_SHARED` before the zygote is forked, so the
+//! program, the zygote and every helper see it at the same address. Everything in it is
+//! `#[repr(C)]` plain data or atomics; it holds no pointers, only offsets. The peer is
+//! untrusted: readers copy a message out once ([`Channel::read_msg`]) and validate offsets
+//! and lengths against [`DATA_SIZE`] before use.
+//!
+//! Wake-up protocol (per direction): the sender writes the message, bumps the message
+//! sequence (`*_seq`) and the event word (`*_ev`) with SeqCst, then wakes the event word if
+//! the receiver announced it sleeps (`*_sleeping`). The receiver spins on the sequence, then
+//! announces sleep (SeqCst), re-checks, and futex-waits on the event word with a timeout.
+//! SYNC POINT: sender's seq bump ↔ receiver's seq load; sleeping flag store ↔ its load.
+//! The zygote bumps `to_prog_ev` of every channel when the helper dies, so a program thread
+//! asleep in a call wakes at once.
+
+use crate::abi::{MAX_ARGS, MAX_STACK};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
+pub const VERSION: u32 = 1;
+/// Channels per helper: calls in flight at once (one per calling thread).
+pub const CHANNELS: usize = 16;
+/// Bytes of argument and result data per channel (sparse: pages are used only when touched).
+pub const DATA_SIZE: usize = 16 << 20;
+const HEADER_SIZE: usize = 4096;
+const CHANNEL_HDR: usize = 2048;
+pub const REGION_SIZE: usize = HEADER_SIZE + CHANNELS * CHANNEL_HDR + CHANNELS * DATA_SIZE;
+
+/// Helper states in [`RegionHeader::state`].
+pub const STATE_NONE: u32 = 0;
+pub const STATE_ALIVE: u32 = 1;
+pub const STATE_DEAD: u32 = 2;
+
+#[repr(C)]
+pub struct RegionHeader {
+    /// Written once by the program at creation; checked by the helper on attach.
+    pub magic: u64,
+    pub version: u32,
+    pub nchannels: u32,
+    /// Bumped by the program when a channel without a server thread gets a message; the
+    /// helper's main thread waits on it. Also bumped on shutdown.
+    pub doorbell: AtomicU32,
+    pub doorbell_sleeping: AtomicU32,
+    /// Written by the zygote: STATE_ALIVE after a spawn, STATE_DEAD when the helper exited.
+    pub state: AtomicU32,
+    /// Raw wait status of the dead helper (zygote writes, program reads).
+    pub wait_status: AtomicI32,
+    /// Pid of the current helper (zygote writes).
+    pub pid: AtomicI32,
+    /// Set by the zygote when the program is gone: the helper exits in order.
+    pub shutdown: AtomicU32,
+    /// Incremented by the zygote for each helper it starts.
+    pub generation: AtomicU64,
+}
+
+/// One message; the sender of the latest message owns it until the peer answers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Msg {
+    pub kind: u32,
+    pub func: u32,
+    pub errno: i32,
+    pub nstack: u32,
+    /// Data of this message lies in `[data_base, data_end)` of the channel's data area.
+    pub data_base: u64,
+    pub data_end: u64,
+    pub gp: [u64; 6],
+    pub rax: u64,
+    pub xmm: [[u64; 2]; 8],
+    pub stack: [u64; MAX_STACK],
+    /// Per argument: offset in the data area (u64::MAX = NULL pointer) and length.
+    pub arg_off: [u64; MAX_ARGS],
+    pub arg_len: [u64; MAX_ARGS],
+    pub ret_rax: u64,
+    pub ret_rdx: u64,
+    pub ret_xmm0: [u64; 2],
+    pub ret_xmm1: [u64; 2],
+    /// For `ret: str`: offset and length (without NUL) of the string, u64::MAX = NULL.
+    pub ret_off: u64,
+    pub ret_len: u64,
+    /// Snapshot of the object behind a returned handle (or the first handle argument): its
+    /// first bytes, for programs that read fields of an "opaque" handle (`file` reads
+    /// `ms->flags`). Offset (u64::MAX = none) and length in the data area.
+    pub mirror_off: u64,
+    pub mirror_len: u64,
+}
+
+pub const MSG_CALL: u32 = 1;
+pub const MSG_RETURN: u32 = 2;
+/// The server could not run the call (bad request, unknown function, data too large).
+pub const MSG_FAIL: u32 = 3;
+pub const NULL_OFF: u64 = u64::MAX;
+
+#[repr(C)]
+pub struct Channel {
+    /// Program → helper: message count, event word (futex), receiver-asleep flag.
+    pub to_helper_seq: AtomicU32,
+    pub to_helper_ev: AtomicU32,
+    pub helper_sleeping: AtomicU32,
+    /// Set by the helper when a server thread serves this channel.
+    pub served: AtomicU32,
+    /// Helper → program: message count, event word (futex), receiver-asleep flag.
+    pub to_prog_seq: AtomicU32,
+    pub to_prog_ev: AtomicU32,
+    pub prog_sleeping: AtomicU32,
+    /// Last `to_helper_seq` a helper thread took in (helper writes; the program rewinds it to
+    /// `to_helper_seq` before starting a new helper, so nothing is served twice).
+    pub consumed: AtomicU32,
+    pub msg: Msg,
+}
+
+const _: () = assert!(std::mem::size_of::<RegionHeader>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<Channel>() <= CHANNEL_HDR);
+
+/// One mapped region (program side and helper side see the same address).
+#[derive(Clone, Copy)]
+pub struct Region {
+    base: usize,
+}
+
+// SAFETY: the region is shared memory accessed only through atomics and through the
+// copy-once message protocol documented above.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Creates a memfd of REGION_SIZE and maps it shared. The fd is closed after mapping.
+    pub fn create(name: &str) -> std::io::Result<Region> {
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: plain syscalls on a name we own; results checked.
+        unsafe {
+            let fd = libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ftruncate(fd, REGION_SIZE as libc::off_t) != 0 {
+                let e = std::io::Error::last_os_error();
+                libc::close(fd);
+                return Err(e);
+            }
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                REGION_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd,
+                0,
+            );
+            libc::close(fd);
+            if p == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            let r = Region { base: p as usize };
+            let h = r.header_ptr();
+            (*h).magic = MAGIC;
+            (*h).version = VERSION;
+            (*h).nchannels = CHANNELS as u32;
+            Ok(r)
+        }
+    }
+
+    fn header_ptr(&self) -> *mut RegionHeader {
+        self.base as *mut RegionHeader
+    }
+
+    pub fn header(&self) -> &RegionHeader {
+        // SAFETY: the header lies at the start of a live mapping of REGION_SIZE bytes and is
+        // only mutated through atomics after creation.
+        unsafe { &*self.header_ptr() }
+    }
+
+    /// True when the mapping carries our magic and version (checked by a helper on attach).
+    pub fn valid(&self) -> bool {
+        let h = self.header();
+        h.magic == MAGIC && h.version == VERSION && h.nchannels as usize == CHANNELS
+    }
+
+    pub fn channel(&self, i: usize) -> &Channel {
+        assert!(i < CHANNELS);
+        // SAFETY: i < CHANNELS, so the channel header lies inside the mapping; fields other
+        // than atomics are accessed only through `read_msg`/`msg_ptr`.
+        unsafe { &*((self.base + HEADER_SIZE + i * CHANNEL_HDR) as *const Channel) }
+    }
+
+    /// Start of channel `i`'s data area.
+    pub fn data(&self, i: usize) -> *mut u8 {
+        assert!(i < CHANNELS);
+        (self.base + HEADER_SIZE + CHANNELS * CHANNEL_HDR + i * DATA_SIZE) as *mut u8
+    }
+}
+
+impl Channel {
+    pub fn msg_ptr(&self) -> *mut Msg {
+        std::ptr::addr_of!(self.msg) as *mut Msg
+    }
+
+    /// Copies the current message out of shared memory once (the peer may change it later).
+    pub fn read_msg(&self) -> Msg {
+        // SAFETY: the message lies in the live mapping; it is plain data of which every bit
+        // pattern is valid, read once volatile-ly so the compiler cannot re-read it.
+        unsafe { std::ptr::read_volatile(self.msg_ptr()) }
+    }
+}
+
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 of a shared mapping; the kernel only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned u32 of a shared mapping.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// One direction of a channel.
+pub struct Dir<'a> {
+    pub seq: &'a AtomicU32,
+    pub ev: &'a AtomicU32,
+    pub sleeping: &'a AtomicU32,
+}
+
+impl Dir<'_> {
+    /// Publishes the message already written and wakes the receiver if it sleeps.
+    pub fn post(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        self.ev.fetch_add(1, SeqCst);
+        if self.sleeping.load(SeqCst) != 0 {
+            futex_wake(self.ev);
+        }
+    }
+
+    /// Waits until `seq` differs from `seen`, spinning for `spin` first, then sleeping in
+    /// slices of `slice`; between slices `give_up()` may end the wait (peer dead).
+    /// Returns the new sequence, or None when `give_up` said so.
+    pub fn wait(&self, seen: u32, spin: Duration, slice: Duration, mut give_up: impl FnMut() -> bool) -> Option<u32> {
+        if !spin.is_zero() {
+            let start = std::time::Instant::now();
+            'spin: loop {
+                for _ in 0..64 {
+                    let s = self.seq.load(SeqCst);
+                    if s != seen {
+                        return Some(s);
+                    }
+                    std::hint::spin_loop();
+                }
+                if start.elapsed() >= spin {
+                    break 'spin;
+                }
+            }
+        }
+        loop {
+            let ev = self.ev.load(SeqCst);
+            self.sleeping.store(1, SeqCst);
+            let s = self.seq.load(SeqCst);
+            if s != seen {
+                self.sleeping.store(0, SeqCst);
+                return Some(s);
+            }
+            if give_up() {
+                self.sleeping.store(0, SeqCst);
+                return None;
+            }
+            futex_wait(self.ev, ev, slice);
+            self.sleeping.store(0, SeqCst);
+            let s = self.seq.load(SeqCst);
+            if s != seen {
+                return Some(s);
+            }
+        }
+    }
+}
+
+/// Rings a doorbell word: bump and wake.
+pub fn ring(word: &AtomicU32) {
+    word.fetch_add(1, SeqCst);
+    futex_wake(word);
+}
+
+impl Channel {
+    pub fn to_helper(&self) -> Dir<'_> {
+        Dir { seq: &self.to_helper_seq, ev: &self.to_helper_ev, sleeping: &self.helper_sleeping }
+    }
+    pub fn to_prog(&self) -> Dir<'_> {
+        Dir { seq: &self.to_prog_seq, ev: &self.to_prog_ev, sleeping: &self.prog_sleeping }
+    }
+}

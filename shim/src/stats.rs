@@ -1,0 +1,118 @@
+//! Per-function call statistics, lock-free, written as JSON at exit (`FRACTURE_STATS`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Latency buckets: 4 per power of two of nanoseconds, up to 2^40 ns.
+const BUCKETS: usize = 4 * 41;
+
+pub struct FnStats {
+    pub calls: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub failures: AtomicU64,
+    pub nested: AtomicU64,
+    hist: [AtomicU64; BUCKETS],
+}
+
+impl Default for FnStats {
+    fn default() -> Self {
+        FnStats {
+            calls: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            nested: AtomicU64::new(0),
+            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < 4 {
+        return ns as usize;
+    }
+    let p = 63 - ns.leading_zeros() as usize; // 2^p <= ns
+    let sub = ((ns >> (p - 2)) & 3) as usize;
+    (4 * (p - 1) + sub).min(BUCKETS - 1)
+}
+
+fn bucket_mid(b: usize) -> f64 {
+    if b < 4 {
+        return b as f64;
+    }
+    let p = b / 4 + 1;
+    let sub = (b % 4) as f64;
+    let lo = (1u64 << p) as f64 * (1.0 + sub / 4.0);
+    lo + (1u64 << p) as f64 / 8.0
+}
+
+impl FnStats {
+    pub fn record(&self, ns: u64, bytes_in: u64, bytes_out: u64) {
+        self.calls.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        self.hist[bucket_of(ns)].fetch_add(1, Relaxed);
+    }
+
+    /// Latency percentile in microseconds (bucket midpoint, ±12%).
+    pub fn percentile_us(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.hist.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut acc = 0;
+        for (b, c) in counts.iter().enumerate() {
+            acc += c;
+            if acc >= rank {
+                return bucket_mid(b) / 1000.0;
+            }
+        }
+        0.0
+    }
+}
+
+/// Escapes a string for JSON.
+pub fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_close() {
+        let mut last = 0;
+        for ns in [1u64, 5, 9, 100, 1000, 1234, 10_000, 1 << 30] {
+            let b = bucket_of(ns);
+            assert!(b >= last);
+            last = b;
+            let mid = bucket_mid(b);
+            assert!((mid - ns as f64).abs() <= ns as f64 * 0.25 + 1.0, "{ns} -> {mid}");
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let s = FnStats::default();
+        for _ in 0..99 {
+            s.record(1000, 0, 0);
+        }
+        s.record(1_000_000, 0, 0);
+        assert!((s.percentile_us(0.5) - 1.0).abs() < 0.2);
+        assert!(s.percentile_us(0.999) > 800.0);
+    }
+}

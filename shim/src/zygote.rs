@@ -1,0 +1,249 @@
+//! The zygote and the helpers it forks.
+//!
+//! Before `main` (single-threaded, every constructor run), the program forks an intermediate
+//! child that forks the zygote and exits at once, so the zygote is not the program's child: a
+//! program that `wait`s for its own children never sees it. The zygote keeps the pristine
+//! state; on a SPAWN command (over a close-on-exec SOCK_SEQPACKET pair) it forks a helper,
+//! answers its pid, and watches it through a pidfd: when a helper ends, it writes the wait
+//! status into the helper's region and wakes every program thread waiting on that region.
+//! When the program exits or execs, its end of the socket closes: the zygote asks its helpers
+//! to stop (region `shutdown`), gives them a moment to flush, kills what remains, and exits.
+//! Helpers die with the zygote (PR_SET_PDEATHSIG; the zygote is single-threaded).
+//!
+//! # Safety
+//! Runs in freshly forked children of a single-threaded process: no lock can be held by a
+//! thread that no longer exists. Raw syscalls are used on fds this module owns.
+
+use crate::runtime::Runtime;
+use crate::shm::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
+use std::sync::atomic::Ordering::*;
+use std::sync::Mutex;
+
+const CMD_SPAWN: u32 = 1;
+
+struct Conn {
+    fd: i32,
+}
+
+static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+
+fn pidfd_open(pid: i32) -> i32 {
+    // SAFETY: pidfd_open has no memory arguments.
+    unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32 }
+}
+
+/// Forks the zygote (through an intermediate child). Called once, before `main`.
+pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair fills two fds.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fork in a single-threaded process (before main).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the intermediate child: fork again and leave.
+        unsafe {
+            libc::close(sv[0]);
+            let z = libc::fork();
+            if z == 0 {
+                zygote_main(rt, sv[1]);
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing the zygote's end in the program and reaping the intermediate child.
+    unsafe {
+        libc::close(sv[1]);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+    *CONN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn { fd: sv[0] });
+    Ok(())
+}
+
+/// Forgets the zygote in a child the program forked: its end of the socket is closed so the
+/// zygote still sees the program's exit.
+pub fn forget_in_child() {
+    if let Ok(mut c) = CONN.try_lock() {
+        if let Some(conn) = c.take() {
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(conn.fd) };
+        }
+    }
+}
+
+/// Asks the zygote for a new helper of process `k` in environment `env` (0 = the process's
+/// `env`, n = its n-th `retry_envs`). Resets the region first, so nothing is served twice.
+pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
+    let p = &rt.procs[k];
+    let conn = CONN.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(conn) = conn.as_ref() else {
+        return Err(std::io::Error::other("no zygote"));
+    };
+    let h = p.region.header();
+    h.state.store(STATE_NONE, SeqCst);
+    h.wait_status.store(-1, SeqCst);
+    for c in 0..shm::CHANNELS {
+        let ch = p.region.channel(c);
+        ch.served.store(0, SeqCst);
+        ch.consumed.store(ch.to_helper_seq.load(SeqCst), SeqCst);
+    }
+    let old = p.pidfd.swap(-1, SeqCst);
+    if old >= 0 {
+        // SAFETY: closing our own pidfd of the previous helper.
+        unsafe { libc::close(old) };
+    }
+    let cmd = [CMD_SPAWN, k as u32, env, 0];
+    // SAFETY: sending 16 bytes from a local array on our socket.
+    let n = unsafe { libc::send(conn.fd, cmd.as_ptr().cast(), 16, libc::MSG_NOSIGNAL) };
+    if n != 16 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut pid = 0i32;
+    // SAFETY: receiving at most 4 bytes into a local.
+    let n = loop {
+        let n = unsafe { libc::recv(conn.fd, (&mut pid as *mut i32).cast(), 4, 0) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break n;
+    };
+    if n != 4 || pid <= 0 {
+        return Err(std::io::Error::other("the zygote did not start a helper"));
+    }
+    p.pidfd.store(pidfd_open(pid), SeqCst);
+    p.pid.store(pid, SeqCst);
+    Ok(pid)
+}
+
+struct Child {
+    k: usize,
+    pid: i32,
+    pidfd: i32,
+}
+
+fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
+    // SAFETY: single-threaded child; only syscalls and our own data.
+    unsafe {
+        libc::setpgid(0, 0);
+        let name = b"fracture-zygote\0";
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        purge_stdio();
+    }
+    let mut kids: Vec<Child> = Vec::new();
+    loop {
+        let mut fds: Vec<libc::pollfd> = vec![libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 }];
+        fds.extend(kids.iter().map(|c| libc::pollfd { fd: c.pidfd, events: libc::POLLIN, revents: 0 }));
+        // SAFETY: polling our own fds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        let ready: Vec<usize> = fds.iter().skip(1).enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
+        for i in ready {
+            reap(rt, &mut kids[i]);
+        }
+        kids.retain(|c| c.pidfd >= 0);
+        if fds[0].revents != 0 {
+            let mut cmd = [0u32; 4];
+            // SAFETY: receiving at most 16 bytes into a local array.
+            let n = unsafe { libc::recv(sock, cmd.as_mut_ptr().cast(), 16, 0) };
+            if n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+                shutdown(rt, &kids);
+            }
+            if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {
+                let k = cmd[1] as usize;
+                // SAFETY: fork of the single-threaded zygote.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: closing the zygote's end of the socket in the helper.
+                    unsafe { libc::close(sock) };
+                    crate::helper::main(rt, k, cmd[2]);
+                }
+                let pidfd = if pid > 0 { pidfd_open(pid) } else { -1 };
+                if pid > 0 {
+                    let h = rt.procs[k].region.header();
+                    h.pid.store(pid, SeqCst);
+                    h.generation.fetch_add(1, SeqCst);
+                    h.state.store(STATE_ALIVE, SeqCst);
+                    kids.push(Child { k, pid, pidfd });
+                }
+                let reply = pid.max(0);
+                // SAFETY: sending 4 bytes from a local.
+                unsafe { libc::send(sock, (&reply as *const i32).cast(), 4, libc::MSG_NOSIGNAL) };
+            }
+        }
+    }
+}
+
+/// Collects a helper that ended and tells every waiter in the program.
+fn reap(rt: &Runtime, c: &mut Child) {
+    let mut st = 0;
+    // SAFETY: waiting for our own child, which the pidfd said has ended.
+    let r = unsafe { libc::waitpid(c.pid, &mut st, libc::WNOHANG) };
+    if r != c.pid {
+        return;
+    }
+    let h = rt.procs[c.k].region.header();
+    if h.pid.load(SeqCst) == c.pid {
+        h.wait_status.store(st, SeqCst);
+        h.state.store(STATE_DEAD, SeqCst);
+        for i in 0..shm::CHANNELS {
+            let ch = rt.procs[c.k].region.channel(i);
+            ch.to_prog_ev.fetch_add(1, SeqCst);
+            shm::futex_wake(&ch.to_prog_ev);
+        }
+    }
+    // SAFETY: closing the pidfd we opened; the caller drops the entry.
+    unsafe { libc::close(c.pidfd) };
+    c.pidfd = -1;
+}
+
+/// The program is gone: ask helpers to finish, wait briefly, kill the rest, exit.
+fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
+    for c in kids {
+        let h = rt.procs[c.k].region.header();
+        h.shutdown.store(1, SeqCst);
+        shm::ring(&h.doorbell);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left: Vec<i32> = kids.iter().map(|c| c.pid).collect();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        left.retain(|&pid| {
+            let mut st = 0;
+            // SAFETY: reaping our own children.
+            unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    for pid in left {
+        // SAFETY: killing and reaping our own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+        }
+    }
+    // SAFETY: leaving without running the program's atexit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+extern "C" {
+    fn __fpurge(f: *mut libc::FILE);
+    static mut stdout: *mut libc::FILE;
+    static mut stderr: *mut libc::FILE;
+}
+
+/// Drops whatever the program had buffered in stdio before the fork, so a helper that
+/// flushes at exit does not print the program's output a second time.
+unsafe fn purge_stdio() {
+    // SAFETY: stdout/stderr are glibc's FILE pointers; __fpurge only empties their buffers.
+    unsafe {
+        __fpurge(stdout);
+        __fpurge(stderr);
+    }
+}
