@@ -41,7 +41,7 @@ pub struct Module {
     pub object: String,
     pub functions: Vec<Function>,
     pub capabilities: Vec<String>,
-    /// 1-based line of the module's key in the file.
+    /// 1-based line of the module's key in the file (0 when a `--set` added the module).
     pub line: usize,
 }
 
@@ -53,7 +53,7 @@ pub struct Function {
     pub ret: RetSpec,
     /// `effect: pure` (true) or `state` (false, default).
     pub pure: bool,
-    /// 1-based line of the function's key in the file.
+    /// 1-based line of the function's key in the file (0 when a `--set` added it).
     pub line: usize,
 }
 
@@ -64,7 +64,9 @@ impl Function {
     }
     /// The version after `@`, if any.
     pub fn version(&self) -> Option<&str> {
-        self.name.split_once('@').map(|(_, v)| v.trim_start_matches('@'))
+        self.name
+            .split_once('@')
+            .map(|(_, v)| v.trim_start_matches('@'))
     }
 }
 
@@ -78,13 +80,14 @@ pub struct Process {
     pub on_crash: OnCrash,
     pub replicate: Option<Replicate>,
     pub sample: Option<Sample>,
+    /// 1-based line of the process's key in the file (0 when a `--set` added it).
     pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Env {
     pub vars: BTreeMap<String, String>,
-    /// rlimit name (`as`, `cpu`, `data`, `stack`, `core`, `nofile`, `fsize`) -> value (bytes or count).
+    /// rlimit name (see [`RLIMIT_NAMES`]) -> value (bytes or count); `unlimited` is `u64::MAX`.
     pub rlimits: BTreeMap<String, u64>,
     pub malloc: Malloc,
     pub wrapper: Vec<String>,

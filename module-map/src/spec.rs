@@ -44,7 +44,10 @@ pub enum ArgSpec {
 impl ArgSpec {
     /// True for specs whose argument is a pointer the shim copies (`str`, `in`, `out`, `inout`).
     pub fn is_buffer(&self) -> bool {
-        matches!(self, ArgSpec::Str | ArgSpec::In(_) | ArgSpec::Out(_) | ArgSpec::InOut(_))
+        matches!(
+            self,
+            ArgSpec::Str | ArgSpec::In(_) | ArgSpec::Out(_) | ArgSpec::InOut(_)
+        )
     }
 }
 
@@ -167,7 +170,9 @@ impl FromStr for Size {
                 SizeBase::Arg(index)
             }
         } else if deref {
-            return Err(bad("`*` must be followed by an argument, as in `*arg1`".into()));
+            return Err(bad(
+                "`*` must be followed by an argument, as in `*arg1`".into()
+            ));
         } else {
             SizeBase::Literal(parse_byte_count(head).map_err(bad)?)
         };
@@ -217,7 +222,10 @@ pub(crate) fn parse_byte_count(s: &str) -> Result<u64, String> {
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return u64::from_str_radix(hex, 16).map_err(|_| format!("`{s}` is not a hex number"));
     }
-    let digits_end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
+    let digits_end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
     let (digits, suffix) = s.split_at(digits_end);
     if digits.is_empty() {
         return Err(format!("`{s}` is not a number"));
@@ -453,7 +461,15 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for s in [
-            "val", "f64", "handle", "str", "cb", "in:64", "out:arg2", "inout:*arg1*4", "in:arg3*8",
+            "val",
+            "f64",
+            "handle",
+            "str",
+            "cb",
+            "in:64",
+            "out:arg2",
+            "inout:*arg1*4",
+            "in:arg3*8",
         ] {
             let spec: ArgSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);

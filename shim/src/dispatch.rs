@@ -38,6 +38,8 @@ pub enum CallError {
     Refused,
     /// No helper process is running for the owner.
     NoHelper,
+    /// The call ran longer than the process's `timeout_ms`; the helper was killed.
+    Timeout(u64),
 }
 
 /// One channel this thread is using, innermost last.
@@ -590,9 +592,25 @@ pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Res
     };
     let pushed = active_push(Active { owner, ch: c as u16, top: base });
     let region = &p.region;
-    let stop = || helper_gone(p);
     let t0 = Instant::now();
+    let timeout = p.spec.timeout_ms.map(Duration::from_millis);
+    let timed_out = Cell::new(false);
+    let stop = || {
+        if helper_gone(p) {
+            return true;
+        }
+        if timeout.is_some_and(|t| t0.elapsed() >= t) {
+            timed_out.set(true);
+            crate::recovery::kill_helper(p);
+            return true;
+        }
+        false
+    };
     let r = client_call(rt, f, region, c, base, frame, true, &stop);
+    let r = match r {
+        Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(timeout.map_or(0, |t| t.as_millis() as u64))),
+        r => r,
+    };
     if pushed {
         active_pop();
     }

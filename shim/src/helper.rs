@@ -22,7 +22,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         }
     }
     let p = &rt.procs[k];
-    let name = std::ffi::CString::new(format!("fx-{}", p.name)).unwrap_or_default();
+    let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
     // SAFETY: PR_SET_NAME with a NUL-terminated name (the kernel truncates to 15 bytes).
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     if !p.region.valid() {
@@ -53,7 +53,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
                 *st = true;
                 ch.served.store(1, SeqCst);
                 let spawned = std::thread::Builder::new()
-                    .name(format!("fx-serve-{c}"))
+                    .name(format!("frac-serve-{c}"))
                     .spawn(move || serve_channel(rt, k, c));
                 if spawned.is_err() {
                     error!("helper '{}': cannot start a serving thread", rt.procs[k].name);

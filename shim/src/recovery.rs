@@ -56,6 +56,8 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                 f.stats.failures.fetch_add(1, Relaxed);
                 let status = match e {
                     CallError::Died(s) => s,
+                    // A hang that is given up on ends the program as the killed helper ended.
+                    CallError::Timeout(_) => libc::SIGKILL,
                     _ => -1,
                 };
                 let what = match e {
@@ -64,15 +66,21 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                     CallError::BadReply => "answered with garbage".into(),
                     CallError::Refused => "refused the call".into(),
                     CallError::NoHelper => "is not running".into(),
+                    CallError::Timeout(ms) => format!("hung (no answer within timeout_ms {ms}; killed)"),
                 };
-                let restartable = matches!(e, CallError::Died(_) | CallError::NoHelper | CallError::BadReply);
+                let restartable = !matches!(e, CallError::TooLarge(_));
                 warn!("process '{}' {what} during {} (retry {retry} of {})", p.name, f.name, oc.max_retries);
-                if restartable && dispatch::helper_gone(p) || matches!(e, CallError::NoHelper | CallError::BadReply) {
-                    if oc.restart {
-                        restart(rt, k, retry + 1);
-                    }
+                if matches!(e, CallError::BadReply | CallError::Refused) {
+                    // A helper that answers garbage (or refuses what it should serve) is not
+                    // trusted with another call.
+                    kill_helper(p);
                 }
-                if restartable && oc.restart && retry < oc.max_retries {
+                let will_retry = restartable && oc.restart && retry < oc.max_retries;
+                let goes_on = matches!(oc.give_up, GiveUp::Return { .. });
+                if restartable && oc.restart && (will_retry || goes_on) {
+                    restart(rt, k, if will_retry { retry + 1 } else { 0 });
+                }
+                if will_retry {
                     retry += 1;
                     *frame = saved;
                     continue;
@@ -81,6 +89,20 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                 return;
             }
         }
+    }
+}
+
+/// Kills the current helper of `p` and waits (bounded) until the zygote has collected it.
+pub fn kill_helper(p: &ProcRt) {
+    let pid = p.pid.load(SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: signalling the helper we started; the pidfd check below tells when it is gone.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t = std::time::Instant::now();
+    while !dispatch::helper_gone(p) && t.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
 

@@ -130,7 +130,7 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
     // SAFETY: single-threaded child; only syscalls and our own data.
     unsafe {
         libc::setpgid(0, 0);
-        let name = b"fracture-zygote\0";
+        let name = b"frac-zygote\0";
         libc::prctl(libc::PR_SET_NAME, name.as_ptr());
         purge_stdio();
     }

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""make bench: every figure next to a baseline measured in the same run.
+
+Rows are medians over repeated runs (this machine is shared and noisy). Writes
+bench/results.json and prints a table.
+"""
+import json, os, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRACTURE = os.path.join(ROOT, "target/release/fracture")
+FX = os.path.join(ROOT, "target/fixtures")
+CFG = os.path.join(ROOT, "configs")
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fx_bench(mode, n, isolated=None):
+    cmd = [os.path.join(FX, "fx_bench"), mode, str(n)]
+    if isolated:
+        cmd = [FRACTURE, "run", "-c", os.path.join(CFG, isolated), "--"] + cmd
+    return run_json(cmd)
+
+
+def median_of(f, runs=RUNS):
+    return statistics.median(f() for _ in range(runs))
+
+
+def timed(cmd, stdout=subprocess.DEVNULL, env=None):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
+
+
+rows = []
+
+
+def row(name, value, unit, baseline_name, baseline, target=None):
+    ratio = value / baseline if baseline else float("nan")
+    rows.append({"figure": name, "value": value, "unit": unit, "baseline": baseline_name,
+                 "baseline_value": baseline, "ratio": ratio, "target": target})
+
+
+def main():
+    # 1. scalar round trip vs direct call, pipe and futex ping-pong
+    direct = [fx_bench("scalar", 200000) for _ in range(RUNS)]
+    iso = [fx_bench("scalar", 100000, "fx.yaml") for _ in range(RUNS)]
+    pipe = [run_json([os.path.join(FX, "pingpong"), "pipe", "20000"]) for _ in range(RUNS)]
+    futex = [run_json([os.path.join(FX, "pingpong"), "futex", "20000"]) for _ in range(RUNS)]
+    med = lambda xs, k: statistics.median(x[k] for x in xs)
+    iso50, iso99 = med(iso, "median_ns"), med(iso, "p99_ns")
+    row("isolated scalar call, median", iso50, "ns", "direct call", med(direct, "median_ns"), "<= 1000 ns")
+    row("isolated scalar call, median", iso50, "ns", "pipe round trip (2 processes)", med(pipe, "median_ns"))
+    row("isolated scalar call, median", iso50, "ns", "futex ping-pong (2 processes)", med(futex, "median_ns"))
+    row("isolated scalar call, p99", iso99, "ns", "direct call p99", med(direct, "p99_ns"))
+
+    # 2. in: buffers vs memcpy of the same size
+    for size, n in (("4k", 20000), ("1m", 300)):
+        b = [fx_bench("in" + size, n, "fx.yaml") for _ in range(RUNS)]
+        m = [fx_bench("memcpy" + size, n) for _ in range(RUNS)]
+        d = [fx_bench("in" + size, n) for _ in range(RUNS)]
+        row(f"isolated in:{size} call, median", med(b, "median_ns"), "ns", f"memcpy {size}", med(m, "median_ns"))
+        row(f"isolated in:{size} call, median", med(b, "median_ns"), "ns", f"direct checksum {size}", med(d, "median_ns"))
+
+    # 3. nothing isolated: shim loaded vs no shim, call-heavy fixture
+    shim = os.path.join(ROOT, "target/release/libfracture.so")
+    env_none = dict(os.environ, LD_PRELOAD=shim, FRACTURE_CONFIG=os.path.join(CFG, "fx-none.yaml"))
+    plain_t = [fx_bench("callheavy", 20000000)["total_ns"] for _ in range(RUNS)]
+    none_t = [run_json([os.path.join(FX, "fx_bench"), "callheavy", "20000000"], env=env_none)["total_ns"] for _ in range(RUNS)]
+    row("call-heavy fixture, shim loaded, nothing isolated", statistics.median(none_t) / 1e6, "ms",
+        "same without the shim", statistics.median(plain_t) / 1e6, "<= 1.01 x")
+
+    # 4. file -f over ~1000 real files: libmagic isolated vs plain file
+    files = []
+    for d in ("/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/share/doc"):
+        for dirpath, _, names in os.walk(d):
+            for nm in sorted(names):
+                p = os.path.join(dirpath, nm)
+                if os.path.isfile(p):
+                    files.append(p)
+            if len(files) >= 1000:
+                break
+        if len(files) >= 1000:
+            break
+    files = files[:1000]
+    with tempfile.NamedTemporaryFile("w", delete=False) as lst:
+        lst.write("\n".join(files) + "\n")
+    plain_f = [timed(["file", "-f", lst.name]) for _ in range(RUNS)]
+    iso_f = [timed([FRACTURE, "run", "-c", os.path.join(CFG, "file-magic.yaml"), "--", "file", "-f", lst.name]) for _ in range(RUNS)]
+    os.unlink(lst.name)
+    row(f"file -f over {len(files)} files, libmagic isolated", statistics.median(iso_f) * 1e3, "ms",
+        "plain file -f", statistics.median(plain_f) * 1e3, "<= 1.05 x")
+
+    out = {"runs": RUNS, "machine": os.uname().release, "nproc": os.cpu_count(), "rows": rows}
+    with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    w = max(len(r["figure"]) for r in rows)
+    print(f"{'figure':{w}}  {'value':>12}  {'baseline':34} {'baseline value':>14}  {'ratio':>8}  target")
+    for r in rows:
+        print(f"{r['figure']:{w}}  {r['value']:>10.1f}{r['unit']:>2}  {r['baseline']:34} {r['baseline_value']:>12.1f}{r['unit']:>2}  {r['ratio']:>7.2f}x  {r['target'] or ''}")
+    print(f"(medians of {RUNS} runs; written to bench/results.json)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

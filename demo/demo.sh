@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The main demo: /usr/bin/file, unmodified, with libmagic moved into a helper process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FRACTURE=target/release/fracture
+FX=target/fixtures
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== 1. /usr/bin/file with libmagic isolated (configs/file-magic.yaml)"
+find /usr/bin /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f 2>/dev/null | sort | head -400 > "$work/files"
+echo "   $(wc -l < "$work/files") real files"
+t0=$(date +%s.%N); file -f "$work/files" > "$work/plain.out"; t1=$(date +%s.%N)
+$FRACTURE run -c configs/file-magic.yaml --stats "$work/stats.json" -- file -f "$work/files" > "$work/fracture.out"
+t2=$(date +%s.%N)
+if cmp -s "$work/plain.out" "$work/fracture.out"; then
+  echo "   output identical to plain 'file -f' ($(wc -l < "$work/plain.out") lines)"
+else
+  echo "   OUTPUT DIFFERS:"; diff "$work/plain.out" "$work/fracture.out" | head; exit 1
+fi
+python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print(f'   plain {b-a:.2f}s, isolated {c-b:.2f}s')" "$t0" "$t1" "$t2"
+python3 - "$work/stats.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+for name, p in s["processes"].items():
+    print(f"   helper process '{name}' (pid {p['pid']}, program pid {s['pid']}):")
+    for fn, f in p["functions"].items():
+        if f["calls"]:
+            print(f"     {fn:14} {f['calls']:5} calls  p50 {f['latency_us']['p50']:8.1f} us  p99 {f['latency_us']['p99']:8.1f} us")
+PY
+
+echo
+echo "== 2. a fixture program whose library runs in a helper (configs/fx.yaml)"
+$FRACTURE run -c configs/fx.yaml -- $FX/fx_demo --where | tail -n 4
+echo
+echo "== 3. a nested call: the isolated module calls back into a module that stays in the program"
+$FRACTURE run -c configs/nest.yaml -- $FX/fx_nest_prog
+echo
+echo "== 4. the helper crashes: the program ends the way the helper did, with a message"
+set +e
+echo segv | $FRACTURE run -c configs/fx.yaml -- $FX/fx_crashy
+echo "   exit status $? (plain: $(echo segv | $FX/fx_crashy >/dev/null 2>&1; echo $?))"

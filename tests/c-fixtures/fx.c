@@ -1,0 +1,171 @@
+/* libfx.so: the spec-kind fixture. Every function pins one ABI or spec case: registers,
+ * stack arguments, xmm arguments and returns, structs in rax:rdx, variadics (al), strings,
+ * in/out/inout buffers with every SIZE form, handles, errno, and known bugs (crash, abort,
+ * exit, hang, leak, overflow) for isolation to contain. */
+#define _GNU_SOURCE
+#include "fx.h"
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int fx_add(int a, int b) { return a + b; }
+
+long fx_sum8(long a, long b, long c, long d, long e, long f, long g, long h) {
+    return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h;
+}
+
+double fx_mix(int a, double x, float y, long b) { return a + x * 2 + y * 3 + b * 4; }
+
+double fx_sum10d(double a0, double a1, double a2, double a3, double a4, double a5, double a6,
+                 double a7, double a8, double a9) {
+    return a0 + 2 * a1 + 3 * a2 + 4 * a3 + 5 * a4 + 6 * a5 + 7 * a6 + 8 * a7 + 9 * a8 + 10 * a9;
+}
+
+struct fx_pair fx_pair_swap(struct fx_pair p) {
+    struct fx_pair r = {p.b, p.a};
+    return r;
+}
+
+struct fx_dpair fx_dpair_scale(struct fx_dpair p, double k) {
+    struct fx_dpair r = {p.x * k, p.y * k};
+    return r;
+}
+
+long fx_vsum(int n, ...) {
+    va_list ap;
+    long s = 0;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        s += va_arg(ap, long);
+    va_end(ap);
+    return s;
+}
+
+double fx_vavg(int n, ...) {
+    va_list ap;
+    double s = 0;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        s += va_arg(ap, double);
+    va_end(ap);
+    return n ? s / n : 0;
+}
+
+long fx_strlen(const char *s) { return s ? (long)strlen(s) : -1; }
+
+const char *fx_greet(const char *name) {
+    static __thread char buf[256];
+    snprintf(buf, sizeof buf, "hello, %s", name ? name : "nobody");
+    return buf;
+}
+
+long fx_fill(char *out, long n) {
+    if (!out)
+        return -1;
+    for (long i = 0; i < n; i++)
+        out[i] = (char)('a' + i % 26);
+    return n;
+}
+
+unsigned fx_checksum(const void *buf, long n) {
+    const unsigned char *p = buf;
+    unsigned h = 2166136261u;
+    if (!p)
+        return 0;
+    for (long i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+void fx_upcase(char *buf, long n) {
+    for (long i = 0; i < n; i++)
+        buf[i] = (char)toupper((unsigned char)buf[i]);
+}
+
+int fx_get_blob(void *buf, const long *len) {
+    unsigned char *p = buf;
+    for (long i = 0; i < *len; i++)
+        p[i] = (unsigned char)((i * 7 + 3) & 0xff);
+    return (int)*len;
+}
+
+void fx_iota_u32(unsigned *out, long count) {
+    for (long i = 0; i < count; i++)
+        out[i] = (unsigned)(i * 3);
+}
+
+int fx_fill_fixed(char *out16) {
+    memset(out16, 'X', 8);
+    return 8;
+}
+
+int fx_is_null(const void *p) { return p == NULL; }
+
+struct fx_counter {
+    long value;
+    long calls;
+};
+
+struct fx_counter *fx_counter_new(long start) {
+    struct fx_counter *c = malloc(sizeof *c);
+    c->value = start;
+    c->calls = 0;
+    return c;
+}
+
+long fx_counter_add(struct fx_counter *c, long d) {
+    c->calls++;
+    return c->value += d;
+}
+
+long fx_counter_get(const struct fx_counter *c) { return c->value; }
+
+void fx_counter_free(struct fx_counter *c) { free(c); }
+
+long fx_pid(void) { return (long)getpid(); }
+
+int fx_set_errno(int e) {
+    errno = e;
+    return -1;
+}
+
+long fx_crash_on(const char *s) {
+    if (!strcmp(s, "segv")) {
+        volatile int *p = NULL;
+        *p = 1;
+    } else if (!strcmp(s, "abort")) {
+        abort();
+    } else if (!strcmp(s, "exit")) {
+        _exit(3);
+    } else if (!strcmp(s, "hang")) {
+        for (;;)
+            pause();
+    } else if (!strcmp(s, "fpe")) {
+        raise(SIGFPE);
+    }
+    return (long)strlen(s);
+}
+
+long fx_crash_if_env(const char *s) {
+    if (!strcmp(s, "envbug") && !getenv("FX_SAFE")) {
+        volatile int *p = NULL;
+        *p = 2;
+    }
+    return (long)strlen(s);
+}
+
+void *fx_leak(long n) { return malloc((size_t)n); }
+
+int fx_overflow(long n) {
+    char *p = malloc((size_t)n);
+    memset(p, 'o', (size_t)n + 8);
+    free(p);
+    return 0;
+}

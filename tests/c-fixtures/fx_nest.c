@@ -1,0 +1,13 @@
+/* libfx_nest.so: an isolated module that calls back into a module of the program
+ * (libfx_host.so): those calls must be nested calls served by the program. */
+#include <unistd.h>
+long host_pid(void);
+long host_twice(long x);
+long host_count(void);
+long nest_outer(long x) { return host_twice(x) + 1; }
+long nest_host_pid(void) { return host_pid(); }
+long nest_pid(void) { return (long)getpid(); }
+long nest_count_twice(void) {
+    host_count();
+    return host_count();
+}
