@@ -24,14 +24,14 @@ fn file_with_libmagic_isolated_prints_what_plain_file_prints() {
     let t = TempDir::new("file");
     let files = real_files(150);
     let list = t.write("files", &(files.join("\n") + "\n"));
-    let stats = t.path("stats.json");
+    let st = t.path("stats.json");
     let (k, mark) = marker("file");
     let plain_out = ok(run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
-    let mut cmd = under(&config("file-magic.yaml"), &["--stats", stats.to_str().unwrap()], Path::new("file"), &["-f", list.to_str().unwrap()]);
+    let mut cmd = under(&config("file-magic.yaml"), &["--stats", st.to_str().unwrap()], Path::new("file"), &["-f", list.to_str().unwrap()]);
     cmd.env(&k, &mark);
     let out = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(out, plain_out);
-    let s = stats(&stats);
+    let s = stats(&st);
     assert_eq!(calls(&s, "parser", "magic_file"), files.len() as u64, "every magic_file call answered by the helper");
     assert_eq!(calls(&s, "parser", "magic_open"), 1);
     assert_ne!(s["processes"]["parser"]["pid"], s["pid"], "the helper is another process");
@@ -43,14 +43,14 @@ fn file_under_plain_ld_preload_behaves_the_same() {
     let t = TempDir::new("file-preload");
     let files = real_files(30);
     let list = t.write("files", &(files.join("\n") + "\n"));
-    let stats = t.path("stats.json");
+    let st = t.path("stats.json");
     let (k, mark) = marker("file-preload");
     let plain_out = ok(run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
     let mut cmd = preloaded(&config("file-magic.yaml"), Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]);
-    cmd.env("FRACTURE_STATS", &stats).env(&k, &mark);
+    cmd.env("FRACTURE_STATS", &st).env(&k, &mark);
     let out = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(out, plain_out);
-    assert_eq!(calls(&stats(&stats), "parser", "magic_file"), files.len() as u64);
+    assert_eq!(calls(&stats(&st), "parser", "magic_file"), files.len() as u64);
     assert!(leftovers(&mark).is_empty(), "processes left behind: {:?}", leftovers(&mark));
 }
 
@@ -83,15 +83,15 @@ const PY: &str = "import zlib\nprint(zlib.crc32(b'hello world'), zlib.adler32(b'
 #[test]
 fn python_zlib_checksums_run_in_the_helper() {
     let t = TempDir::new("py");
-    let stats = t.path("stats.json");
+    let st = t.path("stats.json");
     let py = python();
     let (k, mark) = marker("py");
     let want = ok(run_with(plain(Path::new(&py), &["-c", PY]), b"", WATCHDOG));
-    let mut cmd = under(&config("python-zlib.yaml"), &["--stats", stats.to_str().unwrap()], Path::new(&py), &["-c", PY]);
+    let mut cmd = under(&config("python-zlib.yaml"), &["--stats", st.to_str().unwrap()], Path::new(&py), &["-c", PY]);
     cmd.env(&k, &mark);
     let got = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(got, want);
-    let s = stats(&stats);
+    let s = stats(&st);
     assert_eq!(calls(&s, "zhelper", "crc32"), 2);
     assert_eq!(calls(&s, "zhelper", "adler32"), 1);
     assert!(s["processes"]["zhelper"]["functions"]["crc32"]["bytes_in"].as_u64().unwrap() >= 256_000);
@@ -102,12 +102,12 @@ fn python_zlib_checksums_run_in_the_helper() {
 fn a_map_whose_target_does_not_match_leaves_the_program_alone() {
     let t = TempDir::new("target");
     let map = t.write("m.yaml", "target: \"*/no-such-program\"\nmodules:\n  magic:\n    object: libmagic.so.1\n    functions:\n      magic_file: {args: [handle, str], ret: str}\nprocesses:\n  parser:\n    modules: [magic]\n");
-    let stats = t.path("stats.json");
+    let st = t.path("stats.json");
     let (k, mark) = marker("target");
     let mut cmd = preloaded(&map, Path::new("/usr/bin/file"), &["/etc/passwd"]);
-    cmd.env("FRACTURE_STATS", &stats).env(&k, &mark);
+    cmd.env("FRACTURE_STATS", &st).env(&k, &mark);
     let out = ok(run_with(cmd, b"", WATCHDOG));
     assert!(out.contains("/etc/passwd:"));
-    assert!(!stats.exists(), "an ignored map writes no statistics");
+    assert!(!st.exists(), "an ignored map writes no statistics");
     assert!(marked_processes(&mark).is_empty());
 }

@@ -1,0 +1,102 @@
+//! `fracture run`: validate the map against the program, then start the program with the shim
+//! preloaded and exit with its status.
+//!
+//! The launcher makes itself a child subreaper, so the zygote and helpers (which the shim
+//! detaches from the program) are reparented to it if the program dies first; after the
+//! program exits it reaps them, so nothing outlives `fracture run`.
+
+use crate::RunArgs;
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The shim: `FRACTURE_SHIM`, or `libfracture.so` beside this executable.
+pub fn shim_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("FRACTURE_SHIM").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.exists() {
+            bail!("FRACTURE_SHIM names {}, which does not exist", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot find the fracture executable")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let p = dir.join("libfracture.so");
+    if !p.exists() {
+        bail!("{} does not exist: build it with `make`, or set FRACTURE_SHIM", p.display());
+    }
+    Ok(p)
+}
+
+/// `PROGRAM` as a path: as given when it has a '/', else found in PATH.
+pub fn find_program(prog: &Path) -> Option<PathBuf> {
+    if prog.components().count() > 1 || prog.to_string_lossy().contains('/') {
+        return prog.exists().then(|| prog.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+/// LD_PRELOAD with the shim first, keeping what the user had.
+pub fn preload_value(shim: &Path) -> OsString {
+    let mut v = OsString::from(shim.as_os_str());
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        v.push(":");
+        v.push(old);
+    }
+    v
+}
+
+pub fn run(args: &RunArgs) -> Result<i32> {
+    let Some(prog) = args.program.first() else { bail!("no program given after `--`") };
+    let config = std::fs::canonicalize(&args.config).with_context(|| format!("cannot open the map {}", args.config.display()))?;
+    let map = module_map::parse_map_str(
+        &std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?,
+        &config,
+        &args.sets,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resolved = find_program(Path::new(prog));
+    match crate::check::check_map(&map, resolved.as_deref()) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("fracture: warning: {w}");
+            }
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("fracture: error: {e}");
+            }
+            bail!("the map {} does not fit {}; the program was not started", config.display(), Path::new(prog).display());
+        }
+    }
+    let shim = shim_path()?;
+    let mut cmd = Command::new(prog);
+    cmd.args(&args.program[1..]);
+    cmd.env("LD_PRELOAD", preload_value(&shim));
+    cmd.env("FRACTURE_CONFIG", &config);
+    if !args.sets.is_empty() {
+        let s: Vec<String> = args.sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        cmd.env("FRACTURE_SET", s.join("\n"));
+    }
+    if let Some(stats) = &args.stats {
+        let abs = if stats.is_absolute() { stats.clone() } else { std::env::current_dir()?.join(stats) };
+        cmd.env("FRACTURE_STATS", abs);
+    }
+    crate::reaper::become_subreaper();
+    
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
+    // The program gets the terminal's signals itself; the launcher just waits.
+    crate::reaper::ignore_now();
+    let status = child.wait().context("waiting for the program")?;
+    crate::reaper::reap_descendants(Instant::now() + Duration::from_secs(10));
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        _ => 1,
+    })
+}
+

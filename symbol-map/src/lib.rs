@@ -1,0 +1,276 @@
+//! ELF objects as fracture needs them: which functions an object exports (with symbol
+//! versions), which it imports and through which GOT slot (JUMP_SLOT or GLOB_DAT), its
+//! soname, DT_NEEDED and run path; and where the dynamic loader would find a library.
+//!
+//! Pure and safe: every input is an untrusted file, read with the `object` crate; a malformed
+//! file is an [`ElfError`], never a panic.
+#![deny(unsafe_code)]
+
+mod cache;
+
+use object::elf;
+use object::read::elf::{Dyn as _, FileHeader, Rela as _, SectionHeader, Sym as _};
+use object::{Endianness, LittleEndian};
+use std::path::{Path, PathBuf};
+
+pub use cache::ld_so_cache;
+
+/// An exported (defined, global or weak) dynamic symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    pub name: String,
+    pub version: Option<String>,
+    /// False for a hidden (non-default, `name@VER`) version.
+    pub default_version: bool,
+    pub is_function: bool,
+    pub address: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelocKind {
+    JumpSlot,
+    GlobDat,
+}
+
+/// An imported function and the GOT slot the loader fills for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub name: String,
+    pub version: Option<String>,
+    pub kind: RelocKind,
+    pub got_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElfObject {
+    pub path: PathBuf,
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+    /// DT_RUNPATH (or DT_RPATH) entries, `$ORIGIN` expanded.
+    pub runpath: Vec<String>,
+    pub exports: Vec<Export>,
+    pub imports: Vec<Import>,
+    pub bind_now: bool,
+    pub pie: bool,
+}
+
+/// Why an object could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ElfError {
+    Io(PathBuf, std::io::Error),
+    NotElf(PathBuf),
+    NotX86_64(PathBuf),
+    Malformed(PathBuf, String),
+}
+
+impl std::fmt::Display for ElfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElfError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            ElfError::NotElf(p) => write!(f, "{}: not an ELF file", p.display()),
+            ElfError::NotX86_64(p) => write!(f, "{}: not a 64-bit x86_64 ELF object", p.display()),
+            ElfError::Malformed(p, m) => write!(f, "{}: malformed ELF ({m})", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ElfError {}
+
+pub fn read(path: &Path) -> Result<ElfObject, ElfError> {
+    let data = std::fs::read(path).map_err(|e| ElfError::Io(path.to_path_buf(), e))?;
+    parse(path, &data)
+}
+
+type Hdr = elf::FileHeader64<Endianness>;
+
+pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
+    let bad = |m: &str| ElfError::Malformed(path.to_path_buf(), m.to_string());
+    if data.len() < 4 || &data[..4] != b"\x7fELF" {
+        return Err(ElfError::NotElf(path.to_path_buf()));
+    }
+    if data.len() < 20 || data[4] != elf::ELFCLASS64 || data[5] != elf::ELFDATA2LSB || u16::from_le_bytes([data[18], data[19]]) != elf::EM_X86_64 {
+        return Err(ElfError::NotX86_64(path.to_path_buf()));
+    }
+    let hdr = Hdr::parse(data).map_err(|e| bad(&e.to_string()))?;
+    let e = hdr.endian().map_err(|e| bad(&e.to_string()))?;
+    let sections = hdr.sections(e, data).map_err(|e| bad(&e.to_string()))?;
+    let pie = hdr.e_type(e) == elf::ET_DYN;
+    let mut o = ElfObject {
+        path: path.to_path_buf(),
+        soname: None,
+        needed: Vec::new(),
+        runpath: Vec::new(),
+        exports: Vec::new(),
+        imports: Vec::new(),
+        bind_now: false,
+        pie,
+    };
+    let dynsyms = sections.symbols(e, data, elf::SHT_DYNSYM).map_err(|e| bad(&e.to_string()))?;
+    let versions = sections.versions(e, data).map_err(|e| bad(&e.to_string()))?;
+    let ver_of = |i: usize| -> (Option<String>, bool) {
+        let Some(vt) = versions.as_ref() else { return (None, true) };
+        let idx = vt.version_index(e, object::SymbolIndex(i));
+        match vt.version(idx) {
+            Ok(Some(v)) => (Some(String::from_utf8_lossy(v.name()).into_owned()), !idx.is_hidden()),
+            _ => (None, !idx.is_hidden()),
+        }
+    };
+    for (i, s) in dynsyms.iter().enumerate() {
+        if i == 0 || s.is_undefined(e) {
+            continue;
+        }
+        let bind = s.st_bind();
+        if bind != elf::STB_GLOBAL && bind != elf::STB_WEAK && bind != elf::STB_GNU_UNIQUE {
+            continue;
+        }
+        let Ok(name) = s.name(e, dynsyms.strings()) else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let (version, default_version) = ver_of(i);
+        let ty = s.st_type();
+        o.exports.push(Export {
+            name: String::from_utf8_lossy(name).into_owned(),
+            version,
+            default_version,
+            is_function: ty == elf::STT_FUNC || ty == elf::STT_GNU_IFUNC,
+            address: s.st_value(e),
+            size: s.st_size(e),
+        });
+    }
+    // Imports: JUMP_SLOT and GLOB_DAT relocations against undefined dynamic symbols.
+    for section in sections.iter() {
+        if section.sh_type(e) != elf::SHT_RELA {
+            continue;
+        }
+        let Ok(Some((relas, _))) = section.rela(e, data) else { continue };
+        for r in relas {
+            let kind = match r.r_type(e, false) {
+                elf::R_X86_64_JUMP_SLOT => RelocKind::JumpSlot,
+                elf::R_X86_64_GLOB_DAT => RelocKind::GlobDat,
+                _ => continue,
+            };
+            let si = r.r_sym(e, false) as usize;
+            let Ok(s) = dynsyms.symbol(object::SymbolIndex(si)) else { continue };
+            if !s.is_undefined(e) || s.st_type() == elf::STT_OBJECT || s.st_type() == elf::STT_TLS {
+                continue;
+            }
+            let Ok(name) = s.name(e, dynsyms.strings()) else { continue };
+            o.imports.push(Import {
+                name: String::from_utf8_lossy(name).into_owned(),
+                version: ver_of(si).0,
+                kind,
+                got_offset: r.r_offset(e),
+            });
+        }
+    }
+    // Dynamic section: soname, needed, run path, bind-now.
+    if let Ok(Some((dyns, link))) = sections.dynamic(e, data) {
+        let strings = sections.strings(e, data, link).unwrap_or_default();
+        let s = |v: u64| strings.get(v as u32).ok().map(|b| String::from_utf8_lossy(b).into_owned());
+        let mut rpath = None;
+        let mut runpath = None;
+        for d in dyns {
+            let v = d.d_val(e);
+            match d.d_tag(e) as u32 {
+                elf::DT_SONAME => o.soname = s(v),
+                elf::DT_NEEDED => o.needed.extend(s(v)),
+                elf::DT_RUNPATH => runpath = s(v),
+                elf::DT_RPATH => rpath = s(v),
+                elf::DT_BIND_NOW => o.bind_now = true,
+                elf::DT_FLAGS if v & u64::from(elf::DF_BIND_NOW) != 0 => o.bind_now = true,
+                elf::DT_FLAGS_1 if v & u64::from(elf::DF_1_NOW) != 0 => o.bind_now = true,
+                _ => {}
+            }
+        }
+        let origin = path.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(rp) = runpath.or(rpath) {
+            o.runpath = rp.split(':').filter(|x| !x.is_empty()).map(|x| x.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin)).collect();
+        }
+    }
+    let _ = LittleEndian;
+    Ok(o)
+}
+
+/// Default library directories of the x86_64 Debian loader, after the cache.
+const DEFAULT_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+
+/// Finds a library as ld.so would: a name with '/' is a path; else LD_LIBRARY_PATH, the
+/// requester's run path, /etc/ld.so.cache, then the default directories.
+pub fn find_library(name: &str, requester_runpath: &[String]) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.exists().then_some(p);
+    }
+    let env: Vec<String> = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').filter(|x| !x.is_empty()).map(String::from).collect();
+    for d in env.iter().chain(requester_runpath.iter()) {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    if let Some(p) = ld_so_cache(Path::new("/etc/ld.so.cache")).into_iter().find(|(n, _)| n == name).map(|(_, p)| PathBuf::from(p)) {
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    DEFAULT_DIRS.iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// The executable and its DT_NEEDED closure in breadth-first load order (like ldd), without
+/// the dynamic loader; libraries that cannot be found are returned in the second list.
+pub fn load_closure(exe: &Path) -> Result<(Vec<ElfObject>, Vec<String>), ElfError> {
+    let first = read(exe)?;
+    let exe_runpath = first.runpath.clone();
+    let mut out = vec![first];
+    let mut missing = Vec::new();
+    let mut i = 0;
+    while i < out.len() {
+        let needed = out[i].needed.clone();
+        let mut rp = out[i].runpath.clone();
+        rp.extend(exe_runpath.iter().cloned());
+        for n in needed {
+            if n.starts_with("ld-linux") || out.iter().any(|o| o.soname.as_deref() == Some(n.as_str()) || o.path.file_name().is_some_and(|f| f == n.as_str())) || missing.contains(&n) {
+                continue;
+            }
+            match find_library(&n, &rp).map(|p| read(&p)) {
+                Some(Ok(o)) => out.push(o),
+                _ => missing.push(n),
+            }
+        }
+        i += 1;
+    }
+    Ok((out, missing))
+}
+
+/// The object of `closure` a map's `object:` names: `main` (the executable, first), a path, a
+/// file name or a soname.
+pub fn find_object<'a>(closure: &'a [ElfObject], object: &str) -> Option<&'a ElfObject> {
+    if object == "main" {
+        return closure.first();
+    }
+    closure.iter().find(|o| {
+        if object.contains('/') {
+            return o.path == Path::new(object) || std::fs::canonicalize(&o.path).ok() == std::fs::canonicalize(object).ok();
+        }
+        o.soname.as_deref() == Some(object) || o.path.file_name().is_some_and(|f| f == object)
+    })
+}
+
+impl ElfObject {
+    /// True when the object exports function `name` (`name@VERSION` names a version).
+    pub fn exports_function(&self, name: &str) -> bool {
+        let (n, v) = match name.split_once('@') {
+            Some((n, v)) => (n, Some(v.trim_start_matches('@'))),
+            None => (name, None),
+        };
+        self.exports.iter().any(|x| x.is_function && x.name == n && (v.is_none() || x.version.as_deref() == v))
+    }
+
+    pub fn imports_function(&self, name: &str) -> bool {
+        let n = name.split('@').next().unwrap_or(name);
+        self.imports.iter().any(|i| i.name == n)
+    }
+}
