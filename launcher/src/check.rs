@@ -20,7 +20,11 @@ impl std::fmt::Display for MapRefused {
 impl std::error::Error for MapRefused {}
 
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates.map(|c| (distance(name, c), c)).filter(|(d, _)| *d <= 3.max(name.len() / 3)).min().map(|x| x.1)
+    candidates
+        .map(|c| (distance(name, c), c))
+        .filter(|(d, _)| *d <= 3.max(name.len() / 3))
+        .min()
+        .map(|x| x.1)
 }
 
 fn distance(a: &str, b: &str) -> usize {
@@ -29,7 +33,11 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -37,21 +45,33 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// Checks `map` (optionally against `program`); Ok(warnings) or Err(errors), each one line.
-pub fn check_map(map: &ModuleMap, program: Option<&Path>) -> std::result::Result<Vec<String>, Vec<String>> {
+pub fn check_map(
+    map: &ModuleMap,
+    program: Option<&Path>,
+) -> std::result::Result<Vec<String>, Vec<String>> {
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    let err = |line: usize, key: String, msg: String| MapError::at(&map.file, Some(line), Some(key), msg).to_string();
+    let err = |line: usize, key: String, msg: String| {
+        MapError::at(&map.file, Some(line), Some(key), msg).to_string()
+    };
     let mut closure: Vec<ElfObject> = Vec::new();
     let mut exe_runpath = Vec::new();
     if let Some(p) = program {
         let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         if !map.matches_target(&real.to_string_lossy()) {
-            warnings.push(format!("target `{}` does not match {}: the map will be ignored for it", map.target.as_deref().unwrap_or(""), real.display()));
+            warnings.push(format!(
+                "target `{}` does not match {}: the map will be ignored for it",
+                map.target.as_deref().unwrap_or(""),
+                real.display()
+            ));
         }
         match symbol_map::load_closure(&real) {
             Ok((c, missing)) => {
                 for m in missing {
-                    warnings.push(format!("{} needs {m}, which cannot be found", real.display()));
+                    warnings.push(format!(
+                        "{} needs {m}, which cannot be found",
+                        real.display()
+                    ));
                 }
                 exe_runpath = c.first().map(|o| o.runpath.clone()).unwrap_or_default();
                 closure = c;
@@ -66,12 +86,19 @@ pub fn check_map(map: &ModuleMap, program: Option<&Path>) -> std::result::Result
             Some(o) => Some(o),
             None if m.object == "main" && program.is_none() => None,
             None => {
-                let path = symbol_map::find_library(&m.object, &exe_runpath)
-                    .or_else(|| program.and_then(|p| p.parent()).map(|d| d.join(&m.object)).filter(|p| p.is_file()));
+                let path = symbol_map::find_library(&m.object, &exe_runpath).or_else(|| {
+                    program
+                        .and_then(|p| p.parent())
+                        .map(|d| d.join(&m.object))
+                        .filter(|p| p.is_file())
+                });
                 match path.map(|p| symbol_map::read(&p)) {
                     Some(Ok(o)) => {
                         if program.is_some() {
-                            warnings.push(format!("{}: {} is not loaded at start; it must be loaded with dlopen", m.name, m.object));
+                            warnings.push(format!(
+                                "{}: {} is not loaded at start; it must be loaded with dlopen",
+                                m.name, m.object
+                            ));
                         }
                         Some(o)
                     }
@@ -94,11 +121,29 @@ pub fn check_map(map: &ModuleMap, program: Option<&Path>) -> std::result::Result
         for f in &m.functions {
             let key = format!("modules.{}.functions.{}", m.name, f.name);
             if !obj.exports_function(&f.name) {
-                let hint = closest(f.symbol(), obj.exports.iter().filter(|e| e.is_function).map(|e| e.name.as_str()))
-                    .map(|c| format!("; closest: {c}"))
-                    .unwrap_or_default();
-                errors.push(err(f.line, key, format!("function `{}` is not exported by {} ({}){hint}", f.name, m.object, obj.path.display())));
-            } else if program.is_some() && !closure.is_empty() && !closure.iter().any(|o| o.imports_function(&f.name)) {
+                let hint = closest(
+                    f.symbol(),
+                    obj.exports
+                        .iter()
+                        .filter(|e| e.is_function)
+                        .map(|e| e.name.as_str()),
+                )
+                .map(|c| format!("; closest: {c}"))
+                .unwrap_or_default();
+                errors.push(err(
+                    f.line,
+                    key,
+                    format!(
+                        "function `{}` is not exported by {} ({}){hint}",
+                        f.name,
+                        m.object,
+                        obj.path.display()
+                    ),
+                ));
+            } else if program.is_some()
+                && !closure.is_empty()
+                && !closure.iter().any(|o| o.imports_function(&f.name))
+            {
                 warnings.push(format!("{}:{}: {key}: no object loaded at start imports `{}`; only dlopen'd objects or dlsym can reach it", map.file.display(), f.line, f.symbol()));
             }
         }
@@ -111,8 +156,10 @@ pub fn check_map(map: &ModuleMap, program: Option<&Path>) -> std::result::Result
 }
 
 pub fn main(config: &Path, program: Option<&Path>, sets: &[(String, String)]) -> Result<i32> {
-    let text = std::fs::read_to_string(config).map_err(|e| MapRefused(format!("{}: {e}", config.display())))?;
-    let map = module_map::parse_map_str(&text, config, sets).map_err(|e| MapRefused(e.to_string()))?;
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| MapRefused(format!("{}: {e}", config.display())))?;
+    let map =
+        module_map::parse_map_str(&text, config, sets).map_err(|e| MapRefused(e.to_string()))?;
     let resolved = program.map(|p| crate::run::find_program(p).unwrap_or_else(|| p.to_path_buf()));
     match check_map(&map, resolved.as_deref()) {
         Ok(warnings) => {
@@ -120,7 +167,11 @@ pub fn main(config: &Path, program: Option<&Path>, sets: &[(String, String)]) ->
                 eprintln!("fracture: warning: {w}");
             }
             let nf: usize = map.modules.iter().map(|m| m.functions.len()).sum();
-            println!("ok: {} modules, {nf} functions, {} processes", map.modules.len(), map.processes.len());
+            println!(
+                "ok: {} modules, {nf} functions, {} processes",
+                map.modules.len(),
+                map.processes.len()
+            );
             Ok(0)
         }
         Err(errors) => {

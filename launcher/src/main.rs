@@ -51,11 +51,21 @@ struct Parsed {
 }
 
 fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
-    let mut p = Parsed { config: None, stats: None, sets: Vec::new(), imports: false, positional: Vec::new(), rest: None };
+    let mut p = Parsed {
+        config: None,
+        stats: None,
+        sets: Vec::new(),
+        imports: false,
+        positional: Vec::new(),
+        rest: None,
+    };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy().into_owned();
-        let mut value = |name: &str| it.next().ok_or_else(|| usage(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
         match s.as_str() {
             "--" => {
                 p.rest = Some(it.by_ref().collect());
@@ -65,13 +75,17 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             "--stats" => p.stats = Some(value(&s)?.into()),
             "--set" => {
                 let kv = value(&s)?.to_string_lossy().into_owned();
-                let (k, v) = kv.split_once('=').ok_or_else(|| usage(format!("--set {kv}: expected KEY=VALUE")))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--set {kv}: expected KEY=VALUE")))?;
                 p.sets.push((k.to_string(), v.to_string()));
             }
             "--imports" => p.imports = true,
             _ if s.starts_with("--config=") => p.config = Some(s["--config=".len()..].into()),
             _ if s.starts_with("--stats=") => p.stats = Some(s["--stats=".len()..].into()),
-            _ if s.starts_with('-') && s.len() > 1 => return Err(usage(format!("unknown option {s}"))),
+            _ if s.starts_with('-') && s.len() > 1 => {
+                return Err(usage(format!("unknown option {s}")))
+            }
             _ => p.positional.push(a),
         }
     }
@@ -88,17 +102,35 @@ fn real_main() -> anyhow::Result<i32> {
         "run" => {
             let p = parse(args)?;
             let config = p.config.ok_or_else(|| usage("run needs -c MAP.yaml"))?;
-            let program = p.rest.filter(|r| !r.is_empty()).ok_or_else(|| usage("run needs `-- PROGRAM [ARGS...]`"))?;
-            run::run(&RunArgs { config, stats: p.stats, sets: p.sets, program })
+            let program = p
+                .rest
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| usage("run needs `-- PROGRAM [ARGS...]`"))?;
+            run::run(&RunArgs {
+                config,
+                stats: p.stats,
+                sets: p.sets,
+                program,
+            })
         }
         "check" => {
             let p = parse(args)?;
             let config = p.config.ok_or_else(|| usage("check needs -c MAP.yaml"))?;
-            check::main(&config, p.rest.as_ref().and_then(|r| r.first()).map(PathBuf::from).as_deref(), &p.sets)
+            check::main(
+                &config,
+                p.rest
+                    .as_ref()
+                    .and_then(|r| r.first())
+                    .map(PathBuf::from)
+                    .as_deref(),
+                &p.sets,
+            )
         }
         "symbols" => {
             let p = parse(args)?;
-            let [obj] = p.positional.as_slice() else { return Err(usage("symbols needs one OBJECT")) };
+            let [obj] = p.positional.as_slice() else {
+                return Err(usage("symbols needs one OBJECT"));
+            };
             symbols::main(&obj.to_string_lossy(), p.imports)
         }
         "-h" | "--help" | "help" => {
@@ -113,11 +145,15 @@ fn main() {
     let code = match real_main() {
         Ok(c) => c,
         Err(e) => {
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
                 std::process::exit(0);
             }
             eprintln!("fracture: error: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() || e.downcast_ref::<check::MapRefused>().is_some() {
+            if e.downcast_ref::<Usage>().is_some()
+                || e.downcast_ref::<check::MapRefused>().is_some()
+            {
                 2
             } else {
                 1

@@ -23,13 +23,24 @@ pub fn ignore_now() {
 fn children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return v };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
     for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // ppid is the 2nd field after the parenthesised command name.
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
-        let ppid = rest.split_whitespace().nth(1).and_then(|x| x.parse::<i32>().ok());
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse::<i32>().ok());
         if ppid == Some(me) {
             v.push(pid);
         }

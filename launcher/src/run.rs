@@ -26,7 +26,10 @@ pub fn shim_path() -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("."));
     let p = dir.join("libfracture.so");
     if !p.exists() {
-        bail!("{} does not exist: build it with `make`, or set FRACTURE_SHIM", p.display());
+        bail!(
+            "{} does not exist: build it with `make`, or set FRACTURE_SHIM",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -37,7 +40,9 @@ pub fn find_program(prog: &Path) -> Option<PathBuf> {
         return prog.exists().then(|| prog.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 /// LD_PRELOAD with the shim first, keeping what the user had.
@@ -51,10 +56,14 @@ pub fn preload_value(shim: &Path) -> OsString {
 }
 
 pub fn run(args: &RunArgs) -> Result<i32> {
-    let Some(prog) = args.program.first() else { bail!("no program given after `--`") };
-    let config = std::fs::canonicalize(&args.config).with_context(|| format!("cannot open the map {}", args.config.display()))?;
+    let Some(prog) = args.program.first() else {
+        bail!("no program given after `--`")
+    };
+    let config = std::fs::canonicalize(&args.config)
+        .with_context(|| format!("cannot open the map {}", args.config.display()))?;
     let map = module_map::parse_map_str(
-        &std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?,
+        &std::fs::read_to_string(&config)
+            .with_context(|| format!("cannot read {}", config.display()))?,
         &config,
         &args.sets,
     )
@@ -70,7 +79,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             for e in &errors {
                 eprintln!("fracture: error: {e}");
             }
-            bail!("the map {} does not fit {}; the program was not started", config.display(), Path::new(prog).display());
+            bail!(
+                "the map {} does not fit {}; the program was not started",
+                config.display(),
+                Path::new(prog).display()
+            );
         }
     }
     let shim = shim_path()?;
@@ -83,12 +96,18 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         cmd.env("FRACTURE_SET", s.join("\n"));
     }
     if let Some(stats) = &args.stats {
-        let abs = if stats.is_absolute() { stats.clone() } else { std::env::current_dir()?.join(stats) };
+        let abs = if stats.is_absolute() {
+            stats.clone()
+        } else {
+            std::env::current_dir()?.join(stats)
+        };
         cmd.env("FRACTURE_STATS", abs);
     }
     crate::reaper::become_subreaper();
-    
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
+
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
     // The program gets the terminal's signals itself; the launcher just waits.
     crate::reaper::ignore_now();
     let status = child.wait().context("waiting for the program")?;
@@ -99,4 +118,3 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         _ => 1,
     })
 }
-

@@ -8,14 +8,18 @@ pub fn main(object: &str, imports: bool) -> Result<i32> {
     let path = if Path::new(object).exists() {
         Path::new(object).to_path_buf()
     } else {
-        symbol_map::find_library(object, &[]).with_context(|| format!("{object}: no such file or library"))?
+        symbol_map::find_library(object, &[])
+            .with_context(|| format!("{object}: no such file or library"))?
     };
     let o = symbol_map::read(&path)?;
     let mut names: Vec<String> = if imports {
-        o.imports.iter().map(|i| match &i.version {
-            Some(v) => format!("{}@{v}", i.name),
-            None => i.name.clone(),
-        }).collect()
+        o.imports
+            .iter()
+            .map(|i| match &i.version {
+                Some(v) => format!("{}@{v}", i.name),
+                None => i.name.clone(),
+            })
+            .collect()
     } else {
         o.exports
             .iter()

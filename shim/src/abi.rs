@@ -83,7 +83,10 @@ impl Layout {
     /// handles) and SSE (`f64`) eightbytes. A small struct takes one `val` per eightbyte.
     pub fn of(f: &Function) -> Result<Layout, String> {
         if f.args.len() > MAX_ARGS {
-            return Err(format!("{} arguments; at most {MAX_ARGS} are supported", f.args.len()));
+            return Err(format!(
+                "{} arguments; at most {MAX_ARGS} are supported",
+                f.args.len()
+            ));
         }
         let (mut gp, mut xmm, mut stack) = (0u8, 0u8, 0u16);
         let mut args = Vec::with_capacity(f.args.len());
@@ -109,9 +112,14 @@ impl Layout {
             args.push((*spec, loc));
         }
         if stack as usize > MAX_STACK {
-            return Err(format!("{stack} stack words; at most {MAX_STACK} are supported"));
+            return Err(format!(
+                "{stack} stack words; at most {MAX_STACK} are supported"
+            ));
         }
-        Ok(Layout { args, nstack: stack as usize })
+        Ok(Layout {
+            args,
+            nstack: stack as usize,
+        })
     }
 }
 
@@ -143,7 +151,13 @@ mod tests {
     use module_map::RetSpec;
 
     fn f(args: Vec<ArgSpec>) -> Function {
-        Function { name: "f".into(), args, ret: RetSpec::Val, pure: false, line: 1 }
+        Function {
+            name: "f".into(),
+            args,
+            ret: RetSpec::Val,
+            pure: false,
+            line: 1,
+        }
     }
 
     #[test]
@@ -156,7 +170,13 @@ mod tests {
 
     #[test]
     fn floats_do_not_take_general_registers() {
-        let l = Layout::of(&f(vec![ArgSpec::Val, ArgSpec::Float, ArgSpec::Float, ArgSpec::Str])).unwrap();
+        let l = Layout::of(&f(vec![
+            ArgSpec::Val,
+            ArgSpec::Float,
+            ArgSpec::Float,
+            ArgSpec::Str,
+        ]))
+        .unwrap();
         assert_eq!(l.args[3].1, Loc::Gp(1));
         assert_eq!(l.args[2].1, Loc::Xmm(1));
         let l = Layout::of(&f(vec![ArgSpec::Float; 10])).unwrap();

@@ -106,7 +106,9 @@ fn set_errno(e: i32) {
 pub unsafe extern "C" fn fracture_dispatch(idx: u32, frame: *mut Frame) {
     // SAFETY: the trampoline passes a pointer to its own live, exclusive frame.
     let frame = unsafe { &mut *frame };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(idx as usize, frame)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(idx as usize, frame)
+    }));
     if r.is_err() {
         error!("internal error in the call of mapped function #{idx}; returning 0 with errno EIO");
         frame.ret_rax = 0;
@@ -144,14 +146,23 @@ fn dispatch(idx: usize, frame: &mut Frame) {
                 let region = &rt.procs[(me - 1) as usize].region;
                 let stop = || region.header().shutdown.load(Relaxed) != 0;
                 f.stats.nested.fetch_add(1, Relaxed);
-                if let Err(e) = client_call(rt, f, region, a.ch as usize, a.top, frame, false, &stop) {
-                    error!("nested call of {} from process '{}' failed: {e:?}", f.name, rt.procs[(me - 1) as usize].name);
+                if let Err(e) =
+                    client_call(rt, f, region, a.ch as usize, a.top, frame, false, &stop)
+                {
+                    error!(
+                        "nested call of {} from process '{}' failed: {e:?}",
+                        f.name,
+                        rt.procs[(me - 1) as usize].name
+                    );
                     frame.ret_rax = 0;
                     set_errno(libc::EIO);
                 }
             }
             None => {
-                warn!("{} called from a thread the helper made itself; running it in the helper", f.name);
+                warn!(
+                    "{} called from a thread the helper made itself; running it in the helper",
+                    f.name
+                );
                 call_local(rt, f, frame);
             }
         }
@@ -171,7 +182,10 @@ pub fn ensure_real(rt: &Runtime, f: &FnDesc) -> usize {
 fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
     let real = ensure_real(rt, f);
     if real == 0 {
-        error!("{}: the real function is not loaded in this process", f.name);
+        error!(
+            "{}: the real function is not loaded in this process",
+            f.name
+        );
         frame.ret_rax = 0;
         set_errno(libc::ENOSYS);
         return;
@@ -184,9 +198,19 @@ fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
 fn eval_size(s: &Size, f: &FnDesc, frame: &Frame, stack: &[u64]) -> u64 {
     let base = match s.base {
         SizeBase::Literal(n) => n,
-        SizeBase::Arg(i) => f.layout.args.get(i).map(|a| arg_value(frame, stack, a.1)).unwrap_or(0),
+        SizeBase::Arg(i) => f
+            .layout
+            .args
+            .get(i)
+            .map(|a| arg_value(frame, stack, a.1))
+            .unwrap_or(0),
         SizeBase::Deref(i) => {
-            let p = f.layout.args.get(i).map(|a| arg_value(frame, stack, a.1)).unwrap_or(0);
+            let p = f
+                .layout
+                .args
+                .get(i)
+                .map(|a| arg_value(frame, stack, a.1))
+                .unwrap_or(0);
             if p == 0 {
                 0
             } else {
@@ -279,7 +303,8 @@ pub fn client_call(
         mirror_len: 0,
     };
     // Marshal the buffers: (arg index, caller pointer, offset, length, copy back?).
-    let mut bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS] = [(0, 0, 0, 0, false); crate::abi::MAX_ARGS];
+    let mut bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS] =
+        [(0, 0, 0, 0, false); crate::abi::MAX_ARGS];
     let mut nbufs = 0;
     let mut cursor = align8(base);
     let mut moved = Moved::default();
@@ -297,7 +322,10 @@ pub fn client_call(
             ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
             _ => 0,
         };
-        let end = cursor.checked_add(len).filter(|e| *e <= DATA_SIZE as u64).ok_or(CallError::TooLarge(len))?;
+        let end = cursor
+            .checked_add(len)
+            .filter(|e| *e <= DATA_SIZE as u64)
+            .ok_or(CallError::TooLarge(len))?;
         // Out-buffers are copied in too: bytes the function does not write keep their values.
         // SAFETY: the caller's buffer holds `len` bytes per its spec; the destination lies in
         // the channel's data area (end <= DATA_SIZE, checked above).
@@ -313,7 +341,11 @@ pub fn client_call(
         cursor = align8(end);
     }
     m.data_end = cursor.min(DATA_SIZE as u64);
-    let (send, recv) = if from_program { (ch.to_helper(), ch.to_prog()) } else { (ch.to_prog(), ch.to_helper()) };
+    let (send, recv) = if from_program {
+        (ch.to_helper(), ch.to_prog())
+    } else {
+        (ch.to_prog(), ch.to_helper())
+    };
     let mut seen = recv.seq.load(SeqCst);
     // SAFETY: the channel is ours for this call (acquired or nested on it); the message slot
     // belongs to the sender until the peer answers.
@@ -323,7 +355,11 @@ pub fn client_call(
         shm::ring(&region.header().doorbell);
     }
     loop {
-        let spin = if from_program { CLIENT_SPIN } else { SERVER_SPIN };
+        let spin = if from_program {
+            CLIENT_SPIN
+        } else {
+            SERVER_SPIN
+        };
         let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
             return Err(CallError::Died(region.header().wait_status.load(SeqCst)));
         };
@@ -347,7 +383,8 @@ pub fn client_call(
                 frame.ret_xmm0 = r.ret_xmm0;
                 frame.ret_xmm1 = r.ret_xmm1;
                 if f.ret == RetSpec::Str {
-                    frame.ret_rax = take_ret_str(f, data, cursor, r.ret_off, r.ret_len, &mut moved)?;
+                    frame.ret_rax =
+                        take_ret_str(f, data, cursor, r.ret_off, r.ret_len, &mut moved)?;
                 }
                 if from_program {
                     if f.ret == RetSpec::Handle {
@@ -357,10 +394,17 @@ pub fn client_call(
                     if mirror_token != 0 && r.mirror_off != NULL_OFF {
                         let ok = r.mirror_len as usize <= handles::MIRROR
                             && r.mirror_off >= cursor
-                            && r.mirror_off.checked_add(r.mirror_len).is_some_and(|e| e <= DATA_SIZE as u64);
+                            && r.mirror_off
+                                .checked_add(r.mirror_len)
+                                .is_some_and(|e| e <= DATA_SIZE as u64);
                         if ok {
                             // SAFETY: the range lies inside the data area (checked above).
-                            let snap = unsafe { std::slice::from_raw_parts(data.add(r.mirror_off as usize), r.mirror_len as usize) };
+                            let snap = unsafe {
+                                std::slice::from_raw_parts(
+                                    data.add(r.mirror_off as usize),
+                                    r.mirror_len as usize,
+                                )
+                            };
                             handles::refresh(mirror_token, snap);
                         }
                     }
@@ -382,7 +426,14 @@ pub fn client_call(
 }
 
 /// Copies a returned string out of the data area into this thread's buffer for `f`.
-fn take_ret_str(f: &FnDesc, data: *mut u8, lo: u64, off: u64, len: u64, moved: &mut Moved) -> Result<u64, CallError> {
+fn take_ret_str(
+    f: &FnDesc,
+    data: *mut u8,
+    lo: u64,
+    off: u64,
+    len: u64,
+    moved: &mut Moved,
+) -> Result<u64, CallError> {
     if off == NULL_OFF {
         return Ok(0);
     }
@@ -417,7 +468,9 @@ fn fail() -> Msg {
 /// Runs the call in message `m` received on channel `c` here and builds the answer.
 /// `zero_copy`: run on pointers into the data area (helper); else on private copies (program).
 pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) -> Msg {
-    let Some(f) = rt.fns.get(m.func as usize) else { return fail() };
+    let Some(f) = rt.fns.get(m.func as usize) else {
+        return fail();
+    };
     if f.owner != rt.me() && !(rt.me() == PROGRAM && f.owner != PROGRAM) {
         return fail();
     }
@@ -427,7 +480,12 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     }
     let data = region.data(c);
     let mut stack = m.stack;
-    let mut frame = Frame { gp: m.gp, rax: m.rax, xmm: m.xmm, ..Frame::default() };
+    let mut frame = Frame {
+        gp: m.gp,
+        rax: m.rax,
+        xmm: m.xmm,
+        ..Frame::default()
+    };
     let mut private: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
         if !spec.is_buffer() {
@@ -438,7 +496,9 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
             set_arg(&mut frame, &mut stack, *loc, 0);
             continue;
         }
-        let Some(end) = off.checked_add(len) else { return fail() };
+        let Some(end) = off.checked_add(len) else {
+            return fail();
+        };
         if off < m.data_base || end > m.data_end {
             return fail();
         }
@@ -452,7 +512,8 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
             unsafe { data.add(off as usize) as u64 }
         } else {
             // SAFETY: in bounds (checked above); copied once into memory the peer cannot touch.
-            let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }.to_vec();
+            let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }
+                .to_vec();
             if *spec == ArgSpec::Str {
                 if v.last() != Some(&0) {
                     v.push(0);
@@ -470,11 +531,19 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     let owner_here = f.owner == rt.me();
     let peer = if rt.me() == PROGRAM {
         // We serve the helper that owns this region.
-        rt.procs.iter().position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region)).map(|k| k as u32 + 1).unwrap_or(PROGRAM)
+        rt.procs
+            .iter()
+            .position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region))
+            .map(|k| k as u32 + 1)
+            .unwrap_or(PROGRAM)
     } else {
         PROGRAM
     };
-    let pushed = active_push(Active { owner: peer, ch: c as u16, top: m.data_end });
+    let pushed = active_push(Active {
+        owner: peer,
+        ch: c as u16,
+        top: m.data_end,
+    });
     set_errno(m.errno);
     if owner_here {
         let real = ensure_real(rt, f);
@@ -523,7 +592,11 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
             Some(_) => {
                 // SAFETY: [off, off+len+1) is inside the data area (checked).
                 unsafe {
-                    copy(data.add(off as usize), frame.ret_rax as *const u8, len as usize);
+                    copy(
+                        data.add(off as usize),
+                        frame.ret_rax as *const u8,
+                        len as usize,
+                    );
                     *data.add((off + len) as usize) = 0;
                 }
                 r.ret_off = off;
@@ -539,8 +612,17 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         let src = if f.ret == RetSpec::Handle {
             frame.ret_rax
         } else {
-            let orig = Frame { gp: m.gp, xmm: m.xmm, ..Frame::default() };
-            f.layout.args.iter().find(|a| a.0 == ArgSpec::Handle).map(|a| arg_value(&orig, &m.stack, a.1)).unwrap_or(0)
+            let orig = Frame {
+                gp: m.gp,
+                xmm: m.xmm,
+                ..Frame::default()
+            };
+            f.layout
+                .args
+                .iter()
+                .find(|a| a.0 == ArgSpec::Handle)
+                .map(|a| arg_value(&orig, &m.stack, a.1))
+                .unwrap_or(0)
         };
         if src != 0 && top + handles::MIRROR as u64 <= DATA_SIZE as u64 {
             // SAFETY: the destination lies in the data area (checked); the source is read
@@ -574,14 +656,25 @@ unsafe fn read_self(src: u64, dst: *mut u8, n: usize) -> isize {
 /// # Safety
 /// `dst` is valid for `n` bytes.
 unsafe fn read_self_once(src: u64, dst: *mut u8, n: usize) -> isize {
-    let local = libc::iovec { iov_base: dst.cast(), iov_len: n };
-    let remote = libc::iovec { iov_base: src as *mut libc::c_void, iov_len: n };
+    let local = libc::iovec {
+        iov_base: dst.cast(),
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: n,
+    };
     // SAFETY: process_vm_readv on ourselves: the kernel checks the source range.
     unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) }
 }
 
 /// The program side of one call to a helper: pick a channel, call, record statistics.
-pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Result<Moved, CallError> {
+pub fn call_once(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    frame: &mut Frame,
+) -> Result<Moved, CallError> {
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
@@ -590,7 +683,11 @@ pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Res
         Some(a) => (a.ch as usize, a.top, false),
         None => (acquire(p), 0, true),
     };
-    let pushed = active_push(Active { owner, ch: c as u16, top: base });
+    let pushed = active_push(Active {
+        owner,
+        ch: c as u16,
+        top: base,
+    });
     let region = &p.region;
     let t0 = Instant::now();
     let timeout = p.spec.timeout_ms.map(Duration::from_millis);
@@ -608,7 +705,9 @@ pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Res
     };
     let r = client_call(rt, f, region, c, base, frame, true, &stop);
     let r = match r {
-        Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(timeout.map_or(0, |t| t.as_millis() as u64))),
+        Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
+            timeout.map_or(0, |t| t.as_millis() as u64),
+        )),
         r => r,
     };
     if pushed {
@@ -618,7 +717,8 @@ pub fn call_once(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) -> Res
         release(p, c);
     }
     if let Ok(m) = &r {
-        f.stats.record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
+        f.stats
+            .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
     }
     r
 }
@@ -632,7 +732,11 @@ pub fn helper_gone(p: &ProcRt) -> bool {
     if fd < 0 {
         return false;
     }
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: polling one pidfd we own, without blocking.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & libc::POLLIN != 0
@@ -644,7 +748,10 @@ fn acquire(p: &ProcRt) -> usize {
         let free = p.free.load(Acquire);
         if free != 0 {
             let i = free.trailing_zeros();
-            if p.free.compare_exchange(free, free & !(1 << i), AcqRel, Relaxed).is_ok() {
+            if p.free
+                .compare_exchange(free, free & !(1 << i), AcqRel, Relaxed)
+                .is_ok()
+            {
                 return i as usize;
             }
             continue;

@@ -81,7 +81,9 @@ pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) ->
     let h = if is_main {
         real_dlopen(std::ptr::null(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
     } else {
-        let Ok(p) = CString::new(o.path.as_str()) else { return 0 };
+        let Ok(p) = CString::new(o.path.as_str()) else {
+            return 0;
+        };
         real_dlopen(p.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
     };
     if h.is_null() {
@@ -94,9 +96,8 @@ pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) ->
     } as usize;
     // SAFETY: balancing the RTLD_NOLOAD open above (it took a reference).
     unsafe { libc::dlclose(h) };
-    if a != 0 && base_of(a) == o.base {
-        a
-    } else if a != 0 && is_main {
+    // The executable's lookup searches the global scope; a library's must be its own symbol.
+    if a != 0 && (is_main || base_of(a) == o.base) {
         a
     } else {
         0
@@ -113,7 +114,9 @@ pub fn load_for(rt: &Runtime, f: &FnDesc) {
         if let Ok(maps) = std::fs::read_to_string(format!("/proc/{ppid}/maps")) {
             for line in maps.lines() {
                 if let Some(path) = line.split_whitespace().nth(5) {
-                    if path.rsplit('/').next() == Some(f.object.as_str()) && !tries.iter().any(|t| t == path) {
+                    if path.rsplit('/').next() == Some(f.object.as_str())
+                        && !tries.iter().any(|t| t == path)
+                    {
                         tries.push(path.to_string());
                     }
                 }
@@ -152,10 +155,19 @@ fn caller_relative(name: &CStr, caller: usize) -> Option<CString> {
     let base = base_of(caller);
     let objs = got::loaded_objects();
     let (i, o) = objs.iter().enumerate().find(|(_, o)| o.base == base)?;
-    let path = if i == 0 { runtime::exe_path() } else { o.path.clone() };
-    let origin = std::path::Path::new(&path).parent()?.to_string_lossy().into_owned();
+    let path = if i == 0 {
+        runtime::exe_path()
+    } else {
+        o.path.clone()
+    };
+    let origin = std::path::Path::new(&path)
+        .parent()?
+        .to_string_lossy()
+        .into_owned();
     for dir in o.search_path()?.split(':') {
-        let dir = dir.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin);
+        let dir = dir
+            .replace("$ORIGIN", &origin)
+            .replace("${ORIGIN}", &origin);
         let cand = format!("{dir}/{n}");
         if std::path::Path::new(&cand).exists() {
             return CString::new(cand).ok();

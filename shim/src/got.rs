@@ -78,7 +78,11 @@ struct Sym {
 /// All objects currently loaded, in load order (the executable first).
 pub fn loaded_objects() -> Vec<Obj> {
     let mut out: Vec<Obj> = Vec::new();
-    unsafe extern "C" fn cb(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
         // SAFETY: called by dl_iterate_phdr with a valid info for the duration of the call;
         // `data` is the &mut Vec<Obj> we passed.
         unsafe {
@@ -88,7 +92,9 @@ pub fn loaded_objects() -> Vec<Obj> {
             let path = if info.dlpi_name.is_null() {
                 String::new()
             } else {
-                CStr::from_ptr(info.dlpi_name).to_string_lossy().into_owned()
+                CStr::from_ptr(info.dlpi_name)
+                    .to_string_lossy()
+                    .into_owned()
             };
             let mut dynamic = 0usize;
             for i in 0..info.dlpi_phnum as usize {
@@ -121,7 +127,8 @@ pub fn loaded_objects() -> Vec<Obj> {
                 runpath: None,
                 rels: Vec::new(),
             };
-            let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut soname_off) = (0, 0, 0, 0, None);
+            let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut soname_off) =
+                (0, 0, 0, 0, None);
             let mut d = dynamic as *const Dyn;
             while (*d).tag != DT_NULL {
                 let v = (*d).val;
@@ -148,7 +155,11 @@ pub fn loaded_objects() -> Vec<Obj> {
             }
             if let Some(off) = soname_off {
                 if off < o.strsz {
-                    o.soname = Some(CStr::from_ptr((o.strtab + off) as *const libc::c_char).to_string_lossy().into_owned());
+                    o.soname = Some(
+                        CStr::from_ptr((o.strtab + off) as *const libc::c_char)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
             if jmprel != 0 {
@@ -177,7 +188,10 @@ impl Obj {
         }
         if object.contains('/') {
             return self.path == object
-                || std::fs::canonicalize(&self.path).ok().zip(std::fs::canonicalize(object).ok()).is_some_and(|(a, b)| a == b);
+                || std::fs::canonicalize(&self.path)
+                    .ok()
+                    .zip(std::fs::canonicalize(object).ok())
+                    .is_some_and(|(a, b)| a == b);
         }
         let file = self.path.rsplit('/').next().unwrap_or("");
         file == object || self.soname.as_deref() == Some(object)
@@ -193,7 +207,9 @@ impl Obj {
             return None;
         }
         // SAFETY: off < DT_STRSZ, so the NUL-terminated string lies in the string table.
-        unsafe { CStr::from_ptr((self.strtab + off) as *const libc::c_char) }.to_str().ok()
+        unsafe { CStr::from_ptr((self.strtab + off) as *const libc::c_char) }
+            .to_str()
+            .ok()
     }
 
     /// Version name required for dynamic symbol `sym` (from DT_VERSYM and DT_VERNEED).
@@ -254,12 +270,17 @@ impl Obj {
                     continue;
                 }
                 // SAFETY: `sym` is a symbol index from this object's own relocation.
-                let s = unsafe { &*((self.symtab + sym * std::mem::size_of::<Sym>()) as *const Sym) };
+                let s =
+                    unsafe { &*((self.symtab + sym * std::mem::size_of::<Sym>()) as *const Sym) };
                 if s.shndx != 0 {
                     continue; // defined here: not an import
                 }
                 if let Some(name) = self.name_at(s.name as usize) {
-                    f(self.base + r.offset as usize, name, self.needed_version(sym));
+                    f(
+                        self.base + r.offset as usize,
+                        name,
+                        self.needed_version(sym),
+                    );
                 }
             }
         }
@@ -275,9 +296,16 @@ impl Maps {
         let mut v = Vec::new();
         for line in text.lines() {
             let mut it = line.split_whitespace();
-            let (Some(range), Some(perms)) = (it.next(), it.next()) else { continue };
-            let Some((a, b)) = range.split_once('-') else { continue };
-            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+            let (Some(range), Some(perms)) = (it.next(), it.next()) else {
+                continue;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
             let p = perms.as_bytes();
             let mut prot = 0;
             if p.first() == Some(&b'r') {
@@ -295,7 +323,10 @@ impl Maps {
     }
 
     fn prot_of(&self, addr: usize) -> Option<i32> {
-        self.0.iter().find(|(a, b, _)| addr >= *a && addr < *b).map(|x| x.2)
+        self.0
+            .iter()
+            .find(|(a, b, _)| addr >= *a && addr < *b)
+            .map(|x| x.2)
     }
 }
 

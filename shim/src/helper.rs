@@ -40,7 +40,11 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     debug!("helper '{}' ready (env #{env_idx})", p.name);
     let region = p.region;
     let h = region.header();
-    let bell = Dir { seq: &h.doorbell, ev: &h.doorbell, sleeping: &h.doorbell_sleeping };
+    let bell = Dir {
+        seq: &h.doorbell,
+        ev: &h.doorbell,
+        sleeping: &h.doorbell_sleeping,
+    };
     let mut started = [false; shm::CHANNELS];
     loop {
         let seen = h.doorbell.load(SeqCst);
@@ -56,13 +60,18 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
                     .name(format!("frac-serve-{c}"))
                     .spawn(move || serve_channel(rt, k, c));
                 if spawned.is_err() {
-                    error!("helper '{}': cannot start a serving thread", rt.procs[k].name);
+                    error!(
+                        "helper '{}': cannot start a serving thread",
+                        rt.procs[k].name
+                    );
                     // SAFETY: leaving the helper; the program sees it die and recovers.
                     unsafe { libc::_exit(71) };
                 }
             }
         }
-        bell.wait(seen, Duration::ZERO, Duration::from_millis(200), || h.shutdown.load(SeqCst) != 0);
+        bell.wait(seen, Duration::ZERO, Duration::from_millis(200), || {
+            h.shutdown.load(SeqCst) != 0
+        });
     }
 }
 
@@ -73,7 +82,12 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     let dir = ch.to_helper();
     loop {
         let seen = ch.consumed.load(SeqCst);
-        let Some(s) = dir.wait(seen, dispatch::SERVER_SPIN, Duration::from_millis(200), || h.shutdown.load(SeqCst) != 0) else {
+        let Some(s) = dir.wait(
+            seen,
+            dispatch::SERVER_SPIN,
+            Duration::from_millis(200),
+            || h.shutdown.load(SeqCst) != 0,
+        ) else {
             if h.shutdown.load(SeqCst) != 0 {
                 return;
             }
@@ -124,7 +138,10 @@ fn apply_env(env: &Env) {
             "memlock" => libc::RLIMIT_MEMLOCK,
             _ => continue,
         };
-        let lim = libc::rlimit { rlim_cur: *v as libc::rlim_t, rlim_max: *v as libc::rlim_t };
+        let lim = libc::rlimit {
+            rlim_cur: *v as libc::rlim_t,
+            rlim_max: *v as libc::rlim_t,
+        };
         // SAFETY: setrlimit with a local struct.
         unsafe { libc::setrlimit(res, &lim) };
     }

@@ -11,6 +11,10 @@
 //! entry points below; each says which invariants it keeps. No panic crosses into the host:
 //! every entry point catches unwinding.
 
+// Unit tests build without the interposed entry points (a test binary must not wrap its own
+// __libc_start_main), which leaves the code behind them unused there.
+#![cfg_attr(test, allow(dead_code))]
+
 #[macro_use]
 mod log;
 mod abi;
@@ -39,7 +43,9 @@ extern "C" fn on_load() {
             Ok(Ok(rt)) => {
                 runtime::install(rt);
             }
-            Ok(Err(Inert::NothingIsolated)) => debug!("the map isolates nothing: nothing is routed"),
+            Ok(Err(Inert::NothingIsolated)) => {
+                debug!("the map isolates nothing: nothing is routed")
+            }
             Ok(Err(_)) => {}
             Err(e) => {
                 emit_fatal(&e.to_string());
@@ -75,7 +81,15 @@ extern "C" fn on_unload() {
 static FINI: extern "C" fn() = on_unload;
 
 type MainFn = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
-type StartMainFn = unsafe extern "C" fn(MainFn, c_int, *mut *mut c_char, *mut c_void, *mut c_void, *mut c_void, *mut c_void) -> c_int;
+type StartMainFn = unsafe extern "C" fn(
+    MainFn,
+    c_int,
+    *mut *mut c_char,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
 
 static REAL_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -85,11 +99,16 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
     let objs = got::loaded_objects();
     let errors = rt.resolve(&objs);
     if !errors.is_empty() {
-        return Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\nfracture: error: "));
+        return Err(errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\nfracture: error: "));
     }
     zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
     for k in 0..rt.procs.len() {
-        zygote::spawn(rt, k, 0).map_err(|e| format!("cannot start helper '{}': {e}", rt.procs[k].name))?;
+        zygote::spawn(rt, k, 0)
+            .map_err(|e| format!("cannot start helper '{}': {e}", rt.procs[k].name))?;
     }
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,7 +131,11 @@ extern "C" fn after_fork_child() {
     }
 }
 
-unsafe extern "C" fn main_wrapper(argc: c_int, argv: *mut *mut c_char, envp: *mut *mut c_char) -> c_int {
+unsafe extern "C" fn main_wrapper(
+    argc: c_int,
+    argv: *mut *mut c_char,
+    envp: *mut *mut c_char,
+) -> c_int {
     let r = std::panic::catch_unwind(|| {
         if let Some(rt) = runtime::get() {
             if let Err(e) = start(rt) {
@@ -146,10 +169,22 @@ pub unsafe extern "C" fn __libc_start_main(
     stack_end: *mut c_void,
 ) -> c_int {
     // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
-    let real = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"__libc_start_main".as_ptr(), c"GLIBC_2.34".as_ptr()) };
+    let real = unsafe {
+        libc::dlvsym(
+            libc::RTLD_NEXT,
+            c"__libc_start_main".as_ptr(),
+            c"GLIBC_2.34".as_ptr(),
+        )
+    };
     let real = if real.is_null() {
         // SAFETY: as above, older symbol version.
-        unsafe { libc::dlvsym(libc::RTLD_NEXT, c"__libc_start_main".as_ptr(), c"GLIBC_2.2.5".as_ptr()) }
+        unsafe {
+            libc::dlvsym(
+                libc::RTLD_NEXT,
+                c"__libc_start_main".as_ptr(),
+                c"GLIBC_2.2.5".as_ptr(),
+            )
+        }
     } else {
         real
     };
@@ -173,11 +208,22 @@ pub unsafe extern "C" fn __libc_start_main(
 
 /// Writes `FRACTURE_STATS` (per process and function: calls, bytes, latency percentiles).
 pub(crate) fn write_stats(rt: &Runtime) {
-    let Some(path) = std::env::var_os("FRACTURE_STATS").filter(|p| !p.is_empty()) else { return };
+    let Some(path) = std::env::var_os("FRACTURE_STATS").filter(|p| !p.is_empty()) else {
+        return;
+    };
     let mut o = String::new();
-    o.push_str(&format!("{{\n  \"program\": {},\n  \"pid\": {},\n  \"processes\": {{", stats::json_str(&rt.exe), rt.program_pid()));
+    o.push_str(&format!(
+        "{{\n  \"program\": {},\n  \"pid\": {},\n  \"processes\": {{",
+        stats::json_str(&rt.exe),
+        rt.program_pid()
+    ));
     let mut owners: Vec<(u32, String)> = vec![(PROGRAM, "main".to_string())];
-    owners.extend(rt.procs.iter().enumerate().map(|(k, p)| (k as u32 + 1, p.name.clone())));
+    owners.extend(
+        rt.procs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (k as u32 + 1, p.name.clone())),
+    );
     let mut first_p = true;
     for (owner, name) in owners {
         let fns: Vec<_> = rt.fns.iter().filter(|f| f.owner == owner).collect();
@@ -188,8 +234,14 @@ pub(crate) fn write_stats(rt: &Runtime) {
             o.push(',');
         }
         first_p = false;
-        let pid = rt.proc_of(owner).map(|p| p.pid.load(Relaxed)).unwrap_or(rt.program_pid());
-        o.push_str(&format!("\n    {}: {{\n      \"pid\": {pid},\n      \"functions\": {{", stats::json_str(&name)));
+        let pid = rt
+            .proc_of(owner)
+            .map(|p| p.pid.load(Relaxed))
+            .unwrap_or(rt.program_pid());
+        o.push_str(&format!(
+            "\n    {}: {{\n      \"pid\": {pid},\n      \"functions\": {{",
+            stats::json_str(&name)
+        ));
         for (i, f) in fns.iter().enumerate() {
             let s = &f.stats;
             o.push_str(&format!(
@@ -211,6 +263,9 @@ pub(crate) fn write_stats(rt: &Runtime) {
     }
     o.push_str("\n  }\n}\n");
     if let Err(e) = std::fs::write(&path, o) {
-        warn!("cannot write the statistics to {}: {e}", std::path::Path::new(&path).display());
+        warn!(
+            "cannot write the statistics to {}: {e}",
+            std::path::Path::new(&path).display()
+        );
     }
 }

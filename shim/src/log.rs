@@ -44,7 +44,10 @@ impl std::fmt::Write for StackBuf {
 
 /// Writes `fracture[pid]: LEVEL: message\n` to stderr in one write.
 pub fn emit(level: u8, args: std::fmt::Arguments<'_>) {
-    let mut b = StackBuf { buf: [0; 1024], len: 0 };
+    let mut b = StackBuf {
+        buf: [0; 1024],
+        len: 0,
+    };
     let name = match level {
         ERROR => "error",
         WARN => "warn",

@@ -49,7 +49,10 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     loop {
         match dispatch::call_once(rt, f, p, frame) {
             Ok(_) => {
-                debug!("{} -> rax={:#x} rdx={:#x}", f.name, frame.ret_rax, frame.ret_rdx);
+                debug!(
+                    "{} -> rax={:#x} rdx={:#x}",
+                    f.name, frame.ret_rax, frame.ret_rdx
+                );
                 return;
             }
             Err(e) => {
@@ -62,14 +65,22 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                 };
                 let what = match e {
                     CallError::Died(s) => format!("died of {}", describe(s)),
-                    CallError::TooLarge(n) => format!("could not take an argument of {n} bytes (over {} MiB)", crate::shm::DATA_SIZE >> 20),
+                    CallError::TooLarge(n) => format!(
+                        "could not take an argument of {n} bytes (over {} MiB)",
+                        crate::shm::DATA_SIZE >> 20
+                    ),
                     CallError::BadReply => "answered with garbage".into(),
                     CallError::Refused => "refused the call".into(),
                     CallError::NoHelper => "is not running".into(),
-                    CallError::Timeout(ms) => format!("hung (no answer within timeout_ms {ms}; killed)"),
+                    CallError::Timeout(ms) => {
+                        format!("hung (no answer within timeout_ms {ms}; killed)")
+                    }
                 };
                 let restartable = !matches!(e, CallError::TooLarge(_));
-                warn!("process '{}' {what} during {} (retry {retry} of {})", p.name, f.name, oc.max_retries);
+                warn!(
+                    "process '{}' {what} during {} (retry {retry} of {})",
+                    p.name, f.name, oc.max_retries
+                );
                 if matches!(e, CallError::BadReply | CallError::Refused) {
                     // A helper that answers garbage (or refuses what it should serve) is not
                     // trusted with another call.
@@ -113,7 +124,11 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) {
     if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
         return;
     }
-    let env = if (env as usize) <= p.spec.on_crash.retry_envs.len() { env } else { 0 };
+    let env = if (env as usize) <= p.spec.on_crash.retry_envs.len() {
+        env
+    } else {
+        0
+    };
     match crate::zygote::spawn(rt, k, env) {
         Ok(pid) => info!("process '{}' restarted as pid {pid} (env #{env})", p.name),
         Err(e) => {
@@ -133,7 +148,10 @@ fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame:
         }
         GiveUp::Crash => {
             if log_enabled_error() {
-                crate::log::emit(crate::log::ERROR, format_args!("process '{}' {what} during {}; giving up", p.name, f.name));
+                crate::log::emit(
+                    crate::log::ERROR,
+                    format_args!("process '{}' {what} during {}; giving up", p.name, f.name),
+                );
             }
             crate::write_stats(rt);
             // SAFETY: ending the program the way the helper ended: default action of the same

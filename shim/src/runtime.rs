@@ -86,7 +86,9 @@ pub enum Inert {
 
 /// Real path of the running executable.
 pub fn exe_path() -> String {
-    std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `FRACTURE_SET` holds `KEY=VALUE` lines (from `fracture run --set`).
@@ -94,7 +96,10 @@ fn sets_from_env() -> Vec<(String, String)> {
     std::env::var("FRACTURE_SET")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect()
 }
 
@@ -116,17 +121,34 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     }
     let mut fns = Vec::new();
     for m in &map.modules {
-        let owner = match map.processes.iter().position(|p| p.modules.iter().any(|x| x == &m.name)) {
+        let owner = match map
+            .processes
+            .iter()
+            .position(|p| p.modules.iter().any(|x| x == &m.name))
+        {
             Some(k) => k as u32 + 1,
             None => PROGRAM,
         };
         for f in &m.functions {
             let key = format!("modules.{}.functions.{}", m.name, f.name);
-            let layout = Layout::of(f).map_err(|e| MapError::at(&path, Some(f.line), Some(key.clone()), e))?;
+            let layout = Layout::of(f)
+                .map_err(|e| MapError::at(&path, Some(f.line), Some(key.clone()), e))?;
             if fns.len() >= trampoline::MAX_FNS {
-                return Err(MapError::at(&path, Some(f.line), Some(key), format!("more than {} functions", trampoline::MAX_FNS)));
+                return Err(MapError::at(
+                    &path,
+                    Some(f.line),
+                    Some(key),
+                    format!("more than {} functions", trampoline::MAX_FNS),
+                ));
             }
-            let cname = CString::new(f.symbol()).map_err(|_| MapError::at(&path, Some(f.line), Some(key.clone()), "NUL in name".to_string()))?;
+            let cname = CString::new(f.symbol()).map_err(|_| {
+                MapError::at(
+                    &path,
+                    Some(f.line),
+                    Some(key.clone()),
+                    "NUL in name".to_string(),
+                )
+            })?;
             fns.push(FnDesc {
                 idx: fns.len(),
                 name: f.symbol().to_string(),
@@ -146,8 +168,14 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     }
     let mut procs = Vec::new();
     for p in &map.processes {
-        let region = Region::create(&format!("fracture-{}", p.name))
-            .map_err(|e| MapError::at(&path, Some(p.line), Some(format!("processes.{}", p.name)), format!("cannot create the shared queue: {e}")))?;
+        let region = Region::create(&format!("fracture-{}", p.name)).map_err(|e| {
+            MapError::at(
+                &path,
+                Some(p.line),
+                Some(format!("processes.{}", p.name)),
+                format!("cannot create the shared queue: {e}"),
+            )
+        })?;
         procs.push(ProcRt {
             name: p.name.clone(),
             region,
@@ -203,7 +231,9 @@ impl Runtime {
     }
 
     pub fn proc_of(&self, owner: u32) -> Option<&ProcRt> {
-        owner.checked_sub(1).and_then(|k| self.procs.get(k as usize))
+        owner
+            .checked_sub(1)
+            .and_then(|k| self.procs.get(k as usize))
     }
 
     /// Resolves the real address of every mapped function whose object is loaded now.
@@ -214,7 +244,11 @@ impl Runtime {
             if f.real.load(Relaxed) != 0 {
                 continue;
             }
-            let Some((i, o)) = objs.iter().enumerate().find(|(i, o)| o.matches(&f.object, *i == 0)) else {
+            let Some((i, o)) = objs
+                .iter()
+                .enumerate()
+                .find(|(i, o)| o.matches(&f.object, *i == 0))
+            else {
                 continue;
             };
             let addr = crate::dl::lookup_in(o, i == 0, &f.cname, f.version.as_deref());
@@ -223,7 +257,16 @@ impl Runtime {
                     self.file(),
                     Some(f.line),
                     Some(format!("modules.{}.functions.{}", f.module, f.name)),
-                    format!("function `{}` is not exported by {} ({})", f.name, f.object, if o.path.is_empty() { &self.exe } else { &o.path }),
+                    format!(
+                        "function `{}` is not exported by {} ({})",
+                        f.name,
+                        f.object,
+                        if o.path.is_empty() {
+                            &self.exe
+                        } else {
+                            &o.path
+                        }
+                    ),
                 ));
                 continue;
             }
@@ -267,12 +310,17 @@ impl Runtime {
                 continue;
             }
             o.for_each_import(|slot, name, ver| {
-                let Some(cands) = wanted.get(name) else { return };
-                let f = cands.iter().map(|&i| &self.fns[i]).find(|f| match (&f.version, ver) {
-                    (Some(want), Some(have)) => want.to_bytes() == have.as_bytes(),
-                    (Some(_), None) => false,
-                    (None, _) => true,
-                });
+                let Some(cands) = wanted.get(name) else {
+                    return;
+                };
+                let f = cands
+                    .iter()
+                    .map(|&i| &self.fns[i])
+                    .find(|f| match (&f.version, ver) {
+                        (Some(want), Some(have)) => want.to_bytes() == have.as_bytes(),
+                        (Some(_), None) => false,
+                        (None, _) => true,
+                    });
                 let Some(f) = f else { return };
                 let target = self.slot_target(f);
                 if target != 0 && got::write_slot(&maps, slot, target).is_some() {

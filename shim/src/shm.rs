@@ -251,7 +251,13 @@ impl Dir<'_> {
     /// Waits until `seq` differs from `seen`, spinning for `spin` first, then sleeping in
     /// slices of `slice`; between slices `give_up()` may end the wait (peer dead).
     /// Returns the new sequence, or None when `give_up` said so.
-    pub fn wait(&self, seen: u32, spin: Duration, slice: Duration, mut give_up: impl FnMut() -> bool) -> Option<u32> {
+    pub fn wait(
+        &self,
+        seen: u32,
+        spin: Duration,
+        slice: Duration,
+        mut give_up: impl FnMut() -> bool,
+    ) -> Option<u32> {
         if !spin.is_zero() {
             let start = std::time::Instant::now();
             'spin: loop {
@@ -297,9 +303,17 @@ pub fn ring(word: &AtomicU32) {
 
 impl Channel {
     pub fn to_helper(&self) -> Dir<'_> {
-        Dir { seq: &self.to_helper_seq, ev: &self.to_helper_ev, sleeping: &self.helper_sleeping }
+        Dir {
+            seq: &self.to_helper_seq,
+            ev: &self.to_helper_ev,
+            sleeping: &self.helper_sleeping,
+        }
     }
     pub fn to_prog(&self) -> Dir<'_> {
-        Dir { seq: &self.to_prog_seq, ev: &self.to_prog_ev, sleeping: &self.prog_sleeping }
+        Dir {
+            seq: &self.to_prog_seq,
+            ev: &self.to_prog_ev,
+            sleeping: &self.prog_sleeping,
+        }
     }
 }

@@ -101,7 +101,10 @@ mod tests {
             assert!(b >= last);
             last = b;
             let mid = bucket_mid(b);
-            assert!((mid - ns as f64).abs() <= ns as f64 * 0.25 + 1.0, "{ns} -> {mid}");
+            assert!(
+                (mid - ns as f64).abs() <= ns as f64 * 0.25 + 1.0,
+                "{ns} -> {mid}"
+            );
         }
     }
 

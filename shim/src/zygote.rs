@@ -36,7 +36,15 @@ fn pidfd_open(pid: i32) -> i32 {
 pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
     let mut sv = [0i32; 2];
     // SAFETY: socketpair fills two fds.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fork in a single-threaded process (before main).
@@ -136,14 +144,28 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
     }
     let mut kids: Vec<Child> = Vec::new();
     loop {
-        let mut fds: Vec<libc::pollfd> = vec![libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 }];
-        fds.extend(kids.iter().map(|c| libc::pollfd { fd: c.pidfd, events: libc::POLLIN, revents: 0 }));
+        let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
+            fd: sock,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        fds.extend(kids.iter().map(|c| libc::pollfd {
+            fd: c.pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         // SAFETY: polling our own fds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
             continue;
         }
-        let ready: Vec<usize> = fds.iter().skip(1).enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect();
+        let ready: Vec<usize> = fds
+            .iter()
+            .skip(1)
+            .enumerate()
+            .filter(|(_, p)| p.revents != 0)
+            .map(|(i, _)| i)
+            .collect();
         for i in ready {
             reap(rt, &mut kids[i]);
         }
@@ -152,7 +174,9 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
             let mut cmd = [0u32; 4];
             // SAFETY: receiving at most 16 bytes into a local array.
             let n = unsafe { libc::recv(sock, cmd.as_mut_ptr().cast(), 16, 0) };
-            if n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            if n == 0
+                || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+            {
                 shutdown(rt, &kids);
             }
             if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {

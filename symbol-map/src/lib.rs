@@ -90,7 +90,11 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
     if data.len() < 4 || &data[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf(path.to_path_buf()));
     }
-    if data.len() < 20 || data[4] != elf::ELFCLASS64 || data[5] != elf::ELFDATA2LSB || u16::from_le_bytes([data[18], data[19]]) != elf::EM_X86_64 {
+    if data.len() < 20
+        || data[4] != elf::ELFCLASS64
+        || data[5] != elf::ELFDATA2LSB
+        || u16::from_le_bytes([data[18], data[19]]) != elf::EM_X86_64
+    {
         return Err(ElfError::NotX86_64(path.to_path_buf()));
     }
     let hdr = Hdr::parse(data).map_err(|e| bad(&e.to_string()))?;
@@ -107,13 +111,22 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
         bind_now: false,
         pie,
     };
-    let dynsyms = sections.symbols(e, data, elf::SHT_DYNSYM).map_err(|e| bad(&e.to_string()))?;
-    let versions = sections.versions(e, data).map_err(|e| bad(&e.to_string()))?;
+    let dynsyms = sections
+        .symbols(e, data, elf::SHT_DYNSYM)
+        .map_err(|e| bad(&e.to_string()))?;
+    let versions = sections
+        .versions(e, data)
+        .map_err(|e| bad(&e.to_string()))?;
     let ver_of = |i: usize| -> (Option<String>, bool) {
-        let Some(vt) = versions.as_ref() else { return (None, true) };
+        let Some(vt) = versions.as_ref() else {
+            return (None, true);
+        };
         let idx = vt.version_index(e, object::SymbolIndex(i));
         match vt.version(idx) {
-            Ok(Some(v)) => (Some(String::from_utf8_lossy(v.name()).into_owned()), !idx.is_hidden()),
+            Ok(Some(v)) => (
+                Some(String::from_utf8_lossy(v.name()).into_owned()),
+                !idx.is_hidden(),
+            ),
             _ => (None, !idx.is_hidden()),
         }
     };
@@ -125,7 +138,9 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
         if bind != elf::STB_GLOBAL && bind != elf::STB_WEAK && bind != elf::STB_GNU_UNIQUE {
             continue;
         }
-        let Ok(name) = s.name(e, dynsyms.strings()) else { continue };
+        let Ok(name) = s.name(e, dynsyms.strings()) else {
+            continue;
+        };
         if name.is_empty() {
             continue;
         }
@@ -145,7 +160,9 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
         if section.sh_type(e) != elf::SHT_RELA {
             continue;
         }
-        let Ok(Some((relas, _))) = section.rela(e, data) else { continue };
+        let Ok(Some((relas, _))) = section.rela(e, data) else {
+            continue;
+        };
         for r in relas {
             let kind = match r.r_type(e, false) {
                 elf::R_X86_64_JUMP_SLOT => RelocKind::JumpSlot,
@@ -153,11 +170,15 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
                 _ => continue,
             };
             let si = r.r_sym(e, false) as usize;
-            let Ok(s) = dynsyms.symbol(object::SymbolIndex(si)) else { continue };
+            let Ok(s) = dynsyms.symbol(object::SymbolIndex(si)) else {
+                continue;
+            };
             if !s.is_undefined(e) || s.st_type() == elf::STT_OBJECT || s.st_type() == elf::STT_TLS {
                 continue;
             }
-            let Ok(name) = s.name(e, dynsyms.strings()) else { continue };
+            let Ok(name) = s.name(e, dynsyms.strings()) else {
+                continue;
+            };
             o.imports.push(Import {
                 name: String::from_utf8_lossy(name).into_owned(),
                 version: ver_of(si).0,
@@ -169,7 +190,12 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
     // Dynamic section: soname, needed, run path, bind-now.
     if let Ok(Some((dyns, link))) = sections.dynamic(e, data) {
         let strings = sections.strings(e, data, link).unwrap_or_default();
-        let s = |v: u64| strings.get(v as u32).ok().map(|b| String::from_utf8_lossy(b).into_owned());
+        let s = |v: u64| {
+            strings
+                .get(v as u32)
+                .ok()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
         let mut rpath = None;
         let mut runpath = None;
         for d in dyns {
@@ -185,9 +211,16 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
                 _ => {}
             }
         }
-        let origin = path.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let origin = path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(rp) = runpath.or(rpath) {
-            o.runpath = rp.split(':').filter(|x| !x.is_empty()).map(|x| x.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin)).collect();
+            o.runpath = rp
+                .split(':')
+                .filter(|x| !x.is_empty())
+                .map(|x| x.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
+                .collect();
         }
     }
     let _ = LittleEndian;
@@ -195,7 +228,14 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
 }
 
 /// Default library directories of the x86_64 Debian loader, after the cache.
-const DEFAULT_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+const DEFAULT_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
 
 /// Finds a library as ld.so would: a name with '/' is a path; else LD_LIBRARY_PATH, the
 /// requester's run path, /etc/ld.so.cache, then the default directories.
@@ -204,19 +244,31 @@ pub fn find_library(name: &str, requester_runpath: &[String]) -> Option<PathBuf>
         let p = PathBuf::from(name);
         return p.exists().then_some(p);
     }
-    let env: Vec<String> = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').filter(|x| !x.is_empty()).map(String::from).collect();
+    let env: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect();
     for d in env.iter().chain(requester_runpath.iter()) {
         let p = Path::new(d).join(name);
         if p.is_file() {
             return Some(p);
         }
     }
-    if let Some(p) = ld_so_cache(Path::new("/etc/ld.so.cache")).into_iter().find(|(n, _)| n == name).map(|(_, p)| PathBuf::from(p)) {
+    if let Some(p) = ld_so_cache(Path::new("/etc/ld.so.cache"))
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| PathBuf::from(p))
+    {
         if p.exists() {
             return Some(p);
         }
     }
-    DEFAULT_DIRS.iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    DEFAULT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 /// The executable and its DT_NEEDED closure in breadth-first load order (like ldd), without
@@ -232,7 +284,13 @@ pub fn load_closure(exe: &Path) -> Result<(Vec<ElfObject>, Vec<String>), ElfErro
         let mut rp = out[i].runpath.clone();
         rp.extend(exe_runpath.iter().cloned());
         for n in needed {
-            if n.starts_with("ld-linux") || out.iter().any(|o| o.soname.as_deref() == Some(n.as_str()) || o.path.file_name().is_some_and(|f| f == n.as_str())) || missing.contains(&n) {
+            if n.starts_with("ld-linux")
+                || out.iter().any(|o| {
+                    o.soname.as_deref() == Some(n.as_str())
+                        || o.path.file_name().is_some_and(|f| f == n.as_str())
+                })
+                || missing.contains(&n)
+            {
                 continue;
             }
             match find_library(&n, &rp).map(|p| read(&p)) {
@@ -253,7 +311,8 @@ pub fn find_object<'a>(closure: &'a [ElfObject], object: &str) -> Option<&'a Elf
     }
     closure.iter().find(|o| {
         if object.contains('/') {
-            return o.path == Path::new(object) || std::fs::canonicalize(&o.path).ok() == std::fs::canonicalize(object).ok();
+            return o.path == Path::new(object)
+                || std::fs::canonicalize(&o.path).ok() == std::fs::canonicalize(object).ok();
         }
         o.soname.as_deref() == Some(object) || o.path.file_name().is_some_and(|f| f == object)
     })
@@ -266,7 +325,9 @@ impl ElfObject {
             Some((n, v)) => (n, Some(v.trim_start_matches('@'))),
             None => (name, None),
         };
-        self.exports.iter().any(|x| x.is_function && x.name == n && (v.is_none() || x.version.as_deref() == v))
+        self.exports
+            .iter()
+            .any(|x| x.is_function && x.name == n && (v.is_none() || x.version.as_deref() == v))
     }
 
     pub fn imports_function(&self, name: &str) -> bool {

@@ -1,12 +1,16 @@
 //! symbol-map on real system files.
-use symbol_map::*;
 use std::path::Path;
+use symbol_map::*;
 
 #[test]
 fn usr_bin_file_imports_libmagic_through_jump_slots() {
     let o = read(Path::new("/usr/bin/file")).unwrap();
     assert!(o.pie && o.bind_now);
-    let m = o.imports.iter().find(|i| i.name == "magic_file").expect("magic_file imported");
+    let m = o
+        .imports
+        .iter()
+        .find(|i| i.name == "magic_file")
+        .expect("magic_file imported");
     assert_eq!(m.kind, RelocKind::JumpSlot);
     assert!(o.needed.iter().any(|n| n == "libmagic.so.1"));
 }
@@ -29,7 +33,9 @@ fn libz_versions() {
 
 #[test]
 fn ld_so_cache_knows_libmagic() {
-    assert!(ld_so_cache(Path::new("/etc/ld.so.cache")).iter().any(|(n, _)| n == "libmagic.so.1"));
+    assert!(ld_so_cache(Path::new("/etc/ld.so.cache"))
+        .iter()
+        .any(|(n, _)| n == "libmagic.so.1"));
 }
 
 #[test]
@@ -37,7 +43,10 @@ fn closure_of_file_has_libmagic_and_libc() {
     let (c, _) = load_closure(Path::new("/usr/bin/file")).unwrap();
     assert!(find_object(&c, "libmagic.so.1").is_some());
     assert!(find_object(&c, "libc.so.6").is_some());
-    assert_eq!(find_object(&c, "main").unwrap().path, Path::new("/usr/bin/file"));
+    assert_eq!(
+        find_object(&c, "main").unwrap().path,
+        Path::new("/usr/bin/file")
+    );
 }
 
 #[test]
@@ -58,5 +67,8 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
         }
         let _ = parse(Path::new("t"), &d);
     }
-    assert!(matches!(parse(Path::new("t"), b"hello"), Err(ElfError::NotElf(_))));
+    assert!(matches!(
+        parse(Path::new("t"), b"hello"),
+        Err(ElfError::NotElf(_))
+    ));
 }

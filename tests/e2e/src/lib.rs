@@ -11,7 +11,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 pub fn fracture() -> PathBuf {
@@ -26,7 +29,11 @@ pub fn shim() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     let p = root().join("target/fixtures").join(name);
-    assert!(p.exists(), "{} missing: run `make fixtures` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make fixtures` first",
+        p.display()
+    );
     p
 }
 
@@ -39,8 +46,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let p = std::env::temp_dir().join(format!("fracture-test-{tag}-{}-{n}", std::process::id()));
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("fracture-test-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -62,7 +73,9 @@ impl Drop for TempDir {
 
 /// Runs `cmd` with `stdin` as input; kills it after `limit` (a watchdog, not a timing test).
 pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     {
         let mut si = child.stdin.take().unwrap();
@@ -93,15 +106,26 @@ pub const WATCHDOG: Duration = Duration::from_secs(120);
 /// `fracture run -c MAP [extra...] -- PROGRAM ARGS`.
 pub fn under(map: &Path, extra: &[&str], program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(fracture());
-    c.arg("run").arg("-c").arg(map).args(extra).arg("--").arg(program).args(args);
-    c.env_remove("LD_PRELOAD").env_remove("FRACTURE_CONFIG").env_remove("FRACTURE_STATS");
+    c.arg("run")
+        .arg("-c")
+        .arg(map)
+        .args(extra)
+        .arg("--")
+        .arg(program)
+        .args(args);
+    c.env_remove("LD_PRELOAD")
+        .env_remove("FRACTURE_CONFIG")
+        .env_remove("FRACTURE_STATS");
     c
 }
 
 /// The program with the shim preloaded directly (no launcher).
 pub fn preloaded(map: &Path, program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(program);
-    c.args(args).env("LD_PRELOAD", shim()).env("FRACTURE_CONFIG", map).env_remove("FRACTURE_STATS");
+    c.args(args)
+        .env("LD_PRELOAD", shim())
+        .env("FRACTURE_CONFIG", map)
+        .env_remove("FRACTURE_STATS");
     c
 }
 
@@ -121,15 +145,27 @@ pub fn stderr(o: &Output) -> String {
 
 /// Asserts success and returns stdout.
 pub fn ok(o: Output) -> String {
-    assert!(o.status.success(), "status {:?}\nstdout: {}\nstderr: {}", o.status, stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 /// A unique marker for one scenario: put in the program's environment, inherited by the
 /// zygote and helpers, so leftovers of this scenario alone can be found.
 pub fn marker(tag: &str) -> (String, String) {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    ("FRACTURE_TEST_MARK".to_string(), format!("{tag}-{}-{n}", std::process::id()))
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    (
+        "FRACTURE_TEST_MARK".to_string(),
+        format!("{tag}-{}-{n}", std::process::id()),
+    )
 }
 
 /// Live (non-zombie) processes whose environment holds `mark`.
@@ -137,13 +173,20 @@ pub fn marked_processes(mark: &str) -> Vec<(i32, String)> {
     let needle = format!("FRACTURE_TEST_MARK={mark}");
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
             continue;
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').map(|x| x.1.trim_start().chars().next().unwrap_or('?')).unwrap_or('?');
+        let state = stat
+            .rsplit_once(')')
+            .map(|x| x.1.trim_start().chars().next().unwrap_or('?'))
+            .unwrap_or('?');
         if state == 'Z' {
             continue;
         }
@@ -167,11 +210,14 @@ pub fn leftovers(mark: &str) -> Vec<(i32, String)> {
 
 /// Parsed `--stats` file.
 pub fn stats(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("stats {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("stats {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
 /// `stats.processes[proc].functions[func].calls`
 pub fn calls(s: &serde_json::Value, proc_: &str, func: &str) -> u64 {
-    s["processes"][proc_]["functions"][func]["calls"].as_u64().unwrap_or(0)
+    s["processes"][proc_]["functions"][func]["calls"]
+        .as_u64()
+        .unwrap_or(0)
 }

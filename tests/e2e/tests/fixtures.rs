@@ -10,7 +10,11 @@ fn same_as_plain(map: &str, prog: &str, args: &[&str]) -> String {
     cmd.env(&k, &mark);
     let got = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(got, want, "{prog} under {map}");
-    assert!(leftovers(&mark).is_empty(), "left behind: {:?}", leftovers(&mark));
+    assert!(
+        leftovers(&mark).is_empty(),
+        "left behind: {:?}",
+        leftovers(&mark)
+    );
     got
 }
 
@@ -22,16 +26,33 @@ fn every_spec_kind_returns_what_the_program_would_have_seen() {
 
 #[test]
 fn fx_demo_runs_its_library_in_the_helper() {
-    let o = ok(run_with(under(&config("fx.yaml"), &[], &fixture("fx_demo"), &["--where"]), b"", WATCHDOG));
+    let o = ok(run_with(
+        under(&config("fx.yaml"), &[], &fixture("fx_demo"), &["--where"]),
+        b"",
+        WATCHDOG,
+    ));
     assert!(o.ends_with("where: helper\n"), "{o}");
-    let o = ok(run_with(plain(&fixture("fx_demo"), &["--where"]), b"", WATCHDOG));
+    let o = ok(run_with(
+        plain(&fixture("fx_demo"), &["--where"]),
+        b"",
+        WATCHDOG,
+    ));
     assert!(o.ends_with("where: program\n"), "{o}");
 }
 
 #[test]
 fn glob_dat_calls_of_a_no_plt_build_are_routed() {
     same_as_plain("fx.yaml", "fx_demo_noplt", &[]);
-    let o = ok(run_with(under(&config("fx.yaml"), &[], &fixture("fx_demo_noplt"), &["--where"]), b"", WATCHDOG));
+    let o = ok(run_with(
+        under(
+            &config("fx.yaml"),
+            &[],
+            &fixture("fx_demo_noplt"),
+            &["--where"],
+        ),
+        b"",
+        WATCHDOG,
+    ));
     assert!(o.ends_with("where: helper\n"), "{o}");
 }
 
@@ -39,14 +60,26 @@ fn glob_dat_calls_of_a_no_plt_build_are_routed() {
 fn stats_count_calls_bytes_and_latency() {
     let t = TempDir::new("fxstats");
     let st = t.path("s.json");
-    ok(run_with(under(&config("fx.yaml"), &["--stats", st.to_str().unwrap()], &fixture("fx_demo"), &[]), b"", WATCHDOG));
+    ok(run_with(
+        under(
+            &config("fx.yaml"),
+            &["--stats", st.to_str().unwrap()],
+            &fixture("fx_demo"),
+            &[],
+        ),
+        b"",
+        WATCHDOG,
+    ));
     let s = stats(&st);
     let f = &s["processes"]["fxhelper"]["functions"];
     assert!(f["fx_add"]["calls"].as_u64().unwrap() >= 1);
     assert!(f["fx_checksum"]["bytes_in"].as_u64().unwrap() > 0);
     assert!(f["fx_fill"]["bytes_out"].as_u64().unwrap() > 0);
     assert!(f["fx_add"]["latency_us"]["p50"].as_f64().unwrap() > 0.0);
-    assert!(f["fx_add"]["latency_us"]["p99"].as_f64().unwrap() >= f["fx_add"]["latency_us"]["p50"].as_f64().unwrap());
+    assert!(
+        f["fx_add"]["latency_us"]["p99"].as_f64().unwrap()
+            >= f["fx_add"]["latency_us"]["p50"].as_f64().unwrap()
+    );
 }
 
 #[test]
@@ -65,17 +98,33 @@ fn a_map_that_isolates_nothing_starts_no_process() {
 fn nested_calls_run_where_their_module_lives() {
     let p = fixture("fx_nest_prog");
     let plain_o = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
-    let o = ok(run_with(under(&config("nest.yaml"), &[], &p, &[]), b"", WATCHDOG));
-    let strip = |s: &str| s.lines().filter(|l| !l.starts_with("nest_in_helper")).collect::<Vec<_>>().join("\n");
+    let o = ok(run_with(
+        under(&config("nest.yaml"), &[], &p, &[]),
+        b"",
+        WATCHDOG,
+    ));
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("nest_in_helper"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(strip(&o), strip(&plain_o));
     assert!(o.contains("outer: 41"), "{o}");
-    assert!(o.contains("count: 2") && o.contains("host_count: 3"), "state stayed in one place: {o}");
+    assert!(
+        o.contains("count: 2") && o.contains("host_count: 3"),
+        "state stayed in one place: {o}"
+    );
     assert!(plain_o.contains("nest_in_helper: no"));
 }
 
 #[test]
 fn nested_module_really_is_in_the_helper() {
-    let o = ok(run_with(under(&config("nest.yaml"), &[], &fixture("fx_nest_prog"), &[]), b"", WATCHDOG));
+    let o = ok(run_with(
+        under(&config("nest.yaml"), &[], &fixture("fx_nest_prog"), &[]),
+        b"",
+        WATCHDOG,
+    ));
     assert!(o.contains("nest_in_helper: yes"), "{o}");
     assert!(o.contains("host_in_program: yes"), "{o}");
 }
@@ -83,7 +132,12 @@ fn nested_module_really_is_in_the_helper() {
 #[test]
 fn many_threads_call_the_helper_at_once() {
     let (k, mark) = marker("threads");
-    let mut cmd = under(&config("fx.yaml"), &[], &fixture("fx_threads"), &["8", "3000"]);
+    let mut cmd = under(
+        &config("fx.yaml"),
+        &[],
+        &fixture("fx_threads"),
+        &["8", "3000"],
+    );
     cmd.env(&k, &mark);
     let o = ok(run_with(cmd, b"", WATCHDOG));
     assert!(o.contains("errors: 0"), "{o}");
@@ -94,11 +148,26 @@ fn many_threads_call_the_helper_at_once() {
 fn dlopen_and_dlsym_are_routed() {
     let p = fixture("fx_dlopen_prog");
     let plain_o = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
-    let o = ok(run_with(under(&config("plugin.yaml"), &[], &p, &[]), b"", WATCHDOG));
-    let strip = |s: &str| s.lines().filter(|l| !l.contains("where")).collect::<Vec<_>>().join("\n");
+    let o = ok(run_with(
+        under(&config("plugin.yaml"), &[], &p, &[]),
+        b"",
+        WATCHDOG,
+    ));
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("where"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(strip(&o), strip(&plain_o));
-    assert!(o.contains("plugin_where: helper"), "a dlopen'd object's calls are routed: {o}");
-    assert!(o.contains("dlsym_where: helper"), "dlsym answers with the routed entry: {o}");
+    assert!(
+        o.contains("plugin_where: helper"),
+        "a dlopen'd object's calls are routed: {o}"
+    );
+    assert!(
+        o.contains("dlsym_where: helper"),
+        "dlsym answers with the routed entry: {o}"
+    );
 }
 
 #[test]
@@ -110,22 +179,39 @@ fn a_helper_crash_ends_the_program_like_the_crash_would() {
     assert_eq!(o.status.code(), Some(128 + 11), "{}", stderr(&o));
     assert!(stdout(&o).contains("hello: 5"));
     let err = stderr(&o);
-    assert!(err.contains("fxhelper") && err.contains("fx_crash_on") && err.contains("SIGSEGV"), "{err}");
+    assert!(
+        err.contains("fxhelper") && err.contains("fx_crash_on") && err.contains("SIGSEGV"),
+        "{err}"
+    );
     assert!(leftovers(&mark).is_empty());
 }
 
 #[test]
 fn a_helper_that_exits_is_reported_with_its_status() {
-    let o = run_with(under(&config("fx.yaml"), &[], &fixture("fx_crashy"), &[]), b"exit\n", WATCHDOG);
+    let o = run_with(
+        under(&config("fx.yaml"), &[], &fixture("fx_crashy"), &[]),
+        b"exit\n",
+        WATCHDOG,
+    );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("exit status 3"), "{}", stderr(&o));
 }
 
 #[test]
 fn an_abort_in_the_helper_is_reported_with_sigabrt() {
-    let o = run_with(preloaded(&config("fx.yaml"), &fixture("fx_crashy"), &[]), b"abort\n", WATCHDOG);
+    let o = run_with(
+        preloaded(&config("fx.yaml"), &fixture("fx_crashy"), &[]),
+        b"abort\n",
+        WATCHDOG,
+    );
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?} {}", o.status, stderr(&o));
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?} {}",
+        o.status,
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("SIGABRT"));
 }
 
@@ -138,7 +224,10 @@ fn a_helper_that_writes_garbage_into_the_queue_fails_its_own_call_only() {
     let mut cmd = under(&config("evil.yaml"), &[], &fixture("fx_evil_prog"), &[]);
     cmd.env(&k, &mark);
     let o = ok(run_with(cmd, b"", WATCHDOG));
-    assert!(o.contains("overwrite: 24 EEEEEEEE........................\n"), "{o}");
+    assert!(
+        o.contains("overwrite: 24 EEEEEEEE........................\n"),
+        "{o}"
+    );
     assert!(o.contains("add: 5\n"));
     assert!(o.contains("long_string: 65535\n"));
     assert!(o.contains("scribble: -1\n"), "{o}");

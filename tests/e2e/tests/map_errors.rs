@@ -8,7 +8,16 @@ fn refused(map_text: &str, expect: &[&str]) {
     let t = TempDir::new("maperr");
     let map = t.write("broken.yaml", map_text);
     let marker = t.path("started");
-    let o = run_with(under(&map, &[], Path::new("/usr/bin/touch"), &[marker.to_str().unwrap()]), b"", WATCHDOG);
+    let o = run_with(
+        under(
+            &map,
+            &[],
+            Path::new("/usr/bin/touch"),
+            &[marker.to_str().unwrap()],
+        ),
+        b"",
+        WATCHDOG,
+    );
     let err = stderr(&o);
     assert!(!o.status.success(), "accepted: {err}");
     assert!(!marker.exists(), "the program was started");
@@ -20,7 +29,10 @@ fn refused(map_text: &str, expect: &[&str]) {
 
 #[test]
 fn bad_yaml_is_refused_with_its_line() {
-    refused("modules:\n  m:\n    object: libc.so.6\n    functions: {a: [\n", &["broken.yaml:"]);
+    refused(
+        "modules:\n  m:\n    object: libc.so.6\n    functions: {a: [\n",
+        &["broken.yaml:"],
+    );
 }
 
 #[test]
@@ -35,13 +47,20 @@ fn unknown_key_is_refused_with_line_and_key() {
 fn bad_spec_is_refused_with_line_and_key() {
     refused(
         "modules:\n  m:\n    object: libc.so.6\n    functions:\n      strlen: {args: [strr]}\n",
-        &["broken.yaml:5", "modules.m.functions.strlen.args[0]", "strr"],
+        &[
+            "broken.yaml:5",
+            "modules.m.functions.strlen.args[0]",
+            "strr",
+        ],
     );
 }
 
 #[test]
 fn unknown_module_in_a_process_is_refused() {
-    refused("modules: {}\nprocesses:\n  p:\n    modules: [nope]\n", &["broken.yaml:4", "nope"]);
+    refused(
+        "modules: {}\nprocesses:\n  p:\n    modules: [nope]\n",
+        &["broken.yaml:4", "nope"],
+    );
 }
 
 #[test]
@@ -52,13 +71,24 @@ fn function_the_object_does_not_export_is_refused() {
         "modules:\n  magic:\n    object: libmagic.so.1\n    functions:\n      magic_open: {ret: handle}\n      magic_fil: {args: [handle, str], ret: str}\nprocesses:\n  parser:\n    modules: [magic]\n",
     );
     // Launcher: refused before the program starts.
-    let o = run_with(under(&map, &[], Path::new("/usr/bin/file"), &["/etc/passwd"]), b"", WATCHDOG);
+    let o = run_with(
+        under(&map, &[], Path::new("/usr/bin/file"), &["/etc/passwd"]),
+        b"",
+        WATCHDOG,
+    );
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(stdout(&o).is_empty(), "the program ran: {}", stdout(&o));
-    assert!(err.contains("broken.yaml:6") && err.contains("magic_fil"), "{err}");
+    assert!(
+        err.contains("broken.yaml:6") && err.contains("magic_fil"),
+        "{err}"
+    );
     // Preload: the shim exits with 127 before main.
-    let o = run_with(preloaded(&map, Path::new("/usr/bin/file"), &["/etc/passwd"]), b"", WATCHDOG);
+    let o = run_with(
+        preloaded(&map, Path::new("/usr/bin/file"), &["/etc/passwd"]),
+        b"",
+        WATCHDOG,
+    );
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("broken.yaml:6"), "{}", stderr(&o));
@@ -69,7 +99,15 @@ fn broken_map_under_preload_exits_127_before_main() {
     let t = TempDir::new("preload127");
     let map = t.write("broken.yaml", "modules:\n  m:\n    objec: libc.so.6\n");
     let marker = t.path("started");
-    let o = run_with(preloaded(&map, Path::new("/usr/bin/touch"), &[marker.to_str().unwrap()]), b"", WATCHDOG);
+    let o = run_with(
+        preloaded(
+            &map,
+            Path::new("/usr/bin/touch"),
+            &[marker.to_str().unwrap()],
+        ),
+        b"",
+        WATCHDOG,
+    );
     assert_eq!(o.status.code(), Some(127));
     assert!(!marker.exists());
     assert!(stderr(&o).contains("broken.yaml:3"), "{}", stderr(&o));

@@ -7,8 +7,15 @@ use std::path::Path;
 /// A list of real files of many kinds (ELF, scripts, text, symlinks, compressed docs).
 fn real_files(n: usize) -> Vec<String> {
     let mut v = Vec::new();
-    for d in ["/usr/bin", "/usr/share/doc", "/usr/lib/x86_64-linux-gnu", "/etc"] {
-        let Ok(rd) = std::fs::read_dir(d) else { continue };
+    for d in [
+        "/usr/bin",
+        "/usr/share/doc",
+        "/usr/lib/x86_64-linux-gnu",
+        "/etc",
+    ] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
         let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         names.sort();
         for p in names.into_iter().take(n / 3 + 1) {
@@ -26,16 +33,36 @@ fn file_with_libmagic_isolated_prints_what_plain_file_prints() {
     let list = t.write("files", &(files.join("\n") + "\n"));
     let st = t.path("stats.json");
     let (k, mark) = marker("file");
-    let plain_out = ok(run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
-    let mut cmd = under(&config("file-magic.yaml"), &["--stats", st.to_str().unwrap()], Path::new("file"), &["-f", list.to_str().unwrap()]);
+    let plain_out = ok(run_with(
+        plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]),
+        b"",
+        WATCHDOG,
+    ));
+    let mut cmd = under(
+        &config("file-magic.yaml"),
+        &["--stats", st.to_str().unwrap()],
+        Path::new("file"),
+        &["-f", list.to_str().unwrap()],
+    );
     cmd.env(&k, &mark);
     let out = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(out, plain_out);
     let s = stats(&st);
-    assert_eq!(calls(&s, "parser", "magic_file"), files.len() as u64, "every magic_file call answered by the helper");
+    assert_eq!(
+        calls(&s, "parser", "magic_file"),
+        files.len() as u64,
+        "every magic_file call answered by the helper"
+    );
     assert_eq!(calls(&s, "parser", "magic_open"), 1);
-    assert_ne!(s["processes"]["parser"]["pid"], s["pid"], "the helper is another process");
-    assert!(leftovers(&mark).is_empty(), "processes left behind: {:?}", leftovers(&mark));
+    assert_ne!(
+        s["processes"]["parser"]["pid"], s["pid"],
+        "the helper is another process"
+    );
+    assert!(
+        leftovers(&mark).is_empty(),
+        "processes left behind: {:?}",
+        leftovers(&mark)
+    );
 }
 
 #[test]
@@ -45,13 +72,28 @@ fn file_under_plain_ld_preload_behaves_the_same() {
     let list = t.write("files", &(files.join("\n") + "\n"));
     let st = t.path("stats.json");
     let (k, mark) = marker("file-preload");
-    let plain_out = ok(run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
-    let mut cmd = preloaded(&config("file-magic.yaml"), Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]);
+    let plain_out = ok(run_with(
+        plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]),
+        b"",
+        WATCHDOG,
+    ));
+    let mut cmd = preloaded(
+        &config("file-magic.yaml"),
+        Path::new("/usr/bin/file"),
+        &["-f", list.to_str().unwrap()],
+    );
     cmd.env("FRACTURE_STATS", &st).env(&k, &mark);
     let out = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(out, plain_out);
-    assert_eq!(calls(&stats(&st), "parser", "magic_file"), files.len() as u64);
-    assert!(leftovers(&mark).is_empty(), "processes left behind: {:?}", leftovers(&mark));
+    assert_eq!(
+        calls(&stats(&st), "parser", "magic_file"),
+        files.len() as u64
+    );
+    assert!(
+        leftovers(&mark).is_empty(),
+        "processes left behind: {:?}",
+        leftovers(&mark)
+    );
 }
 
 #[test]
@@ -62,16 +104,38 @@ fn file_with_a_raw_flag_sees_the_handle_fields() {
     for flags in [&["-r"][..], &[][..]] {
         let mut args: Vec<&str> = flags.to_vec();
         args.push(name.to_str().unwrap());
-        let want = ok(run_with(plain(Path::new("/usr/bin/file"), &args), b"", WATCHDOG));
-        let got = ok(run_with(under(&config("file-magic.yaml"), &[], Path::new("/usr/bin/file"), &args), b"", WATCHDOG));
+        let want = ok(run_with(
+            plain(Path::new("/usr/bin/file"), &args),
+            b"",
+            WATCHDOG,
+        ));
+        let got = ok(run_with(
+            under(
+                &config("file-magic.yaml"),
+                &[],
+                Path::new("/usr/bin/file"),
+                &args,
+            ),
+            b"",
+            WATCHDOG,
+        ));
         assert_eq!(got, want, "flags {flags:?}");
     }
 }
 
 /// The python3 to use: one whose zlib module is a dlopen'd extension if there is one.
 fn python() -> String {
-    for p in ["/root/.pyenv/versions/3.11.7/bin/python3.11", "python3", "/usr/bin/python3"] {
-        if std::process::Command::new(p).arg("-c").arg("1").output().is_ok_and(|o| o.status.success()) {
+    for p in [
+        "/root/.pyenv/versions/3.11.7/bin/python3.11",
+        "python3",
+        "/usr/bin/python3",
+    ] {
+        if std::process::Command::new(p)
+            .arg("-c")
+            .arg("1")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return p.to_string();
         }
     }
@@ -87,14 +151,24 @@ fn python_zlib_checksums_run_in_the_helper() {
     let py = python();
     let (k, mark) = marker("py");
     let want = ok(run_with(plain(Path::new(&py), &["-c", PY]), b"", WATCHDOG));
-    let mut cmd = under(&config("python-zlib.yaml"), &["--stats", st.to_str().unwrap()], Path::new(&py), &["-c", PY]);
+    let mut cmd = under(
+        &config("python-zlib.yaml"),
+        &["--stats", st.to_str().unwrap()],
+        Path::new(&py),
+        &["-c", PY],
+    );
     cmd.env(&k, &mark);
     let got = ok(run_with(cmd, b"", WATCHDOG));
     assert_eq!(got, want);
     let s = stats(&st);
     assert_eq!(calls(&s, "zhelper", "crc32"), 2);
     assert_eq!(calls(&s, "zhelper", "adler32"), 1);
-    assert!(s["processes"]["zhelper"]["functions"]["crc32"]["bytes_in"].as_u64().unwrap() >= 256_000);
+    assert!(
+        s["processes"]["zhelper"]["functions"]["crc32"]["bytes_in"]
+            .as_u64()
+            .unwrap()
+            >= 256_000
+    );
     assert!(leftovers(&mark).is_empty());
 }
 
