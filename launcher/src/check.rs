@@ -48,6 +48,7 @@ fn distance(a: &str, b: &str) -> usize {
 pub fn check_map(
     map: &ModuleMap,
     program: Option<&Path>,
+    verbose: bool,
 ) -> std::result::Result<Vec<String>, Vec<String>> {
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
@@ -140,7 +141,8 @@ pub fn check_map(
                         obj.path.display()
                     ),
                 ));
-            } else if program.is_some()
+            } else if verbose
+                && program.is_some()
                 && !closure.is_empty()
                 && !closure.iter().any(|o| o.imports_function(&f.name))
             {
@@ -161,7 +163,7 @@ pub fn main(config: &Path, program: Option<&Path>, sets: &[(String, String)]) ->
     let map =
         module_map::parse_map_str(&text, config, sets).map_err(|e| MapRefused(e.to_string()))?;
     let resolved = program.map(|p| crate::run::find_program(p).unwrap_or_else(|| p.to_path_buf()));
-    match check_map(&map, resolved.as_deref()) {
+    match check_map(&map, resolved.as_deref(), true) {
         Ok(warnings) => {
             for w in warnings {
                 eprintln!("fracture: warning: {w}");

@@ -69,7 +69,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let resolved = find_program(Path::new(prog));
-    match crate::check::check_map(&map, resolved.as_deref()) {
+    match crate::check::check_map(&map, resolved.as_deref(), false) {
         Ok(warnings) => {
             for w in warnings {
                 eprintln!("fracture: warning: {w}");

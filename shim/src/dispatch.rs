@@ -18,8 +18,6 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
-/// How long a caller spins for an answer before it sleeps on the futex.
-const CLIENT_SPIN: Duration = Duration::from_micros(30);
 /// How long a helper thread spins for the next request before it sleeps.
 pub const SERVER_SPIN: Duration = Duration::from_micros(60);
 /// Sleep slice between liveness checks of the peer.
@@ -356,7 +354,7 @@ pub fn client_call(
     }
     loop {
         let spin = if from_program {
-            CLIENT_SPIN
+            f.stats.spin_budget()
         } else {
             SERVER_SPIN
         };
@@ -637,6 +635,18 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     r
 }
 
+/// This process's pid, cached per thread (a helper never forks its serving threads).
+fn my_pid() -> libc::pid_t {
+    thread_local! { static PID: Cell<libc::pid_t> = const { Cell::new(0) }; }
+    PID.with(|p| {
+        if p.get() == 0 {
+            // SAFETY: getpid has no preconditions.
+            p.set(unsafe { libc::getpid() });
+        }
+        p.get()
+    })
+}
+
 /// Reads up to `n` bytes at `src` of this process into `dst`, stopping at unmapped memory.
 ///
 /// # Safety
@@ -665,7 +675,7 @@ unsafe fn read_self_once(src: u64, dst: *mut u8, n: usize) -> isize {
         iov_len: n,
     };
     // SAFETY: process_vm_readv on ourselves: the kernel checks the source range.
-    unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) }
+    unsafe { libc::process_vm_readv(my_pid(), &local, 1, &remote, 1, 0) }
 }
 
 /// The program side of one call to a helper: pick a channel, call, record statistics.

@@ -11,6 +11,8 @@ pub struct FnStats {
     pub bytes_out: AtomicU64,
     pub failures: AtomicU64,
     pub nested: AtomicU64,
+    /// Moving average of the call latency (ns), for the caller's spin budget.
+    pub ewma_ns: AtomicU64,
     hist: [AtomicU64; BUCKETS],
 }
 
@@ -22,6 +24,7 @@ impl Default for FnStats {
             bytes_out: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             nested: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0),
             hist: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -52,6 +55,28 @@ impl FnStats {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
         self.hist[bucket_of(ns)].fetch_add(1, Relaxed);
+        // Capped, so that a few slow calls do not turn spinning off for the fast majority.
+        let sample = ns.min(300_000);
+        let old = self.ewma_ns.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.ewma_ns.store(new, Relaxed);
+    }
+
+    /// How long a caller should spin before sleeping: a call that usually answers within a
+    /// few hundred microseconds is cheaper to wait for awake (a futex wake of an idle vCPU
+    /// costs 20-40 µs here) than asleep; a slow call is slept through.
+    pub fn spin_budget(&self) -> std::time::Duration {
+        let e = self.ewma_ns.load(Relaxed);
+        let us = if e == 0 {
+            30
+        } else {
+            (e * 2 / 1000).clamp(30, 500)
+        };
+        std::time::Duration::from_micros(us)
     }
 
     /// Latency percentile in microseconds (bucket midpoint, ±12%).
