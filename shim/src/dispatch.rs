@@ -359,7 +359,7 @@ pub fn client_call(
             SERVER_SPIN
         };
         let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
-            return Err(CallError::Died(region.header().wait_status.load(SeqCst)));
+            return Err(CallError::Died(death_status(region)));
         };
         seen = s;
         if !from_program {
@@ -731,6 +731,24 @@ pub fn call_once(
             .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
     }
     r
+}
+
+/// The wait status of a helper that died: the zygote writes it just after the pidfd says the
+/// helper is gone, so wait for it briefly; fall back to the signal the helper's own
+/// fatal-signal handler recorded.
+fn death_status(region: &Region) -> i32 {
+    let h = region.header();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(200) {
+        if h.state.load(SeqCst) == shm::STATE_DEAD {
+            return h.wait_status.load(SeqCst);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    match h.fault_sig.load(SeqCst) {
+        0 => -1,
+        sig => sig, // a raw wait status of "killed by sig"
+    }
 }
 
 /// True when the helper serving `p` has died (the zygote says so, or its pidfd does).

@@ -30,6 +30,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         unsafe { libc::_exit(70) };
     }
     rt.me.store(k as u32 + 1, SeqCst);
+    install_fault_handlers(&p.region);
     let env = env_for(&p.spec, env_idx);
     apply_env(&env);
     {
@@ -158,5 +159,64 @@ fn finish() -> ! {
     unsafe {
         libc::fflush(std::ptr::null_mut());
         libc::_exit(0)
+    }
+}
+
+/// Header of this helper's region, for the fatal-signal handler (0 until set).
+static FAULT_HDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Records the signal and faulting address in the region, wakes the program's waiters, and
+/// lets the signal kill the helper with its default action. Async-signal-safe: atomics and
+/// raw syscalls only.
+extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let h = FAULT_HDR.load(SeqCst);
+    if h != 0 {
+        // SAFETY: FAULT_HDR points to the live region header (set before the handler was
+        // installed); `info` is the kernel's siginfo for this signal.
+        unsafe {
+            let h = &*(h as *const shm::RegionHeader);
+            h.fault_sig.store(sig, SeqCst);
+            let addr = if info.is_null() {
+                0
+            } else {
+                (*info).si_addr() as u64
+            };
+            h.fault_addr.store(addr, SeqCst);
+        }
+    }
+    // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
+    // (a fault re-faults on return anyway).
+    // SAFETY: tgkill on our own thread.
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            sig,
+        );
+    }
+}
+
+fn install_fault_handlers(region: &crate::shm::Region) {
+    FAULT_HDR.store(region.header() as *const shm::RegionHeader as usize, SeqCst);
+    region.header().fault_sig.store(0, SeqCst);
+    region.header().fault_addr.store(0, SeqCst);
+    for sig in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGABRT,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+    ] {
+        // SAFETY: installing a handler that only does async-signal-safe work.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_fatal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
     }
 }

@@ -245,7 +245,7 @@ pub(crate) fn write_stats(rt: &Runtime) {
         for (i, f) in fns.iter().enumerate() {
             let s = &f.stats;
             o.push_str(&format!(
-                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"nested_calls\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
+                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
                 if i > 0 { "," } else { "" },
                 stats::json_str(&f.name),
                 stats::json_str(&f.module),
@@ -254,6 +254,16 @@ pub(crate) fn write_stats(rt: &Runtime) {
                 s.bytes_in.load(Relaxed),
                 s.bytes_out.load(Relaxed),
                 s.failures.load(Relaxed),
+                s.crashes.load(Relaxed),
+                s.restarts.load(Relaxed),
+                s.retries.load(Relaxed),
+                s.give_ups.load(Relaxed),
+                s.recovered.load(Relaxed),
+                match s.succeeded_env.load(Relaxed) {
+                    u64::MAX => "null".to_string(),
+                    0 => "\"env\"".to_string(),
+                    n => format!("\"retry_envs[{}]\"", n - 1),
+                },
                 s.nested.load(Relaxed),
                 s.percentile_us(0.5),
                 s.percentile_us(0.99),

@@ -46,60 +46,82 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     let oc = &p.spec.on_crash;
     let k = (f.owner - 1) as usize;
     let mut retry = 0u32;
+    let mut first_failure: Option<(String, u64)> = None;
+    let mut restart_us = 0u128;
     loop {
-        match dispatch::call_once(rt, f, p, frame) {
+        let e = match dispatch::call_once(rt, f, p, frame) {
             Ok(_) => {
-                debug!(
-                    "{} -> rax={:#x} rdx={:#x}",
-                    f.name, frame.ret_rax, frame.ret_rdx
-                );
+                if let Some((what, addr)) = first_failure {
+                    let env = retry_env(oc, retry);
+                    f.stats.recovered.fetch_add(1, Relaxed);
+                    f.stats.succeeded_env.store(u64::from(env), Relaxed);
+                    warn!(
+                        "recovered: process '{}' {what} during {} (fault address {addr:#x}); restart took {restart_us} us; retry {retry} succeeded in {}",
+                        p.name,
+                        f.name,
+                        env_name(env)
+                    );
+                }
                 return;
             }
-            Err(e) => {
-                f.stats.failures.fetch_add(1, Relaxed);
-                let status = match e {
-                    CallError::Died(s) => s,
-                    // A hang that is given up on ends the program as the killed helper ended.
-                    CallError::Timeout(_) => libc::SIGKILL,
-                    _ => -1,
-                };
-                let what = match e {
-                    CallError::Died(s) => format!("died of {}", describe(s)),
-                    CallError::TooLarge(n) => format!(
-                        "could not take an argument of {n} bytes (over {} MiB)",
-                        crate::shm::DATA_SIZE >> 20
-                    ),
-                    CallError::BadReply => "answered with garbage".into(),
-                    CallError::Refused => "refused the call".into(),
-                    CallError::NoHelper => "is not running".into(),
-                    CallError::Timeout(ms) => {
-                        format!("hung (no answer within timeout_ms {ms}; killed)")
-                    }
-                };
-                let restartable = !matches!(e, CallError::TooLarge(_));
-                warn!(
-                    "process '{}' {what} during {} (retry {retry} of {})",
-                    p.name, f.name, oc.max_retries
-                );
-                if matches!(e, CallError::BadReply | CallError::Refused) {
-                    // A helper that answers garbage (or refuses what it should serve) is not
-                    // trusted with another call.
-                    kill_helper(p);
-                }
-                let will_retry = restartable && oc.restart && retry < oc.max_retries;
-                let goes_on = matches!(oc.give_up, GiveUp::Return { .. });
-                if restartable && oc.restart && (will_retry || goes_on) {
-                    restart(rt, k, if will_retry { retry + 1 } else { 0 });
-                }
-                if will_retry {
-                    retry += 1;
-                    *frame = saved;
-                    continue;
-                }
-                give_up(rt, f, p, status, &what, frame);
-                return;
-            }
+            Err(e) => e,
+        };
+        f.stats.failures.fetch_add(1, Relaxed);
+        f.stats.crashes.fetch_add(1, Relaxed);
+        let status = match e {
+            CallError::Died(s) => s,
+            // A hang that is given up on ends the program as the killed helper ended.
+            CallError::Timeout(_) => libc::SIGKILL,
+            _ => -1,
+        };
+        let what = match e {
+            CallError::Died(s) => format!("died of {}", describe(s)),
+            CallError::TooLarge(n) => format!(
+                "could not take an argument of {n} bytes (over {} MiB)",
+                crate::shm::DATA_SIZE >> 20
+            ),
+            CallError::BadReply => "answered with garbage".into(),
+            CallError::Refused => "refused the call".into(),
+            CallError::NoHelper => "is not running".into(),
+            CallError::Timeout(ms) => format!("hung (no answer within timeout_ms {ms}; killed)"),
+        };
+        let addr = p.region.header().fault_addr.load(SeqCst);
+        warn!(
+            "process '{}' {what} during {} (fault address {addr:#x}; retry {retry} of {})",
+            p.name, f.name, oc.max_retries
+        );
+        if first_failure.is_none() {
+            first_failure = Some((what.clone(), addr));
         }
+        let restartable = !matches!(e, CallError::TooLarge(_));
+        if matches!(e, CallError::BadReply | CallError::Refused) {
+            // A helper that answers garbage (or refuses what it should serve) is not trusted
+            // with another call.
+            kill_helper(p);
+        }
+        let will_retry = restartable && oc.restart && retry < oc.max_retries;
+        let goes_on = matches!(oc.give_up, GiveUp::Return { .. });
+        if restartable && oc.restart && (will_retry || goes_on) {
+            let t = std::time::Instant::now();
+            let env = if will_retry {
+                retry_env(oc, retry + 1)
+            } else {
+                0
+            };
+            if restart(rt, k, env) {
+                f.stats.restarts.fetch_add(1, Relaxed);
+            }
+            restart_us = t.elapsed().as_micros();
+        }
+        if will_retry {
+            f.stats.retries.fetch_add(1, Relaxed);
+            retry += 1;
+            *frame = saved;
+            continue;
+        }
+        f.stats.give_ups.fetch_add(1, Relaxed);
+        give_up(rt, f, p, status, &what, frame);
+        return;
     }
 }
 
@@ -117,23 +139,44 @@ pub fn kill_helper(p: &ProcRt) {
     }
 }
 
-/// Starts a fresh helper for process `k` unless another thread already did.
-pub fn restart(rt: &Runtime, k: usize, env: u32) {
+/// The environment of retry `n`: retry_envs[n-1] while there is one, else the process's.
+fn retry_env(oc: &module_map::OnCrash, n: u32) -> u32 {
+    if n >= 1 && (n as usize) <= oc.retry_envs.len() {
+        n
+    } else {
+        0
+    }
+}
+
+fn env_name(env: u32) -> String {
+    if env == 0 {
+        "the process's env".into()
+    } else {
+        format!("retry_envs[{}]", env - 1)
+    }
+}
+
+/// Starts a fresh helper for process `k` in environment `env` unless another thread already
+/// did. Returns true when this call started one.
+pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     let _g = RESTART.lock().unwrap_or_else(|e| e.into_inner());
     let p = &rt.procs[k];
     if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
-        return;
+        return false;
     }
-    let env = if (env as usize) <= p.spec.on_crash.retry_envs.len() {
-        env
-    } else {
-        0
-    };
     match crate::zygote::spawn(rt, k, env) {
-        Ok(pid) => info!("process '{}' restarted as pid {pid} (env #{env})", p.name),
+        Ok(pid) => {
+            info!(
+                "process '{}' restarted as pid {pid} ({})",
+                p.name,
+                env_name(env)
+            );
+            true
+        }
         Err(e) => {
             p.pid.store(0, SeqCst);
-            error!("process '{}' cannot be restarted: {e}", p.name)
+            error!("process '{}' cannot be restarted: {e}", p.name);
+            false
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct RegionHeader {
     pub shutdown: AtomicU32,
     /// Incremented by the zygote for each helper it starts.
     pub generation: AtomicU64,
+    /// Written by the helper's fatal-signal handler: the signal and the faulting address.
+    pub fault_sig: AtomicI32,
+    pub fault_addr: AtomicU64,
 }
 
 /// One message; the sender of the latest message owns it until the peer answers.

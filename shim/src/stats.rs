@@ -11,6 +11,16 @@ pub struct FnStats {
     pub bytes_out: AtomicU64,
     pub failures: AtomicU64,
     pub nested: AtomicU64,
+    /// Calls whose helper died, hung or answered garbage (each try counts).
+    pub crashes: AtomicU64,
+    pub restarts: AtomicU64,
+    pub retries: AtomicU64,
+    pub give_ups: AtomicU64,
+    /// Calls that succeeded on a retry.
+    pub recovered: AtomicU64,
+    /// Environment of the last successful retry: 0 = the process's env, n = retry_envs[n-1];
+    /// u64::MAX while no retry succeeded.
+    pub succeeded_env: AtomicU64,
     /// Moving average of the call latency (ns), for the caller's spin budget.
     pub ewma_ns: AtomicU64,
     hist: [AtomicU64; BUCKETS],
@@ -25,6 +35,12 @@ impl Default for FnStats {
             failures: AtomicU64::new(0),
             nested: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0),
+            crashes: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            give_ups: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            succeeded_env: AtomicU64::new(u64::MAX),
             hist: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
