@@ -63,7 +63,7 @@ fn a_retry_in_a_changed_environment_recovers_the_faulty_input() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "a: 1\nenvbug: 6\nbb: 2\n");
     let e = stderr(&o);
-    assert_eq!(e.matches("; retry ").count(), 2, "two failed tries: {e}");
+    assert_eq!(e.matches(" of 2)").count(), 2, "two failed tries: {e}");
     assert!(
         e.contains("recovered: ") && e.contains("retry 2 succeeded in retry_envs[1]"),
         "one recovery line: {e}"
