@@ -38,6 +38,8 @@ pub enum CallError {
     NoHelper,
     /// The call ran longer than the process's `timeout_ms`; the helper was killed.
     Timeout(u64),
+    /// The helper died of a fault in another thread's call while this one was in flight.
+    Bystander(i32),
 }
 
 /// One channel this thread is using, innermost last.
@@ -193,7 +195,7 @@ fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
     unsafe { trampoline::replay(real, frame, f.layout.nstack) }
 }
 
-fn eval_size(s: &Size, f: &FnDesc, frame: &Frame, stack: &[u64]) -> u64 {
+pub fn eval_size(s: &Size, f: &FnDesc, frame: &Frame, stack: &[u64]) -> u64 {
     let base = match s.base {
         SizeBase::Literal(n) => n,
         SizeBase::Arg(i) => f
@@ -685,10 +687,16 @@ pub fn call_once(
     p: &ProcRt,
     frame: &mut Frame,
 ) -> Result<Moved, CallError> {
+    let owner = f.owner;
+    // Nested and replayed calls already run under the gate (shared or exclusive).
+    let _gate = if crate::replay::replaying() || active_find(owner).is_some() {
+        None
+    } else {
+        Some(p.gate.read().unwrap_or_else(|e| e.into_inner()))
+    };
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
-    let owner = f.owner;
     let (c, base, acquired) = match active_find(owner) {
         Some(a) => (a.ch as usize, a.top, false),
         None => (acquire(p), 0, true),
@@ -718,6 +726,14 @@ pub fn call_once(
         Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
             timeout.map_or(0, |t| t.as_millis() as u64),
         )),
+        Err(CallError::Died(st)) => {
+            let fc = region.header().fault_channel.load(SeqCst);
+            if fc >= 0 && fc as usize != c {
+                Err(CallError::Bystander(st))
+            } else {
+                Err(CallError::Died(st))
+            }
+        }
         r => r,
     };
     if pushed {
@@ -726,7 +742,7 @@ pub fn call_once(
     if acquired {
         release(p, c);
     }
-    if let Ok(m) = &r {
+    if let (Ok(m), false) = (&r, crate::replay::replaying()) {
         f.stats
             .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
     }

@@ -71,3 +71,24 @@ pub fn refresh(token: u64, snapshot: &[u8]) {
     // SAFETY: `token` is the address of a leaked, live Block of MIRROR bytes (checked above).
     unsafe { std::ptr::copy_nonoverlapping(snapshot.as_ptr(), token as *mut u8, n) };
 }
+
+/// After a replay: the old token `old` now stands for what the replayed call returned (the
+/// fresh token `new`, made by the replayed call, is dropped from the table).
+pub fn retarget(old: u64, new: u64) {
+    if old == new || old == 0 {
+        return;
+    }
+    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(t) = g.as_mut() else { return };
+    let Some((owner, remote)) = t.by_token.remove(&new) else {
+        return;
+    };
+    if let Some((o, r)) = t.by_token.get(&old).copied() {
+        t.by_remote.remove(&(o, r));
+    }
+    t.by_token.insert(old, (owner, remote));
+    t.by_remote.insert((owner, remote), old);
+    // The block behind `new` is leaked like every token; copy its fresh snapshot over.
+    // SAFETY: both are live, leaked Blocks of MIRROR bytes.
+    unsafe { std::ptr::copy_nonoverlapping(new as *const u8, old as *mut u8, MIRROR) };
+}

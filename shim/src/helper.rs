@@ -76,7 +76,13 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     }
 }
 
+thread_local! {
+    /// The channel this serving thread answers (-1 on other threads), for the fault handler.
+    static SERVING: std::cell::Cell<i32> = const { std::cell::Cell::new(-1) };
+}
+
 fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
+    SERVING.with(|s| s.set(c as i32));
     let region = rt.procs[k].region;
     let h = region.header();
     let ch = region.channel(c);
@@ -182,6 +188,8 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
                 (*info).si_addr() as u64
             };
             h.fault_addr.store(addr, SeqCst);
+            // A const-initialised thread-local is a plain TLS load: async-signal-safe.
+            h.fault_channel.store(SERVING.with(|s| s.get()), SeqCst);
         }
     }
     // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
@@ -201,6 +209,7 @@ fn install_fault_handlers(region: &crate::shm::Region) {
     FAULT_HDR.store(region.header() as *const shm::RegionHeader as usize, SeqCst);
     region.header().fault_sig.store(0, SeqCst);
     region.header().fault_addr.store(0, SeqCst);
+    region.header().fault_channel.store(-1, SeqCst);
     for sig in [
         libc::SIGSEGV,
         libc::SIGBUS,

@@ -24,6 +24,7 @@ mod got;
 mod handles;
 mod helper;
 mod recovery;
+mod replay;
 mod runtime;
 mod shm;
 mod stats;

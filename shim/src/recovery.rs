@@ -48,9 +48,14 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     let mut retry = 0u32;
     let mut first_failure: Option<(String, u64)> = None;
     let mut restart_us = 0u128;
+    let mut bystander_retries = 0u32;
+    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
     loop {
         let e = match dispatch::call_once(rt, f, p, frame) {
             Ok(_) => {
+                if let Some(entry) = logged {
+                    crate::replay::record(p, f, entry, frame);
+                }
                 if let Some((what, addr)) = first_failure {
                     let env = retry_env(oc, retry);
                     f.stats.recovered.fetch_add(1, Relaxed);
@@ -69,13 +74,14 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
         f.stats.failures.fetch_add(1, Relaxed);
         f.stats.crashes.fetch_add(1, Relaxed);
         let status = match e {
-            CallError::Died(s) => s,
+            CallError::Died(s) | CallError::Bystander(s) => s,
             // A hang that is given up on ends the program as the killed helper ended.
             CallError::Timeout(_) => libc::SIGKILL,
             _ => -1,
         };
         let what = match e {
             CallError::Died(s) => format!("died of {}", describe(s)),
+            CallError::Bystander(s) => format!("died of {} in another call", describe(s)),
             CallError::TooLarge(n) => format!(
                 "could not take an argument of {n} bytes (over {} MiB)",
                 crate::shm::DATA_SIZE >> 20
@@ -99,7 +105,10 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
             // with another call.
             kill_helper(p);
         }
-        let will_retry = restartable && oc.restart && retry < oc.max_retries;
+        // A call that was only in flight when another call crashed the helper is retried
+        // without using up its retries (bounded, in case every helper dies at once).
+        let bystander = matches!(e, CallError::Bystander(_)) && bystander_retries < 64;
+        let will_retry = restartable && oc.restart && (retry < oc.max_retries || bystander);
         let goes_on = matches!(oc.give_up, GiveUp::Return { .. });
         if restartable && oc.restart && (will_retry || goes_on) {
             let t = std::time::Instant::now();
@@ -115,7 +124,11 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
         }
         if will_retry {
             f.stats.retries.fetch_add(1, Relaxed);
-            retry += 1;
+            if bystander {
+                bystander_retries += 1;
+            } else {
+                retry += 1;
+            }
             *frame = saved;
             continue;
         }
@@ -161,11 +174,21 @@ fn env_name(env: u32) -> String {
 pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     let _g = RESTART.lock().unwrap_or_else(|e| e.into_inner());
     let p = &rt.procs[k];
+    let _gate = p.gate.write().unwrap_or_else(|e| e.into_inner());
     if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
         return false;
     }
     match crate::zygote::spawn(rt, k, env) {
         Ok(pid) => {
+            if p.spec.on_crash.restore != module_map::Restore::None {
+                let n = crate::replay::len(p);
+                if !crate::replay::replay(rt, p, 0) {
+                    warn!(
+                        "process '{}': the replay of {n} logged calls failed",
+                        p.name
+                    );
+                }
+            }
             info!(
                 "process '{}' restarted as pid {pid} ({})",
                 p.name,

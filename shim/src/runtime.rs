@@ -43,6 +43,11 @@ pub struct ProcRt {
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
     pub spec: module_map::Process,
+    /// Successful state calls, for `restore: replay` / `checkpoint` (program side).
+    pub log: Mutex<Vec<crate::replay::Entry>>,
+    /// Calls hold it shared; a restart holds it exclusively while it starts the new helper
+    /// and replays, so no call reaches a helper whose state is not rebuilt yet.
+    pub gate: std::sync::RwLock<()>,
 }
 
 pub struct Runtime {
@@ -183,6 +188,8 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
             pidfd: AtomicI32::new(-1),
             free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
             spec: p.clone(),
+            log: Mutex::new(Vec::new()),
+            gate: std::sync::RwLock::new(()),
         });
     }
     Ok(Ok(Runtime {

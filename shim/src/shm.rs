@@ -58,6 +58,8 @@ pub struct RegionHeader {
     /// Written by the helper's fatal-signal handler: the signal and the faulting address.
     pub fault_sig: AtomicI32,
     pub fault_addr: AtomicU64,
+    /// Channel whose call was running on the faulting thread (-1: none / unknown).
+    pub fault_channel: AtomicI32,
 }
 
 /// One message; the sender of the latest message owns it until the peer answers.

@@ -95,6 +95,9 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     let h = p.region.header();
     h.state.store(STATE_NONE, SeqCst);
     h.wait_status.store(-1, SeqCst);
+    h.fault_sig.store(0, SeqCst);
+    h.fault_addr.store(0, SeqCst);
+    h.fault_channel.store(-1, SeqCst);
     for c in 0..shm::CHANNELS {
         let ch = p.region.channel(c);
         ch.served.store(0, SeqCst);

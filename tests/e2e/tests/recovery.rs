@@ -76,3 +76,83 @@ fn retries_that_keep_crashing_give_up() {
     assert_eq!(o.status.code(), Some(139), "{}", stderr(&o));
     assert!(stderr(&o).contains("retry 2 of 2"), "{}", stderr(&o));
 }
+
+fn state_run(restore: &str, input: &[u8]) -> std::process::Output {
+    let sets = [
+        format!("processes.fxhelper.on_crash.restore={restore}"),
+        "processes.fxhelper.on_crash.max_retries=1".to_string(),
+        "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}".to_string(),
+    ];
+    let mut extra = Vec::new();
+    for s in &sets {
+        extra.push("--set");
+        extra.push(s.as_str());
+    }
+    run_with(
+        under(&config("fx.yaml"), &extra, &fixture("fx_state"), &[]),
+        input,
+        WATCHDOG,
+    )
+}
+
+const STATE_IN: &[u8] = b"new 100\nadd 5\nadd 7\nsegv\nadd 1\nabort\nget\n";
+
+#[test]
+fn replay_keeps_module_state_and_handles_across_restarts() {
+    let o = state_run("replay", STATE_IN);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every line but the faulty inputs' matches what a plain run prints before it crashes,
+    // and the counter goes on where it was.
+    assert_eq!(
+        stdout(&o),
+        "new: ok\nadd: 105\nadd: 112\nsegv: -1\nadd: 113\nabort: -1\nget: 113\n"
+    );
+}
+
+#[test]
+fn restore_none_restarts_pristine() {
+    let o = state_run("none", b"new 100\nadd 5\nsegv\nnew 7\nadd 1\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "new: ok\nadd: 105\nsegv: -1\nnew: ok\nadd: 8\n");
+}
+
+#[test]
+fn threads_with_repeated_crashes_lose_and_duplicate_no_call() {
+    for restore in ["replay", "checkpoint"] {
+        let sets = [
+            format!("processes.fxhelper.on_crash.restore={restore}"),
+            "processes.fxhelper.on_crash.max_retries=1".to_string(),
+            "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}".to_string(),
+        ];
+        let mut extra = vec![];
+        for s in &sets {
+            extra.push("--set");
+            extra.push(s.as_str());
+        }
+        let (k, mark) = marker("stress");
+        let mut cmd = under(
+            &config("fx.yaml"),
+            &extra,
+            &fixture("fx_stress"),
+            &["4", "400", "40"],
+        );
+        cmd.env(&k, &mark).env("FRACTURE_LOG", "error");
+        let o = run_with(cmd, b"", WATCHDOG);
+        assert!(
+            o.status.success(),
+            "{restore}: {} {}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert_eq!(
+            stdout(&o),
+            "threads: 4 calls: 1600 crashes: 10 errors: 0\n",
+            "{restore}"
+        );
+        assert!(
+            leftovers(&mark).is_empty(),
+            "{restore}: {:?}",
+            leftovers(&mark)
+        );
+    }
+}

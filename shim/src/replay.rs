@@ -1,0 +1,122 @@
+//! `restore: replay` (and the tail after a checkpoint): the program logs every successful
+//! `effect: state` call of an isolated process (its registers, stack words and the input
+//! bytes of its buffers, as the program passed them), and replays the log into a fresh helper
+//! before the crashed call is retried. A call enters the log only after it returned, so the
+//! crashed call is never applied twice. Handles returned by logged calls are re-pointed at the
+//! new helper's values, so the tokens the program holds stay valid.
+
+use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::dispatch::{self, eval_size};
+use crate::handles;
+use crate::runtime::{FnDesc, ProcRt, Runtime};
+use module_map::{ArgSpec, RetSpec};
+use std::cell::Cell;
+
+pub struct Entry {
+    func: usize,
+    frame: Frame,
+    stack: [u64; MAX_STACK],
+    /// (argument index, input bytes) for each non-NULL buffer argument.
+    bufs: Vec<(usize, Vec<u8>)>,
+    /// The token the program got back (ret: handle), re-pointed on replay.
+    ret_token: u64,
+}
+
+// SAFETY: an Entry's frame has its stack pointer nulled at capture (the stack words are
+// copied into `stack`); everything else is plain data.
+unsafe impl Send for Entry {}
+
+thread_local! {
+    /// Set while this thread replays: replayed calls are neither logged nor counted.
+    static REPLAYING: Cell<bool> = const { Cell::new(false) };
+}
+
+pub fn replaying() -> bool {
+    REPLAYING.with(|r| r.get())
+}
+
+/// True when calls of `f` in `p` must be logged.
+pub fn wanted(f: &FnDesc, p: &ProcRt) -> bool {
+    !f.pure && p.spec.on_crash.restore != module_map::Restore::None && !replaying()
+}
+
+/// Captures the inputs of a call (before it runs: out-buffers keep their input bytes).
+pub fn capture(f: &FnDesc, frame: &Frame) -> Entry {
+    let nstack = f.layout.nstack.min(MAX_STACK);
+    let mut stack = [0u64; MAX_STACK];
+    if nstack > 0 && !frame.stack.is_null() {
+        // SAFETY: the caller's stack holds the listed stack arguments.
+        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
+    }
+    let mut bufs = Vec::new();
+    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
+        if !spec.is_buffer() {
+            continue;
+        }
+        let p = arg_value(frame, &stack, *loc);
+        if p == 0 {
+            continue;
+        }
+        let len = match spec {
+            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
+            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
+            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
+            _ => 0,
+        };
+        let len = len.min(crate::shm::DATA_SIZE as u64) as usize;
+        // SAFETY: the caller's buffer holds `len` bytes per its spec (as for the call itself).
+        let v = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
+        bufs.push((i, v));
+    }
+    let mut frame = *frame;
+    frame.stack = std::ptr::null();
+    Entry {
+        func: f.idx,
+        frame,
+        stack,
+        bufs,
+        ret_token: 0,
+    }
+}
+
+/// Appends a call that returned to the log of `p`.
+pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
+    if f.ret == RetSpec::Handle {
+        e.ret_token = frame_after.ret_rax;
+    }
+    let mut log = p.log.lock().unwrap_or_else(|x| x.into_inner());
+    log.push(e);
+}
+
+/// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
+/// helper failed during the replay.
+pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
+    let log = p.log.lock().unwrap_or_else(|x| x.into_inner());
+    REPLAYING.with(|r| r.set(true));
+    let mut ok = true;
+    for e in log.iter().skip(from) {
+        let f = &rt.fns[e.func];
+        let mut frame = e.frame;
+        let mut stack = e.stack;
+        let mut bufs: Vec<(usize, Vec<u8>)> = e.bufs.clone();
+        for (i, v) in bufs.iter_mut() {
+            let loc = f.layout.args[*i].1;
+            set_arg(&mut frame, &mut stack, loc, v.as_mut_ptr() as u64);
+        }
+        frame.stack = stack.as_ptr();
+        if dispatch::call_once(rt, f, p, &mut frame).is_err() {
+            ok = false;
+            break;
+        }
+        if f.ret == RetSpec::Handle && e.ret_token != 0 {
+            handles::retarget(e.ret_token, frame.ret_rax);
+        }
+    }
+    REPLAYING.with(|r| r.set(false));
+    ok
+}
+
+/// Number of entries logged so far.
+pub fn len(p: &ProcRt) -> usize {
+    p.log.lock().unwrap_or_else(|x| x.into_inner()).len()
+}
