@@ -361,7 +361,8 @@ pub fn client_call(
             SERVER_SPIN
         };
         let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
-            return Err(CallError::Died(death_status(region)));
+            // The program side (call_once) finds the status; a helper just fails the call.
+            return Err(CallError::Died(-1));
         };
         seen = s;
         if !from_program {
@@ -688,12 +689,6 @@ pub fn call_once(
     frame: &mut Frame,
 ) -> Result<Moved, CallError> {
     let owner = f.owner;
-    // Nested and replayed calls already run under the gate (shared or exclusive).
-    let _gate = if crate::replay::replaying() || active_find(owner).is_some() {
-        None
-    } else {
-        Some(p.gate.read().unwrap_or_else(|e| e.into_inner()))
-    };
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
@@ -726,7 +721,8 @@ pub fn call_once(
         Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
             timeout.map_or(0, |t| t.as_millis() as u64),
         )),
-        Err(CallError::Died(st)) => {
+        Err(CallError::Died(_)) => {
+            let st = death_status(p);
             let fc = region.header().fault_channel.load(SeqCst);
             if fc >= 0 && fc as usize != c {
                 Err(CallError::Bystander(st))
@@ -749,13 +745,14 @@ pub fn call_once(
     r
 }
 
-/// The wait status of a helper that died: the zygote writes it just after the pidfd says the
-/// helper is gone, so wait for it briefly; fall back to the signal the helper's own
-/// fatal-signal handler recorded.
-fn death_status(region: &Region) -> i32 {
-    let h = region.header();
+/// The wait status of a helper that died. For a child of the zygote, the zygote writes it just
+/// after the pidfd says the helper is gone, so wait for it briefly; for a helper resumed from
+/// a checkpoint (not the zygote's child) use the signal its fatal-signal handler recorded.
+pub fn death_status(p: &ProcRt) -> i32 {
+    let h = p.region.header();
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(200) {
+    let limit = Duration::from_millis(if p.zygote_child.load(SeqCst) { 200 } else { 20 });
+    while t.elapsed() < limit {
         if h.state.load(SeqCst) == shm::STATE_DEAD {
             return h.wait_status.load(SeqCst);
         }
@@ -767,9 +764,20 @@ fn death_status(region: &Region) -> i32 {
     }
 }
 
+/// Holds the gate of `p` shared for one call, unless this thread already runs under it (a
+/// nested call, or a replay under the exclusive gate).
+pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+    if crate::replay::replaying() || active_find(owner).is_some() {
+        None
+    } else {
+        Some(p.gate.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// True when the helper serving `p` has died (the zygote says so, or its pidfd does).
 pub fn helper_gone(p: &ProcRt) -> bool {
-    if p.region.header().state.load(SeqCst) == shm::STATE_DEAD {
+    let h = p.region.header();
+    if h.state.load(SeqCst) == shm::STATE_DEAD || h.fault_sig.load(SeqCst) != 0 {
         return true;
     }
     let fd = p.pidfd.load(Relaxed);
@@ -816,4 +824,31 @@ fn release(p: &ProcRt, c: usize) {
 /// True when `ch` is idle for a new server thread (used by the helper's main loop).
 pub fn pending(ch: &Channel) -> bool {
     ch.to_helper_seq.load(SeqCst) != ch.consumed.load(SeqCst)
+}
+
+/// Sends a control message (no function, no data) to the helper of `p` and waits for the
+/// answer. Used for checkpoints, while the caller holds the gate exclusively.
+pub fn control(p: &ProcRt, kind: u32) -> Result<Msg, CallError> {
+    let c = acquire(p);
+    let ch = p.region.channel(c);
+    let mut m = fail();
+    m.kind = kind;
+    let seen = ch.to_prog_seq.load(SeqCst);
+    // SAFETY: the channel is ours (acquired); the slot belongs to the sender.
+    unsafe { std::ptr::write_volatile(ch.msg_ptr(), m) };
+    ch.to_helper().post();
+    if ch.served.load(SeqCst) == 0 {
+        shm::ring(&p.region.header().doorbell);
+    }
+    let t0 = Instant::now();
+    let stop = || helper_gone(p) || t0.elapsed() > Duration::from_secs(10);
+    let r = match ch
+        .to_prog()
+        .wait(seen, Duration::from_micros(50), SLICE, stop)
+    {
+        Some(_) => Ok(ch.read_msg()),
+        None => Err(CallError::Died(-1)),
+    };
+    release(p, c);
+    r
 }

@@ -39,6 +39,12 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         rt.patch(&objs, false);
     }
     debug!("helper '{}' ready (env #{env_idx})", p.name);
+    serve_loop(rt, k)
+}
+
+/// The helper's main thread: start a serving thread for each channel that gets a call.
+fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
+    let p = &rt.procs[k];
     let region = p.region;
     let h = region.header();
     let bell = Dir {
@@ -104,6 +110,8 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
             dispatch::serve(rt, &region, c, &m, true)
+        } else if m.kind == shm::MSG_CHECKPOINT {
+            checkpoint(rt, k)
         } else {
             // SAFETY: Msg is plain data.
             let mut f: shm::Msg = unsafe { std::mem::zeroed() };
@@ -191,6 +199,18 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
             // A const-initialised thread-local is a plain TLS load: async-signal-safe.
             h.fault_channel.store(SERVING.with(|s| s.get()), SeqCst);
         }
+        // Wake every program thread waiting on this helper: it is about to die (a helper
+        // resumed from a checkpoint is not the zygote's child, so nobody else would).
+        if let Some(rt) = crate::runtime::get() {
+            let me = rt.me.load(SeqCst);
+            if let Some(p) = rt.proc_of(me) {
+                for i in 0..shm::CHANNELS {
+                    let ch = p.region.channel(i);
+                    ch.to_prog_ev.fetch_add(1, SeqCst);
+                    shm::futex_wake(&ch.to_prog_ev);
+                }
+            }
+        }
     }
     // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
     // (a fault re-faults on return anyway).
@@ -228,4 +248,91 @@ fn install_fault_handlers(region: &crate::shm::Region) {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// Forks a frozen copy of this helper (the program sends the request only while no call is in
+/// flight, so no other thread holds a lock the copy would need). The copy waits until the
+/// program asks it to resume; the previous copy is killed. Answers with the copy's pid.
+fn checkpoint(rt: &'static Runtime, k: usize) -> shm::Msg {
+    let h = rt.procs[k].region.header();
+    // SAFETY: Msg is plain data.
+    let mut r: shm::Msg = unsafe { std::mem::zeroed() };
+    r.kind = MSG_FAIL;
+    // SAFETY: fork of a quiescent helper; the child only waits, then becomes a helper.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        checkpoint_wait(rt, k);
+    }
+    if pid < 0 {
+        return r;
+    }
+    let old = h.ckpt_pid.swap(pid, SeqCst);
+    if old > 0 {
+        // SAFETY: killing the previous frozen copy; reaping it if it is our child (else its
+        // parent or the subreaper does).
+        unsafe {
+            libc::kill(old, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(old, &mut st, libc::__WALL);
+        }
+    }
+    r.kind = shm::MSG_RETURN;
+    r.ret_rax = pid as u64;
+    r
+}
+
+/// The frozen copy: sleeps until the program resumes it (then a child of it becomes the new
+/// helper and it stays frozen for the next time), the program shuts down, or the program is
+/// gone. Never returns.
+fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
+    let p = &rt.procs[k];
+    let h = p.region.header();
+    let name = std::ffi::CString::new(format!("frac-ckpt-{}", p.name)).unwrap_or_default();
+    // SAFETY: PR_SET_NAME with a NUL-terminated name; the checkpoint must outlive its parent,
+    // so no parent-death signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+    }
+    let program = rt.program_pid();
+    loop {
+        if h.shutdown.load(SeqCst) != 0 {
+            // SAFETY: leaving the frozen copy.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: kill with signal 0 only checks that the program exists.
+        if unsafe { libc::kill(program, 0) } != 0 {
+            // SAFETY: the program is gone.
+            unsafe { libc::_exit(0) };
+        }
+        if h.ckpt_cmd.load(SeqCst) == shm::CKPT_RESUME && h.ckpt_pid.load(SeqCst) == my_pid() {
+            h.ckpt_cmd.store(shm::CKPT_IDLE, SeqCst);
+            // SAFETY: the frozen copy is single-threaded.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                resume(rt, k);
+            }
+            continue;
+        }
+        shm::futex_wait(&h.ckpt_cmd, shm::CKPT_IDLE, Duration::from_millis(200));
+    }
+}
+
+fn my_pid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// A child of the checkpoint becomes the helper: same module state as at the checkpoint.
+fn resume(rt: &'static Runtime, k: usize) -> ! {
+    let p = &rt.procs[k];
+    let h = p.region.header();
+    let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
+    // SAFETY: PR_SET_NAME with a NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    install_fault_handlers(&p.region);
+    apply_env(&env_for(&p.spec, h.ckpt_env.load(SeqCst)));
+    h.pid.store(my_pid(), SeqCst);
+    h.state.store(shm::STATE_ALIVE, SeqCst);
+    serve_loop(rt, k)
 }

@@ -51,10 +51,20 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     let mut bystander_retries = 0u32;
     let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
     loop {
-        let e = match dispatch::call_once(rt, f, p, frame) {
+        // The call and its log entry happen under the gate, so a checkpoint (taken under the
+        // exclusive gate) never holds the effect of a call the log does not have yet.
+        let res = {
+            let _gate = dispatch::gate_for(p, f.owner);
+            let r = dispatch::call_once(rt, f, p, frame);
+            if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
+                crate::replay::record(p, f, entry.clone(), frame);
+            }
+            r
+        };
+        let e = match res {
             Ok(_) => {
-                if let Some(entry) = logged {
-                    crate::replay::record(p, f, entry, frame);
+                if logged.is_some() {
+                    maybe_checkpoint(p);
                 }
                 if let Some((what, addr)) = first_failure {
                     let env = retry_env(oc, retry);
@@ -138,18 +148,25 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     }
 }
 
-/// Kills the current helper of `p` and waits (bounded) until the zygote has collected it.
+/// Kills the current helper of `p` and waits (bounded) until its process is gone.
 pub fn kill_helper(p: &ProcRt) {
     let pid = p.pid.load(SeqCst);
     if pid <= 0 {
         return;
     }
-    // SAFETY: signalling the helper we started; the pidfd check below tells when it is gone.
+    // SAFETY: signalling the helper we started; its pidfd tells when it is gone.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let t = std::time::Instant::now();
-    while !dispatch::helper_gone(p) && t.elapsed() < std::time::Duration::from_secs(2) {
-        std::thread::sleep(std::time::Duration::from_micros(200));
+    let fd = p.pidfd.load(SeqCst);
+    if fd < 0 {
+        return;
     }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polling our own pidfd, at most 2 s.
+    unsafe { libc::poll(&mut pfd, 1, 2000) };
 }
 
 /// The environment of retry `n`: retry_envs[n-1] while there is one, else the process's.
@@ -178,19 +195,32 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
         return false;
     }
-    match crate::zygote::spawn(rt, k, env) {
-        Ok(pid) => {
+    // The old helper must be gone before another serves its region.
+    kill_helper(p);
+    let from_ckpt = p.spec.on_crash.restore == module_map::Restore::Checkpoint
+        && p.ckpt_len.load(SeqCst) != usize::MAX;
+    let started = if from_ckpt {
+        crate::zygote::resume(rt, k, env).map(|pid| (pid, p.ckpt_len.load(SeqCst)))
+    } else {
+        Err(std::io::Error::other("no checkpoint"))
+    };
+    let started = match started {
+        Ok(x) => Ok(x),
+        Err(_) => crate::zygote::spawn(rt, k, env).map(|pid| (pid, 0)),
+    };
+    match started {
+        Ok((pid, from)) => {
             if p.spec.on_crash.restore != module_map::Restore::None {
                 let n = crate::replay::len(p);
-                if !crate::replay::replay(rt, p, 0) {
+                if !crate::replay::replay(rt, p, from) {
                     warn!(
-                        "process '{}': the replay of {n} logged calls failed",
+                        "process '{}': the replay of logged calls {from}..{n} failed",
                         p.name
                     );
                 }
             }
             info!(
-                "process '{}' restarted as pid {pid} ({})",
+                "process '{}' restarted as pid {pid} ({}; replayed from log entry {from})",
                 p.name,
                 env_name(env)
             );
@@ -243,4 +273,35 @@ fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame:
 
 fn log_enabled_error() -> bool {
     crate::log::enabled(crate::log::ERROR)
+}
+
+/// Logged calls between two checkpoints (`restore: checkpoint`): bounds what a restart
+/// replays, whatever the length of the log.
+const CKPT_EVERY: usize = 64;
+
+/// Takes a checkpoint when enough state calls were logged since the last one and no call is
+/// in flight (the gate is free); otherwise tries again after a later call.
+fn maybe_checkpoint(p: &ProcRt) {
+    if p.spec.on_crash.restore != module_map::Restore::Checkpoint {
+        return;
+    }
+    let last = p.ckpt_len.load(SeqCst);
+    let len = crate::replay::len(p);
+    if last != usize::MAX && len < last + CKPT_EVERY {
+        return;
+    }
+    let Ok(_gate) = p.gate.try_write() else {
+        return;
+    };
+    let len = crate::replay::len(p);
+    match dispatch::control(p, crate::shm::MSG_CHECKPOINT) {
+        Ok(m) if m.kind == crate::shm::MSG_RETURN => {
+            p.ckpt_len.store(len, SeqCst);
+            debug!(
+                "process '{}': checkpoint pid {} at log entry {len}",
+                p.name, m.ret_rax
+            );
+        }
+        _ => debug!("process '{}': no checkpoint this time", p.name),
+    }
 }

@@ -12,6 +12,7 @@ use crate::runtime::{FnDesc, ProcRt, Runtime};
 use module_map::{ArgSpec, RetSpec};
 use std::cell::Cell;
 
+#[derive(Clone)]
 pub struct Entry {
     func: usize,
     frame: Frame,

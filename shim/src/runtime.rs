@@ -48,6 +48,10 @@ pub struct ProcRt {
     /// Calls hold it shared; a restart holds it exclusively while it starts the new helper
     /// and replays, so no call reaches a helper whose state is not rebuilt yet.
     pub gate: std::sync::RwLock<()>,
+    /// Log length at the helper's last checkpoint (usize::MAX: no checkpoint).
+    pub ckpt_len: std::sync::atomic::AtomicUsize,
+    /// False while the helper is one resumed from a checkpoint (not the zygote's child).
+    pub zygote_child: AtomicBool,
 }
 
 pub struct Runtime {
@@ -190,6 +194,8 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
             spec: p.clone(),
             log: Mutex::new(Vec::new()),
             gate: std::sync::RwLock::new(()),
+            ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            zygote_child: AtomicBool::new(true),
         });
     }
     Ok(Ok(Runtime {

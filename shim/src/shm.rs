@@ -60,7 +60,17 @@ pub struct RegionHeader {
     pub fault_addr: AtomicU64,
     /// Channel whose call was running on the faulting thread (-1: none / unknown).
     pub fault_channel: AtomicI32,
+    /// `restore: checkpoint`: pid of the frozen copy of the helper (0: none); written by the
+    /// helper that forked it, read by the program.
+    pub ckpt_pid: AtomicI32,
+    /// Command to the checkpoint (futex word): CKPT_IDLE, CKPT_RESUME. Program writes.
+    pub ckpt_cmd: AtomicU32,
+    /// Environment index the resumed helper applies (program writes before CKPT_RESUME).
+    pub ckpt_env: AtomicU32,
 }
+
+pub const CKPT_IDLE: u32 = 0;
+pub const CKPT_RESUME: u32 = 1;
 
 /// One message; the sender of the latest message owns it until the peer answers.
 #[repr(C)]
@@ -98,6 +108,8 @@ pub const MSG_CALL: u32 = 1;
 pub const MSG_RETURN: u32 = 2;
 /// The server could not run the call (bad request, unknown function, data too large).
 pub const MSG_FAIL: u32 = 3;
+/// Program → helper: fork a checkpoint now (sent only while no call is in flight).
+pub const MSG_CHECKPOINT: u32 = 4;
 pub const NULL_OFF: u64 = u64::MAX;
 
 #[repr(C)]

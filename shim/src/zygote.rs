@@ -92,22 +92,7 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     let Some(conn) = conn.as_ref() else {
         return Err(std::io::Error::other("no zygote"));
     };
-    let h = p.region.header();
-    h.state.store(STATE_NONE, SeqCst);
-    h.wait_status.store(-1, SeqCst);
-    h.fault_sig.store(0, SeqCst);
-    h.fault_addr.store(0, SeqCst);
-    h.fault_channel.store(-1, SeqCst);
-    for c in 0..shm::CHANNELS {
-        let ch = p.region.channel(c);
-        ch.served.store(0, SeqCst);
-        ch.consumed.store(ch.to_helper_seq.load(SeqCst), SeqCst);
-    }
-    let old = p.pidfd.swap(-1, SeqCst);
-    if old >= 0 {
-        // SAFETY: closing our own pidfd of the previous helper.
-        unsafe { libc::close(old) };
-    }
+    reset_region(p);
     let cmd = [CMD_SPAWN, k as u32, env, 0];
     // SAFETY: sending 16 bytes from a local array on our socket.
     let n = unsafe { libc::send(conn.fd, cmd.as_ptr().cast(), 16, libc::MSG_NOSIGNAL) };
@@ -128,7 +113,57 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     }
     p.pidfd.store(pidfd_open(pid), SeqCst);
     p.pid.store(pid, SeqCst);
+    p.zygote_child.store(true, SeqCst);
     Ok(pid)
+}
+
+/// Prepares a region for a new helper: nothing sent before is served again.
+pub fn reset_region(p: &crate::runtime::ProcRt) {
+    let h = p.region.header();
+    h.state.store(STATE_NONE, SeqCst);
+    h.wait_status.store(-1, SeqCst);
+    h.fault_sig.store(0, SeqCst);
+    h.fault_addr.store(0, SeqCst);
+    h.fault_channel.store(-1, SeqCst);
+    for c in 0..shm::CHANNELS {
+        let ch = p.region.channel(c);
+        ch.served.store(0, SeqCst);
+        ch.consumed.store(ch.to_helper_seq.load(SeqCst), SeqCst);
+    }
+    let old = p.pidfd.swap(-1, SeqCst);
+    if old >= 0 {
+        // SAFETY: closing our own pidfd of the previous helper.
+        unsafe { libc::close(old) };
+    }
+}
+
+/// `restore: checkpoint`: wakes the frozen copy of process `k`, whose child becomes the
+/// helper. Returns its pid.
+pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
+    let p = &rt.procs[k];
+    let h = p.region.header();
+    let ck = h.ckpt_pid.load(SeqCst);
+    // SAFETY: signal 0 only checks the checkpoint exists.
+    if ck <= 0 || unsafe { libc::kill(ck, 0) } != 0 {
+        return Err(std::io::Error::other("no checkpoint"));
+    }
+    let old_pid = h.pid.load(SeqCst);
+    reset_region(p);
+    h.ckpt_env.store(env, SeqCst);
+    h.ckpt_cmd.store(shm::CKPT_RESUME, SeqCst);
+    shm::futex_wake(&h.ckpt_cmd);
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        let pid = h.pid.load(SeqCst);
+        if h.state.load(SeqCst) == STATE_ALIVE && pid > 0 && pid != old_pid {
+            p.pidfd.store(pidfd_open(pid), SeqCst);
+            p.pid.store(pid, SeqCst);
+            p.zygote_child.store(false, SeqCst);
+            return Ok(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+    Err(std::io::Error::other("the checkpoint did not resume"))
 }
 
 struct Child {
@@ -232,10 +267,13 @@ fn reap(rt: &Runtime, c: &mut Child) {
 
 /// The program is gone: ask helpers to finish, wait briefly, kill the rest, exit.
 fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
-    for c in kids {
-        let h = rt.procs[c.k].region.header();
+    // Every region: helpers resumed from checkpoints and the checkpoints themselves are not
+    // our children but watch the same flag.
+    for p in &rt.procs {
+        let h = p.region.header();
         h.shutdown.store(1, SeqCst);
         shm::ring(&h.doorbell);
+        shm::futex_wake(&h.ckpt_cmd);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut left: Vec<i32> = kids.iter().map(|c| c.pid).collect();

@@ -156,3 +156,36 @@ fn threads_with_repeated_crashes_lose_and_duplicate_no_call() {
         );
     }
 }
+
+#[test]
+fn checkpoint_restarts_resume_from_the_last_checkpoint() {
+    let mut input = String::from("new 100\n");
+    for _ in 0..300 {
+        input.push_str("add 1\n");
+    }
+    input.push_str("segv\nget\n");
+    let (k, mark) = marker("ckpt");
+    let mut extra = vec![];
+    let sets = [
+        "processes.fxhelper.on_crash.restore=checkpoint",
+        "processes.fxhelper.on_crash.max_retries=1",
+        "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}",
+    ];
+    for s in &sets {
+        extra.push("--set");
+        extra.push(*s);
+    }
+    let mut cmd = under(&config("fx.yaml"), &extra, &fixture("fx_state"), &[]);
+    cmd.env(&k, &mark).env("FRACTURE_LOG", "info");
+    let o = run_with(cmd, input.as_bytes(), WATCHDOG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with("add: 400\nsegv: -1\nget: 400\n"),
+        "{}",
+        stdout(&o)
+    );
+    let e = stderr(&o);
+    // Not replayed from the start: from the last checkpoint (every 64 logged calls).
+    assert!(e.contains("replayed from log entry 257"), "{e}");
+    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
+}
