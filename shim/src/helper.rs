@@ -160,10 +160,7 @@ fn apply_env(env: &Env) {
         // SAFETY: setrlimit with a local struct.
         unsafe { libc::setrlimit(res, &lim) };
     }
-    if let Some(p) = env.malloc.perturb {
-        // SAFETY: mallopt is glibc's documented knob; M_PERTURB = -6.
-        unsafe { libc::mallopt(-6, p as libc::c_int) };
-    }
+    crate::rxmalloc::apply(&env.malloc);
 }
 
 /// Orderly exit: flush what the module wrote through stdio, then leave without the

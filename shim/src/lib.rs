@@ -26,6 +26,7 @@ mod helper;
 mod recovery;
 mod replay;
 mod runtime;
+mod rxmalloc;
 mod shm;
 mod stats;
 mod trampoline;

@@ -169,3 +169,37 @@ int fx_overflow(long n) {
     free(p);
     return 0;
 }
+
+long fx_smash(long n) {
+    /* A heap overflow of 64 bytes into the next chunk's header: free() aborts, unless the
+     * allocator pads each block (an Rx environment with malloc.pad >= 64). */
+    char *a = malloc((size_t)n);
+    char *b = malloc((size_t)n);
+    /* barriers: the compiler would otherwise drop the unused block and the dead stores */
+    __asm__ volatile("" : "+r"(a), "+r"(b) : : "memory");
+    memset(a, 0, (size_t)n + 64);
+    __asm__ volatile("" : "+r"(a), "+r"(b) : : "memory");
+    free(b);
+    free(a);
+    return n;
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+long fx_use_after_free(long n) {
+    /* Reads a block after freeing it and allocating again: the answer depends on whether
+     * the allocator reused the block at once (an Rx environment with delay_free does not). */
+    char *a = malloc((size_t)n);
+    volatile char *stale = a; /* the bug: a pointer kept past free */
+    memset(a, 'o', (size_t)n);
+    __asm__ volatile("" : "+r"(a) : : "memory");
+    free(a);
+    char *b = malloc((size_t)n);
+    __asm__ volatile("" : "+r"(b) : : "memory");
+    memset(b, 'X', (size_t)n);
+    __asm__ volatile("" : "+r"(b) : : "memory");
+    long r = stale[n / 2] == 'o' ? 1 : 0;
+    free(b);
+    return r;
+}
+#pragma GCC diagnostic pop

@@ -35,4 +35,6 @@ long fx_crash_on(const char *s);
 long fx_crash_if_env(const char *s);
 void *fx_leak(long n);
 int fx_overflow(long n);
+long fx_smash(long n);
+long fx_use_after_free(long n);
 #endif

@@ -189,3 +189,64 @@ fn checkpoint_restarts_resume_from_the_last_checkpoint() {
     assert!(e.contains("replayed from log entry 257"), "{e}");
     assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
 }
+
+#[test]
+fn rx_malloc_padding_recovers_a_heap_overflow() {
+    // fx_smash overflows a heap block into the next one's header: free() aborts. The retry
+    // runs in an environment whose allocator pads every block, and succeeds.
+    let o = run_with(
+        under(
+            &config("fx.yaml"),
+            &[
+                "--set",
+                "processes.fxhelper.on_crash.max_retries=1",
+                "--set",
+                "processes.fxhelper.on_crash.retry_envs=[{malloc: {pad: 128}}]",
+            ],
+            &fixture("fx_heap"),
+            &[],
+        ),
+        b"smash 40\nsmash 100\n",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "smash 40: 40\nsmash 100: 100\n");
+    assert!(
+        stderr(&o).contains("SIGABRT") && stderr(&o).contains("succeeded in retry_envs[0]"),
+        "{}",
+        stderr(&o)
+    );
+    // Plain, the same input kills the program.
+    let plain_o = run_with(plain(&fixture("fx_heap"), &[]), b"smash 40\n", WATCHDOG);
+    assert!(!plain_o.status.success());
+}
+
+#[test]
+fn rx_malloc_delay_free_applies_in_the_helper_only() {
+    let run = |env: Option<&str>| {
+        let mut extra = vec![];
+        if let Some(e) = env {
+            extra.push("--set");
+            extra.push(e);
+        }
+        ok(run_with(
+            under(&config("fx.yaml"), &extra, &fixture("fx_heap"), &[]),
+            b"uaf 64\n",
+            WATCHDOG,
+        ))
+    };
+    assert_eq!(run(None), "uaf 64: 0\n", "freed block reused at once");
+    assert_eq!(
+        run(Some("processes.fxhelper.env={malloc: {delay_free: 16}}")),
+        "uaf 64: 1\n",
+        "free delayed in the helper"
+    );
+    assert_eq!(
+        ok(run_with(
+            plain(&fixture("fx_heap"), &[]),
+            b"uaf 64\n",
+            WATCHDOG
+        )),
+        "uaf 64: 0\n"
+    );
+}
