@@ -185,3 +185,37 @@ fn a_map_whose_target_does_not_match_leaves_the_program_alone() {
     assert!(!st.exists(), "an ignored map writes no statistics");
     assert!(marked_processes(&mark).is_empty());
 }
+
+#[test]
+fn file_survives_faults_injected_into_its_isolated_magic_file() {
+    // libfx_faultymagic.so (preloaded in front of libmagic) crashes on names containing
+    // "CRASH". Isolated, each crash restarts the helper, the magic state is replayed, and file
+    // goes on: every line but the faulty inputs' matches a plain run.
+    let t = TempDir::new("faulty");
+    let mut files = real_files(60);
+    for i in 0..3 {
+        let p = t.write(&format!("CRASH{i}.txt"), "some text\n");
+        files.insert(10 + 20 * i, p.to_string_lossy().into_owned());
+    }
+    let list = t.write("files", &(files.join("\n") + "\n"));
+    let st = t.path("stats.json");
+    let (k, mark) = marker("faulty");
+    let want = stdout(&run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
+    let mut cmd = under(&config("file-faulty.yaml"), &["--stats", st.to_str().unwrap()], Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]);
+    cmd.env("LD_PRELOAD", fixture("libfx_faultymagic.so")).env(&k, &mark);
+    let o = run_with(cmd, b"", WATCHDOG);
+    let got = stdout(&o);
+    assert_eq!(got.lines().count(), want.lines().count(), "{}", stderr(&o));
+    for (g, w) in got.lines().zip(want.lines()) {
+        if w.contains("CRASH") {
+            assert!(g.contains("ERROR"), "{g}");
+        } else {
+            assert_eq!(g, w);
+        }
+    }
+    let s = stats(&st);
+    let mf = &s["processes"]["parser"]["functions"]["magic_file"];
+    assert_eq!(mf["give_ups"].as_u64(), Some(3), "{mf}");
+    assert_eq!(mf["restarts"].as_u64(), Some(6), "{mf}");
+    assert!(leftovers(&mark).is_empty());
+}
