@@ -77,8 +77,14 @@ pub fn check_map(
                 exe_runpath = c.first().map(|o| o.runpath.clone()).unwrap_or_default();
                 closure = c;
                 // Objects the user preloads come first in the search order, as ld.so does.
-                for lib in std::env::var("LD_PRELOAD").unwrap_or_default().split([':', ' ']).filter(|x| !x.is_empty()) {
-                    if let Some(o) = symbol_map::find_library(lib, &exe_runpath).and_then(|p| symbol_map::read(&p).ok()) {
+                for lib in std::env::var("LD_PRELOAD")
+                    .unwrap_or_default()
+                    .split([':', ' '])
+                    .filter(|x| !x.is_empty())
+                {
+                    if let Some(o) = symbol_map::find_library(lib, &exe_runpath)
+                        .and_then(|p| symbol_map::read(&p).ok())
+                    {
                         closure.insert(1, o);
                     }
                 }

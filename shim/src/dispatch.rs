@@ -750,8 +750,15 @@ pub fn call_once(
 /// a checkpoint (not the zygote's child) use the signal its fatal-signal handler recorded.
 pub fn death_status(p: &ProcRt) -> i32 {
     let h = p.region.header();
+    // The helper's fatal-signal handler named the signal before it died: that is the status.
+    let sig = h.fault_sig.load(SeqCst);
+    if sig != 0 {
+        return sig;
+    }
     let t = Instant::now();
-    let limit = Duration::from_millis(if p.zygote_child.load(SeqCst) { 200 } else { 20 });
+    // Nobody collects the status of a helper resumed from a checkpoint: its handler's record
+    // is all there is.
+    let limit = Duration::from_millis(if p.zygote_child.load(SeqCst) { 200 } else { 0 });
     while t.elapsed() < limit {
         if h.state.load(SeqCst) == shm::STATE_DEAD {
             return h.wait_status.load(SeqCst);

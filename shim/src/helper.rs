@@ -53,6 +53,9 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
         sleeping: &h.doorbell_sleeping,
     };
     let mut started = [false; shm::CHANNELS];
+    // Channel 0 serves the first calling thread: its serving thread starts at once, so the
+    // first call after a (re)start does not wait for a thread to be made.
+    started[0] = spawn_server(rt, k, 0);
     loop {
         let seen = h.doorbell.load(SeqCst);
         if h.shutdown.load(SeqCst) != 0 {
@@ -80,6 +83,23 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
             h.shutdown.load(SeqCst) != 0
         });
     }
+}
+
+/// Starts the serving thread of channel `c` (or leaves the helper: the program recovers).
+fn spawn_server(rt: &'static Runtime, k: usize, c: usize) -> bool {
+    rt.procs[k].region.channel(c).served.store(1, SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name(format!("frac-serve-{c}"))
+        .spawn(move || serve_channel(rt, k, c));
+    if spawned.is_err() {
+        error!(
+            "helper '{}': cannot start a serving thread",
+            rt.procs[k].name
+        );
+        // SAFETY: leaving the helper; the program sees it die and recovers.
+        unsafe { libc::_exit(71) };
+    }
+    true
 }
 
 thread_local! {

@@ -195,8 +195,14 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     if p.pid.load(SeqCst) > 0 && !dispatch::helper_gone(p) {
         return false;
     }
-    // The old helper must be gone before another serves its region.
-    kill_helper(p);
+    // The old helper must be gone before another serves its region: kill it now, start the
+    // new one while the kernel tears the old one down, and wait for the old pidfd after.
+    let old_pid = p.pid.load(SeqCst);
+    let old_fd = p.pidfd.swap(-1, SeqCst);
+    if old_pid > 0 {
+        // SAFETY: signalling the helper we started.
+        unsafe { libc::kill(old_pid, libc::SIGKILL) };
+    }
     let from_ckpt = p.spec.on_crash.restore == module_map::Restore::Checkpoint
         && p.ckpt_len.load(SeqCst) != usize::MAX;
     let started = if from_ckpt {
@@ -208,6 +214,18 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
         Ok(x) => Ok(x),
         Err(_) => crate::zygote::spawn(rt, k, env).map(|pid| (pid, 0)),
     };
+    if old_fd >= 0 {
+        let mut pfd = libc::pollfd {
+            fd: old_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: waiting (at most 2 s) on, then closing, the old helper's pidfd we own.
+        unsafe {
+            libc::poll(&mut pfd, 1, 2000);
+            libc::close(old_fd);
+        }
+    }
     match started {
         Ok((pid, from)) => {
             if p.spec.on_crash.restore != module_map::Restore::None {

@@ -1,6 +1,7 @@
 /* pingpong MODE N: round trip between two processes, the baselines of make bench.
  *   pipe   one byte back and forth over two pipes
- *   futex  a word in a MAP_SHARED page, futex wait/wake, no spinning */
+ *   futex  a word in a MAP_SHARED page, futex wait/wake, no spinning
+ *   fork   fork + _exit + waitpid (the floor of any restart) */
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <stdint.h>
@@ -40,6 +41,19 @@ int main(int argc, char **argv) {
     int pipe_mode = !strcmp(argv[1], "pipe");
     long n = atol(argv[2]);
     double *s = calloc((size_t)n, sizeof *s);
+    if (!strcmp(argv[1], "fork")) {
+        for (long i = 0; i < n; i++) {
+            double t = now_ns();
+            pid_t c = fork();
+            if (c == 0)
+                _exit(0);
+            waitpid(c, NULL, 0);
+            s[i] = now_ns() - t;
+        }
+        qsort(s, (size_t)n, sizeof *s, cmp);
+        printf("{\"mode\":\"fork\",\"n\":%ld,\"median_ns\":%.1f,\"p99_ns\":%.1f}\n", n, s[n / 2], s[(n * 99) / 100]);
+        return 0;
+    }
     int a[2], b[2];
     volatile uint32_t *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (pipe(a) || pipe(b))

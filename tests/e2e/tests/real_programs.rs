@@ -200,9 +200,19 @@ fn file_survives_faults_injected_into_its_isolated_magic_file() {
     let list = t.write("files", &(files.join("\n") + "\n"));
     let st = t.path("stats.json");
     let (k, mark) = marker("faulty");
-    let want = stdout(&run_with(plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]), b"", WATCHDOG));
-    let mut cmd = under(&config("file-faulty.yaml"), &["--stats", st.to_str().unwrap()], Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]);
-    cmd.env("LD_PRELOAD", fixture("libfx_faultymagic.so")).env(&k, &mark);
+    let want = stdout(&run_with(
+        plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]),
+        b"",
+        WATCHDOG,
+    ));
+    let mut cmd = under(
+        &config("file-faulty.yaml"),
+        &["--stats", st.to_str().unwrap()],
+        Path::new("/usr/bin/file"),
+        &["-f", list.to_str().unwrap()],
+    );
+    cmd.env("LD_PRELOAD", fixture("libfx_faultymagic.so"))
+        .env(&k, &mark);
     let o = run_with(cmd, b"", WATCHDOG);
     let got = stdout(&o);
     assert_eq!(got.lines().count(), want.lines().count(), "{}", stderr(&o));
