@@ -29,9 +29,9 @@ def median_of(f, runs=RUNS):
     return statistics.median(f() for _ in range(runs))
 
 
-def timed(cmd, stdout=subprocess.DEVNULL, env=None):
+def timed(cmd, stdout=subprocess.DEVNULL, env=None, check=True):
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=check, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
 
 
@@ -62,7 +62,7 @@ def main():
         b = [fx_bench("in" + size, n, "fx.yaml") for _ in range(RUNS)]
         m = [fx_bench("memcpy" + size, n) for _ in range(RUNS)]
         d = [fx_bench("in" + size, n) for _ in range(RUNS)]
-        row(f"isolated in:{size} call, median", med(b, "median_ns"), "ns", f"memcpy {size}", med(m, "median_ns"))
+        row(f"isolated in:{size} call, overhead over direct", med(b, "median_ns") - med(d, "median_ns"), "ns", f"memcpy {size}", med(m, "median_ns"))
         row(f"isolated in:{size} call, median", med(b, "median_ns"), "ns", f"direct checksum {size}", med(d, "median_ns"))
 
     # 3. nothing isolated: shim loaded vs no shim, call-heavy fixture
@@ -93,6 +93,37 @@ def main():
     os.unlink(lst.name)
     row(f"file -f over {len(files)} files, libmagic isolated", statistics.median(iso_f) * 1e3, "ms",
         "plain file -f", statistics.median(plain_f) * 1e3, "<= 1.05 x")
+
+    # 5. restart latency: helper killed mid-call -> the call answered by a fresh helper, then
+    #    one call on it; next to fork + waitpid
+    forkw = [run_json([os.path.join(FX, "pingpong"), "fork", "200"]) for _ in range(RUNS)]
+    fork_med = med(forkw, "median_ns") / 1e3
+    for restore, log in (("none", 10), ("replay", 10), ("replay", 1000), ("checkpoint", 10), ("checkpoint", 1000)):
+        r = [run_json([FRACTURE, "run", "-c", os.path.join(CFG, "fx.yaml"),
+                       "--set", f"processes.fxhelper.on_crash.restore={restore}",
+                       "--set", "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}",
+                       "--", os.path.join(FX, "fx_restart"), str(log), "40"]) for _ in range(RUNS)]
+        target = "<= 300 us, <= 2 x fork" if restore == "none" else ("1000-call log <= 2 x empty" if restore == "checkpoint" else None)
+        row(f"restart, restore: {restore}, {log} logged calls", med(r, "median_ns") / 1e3, "us",
+            "fork + waitpid", fork_med, target)
+
+    # 6. file -f over the same files with 1% of them crashing the isolated magic_file
+    crash_dir = tempfile.mkdtemp()
+    crashy = list(files)
+    for i in range(len(files) // 100):
+        p = os.path.join(crash_dir, f"CRASH{i}.txt")
+        with open(p, "w") as f:
+            f.write("text\n")
+        crashy.insert(i * 100 + 50, p)
+    with tempfile.NamedTemporaryFile("w", delete=False) as lst:
+        lst.write("\n".join(crashy) + "\n")
+    faulty_env = dict(os.environ, LD_PRELOAD=os.path.join(FX, "libfx_faultymagic.so"), FRACTURE_LOG="error")
+    plain_c = [timed(["file", "-f", lst.name]) for _ in range(RUNS)]
+    iso_c = [timed([FRACTURE, "run", "-c", os.path.join(CFG, "file-faulty.yaml"), "--", "file", "-f", lst.name],
+                   env=faulty_env, check=False) for _ in range(RUNS)]
+    os.unlink(lst.name)
+    row(f"file -f over {len(crashy)} files, 1% crashing the helper", statistics.median(iso_c) * 1e3, "ms",
+        "plain file -f, no faults", statistics.median(plain_c) * 1e3, "<= 1.5 x")
 
     out = {"runs": RUNS, "machine": os.uname().release, "nproc": os.cpu_count(), "rows": rows}
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:

@@ -40,3 +40,20 @@ echo "== 4. the helper crashes: the program ends the way the helper did, with a 
 set +e
 echo segv | $FRACTURE run -c configs/fx.yaml -- $FX/fx_crashy
 echo "   exit status $? (plain: $(echo segv | $FX/fx_crashy >/dev/null 2>&1; echo $?))"
+
+echo
+echo "== 5. the same crash with recovery (configs/fx-recover.yaml): the program goes on, its state intact"
+printf 'new 100\nadd 5\nsegv\nadd 1\nget\n' > "$work/state.in"
+echo "   plain:"
+$FX/fx_state < "$work/state.in" | sed 's/^/     /'; echo "     (exit status ${PIPESTATUS[0]})"
+echo "   isolated, restore: replay:"
+$FRACTURE run -c configs/fx-recover.yaml -- $FX/fx_state < "$work/state.in" 2>"$work/rec.err" | sed 's/^/     /'
+sed 's/^/     /' "$work/rec.err"
+echo
+echo "== 6. Rx: retries in changed environments (configs/fx-rx.yaml)"
+echo "   plain: a heap overflow aborts the program:"
+printf 'smash 40\n' | $FX/fx_heap 2>&1 | sed 's/^/     /'
+echo "   isolated: the retry with a padded allocator succeeds:"
+printf 'smash 40\n' | $FRACTURE run -c configs/fx-rx.yaml -- $FX/fx_heap 2>&1 | sed 's/^/     /'
+echo "   isolated: an environment-sensitive bug, fixed by the second retry environment:"
+printf 'envbug\n' | $FRACTURE run -c configs/fx-rx.yaml -- $FX/fx_envbug 2>&1 | sed 's/^/     /'
