@@ -66,7 +66,15 @@ pub fn check_map(
                 real.display()
             ));
         }
-        match symbol_map::load_closure(&real) {
+        // `check` walks the whole DT_NEEDED closure (to say what is loaded at start and who
+        // imports what); `run` only needs the executable, then finds each module's object as
+        // the loader would, which reads a handful of files instead of every library.
+        let loaded = if verbose {
+            symbol_map::load_closure(&real)
+        } else {
+            symbol_map::read(&real).map(|o| (vec![o], Vec::new()))
+        };
+        match loaded {
             Ok((c, missing)) => {
                 for m in missing {
                     warnings.push(format!(
@@ -107,7 +115,7 @@ pub fn check_map(
                 });
                 match path.map(|p| symbol_map::read(&p)) {
                     Some(Ok(o)) => {
-                        if program.is_some() {
+                        if program.is_some() && verbose {
                             warnings.push(format!(
                                 "{}: {} is not loaded at start; it must be loaded with dlopen",
                                 m.name, m.object

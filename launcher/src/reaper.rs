@@ -69,6 +69,6 @@ pub fn reap_descendants(deadline: Instant) {
             while unsafe { libc::waitpid(-1, &mut st, 0) } > 0 {}
             return;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_micros(100));
     }
 }

@@ -275,16 +275,32 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
         shm::ring(&h.doorbell);
         shm::futex_wake(&h.ckpt_cmd);
     }
+    // Wait for them on their pidfds (at most 5 s), then kill what remains.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut left: Vec<i32> = kids.iter().map(|c| c.pid).collect();
-    while !left.is_empty() && std::time::Instant::now() < deadline {
-        left.retain(|&pid| {
-            let mut st = 0;
-            // SAFETY: reaping our own children.
-            unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 }
+    let mut left: Vec<(i32, i32)> = kids.iter().map(|c| (c.pid, c.pidfd)).collect();
+    while !left.is_empty() {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = left.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let ms = (deadline - now).as_millis().min(1000) as i32;
+        // SAFETY: polling our own pidfds.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents != 0).collect();
+        let mut i = 0;
+        left.retain(|&(pid, _)| {
+            let r = ready[i];
+            i += 1;
+            if r {
+                let mut st = 0;
+                // SAFETY: reaping our own child, which has exited.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            }
+            !r
         });
-        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    let left: Vec<i32> = left.iter().map(|x| x.0).collect();
     for pid in left {
         // SAFETY: killing and reaping our own children.
         unsafe {
