@@ -285,6 +285,8 @@ pub fn client_call(
         func: f.idx as u32,
         errno: get_errno(),
         nstack: nstack as u32,
+        nargs: f.layout.args.len() as u32,
+        _pad: 0,
         data_base: base,
         data_end: base,
         gp: frame_in.gp,
@@ -347,9 +349,9 @@ pub fn client_call(
         (ch.to_prog(), ch.to_helper())
     };
     let mut seen = recv.seq.load(SeqCst);
-    // SAFETY: the channel is ours for this call (acquired or nested on it); the message slot
+    // The channel is ours for this call (acquired, or nested on it); the message slot
     // belongs to the sender until the peer answers.
-    unsafe { std::ptr::write_volatile(ch.msg_ptr(), m) };
+    ch.write_msg(&m);
     send.post();
     if from_program && ch.served.load(SeqCst) == 0 {
         shm::ring(&region.header().doorbell);
@@ -416,8 +418,7 @@ pub fn client_call(
             MSG_CALL => {
                 // A nested call of the peer: serve it and keep waiting for our answer.
                 let reply = serve(rt, region, c, &r, !from_program);
-                // SAFETY: the peer sent a call and waits for our answer: the slot is ours.
-                unsafe { std::ptr::write_volatile(ch.msg_ptr(), reply) };
+                ch.write_msg(&reply);
                 send.post();
             }
             MSG_FAIL => return Err(CallError::Refused),
@@ -841,8 +842,7 @@ pub fn control(p: &ProcRt, kind: u32) -> Result<Msg, CallError> {
     let mut m = fail();
     m.kind = kind;
     let seen = ch.to_prog_seq.load(SeqCst);
-    // SAFETY: the channel is ours (acquired); the slot belongs to the sender.
-    unsafe { std::ptr::write_volatile(ch.msg_ptr(), m) };
+    ch.write_msg(&m);
     ch.to_helper().post();
     if ch.served.load(SeqCst) == 0 {
         shm::ring(&p.region.header().doorbell);

@@ -138,8 +138,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             f.kind = MSG_FAIL;
             f
         };
-        // SAFETY: the program posted a call and waits: the message slot is ours to answer in.
-        unsafe { std::ptr::write_volatile(ch.msg_ptr(), reply) };
+        ch.write_msg(&reply);
         ch.to_prog().post();
     }
 }

@@ -72,7 +72,9 @@ pub struct RegionHeader {
 pub const CKPT_IDLE: u32 = 0;
 pub const CKPT_RESUME: u32 = 1;
 
-/// One message; the sender of the latest message owns it until the peer answers.
+/// One message; the sender of the latest message owns it until the peer answers. The fields
+/// every message needs come first (three cache lines), so an answer moves only those; a call
+/// adds the xmm registers, its arguments' buffer table and its stack words.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Msg {
@@ -80,16 +82,14 @@ pub struct Msg {
     pub func: u32,
     pub errno: i32,
     pub nstack: u32,
+    /// Entries of `arg_off`/`arg_len` in use (calls).
+    pub nargs: u32,
+    pub _pad: u32,
     /// Data of this message lies in `[data_base, data_end)` of the channel's data area.
     pub data_base: u64,
     pub data_end: u64,
     pub gp: [u64; 6],
     pub rax: u64,
-    pub xmm: [[u64; 2]; 8],
-    pub stack: [u64; MAX_STACK],
-    /// Per argument: offset in the data area (u64::MAX = NULL pointer) and length.
-    pub arg_off: [u64; MAX_ARGS],
-    pub arg_len: [u64; MAX_ARGS],
     pub ret_rax: u64,
     pub ret_rdx: u64,
     pub ret_xmm0: [u64; 2],
@@ -102,6 +102,26 @@ pub struct Msg {
     /// `ms->flags`). Offset (u64::MAX = none) and length in the data area.
     pub mirror_off: u64,
     pub mirror_len: u64,
+    pub xmm: [[u64; 2]; 8],
+    /// Per argument: offset in the data area (u64::MAX = NULL pointer) and length.
+    pub arg_off: [u64; MAX_ARGS],
+    pub arg_len: [u64; MAX_ARGS],
+    pub stack: [u64; MAX_STACK],
+}
+
+const HOT: usize = std::mem::offset_of!(Msg, xmm);
+const CALL_HOT: usize = std::mem::offset_of!(Msg, arg_off);
+const _: () = assert!(HOT % 8 == 0 && CALL_HOT % 8 == 0 && HOT <= 192);
+
+/// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
+///
+/// # Safety
+/// Both ranges hold `n` aligned words.
+unsafe fn copy_words(dst: *mut u64, src: *const u64, n: usize) {
+    for i in 0..n {
+        // SAFETY: forwarded contract.
+        unsafe { std::ptr::write_volatile(dst.add(i), std::ptr::read_volatile(src.add(i))) };
+    }
 }
 
 pub const MSG_CALL: u32 = 1;
@@ -216,11 +236,72 @@ impl Channel {
         std::ptr::addr_of!(self.msg) as *mut Msg
     }
 
-    /// Copies the current message out of shared memory once (the peer may change it later).
+    /// Copies the current message out of shared memory once (the peer may change it later):
+    /// the common fields, and for a call its registers, argument table and stack words (counts
+    /// bounded by the table sizes, whatever the peer wrote).
     pub fn read_msg(&self) -> Msg {
-        // SAFETY: the message lies in the live mapping; it is plain data of which every bit
-        // pattern is valid, read once volatile-ly so the compiler cannot re-read it.
-        unsafe { std::ptr::read_volatile(self.msg_ptr()) }
+        // SAFETY: Msg is plain data; all-zero is a valid value.
+        let mut m: Msg = unsafe { std::mem::zeroed() };
+        let src = self.msg_ptr() as *const u64;
+        let dst = &mut m as *mut Msg as *mut u64;
+        // SAFETY: the message lies in the live mapping; every range copied is inside Msg, and
+        // every bit pattern is a valid Msg.
+        unsafe {
+            copy_words(dst, src, HOT / 8);
+            if m.kind == MSG_CALL {
+                copy_words(dst.add(HOT / 8), src.add(HOT / 8), (CALL_HOT - HOT) / 8);
+                let n = (m.nargs as usize).min(MAX_ARGS);
+                copy_words(
+                    m.arg_off.as_mut_ptr(),
+                    std::ptr::addr_of!((*self.msg_ptr()).arg_off) as *const u64,
+                    n,
+                );
+                copy_words(
+                    m.arg_len.as_mut_ptr(),
+                    std::ptr::addr_of!((*self.msg_ptr()).arg_len) as *const u64,
+                    n,
+                );
+                let k = (m.nstack as usize).min(MAX_STACK);
+                copy_words(
+                    m.stack.as_mut_ptr(),
+                    std::ptr::addr_of!((*self.msg_ptr()).stack) as *const u64,
+                    k,
+                );
+            }
+        }
+        m
+    }
+
+    /// Writes a message into the slot: only the parts its kind uses.
+    pub fn write_msg(&self, m: &Msg) {
+        let src = m as *const Msg as *const u64;
+        let dst = self.msg_ptr() as *mut u64;
+        // SAFETY: the slot belongs to us (we are the sender); ranges are inside Msg.
+        unsafe {
+            if m.kind == MSG_CALL {
+                copy_words(dst, src, CALL_HOT / 8);
+                let n = (m.nargs as usize).min(MAX_ARGS);
+                let slot = self.msg_ptr();
+                copy_words(
+                    std::ptr::addr_of_mut!((*slot).arg_off) as *mut u64,
+                    m.arg_off.as_ptr(),
+                    n,
+                );
+                copy_words(
+                    std::ptr::addr_of_mut!((*slot).arg_len) as *mut u64,
+                    m.arg_len.as_ptr(),
+                    n,
+                );
+                let k = (m.nstack as usize).min(MAX_STACK);
+                copy_words(
+                    std::ptr::addr_of_mut!((*slot).stack) as *mut u64,
+                    m.stack.as_ptr(),
+                    k,
+                );
+            } else {
+                copy_words(dst, src, HOT / 8);
+            }
+        }
     }
 }
 

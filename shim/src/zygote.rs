@@ -283,7 +283,14 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
         if now >= deadline {
             break;
         }
-        let mut fds: Vec<libc::pollfd> = left.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut fds: Vec<libc::pollfd> = left
+            .iter()
+            .map(|&(_, fd)| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         let ms = (deadline - now).as_millis().min(1000) as i32;
         // SAFETY: polling our own pidfds.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
