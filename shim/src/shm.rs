@@ -111,7 +111,7 @@ pub struct Msg {
 
 const HOT: usize = std::mem::offset_of!(Msg, xmm);
 const CALL_HOT: usize = std::mem::offset_of!(Msg, arg_off);
-const _: () = assert!(HOT % 8 == 0 && CALL_HOT % 8 == 0 && HOT <= 192);
+const _: () = assert!(HOT.is_multiple_of(8) && CALL_HOT.is_multiple_of(8) && HOT <= 192);
 
 /// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
 ///
