@@ -43,6 +43,15 @@ extern "C" fn on_load() {
         dl::init_real();
         match runtime::load() {
             Ok(Ok(rt)) => {
+                for p in &rt.map.processes {
+                    let envs = std::iter::once(&p.env).chain(p.on_crash.retry_envs.iter());
+                    if envs.clone().any(|e| e.exec_mode()) {
+                        warn!("process '{}': wrapper/preload/library_path (exec-mode helpers) are not supported yet; its helpers run fork-mode without them", p.name);
+                    }
+                    if p.replicate.is_some() || p.sample.is_some() {
+                        warn!("process '{}': replicate/sample are not supported yet; one helper serves it", p.name);
+                    }
+                }
                 runtime::install(rt);
             }
             Ok(Err(Inert::NothingIsolated)) => {
