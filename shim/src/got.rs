@@ -333,12 +333,22 @@ impl Maps {
 /// Stores `value` into the GOT slot at `slot`, making its page writable for the store when
 /// needed and restoring the page's original protection. Returns the previous value.
 pub fn write_slot(maps: &Maps, slot: usize, value: usize) -> Option<usize> {
+    write_slot_prot(slot, maps.prot_of(slot)?, value)
+}
+
+/// Protection of the page holding `slot` (None: not mapped).
+pub fn prot_at(maps: &Maps, slot: usize) -> Option<i32> {
+    maps.prot_of(slot)
+}
+
+/// As [`write_slot`], with the page's protection already known (read from /proc/self/maps
+/// once, before the zygote was forked: a helper has the same mappings).
+pub fn write_slot_prot(slot: usize, prot: i32, value: usize) -> Option<usize> {
     let page = slot & !4095;
-    let prot = maps.prot_of(slot)?;
     if prot & libc::PROT_READ == 0 {
         return None;
     }
-    // SAFETY: `slot` is an 8-byte aligned GOT entry inside a mapping we just found readable.
+    // SAFETY: `slot` is an 8-byte aligned GOT entry inside a mapping found readable.
     let cell = unsafe { AtomicUsize::from_ptr(slot as *mut usize) };
     let old = cell.load(Ordering::Relaxed);
     if old == value {

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
+    let t0 = std::time::Instant::now();
     // SAFETY: single-threaded child of the zygote; prctl/getppid have no memory arguments.
     unsafe {
         let zygote = libc::getppid();
@@ -35,10 +36,13 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     apply_env(&env);
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let objs = crate::got::loaded_objects();
-        rt.patch(&objs, false);
+        rt.route_inherited();
     }
-    debug!("helper '{}' ready (env #{env_idx})", p.name);
+    debug!(
+        "helper '{}' ready (env #{env_idx}) in {:?}",
+        p.name,
+        t0.elapsed()
+    );
     serve_loop(rt, k)
 }
 

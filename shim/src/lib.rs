@@ -116,6 +116,12 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("\nfracture: error: "));
     }
+    // Scan once, before the zygote exists: helpers inherit the slot list and only re-point
+    // the slots of functions they do not own (their GOT is still the original one).
+    let slots = {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        rt.scan(&objs, false)
+    };
     zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
     for k in 0..rt.procs.len() {
         zygote::spawn(rt, k, 0)
@@ -123,7 +129,7 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
     }
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let n = rt.patch(&objs, false);
+        let n = rt.route(&slots);
         debug!("routed {n} GOT slots in {} objects", objs.len());
     }
     rt.started.store(true, Release);

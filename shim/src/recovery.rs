@@ -49,6 +49,7 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
     let mut first_failure: Option<(String, u64)> = None;
     let mut restart_us = 0u128;
     let mut bystander_retries = 0u32;
+    let t_call = std::time::Instant::now();
     let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
     loop {
         // The call and its log entry happen under the gate, so a checkpoint (taken under the
@@ -81,6 +82,7 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
             }
             Err(e) => e,
         };
+        debug!("TIMING failure seen {:?}", t_call.elapsed());
         f.stats.failures.fetch_add(1, Relaxed);
         f.stats.crashes.fetch_add(1, Relaxed);
         let status = match e {
@@ -131,6 +133,7 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                 f.stats.restarts.fetch_add(1, Relaxed);
             }
             restart_us = t.elapsed().as_micros();
+            debug!("TIMING restart {restart_us}us total {:?}", t_call.elapsed());
         }
         if will_retry {
             f.stats.retries.fetch_add(1, Relaxed);

@@ -35,6 +35,14 @@ pub struct FnDesc {
     pub stats: FnStats,
 }
 
+/// One GOT slot of a mapped function, and its page's protection when it was found.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub addr: usize,
+    pub func: usize,
+    pub prot: i32,
+}
+
 pub struct ProcRt {
     pub name: String,
     pub region: Region,
@@ -67,8 +75,10 @@ pub struct Runtime {
     pub patch_lock: Mutex<()>,
     /// Base address of libfracture.so itself (never patched).
     pub self_base: usize,
-    /// Objects already patched, by base address.
+    /// Objects already scanned, by base address.
     pub patched: Mutex<Vec<usize>>,
+    /// GOT slots of mapped functions found so far.
+    pub slots: Mutex<Vec<Slot>>,
     /// Set once routing is in place (just before `main`).
     pub started: AtomicBool,
     /// Pid of the program (the process that read the map).
@@ -208,6 +218,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         patch_lock: Mutex::new(()),
         self_base: self_base(),
         patched: Mutex::new(Vec::new()),
+        slots: Mutex::new(Vec::new()),
         started: AtomicBool::new(false),
         // SAFETY: getpid has no preconditions.
         program_pid: AtomicI32::new(unsafe { libc::getpid() }),
@@ -307,14 +318,13 @@ impl Runtime {
         }
     }
 
-    /// Points every import of a mapped function in every loaded object (but ours) where
-    /// `slot_target` says. With `only_new`, skips objects patched before. Returns the number of
-    /// slots written.
-    pub fn patch(&self, objs: &[Obj], only_new: bool) -> usize {
+    /// Finds every import of a mapped function in the loaded objects but ours (with
+    /// `only_new`, in objects not scanned before), records the slots, and returns them.
+    pub fn scan(&self, objs: &[Obj], only_new: bool) -> Vec<Slot> {
         let wanted = self.wanted();
         let maps = Maps::read();
         let mut patched = self.patched.lock().unwrap_or_else(|e| e.into_inner());
-        let mut n = 0;
+        let mut found = Vec::new();
         for o in objs {
             if o.base == self.self_base && self.self_base != 0 {
                 continue;
@@ -334,17 +344,55 @@ impl Runtime {
                         (Some(_), None) => false,
                         (None, _) => true,
                     });
-                let Some(f) = f else { return };
-                let target = self.slot_target(f);
-                if target != 0 && got::write_slot(&maps, slot, target).is_some() {
-                    n += 1;
-                }
+                let (Some(f), Some(prot)) = (f, got::prot_at(&maps, slot)) else {
+                    return;
+                };
+                found.push(Slot {
+                    addr: slot,
+                    func: f.idx,
+                    prot,
+                });
             });
             if !patched.contains(&o.base) {
                 patched.push(o.base);
             }
         }
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(found.iter().copied());
+        found
+    }
+
+    /// Points each slot where `slot_target` says for this process. Returns the slots written.
+    pub fn route(&self, slots: &[Slot]) -> usize {
+        let mut n = 0;
+        for s in slots {
+            let target = self.slot_target(&self.fns[s.func]);
+            if target != 0 && got::write_slot_prot(s.addr, s.prot, target).is_some() {
+                n += 1;
+            }
+        }
         n
+    }
+
+    /// Scans and routes the objects (only those not seen before, with `only_new`).
+    pub fn patch(&self, objs: &[Obj], only_new: bool) -> usize {
+        let slots = self.scan(objs, only_new);
+        self.route(&slots)
+    }
+
+    /// In a helper: routes the slots the program found before the zygote was forked (a
+    /// helper has the same objects at the same addresses), without scanning again. Slots of
+    /// functions the helper owns keep their original binding; only the others change.
+    pub fn route_inherited(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let me = self.me();
+        let others: Vec<Slot> = slots
+            .into_iter()
+            .filter(|s| self.fns[s.func].owner != me)
+            .collect();
+        self.route(&others)
     }
 
     /// The mapped function whose real address is `addr`, if any.
