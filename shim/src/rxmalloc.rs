@@ -1,8 +1,10 @@
 //! Rx allocator changes in a helper (`env.malloc`: pad, zero_fill, delay_free), applied by
 //! routing the GOT slots of `malloc`, `calloc`, `realloc` and `free` of the helper's objects
 //! (all but libc, the loader and ourselves) to the wrappers below. `perturb` is glibc's own
-//! `mallopt(M_PERTURB)`. Only helpers do this: the program's allocator is untouched and pays
-//! nothing.
+//! `mallopt(M_PERTURB)` too, but glibc skips it for blocks served by its per-thread cache
+//! (most small blocks), so the wrappers apply it themselves: fresh blocks are filled with
+//! `perturb ^ 0xff`, freed ones with `perturb`. Only helpers do this: the program's allocator
+//! is untouched and pays nothing.
 //!
 //! # Safety
 //! The wrappers are called by C code as the C allocator: they take no lock that allocates,
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 static PAD: AtomicUsize = AtomicUsize::new(0);
 static ZERO: AtomicBool = AtomicBool::new(false);
 static DELAY: AtomicUsize = AtomicUsize::new(0);
+/// Perturb byte + 1 (0: off).
+static PERTURB: AtomicUsize = AtomicUsize::new(0);
 
 const RING: usize = 4096;
 static QUEUE: [AtomicUsize; RING] = [const { AtomicUsize::new(0) }; RING];
@@ -27,6 +31,10 @@ extern "C" fn rx_malloc(n: usize) -> *mut libc::c_void {
     if !p.is_null() && ZERO.load(Relaxed) {
         // SAFETY: p has n + pad bytes.
         unsafe { std::ptr::write_bytes(p as *mut u8, 0, n.saturating_add(pad)) };
+    } else if !p.is_null() && PERTURB.load(Relaxed) != 0 {
+        let b = (PERTURB.load(Relaxed) - 1) as u8 ^ 0xff;
+        // SAFETY: p has n + pad bytes.
+        unsafe { std::ptr::write_bytes(p as *mut u8, b, n.saturating_add(pad)) };
     }
     p
 }
@@ -45,6 +53,17 @@ extern "C" fn rx_realloc(p: *mut libc::c_void, n: usize) -> *mut libc::c_void {
 }
 
 extern "C" fn rx_free(p: *mut libc::c_void) {
+    let perturb = PERTURB.load(Relaxed);
+    if !p.is_null() && perturb != 0 {
+        // SAFETY: p is a live block of glibc's; malloc_usable_size bytes are ours to write.
+        unsafe {
+            std::ptr::write_bytes(
+                p as *mut u8,
+                (perturb - 1) as u8,
+                libc::malloc_usable_size(p),
+            )
+        };
+    }
     let delay = DELAY.load(Relaxed).min(RING);
     if p.is_null() || delay == 0 {
         // SAFETY: glibc's free.
@@ -74,9 +93,10 @@ pub fn apply(m: &module_map::Malloc) {
     let pad = m.pad.unwrap_or(0) as usize;
     let zero = m.zero_fill.unwrap_or(false);
     let delay = m.delay_free.unwrap_or(0) as usize;
-    if pad == 0 && !zero && delay == 0 {
+    if pad == 0 && !zero && delay == 0 && m.perturb.is_none() {
         return;
     }
+    PERTURB.store(m.perturb.map_or(0, |p| p as usize + 1), Relaxed);
     PAD.store(pad, Relaxed);
     ZERO.store(zero, Relaxed);
     DELAY.store(delay, Relaxed);

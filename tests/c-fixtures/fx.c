@@ -203,3 +203,18 @@ long fx_use_after_free(long n) {
     return r;
 }
 #pragma GCC diagnostic pop
+
+long fx_uninit(long n) {
+    /* Reads a fresh block before writing it: the value depends on the allocator (what the
+     * block held before, or an Rx environment's perturb/zero_fill). */
+    char *a = malloc((size_t)n);
+    __asm__ volatile("" : "+r"(a) : : "memory");
+    memset(a, 7, (size_t)n);
+    __asm__ volatile("" : "+r"(a) : : "memory");
+    free(a);
+    unsigned char *b = malloc((size_t)n);
+    __asm__ volatile("" : "+r"(b) : : "memory");
+    long r = b[n / 2];
+    free(b);
+    return r;
+}

@@ -37,4 +37,5 @@ void *fx_leak(long n);
 int fx_overflow(long n);
 long fx_smash(long n);
 long fx_use_after_free(long n);
+long fx_uninit(long n);
 #endif

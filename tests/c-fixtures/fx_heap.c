@@ -1,4 +1,5 @@
-/* fx_heap: reads lines "smash N" / "uaf N" and calls the heap-bug functions of libfx. */
+/* fx_heap: reads lines "smash N", "uaf N", "uninit N", "leak N" and calls the heap-bug
+ * functions of libfx (leak N reports whether malloc(N) succeeded). */
 #include "fx.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,10 @@ int main(void) {
             printf("%s: %ld\n", line, fx_smash(atol(line + 6)));
         else if (!strncmp(line, "uaf ", 4))
             printf("%s: %ld\n", line, fx_use_after_free(atol(line + 4)));
+        else if (!strncmp(line, "uninit ", 7))
+            printf("%s: %ld\n", line, fx_uninit(atol(line + 7)));
+        else if (!strncmp(line, "leak ", 5))
+            printf("%s: %s\n", line, fx_leak(atol(line + 5)) ? "ok" : "null");
     }
     return 0;
 }

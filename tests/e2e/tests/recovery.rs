@@ -250,3 +250,53 @@ fn rx_malloc_delay_free_applies_in_the_helper_only() {
         "uaf 64: 0\n"
     );
 }
+
+#[test]
+fn rx_malloc_perturb_and_zero_fill_and_rlimits_apply_in_the_helper() {
+    let run = |set: &str, input: &[u8]| {
+        let mut extra = vec![];
+        if !set.is_empty() {
+            extra.push("--set");
+            extra.push(set);
+        }
+        ok(run_with(
+            under(&config("fx.yaml"), &extra, &fixture("fx_heap"), &[]),
+            input,
+            WATCHDOG,
+        ))
+    };
+    // An uninitialised read sees what the block held before (7)...
+    assert_eq!(run("", b"uninit 64\n"), "uninit 64: 7\n");
+    // ...zeroes with zero_fill, and glibc's perturb byte (165 ^ 0xff) with perturb.
+    assert_eq!(
+        run(
+            "processes.fxhelper.env={malloc: {zero_fill: true}}",
+            b"uninit 64\n"
+        ),
+        "uninit 64: 0\n"
+    );
+    assert_eq!(
+        run(
+            "processes.fxhelper.env={malloc: {perturb: 165}}",
+            b"uninit 64\n"
+        ),
+        "uninit 64: 90\n"
+    );
+    // An address-space limit makes a 4 GiB allocation fail in the helper only.
+    assert_eq!(run("", b"leak 4294967296\n"), "leak 4294967296: ok\n");
+    assert_eq!(
+        run(
+            "processes.fxhelper.env={rlimits: {as: 2GiB}}",
+            b"leak 4294967296\n"
+        ),
+        "leak 4294967296: null\n"
+    );
+    assert_eq!(
+        ok(run_with(
+            plain(&fixture("fx_heap"), &[]),
+            b"uninit 64\nleak 4294967296\n",
+            WATCHDOG
+        )),
+        "uninit 64: 7\nleak 4294967296: ok\n"
+    );
+}
