@@ -356,3 +356,115 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     h.state.store(shm::STATE_ALIVE, SeqCst);
     serve_loop(rt, k)
 }
+
+/// What an exec-mode helper runs: argv and environment, built in the zygote before the fork.
+pub struct ExecPlan {
+    argv: Vec<std::ffi::CString>,
+    envp: Vec<std::ffi::CString>,
+}
+
+/// The exec of an exec-mode helper of process `k`: the program itself (under `wrapper`, with
+/// `preload` and `library_path`), with the shim preloaded and told to serve process `k`.
+pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let mut argv: Vec<std::ffi::CString> = env.wrapper.iter().map(|w| c(w)).collect();
+    argv.push(c(&rt.exe));
+    let shim = shim_path();
+    let mut preload: Vec<String> = vec![shim];
+    preload.extend(env.preload.iter().cloned());
+    let mut vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    if let Some(old) = vars.get("LD_PRELOAD") {
+        let rest: Vec<String> = old
+            .split([':', ' '])
+            .filter(|x| !x.is_empty() && !preload.iter().any(|p| p == x))
+            .map(String::from)
+            .collect();
+        preload.extend(rest);
+    }
+    vars.insert("LD_PRELOAD".into(), preload.join(":"));
+    if !env.library_path.is_empty() {
+        let lp = match vars.get("LD_LIBRARY_PATH") {
+            Some(old) if !old.is_empty() => format!("{}:{old}", env.library_path),
+            _ => env.library_path.clone(),
+        };
+        vars.insert("LD_LIBRARY_PATH".into(), lp);
+    }
+    for (k2, v) in &env.vars {
+        vars.insert(k2.clone(), v.clone());
+    }
+    vars.insert("FRACTURE_HELPER".into(), format!("{k}:{env_idx}"));
+    vars.insert(
+        "FRACTURE_REGION_FD".into(),
+        rt.procs[k].region_fd.to_string(),
+    );
+    vars.insert("FRACTURE_PROGRAM_PID".into(), rt.program_pid().to_string());
+    vars.remove("FRACTURE_STATS");
+    let envp = vars.iter().map(|(a, b)| c(&format!("{a}={b}"))).collect();
+    ExecPlan { argv, envp }
+}
+
+/// Path of libfracture.so itself.
+fn shim_path() -> String {
+    // SAFETY: dladdr on one of our own functions; fills a local.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    if unsafe { libc::dladdr(shim_path as *const libc::c_void, &mut info) } != 0
+        && !info.dli_fname.is_null()
+    {
+        // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+        return unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned();
+    }
+    String::new()
+}
+
+/// In the forked child: keep the region's memfd across exec, then exec the plan.
+pub fn exec(rt: &Runtime, k: usize, plan: &ExecPlan) -> ! {
+    let fd = rt.procs[k].region_fd;
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: in the single-threaded child: clear close-on-exec on our memfd, die with the
+    // zygote, and exec with NUL-terminated arrays built before the fork.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::fcntl(fd, libc::F_SETFD, 0);
+        libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
+        libc::_exit(127)
+    }
+}
+
+/// An exec-mode helper, in place of `main`: route, set up, serve.
+pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
+    let p = &rt.procs[k];
+    let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
+    // SAFETY: PR_SET_NAME with a NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    rt.me.store(k as u32 + 1, SeqCst);
+    rt.program_pid.store(
+        std::env::var("FRACTURE_PROGRAM_PID")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        SeqCst,
+    );
+    {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let objs = crate::got::loaded_objects();
+        for e in rt.resolve(&objs) {
+            error!("{e}");
+        }
+        rt.patch(&objs, false);
+    }
+    rt.started.store(true, SeqCst);
+    install_fault_handlers(&p.region);
+    // vars were in the environment from the start; the rest applies as in fork mode.
+    let env = env_for(&p.spec, env_idx);
+    apply_env(&Env {
+        vars: Default::default(),
+        ..env
+    });
+    debug!("exec-mode helper '{}' ready", p.name);
+    serve_loop(rt, k)
+}

@@ -44,10 +44,6 @@ extern "C" fn on_load() {
         match runtime::load() {
             Ok(Ok(rt)) => {
                 for p in &rt.map.processes {
-                    let envs = std::iter::once(&p.env).chain(p.on_crash.retry_envs.iter());
-                    if envs.clone().any(|e| e.exec_mode()) {
-                        warn!("process '{}': wrapper/preload/library_path (exec-mode helpers) are not supported yet; its helpers run fork-mode without them", p.name);
-                    }
                     if p.replicate.is_some() || p.sample.is_some() {
                         warn!("process '{}': replicate/sample are not supported yet; one helper serves it", p.name);
                     }
@@ -103,6 +99,21 @@ type StartMainFn = unsafe extern "C" fn(
 ) -> c_int;
 
 static REAL_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// (process << 32 | env) of an exec-mode helper.
+static EXEC_HELPER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// In an exec-mode helper the shim serves requests in place of the program's `main`.
+unsafe extern "C" fn exec_helper_main(
+    _argc: c_int,
+    _argv: *mut *mut c_char,
+    _envp: *mut *mut c_char,
+) -> c_int {
+    let v = EXEC_HELPER.load(Acquire);
+    match runtime::get() {
+        Some(rt) => helper::exec_main(rt, v >> 32, (v & 0xffff_ffff) as u32),
+        None => 70,
+    }
+}
 
 /// Routes the GOT, forks the zygote and the helpers: everything that must happen after the
 /// constructors and before the program's first thread.
@@ -212,6 +223,21 @@ pub unsafe extern "C" fn __libc_start_main(
     }
     // SAFETY: `real` is glibc's __libc_start_main with this signature.
     let real: StartMainFn = unsafe { std::mem::transmute(real) };
+    if let Some((k, env)) = runtime::get().and_then(|rt| rt.exec_helper) {
+        EXEC_HELPER.store(((k as usize) << 32) | env as usize, Release);
+        // SAFETY: same arguments; our helper entry in place of main (glibc is fully set up).
+        return unsafe {
+            real(
+                exec_helper_main,
+                argc,
+                argv,
+                init,
+                fini,
+                rtld_fini,
+                stack_end,
+            )
+        };
+    }
     let wrap = runtime::get().is_some();
     if wrap {
         REAL_MAIN.store(main as usize, Release);

@@ -60,9 +60,31 @@ pub struct ProcRt {
     pub ckpt_len: std::sync::atomic::AtomicUsize,
     /// False while the helper is one resumed from a checkpoint (not the zygote's child).
     pub zygote_child: AtomicBool,
+    /// The region's memfd (close-on-exec; an exec-mode helper gets a copy without it).
+    pub region_fd: i32,
+}
+
+impl ProcRt {
+    fn new(p: &module_map::Process, region: Region, region_fd: i32) -> ProcRt {
+        ProcRt {
+            name: p.name.clone(),
+            region,
+            pid: AtomicI32::new(0),
+            pidfd: AtomicI32::new(-1),
+            free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
+            spec: p.clone(),
+            log: Mutex::new(Vec::new()),
+            gate: std::sync::RwLock::new(()),
+            ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            zygote_child: AtomicBool::new(true),
+            region_fd,
+        }
+    }
 }
 
 pub struct Runtime {
+    /// Set in an exec-mode helper: (process index, environment index).
+    pub exec_helper: Option<(usize, u32)>,
     pub map: ModuleMap,
     pub fns: Vec<FnDesc>,
     pub procs: Vec<ProcRt>,
@@ -185,9 +207,44 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
             });
         }
     }
+    // An exec-mode helper (FRACTURE_HELPER=k:env, FRACTURE_REGION_FD=fd) attaches to the
+    // program's region of process k instead of making its own.
+    let exec_helper = std::env::var("FRACTURE_HELPER").ok().and_then(|v| {
+        let (k, e) = v.split_once(':')?;
+        Some((k.parse::<usize>().ok()?, e.parse::<u32>().ok()?))
+    });
+    let region_fd = std::env::var("FRACTURE_REGION_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    // A process started as an exec-mode helper must never act as the program (it would start
+    // helpers of its own, recursively).
+    if std::env::var_os("FRACTURE_HELPER").is_some()
+        && (exec_helper.is_none_or(|(k, _)| k >= map.processes.len()) || region_fd.is_none())
+    {
+        return Err(MapError::at(
+            &path,
+            None,
+            None,
+            "FRACTURE_HELPER is set but malformed: not an exec-mode helper of this map".to_string(),
+        ));
+    }
     let mut procs = Vec::new();
-    for p in &map.processes {
-        let region = Region::create(&format!("fracture-{}", p.name)).map_err(|e| {
+    for (k, p) in map.processes.iter().enumerate() {
+        if let (Some((hk, _)), Some(fd)) = (exec_helper, region_fd) {
+            if hk == k {
+                let region = Region::attach(fd).map_err(|e| {
+                    MapError::at(
+                        &path,
+                        Some(p.line),
+                        Some(format!("processes.{}", p.name)),
+                        format!("exec-mode helper cannot map its queue: {e}"),
+                    )
+                })?;
+                procs.push(ProcRt::new(p, region, fd));
+                continue;
+            }
+        }
+        let (region, fd) = Region::create(&format!("fracture-{}", p.name)).map_err(|e| {
             MapError::at(
                 &path,
                 Some(p.line),
@@ -195,20 +252,10 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
                 format!("cannot create the shared queue: {e}"),
             )
         })?;
-        procs.push(ProcRt {
-            name: p.name.clone(),
-            region,
-            pid: AtomicI32::new(0),
-            pidfd: AtomicI32::new(-1),
-            free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
-            spec: p.clone(),
-            log: Mutex::new(Vec::new()),
-            gate: std::sync::RwLock::new(()),
-            ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            zygote_child: AtomicBool::new(true),
-        });
+        procs.push(ProcRt::new(p, region, fd));
     }
     Ok(Ok(Runtime {
+        exec_helper,
         map,
         fns,
         procs,

@@ -166,8 +166,9 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Creates a memfd of REGION_SIZE and maps it shared. The fd is closed after mapping.
-    pub fn create(name: &str) -> std::io::Result<Region> {
+    /// Creates a memfd of REGION_SIZE and maps it shared. The fd stays open (close-on-exec):
+    /// an exec-mode helper maps the same memfd after its exec.
+    pub fn create(name: &str) -> std::io::Result<(Region, i32)> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
         // SAFETY: plain syscalls on a name we own; results checked.
         unsafe {
@@ -188,17 +189,42 @@ impl Region {
                 fd,
                 0,
             );
-            libc::close(fd);
             if p == libc::MAP_FAILED {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                libc::close(fd);
+                return Err(e);
             }
             let r = Region { base: p as usize };
             let h = r.header_ptr();
             (*h).magic = MAGIC;
             (*h).version = VERSION;
             (*h).nchannels = CHANNELS as u32;
-            Ok(r)
+            Ok((r, fd))
         }
+    }
+
+    /// Maps an existing region from an fd inherited across exec (exec-mode helper), and
+    /// checks its magic and version.
+    pub fn attach(fd: i32) -> std::io::Result<Region> {
+        // SAFETY: mapping REGION_SIZE bytes of an fd the program passed us; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                REGION_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = Region { base: p as usize };
+        if !r.valid() {
+            return Err(std::io::Error::other("not a fracture region"));
+        }
+        Ok(r)
     }
 
     fn header_ptr(&self) -> *mut RegionHeader {

@@ -219,12 +219,20 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
             }
             if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {
                 let k = cmd[1] as usize;
+                let env = crate::helper::env_for(&rt.procs[k].spec, cmd[2]);
+                // Exec-mode: everything the child needs is built before the fork.
+                let exec = env
+                    .exec_mode()
+                    .then(|| crate::helper::exec_plan(rt, k, cmd[2], &env));
                 // SAFETY: fork of the single-threaded zygote.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
                     // SAFETY: closing the zygote's end of the socket in the helper.
                     unsafe { libc::close(sock) };
-                    crate::helper::main(rt, k, cmd[2]);
+                    match &exec {
+                        Some(plan) => crate::helper::exec(rt, k, plan),
+                        None => crate::helper::main(rt, k, cmd[2]),
+                    }
                 }
                 let pidfd = if pid > 0 { pidfd_open(pid) } else { -1 };
                 if pid > 0 {

@@ -161,11 +161,20 @@ long fx_crash_if_env(const char *s) {
     return (long)strlen(s);
 }
 
-void *fx_leak(long n) { return malloc((size_t)n); }
+void *fx_leak(long n) {
+    /* never freed; not a tail call, so tools attribute the block to fx_leak */
+    char *p = malloc((size_t)n);
+    if (p)
+        p[0] = 1;
+    __asm__ volatile("" : "+r"(p) : : "memory");
+    return p;
+}
 
 int fx_overflow(long n) {
     char *p = malloc((size_t)n);
-    memset(p, 'o', (size_t)n + 8);
+    __asm__ volatile("" : "+r"(p) : : "memory");
+    memset(p, 'o', (size_t)n + 8); /* 8 bytes past the block */
+    __asm__ volatile("" : "+r"(p) : : "memory");
     free(p);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* fx_heap: reads lines "smash N", "uaf N", "uninit N", "leak N" and calls the heap-bug
+/* fx_heap: reads lines "smash N", "uaf N", "uninit N", "overflow N", "leak N" and calls the heap-bug
  * functions of libfx (leak N reports whether malloc(N) succeeded). */
 #include "fx.h"
 #include <stdio.h>
@@ -16,6 +16,8 @@ int main(void) {
             printf("%s: %ld\n", line, fx_use_after_free(atol(line + 4)));
         else if (!strncmp(line, "uninit ", 7))
             printf("%s: %ld\n", line, fx_uninit(atol(line + 7)));
+        else if (!strncmp(line, "overflow ", 9))
+            printf("%s: %d\n", line, fx_overflow(atol(line + 9)));
         else if (!strncmp(line, "leak ", 5))
             printf("%s: %s\n", line, fx_leak(atol(line + 5)) ? "ok" : "null");
     }
