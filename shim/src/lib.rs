@@ -224,7 +224,7 @@ pub unsafe extern "C" fn __libc_start_main(
     // SAFETY: `real` is glibc's __libc_start_main with this signature.
     let real: StartMainFn = unsafe { std::mem::transmute(real) };
     if let Some((k, env)) = runtime::get().and_then(|rt| rt.exec_helper) {
-        EXEC_HELPER.store(((k as usize) << 32) | env as usize, Release);
+        EXEC_HELPER.store((k << 32) | env as usize, Release);
         // SAFETY: same arguments; our helper entry in place of main (glibc is fully set up).
         return unsafe {
             real(
