@@ -139,6 +139,30 @@ pub fn check_map(
             }
         };
         let Some(obj) = obj else { continue };
+        if verbose && map.process_of(&m.name).is_some() {
+            // Resources a module shares with the program are outside what isolation promises:
+            // FILE* buffers are per process (output order changes), fds opened after the fork
+            // are not shared back.
+            const SHARED: &[&str] = &[
+                "printf", "fprintf", "vfprintf", "puts", "fputs", "fwrite", "putchar", "fputc",
+                "perror", "fflush", "fopen", "fdopen", "open", "open64", "openat", "socket",
+                "dup2",
+            ];
+            let mut uses: Vec<&str> = SHARED
+                .iter()
+                .copied()
+                .filter(|f| obj.imports_function(f))
+                .collect();
+            uses.dedup();
+            if !uses.is_empty() {
+                warnings.push(format!(
+                    "{}: {} uses {}: output through stdio is buffered in the helper (its order against the program's output can change) and files it opens stay in the helper",
+                    m.name,
+                    m.object,
+                    uses.join(", ")
+                ));
+            }
+        }
         for f in &m.functions {
             let key = format!("modules.{}.functions.{}", m.name, f.name);
             if !obj.exports_function(&f.name) {

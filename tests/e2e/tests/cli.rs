@@ -84,3 +84,20 @@ fn check_against_a_program_reports_every_problem() {
         stdout(&o)
     );
 }
+
+#[test]
+fn check_warns_about_resources_a_module_shares_with_the_program() {
+    let o = fracture_cmd(&[
+        "check",
+        "-c",
+        config("file-magic.yaml").to_str().unwrap(),
+        "--",
+        "file",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("magic: libmagic.so.1 uses") && stderr(&o).contains("fopen"),
+        "{}",
+        stderr(&o)
+    );
+}
