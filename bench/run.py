@@ -130,6 +130,27 @@ def main():
     row(f"file -f over {len(crashy)} files, 1% crashing the helper", statistics.median(iso_c) * 1e3, "ms",
         "plain file -f, no faults", statistics.median(plain_c) * 1e3, "<= 1.5 x")
 
+    # 7. replication: per-call cost of replicate 3 vs one helper (same fixture, same run)
+    rep = [run_json([FRACTURE, "run", "-c", os.path.join(CFG, "fx.yaml"),
+                     "--set", "processes.fxhelper.replicate={count: 3}",
+                     "--", os.path.join(FX, "fx_bench"), "scalar", "20000"]) for _ in range(RUNS)]
+    row("replicate 3, scalar call, median", med(rep, "median_ns"), "ns", "one helper, scalar call", iso50, "<= 3.5 x")
+
+    # 8. sampling: file -f over the files 5 times, libmagic sampled over 4 helpers, the 4th under
+    #    valgrind (an observer: never waited for), vs libmagic isolated in one helper
+    with tempfile.NamedTemporaryFile("w", delete=False) as lst:
+        lst.write(("\n".join(files) + "\n") * 5)
+    one = [timed([FRACTURE, "run", "-c", os.path.join(CFG, "file-magic.yaml"), "--", "file", "-f", lst.name]) for _ in range(RUNS)]
+    s4 = [timed([FRACTURE, "run", "-c", os.path.join(CFG, "file-sample.yaml"), "--set", "processes.parser.sample.envs=[]",
+                 "--", "file", "-f", lst.name]) for _ in range(RUNS)]
+    vg = [timed([FRACTURE, "run", "-c", os.path.join(CFG, "file-sample.yaml"), "--", "file", "-f", lst.name]) for _ in range(RUNS)]
+    os.unlink(lst.name)
+    one_m = statistics.median(one) * 1e3
+    row(f"file -f over {5 * len(files)} entries, sampled over 4 helpers", statistics.median(s4) * 1e3, "ms",
+        "libmagic isolated in one helper", one_m)
+    row(f"file -f over {5 * len(files)} entries, valgrind on 1 of 4 sampled", statistics.median(vg) * 1e3, "ms",
+        "libmagic isolated in one helper", one_m, "<= 1.2 x")
+
     out = {"runs": RUNS, "machine": os.uname().release, "nproc": os.cpu_count(), "rows": rows}
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
         json.dump(out, f, indent=2)

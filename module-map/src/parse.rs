@@ -796,11 +796,36 @@ impl Cx<'_> {
         }
         if let Some((v, p)) = f.get("preload") {
             env.preload = self.strings(v, &p, "[/usr/lib/libefence.so]")?;
+            for l in env.preload.iter_mut() {
+                if l.contains('/') {
+                    *l = self.beside_map(l);
+                }
+            }
         }
         if let Some((v, p)) = f.get("library_path") {
-            env.library_path = self.string(v, &p)?;
+            let lp = self.string(v, &p)?;
+            env.library_path = lp
+                .split(':')
+                .map(|d| self.beside_map(d))
+                .collect::<Vec<_>>()
+                .join(":");
         }
         Ok(env)
+    }
+
+    /// A relative path in the map (`library_path`, a `preload` entry with a `/`) is relative
+    /// to the map's own directory, so a map can ship beside the libraries it names.
+    fn beside_map(&self, p: &str) -> String {
+        if p.is_empty() || p.starts_with('/') || p.starts_with('$') {
+            return p.to_string();
+        }
+        match self.file.parent() {
+            Some(dir) => std::path::absolute(dir.join(p))
+                .unwrap_or_else(|_| dir.join(p))
+                .display()
+                .to_string(),
+            None => p.to_string(),
+        }
     }
 
     fn malloc(&self, v: &Value, path: &str) -> Result<Malloc, MapError> {

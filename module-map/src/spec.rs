@@ -58,6 +58,9 @@ pub enum RetSpec {
     Handle,
     Str,
     Void,
+    /// Extension: a floating-point result (xmm0, and xmm1 for a struct of two doubles);
+    /// replicas compare it instead of rax.
+    Float,
 }
 
 /// Why a spec string (`in:arg2`, `str`, `*arg1*4`) did not parse; the message says what is
@@ -135,8 +138,9 @@ impl FromStr for RetSpec {
             "handle" => Ok(RetSpec::Handle),
             "str" => Ok(RetSpec::Str),
             "void" => Ok(RetSpec::Void),
+            "f64" | "double" | "f32" | "float" => Ok(RetSpec::Float),
             other => Err(SpecError::new(format!(
-                "unknown return spec `{other}`; expected one of: val, handle, str, void"
+                "unknown return spec `{other}`; expected one of: val, handle, str, void, f64"
             ))),
         }
     }
@@ -292,6 +296,7 @@ impl fmt::Display for RetSpec {
             RetSpec::Handle => "handle",
             RetSpec::Str => "str",
             RetSpec::Void => "void",
+            RetSpec::Float => "f64",
         })
     }
 }
@@ -451,10 +456,11 @@ mod tests {
         assert_eq!("handle".parse(), Ok(RetSpec::Handle));
         assert_eq!(" str".parse(), Ok(RetSpec::Str));
         assert_eq!("void".parse(), Ok(RetSpec::Void));
+        assert_eq!("double".parse(), Ok(RetSpec::Float));
         let e = "int".parse::<RetSpec>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown return spec `int`; expected one of: val, handle, str, void"
+            "unknown return spec `int`; expected one of: val, handle, str, void, f64"
         );
     }
 

@@ -143,7 +143,7 @@ fn dispatch(idx: usize, frame: &mut Frame) {
         // In a helper: the call goes back to the program over the channel this thread serves.
         match active_find(PROGRAM) {
             Some(a) => {
-                let region = &rt.procs[(me - 1) as usize].region;
+                let region = &rt.procs[rt.my_region()].region;
                 let stop = || region.header().shutdown.load(Relaxed) != 0;
                 f.stats.nested.fetch_add(1, Relaxed);
                 if let Err(e) =
@@ -152,7 +152,7 @@ fn dispatch(idx: usize, frame: &mut Frame) {
                     error!(
                         "nested call of {} from process '{}' failed: {e:?}",
                         f.name,
-                        rt.procs[(me - 1) as usize].name
+                        rt.procs[rt.my_region()].name
                     );
                     frame.ret_rax = 0;
                     set_errno(libc::EIO);
@@ -275,7 +275,12 @@ pub fn client_call(
                 if mirror_token == 0 && handles::is_token(v) {
                     mirror_token = v;
                 }
-                set_arg(&mut tf, &mut stack, *loc, handles::remote_of(f.owner, v));
+                set_arg(
+                    &mut tf,
+                    &mut stack,
+                    *loc,
+                    handles::remote_of(region.key(), v),
+                );
             }
         }
     }
@@ -391,7 +396,7 @@ pub fn client_call(
                 }
                 if from_program {
                     if f.ret == RetSpec::Handle {
-                        frame.ret_rax = handles::token_for(f.owner, r.ret_rax);
+                        frame.ret_rax = handles::token_for(region.key(), r.ret_rax);
                         mirror_token = frame.ret_rax;
                     }
                     if mirror_token != 0 && r.mirror_off != NULL_OFF {
@@ -427,6 +432,21 @@ pub fn client_call(
     }
 }
 
+/// Puts `s` into this thread's returned-string buffer for `f`; returns its address.
+pub fn set_ret_str(f: &FnDesc, s: &[u8]) -> u64 {
+    RET_STR.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() <= f.idx {
+            r.resize_with(f.idx + 1, Vec::new);
+        }
+        let buf = &mut r[f.idx];
+        buf.clear();
+        buf.extend_from_slice(s);
+        buf.push(0);
+        buf.as_ptr() as u64
+    })
+}
+
 /// Copies a returned string out of the data area into this thread's buffer for `f`.
 fn take_ret_str(
     f: &FnDesc,
@@ -442,6 +462,11 @@ fn take_ret_str(
     let end = off.checked_add(len).ok_or(CallError::BadReply)?;
     if off < lo || end > DATA_SIZE as u64 {
         return Err(CallError::BadReply);
+    }
+    if crate::replay::replaying() {
+        // A replayed call's string is nobody's: the program's copy from an earlier call of
+        // `f` stays valid, as the spec promises.
+        return Ok(1);
     }
     RET_STR.with(|r| {
         let mut r = r.borrow_mut();
@@ -739,7 +764,10 @@ pub fn call_once(
     if acquired {
         release(p, c);
     }
-    if let (Ok(m), false) = (&r, crate::replay::replaying()) {
+    if let (Ok(m), false) = (
+        &r,
+        crate::replay::replaying() || crate::replicas::secondary(),
+    ) {
         f.stats
             .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
     }

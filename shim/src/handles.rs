@@ -1,12 +1,13 @@
 //! Handle translation (program side).
 //!
-//! A `handle` a helper returns is a pointer into the helper's memory. The program gets a
+//! A `handle` a helper returns is a pointer into that helper's memory. The program gets a
 //! token instead: the address of a program-owned block holding a snapshot of the first
 //! [`MIRROR`] bytes of the helper's object, refreshed after every call that returns or takes
 //! the handle. Programs that treat the handle as opaque see no difference; programs that peek
 //! at scalar fields (`/usr/bin/file` reads `ms->flags`) read the helper's current values
-//! instead of faulting. Tokens are translated back to the helper's pointer on every call, so
-//! a later issue can re-point them when a restarted helper's allocations differ.
+//! instead of faulting. A token is bound to one value per helper region (replicas each have
+//! their own), translated back on every call, and re-pointed when a restarted helper's
+//! allocations differ.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,47 +20,70 @@ struct Block([u8; MIRROR]);
 
 #[derive(Default)]
 struct Table {
-    /// token → (owner, remote value)
-    by_token: HashMap<u64, (u32, u64)>,
-    /// (owner, remote value) → token
-    by_remote: HashMap<(u32, u64), u64>,
+    /// token → (region key, remote value) per region
+    by_token: HashMap<u64, Vec<(usize, u64)>>,
+    /// (region key, remote value) → token
+    by_remote: HashMap<(usize, u64), u64>,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
-/// The token standing for `remote` of helper `owner`, made on first sight.
-pub fn token_for(owner: u32, remote: u64) -> u64 {
+fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(Table::default))
+}
+
+/// The token standing for `remote` of the helper region `key`, made on first sight.
+pub fn token_for(key: usize, remote: u64) -> u64 {
     if remote == 0 {
         return 0;
     }
-    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    let t = g.get_or_insert_with(Table::default);
-    if let Some(tok) = t.by_remote.get(&(owner, remote)) {
-        return *tok;
-    }
-    // Leaked on purpose: a token must stay readable for as long as the program may hold it.
-    let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
-    t.by_token.insert(tok, (owner, remote));
-    t.by_remote.insert((owner, remote), tok);
-    tok
+    with(|t| {
+        if let Some(tok) = t.by_remote.get(&(key, remote)) {
+            return *tok;
+        }
+        // Leaked on purpose: a token must stay readable for as long as the program may hold it.
+        let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
+        t.by_token.insert(tok, vec![(key, remote)]);
+        t.by_remote.insert((key, remote), tok);
+        tok
+    })
 }
 
-/// The helper's value behind `token`, or the value itself when it is no token of `owner`.
-pub fn remote_of(owner: u32, token: u64) -> u64 {
+/// Binds `token` to `remote` in region `key` (a replica's value for the same handle).
+pub fn bind(token: u64, key: usize, remote: u64) {
+    if token == 0 {
+        return;
+    }
+    with(|t| {
+        let Some(v) = t.by_token.get_mut(&token) else {
+            return;
+        };
+        if let Some(old) = v.iter_mut().find(|b| b.0 == key) {
+            let prev = old.1;
+            old.1 = remote;
+            t.by_remote.remove(&(key, prev));
+        } else {
+            v.push((key, remote));
+        }
+        t.by_remote.insert((key, remote), token);
+    })
+}
+
+/// The value behind `token` in region `key`, or the value itself when it is no token.
+pub fn remote_of(key: usize, token: u64) -> u64 {
     if token == 0 {
         return 0;
     }
-    let g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    match g.as_ref().and_then(|t| t.by_token.get(&token)) {
-        Some((o, r)) if *o == owner => *r,
-        _ => token,
-    }
+    with(|t| match t.by_token.get(&token) {
+        Some(v) => v.iter().find(|b| b.0 == key).map_or(token, |b| b.1),
+        None => token,
+    })
 }
 
 /// True when `token` is one of our tokens.
 pub fn is_token(token: u64) -> bool {
-    let g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    g.as_ref().is_some_and(|t| t.by_token.contains_key(&token))
+    with(|t| t.by_token.contains_key(&token))
 }
 
 /// Copies a snapshot (at most MIRROR bytes) into the token's block.
@@ -72,23 +96,33 @@ pub fn refresh(token: u64, snapshot: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(snapshot.as_ptr(), token as *mut u8, n) };
 }
 
-/// After a replay: the old token `old` now stands for what the replayed call returned (the
-/// fresh token `new`, made by the replayed call, is dropped from the table).
+/// After a replayed call: the token `old` takes over the bindings of the fresh token `new`
+/// that call made, and its snapshot; `new` is dropped from the table.
 pub fn retarget(old: u64, new: u64) {
-    if old == new || old == 0 {
-        return;
+    if retarget_bindings(old, new) {
+        // SAFETY: both are live, leaked Blocks of MIRROR bytes.
+        unsafe { std::ptr::copy_nonoverlapping(new as *const u8, old as *mut u8, MIRROR) };
     }
-    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(t) = g.as_mut() else { return };
-    let Some((owner, remote)) = t.by_token.remove(&new) else {
-        return;
-    };
-    if let Some((o, r)) = t.by_token.get(&old).copied() {
-        t.by_remote.remove(&(o, r));
+}
+
+/// As [`retarget`] without the snapshot (a replica's value for a handle replica 0 returned).
+/// Returns false when `new` had no binding.
+pub fn retarget_bindings(old: u64, new: u64) -> bool {
+    if old == new || old == 0 || new == 0 {
+        return false;
     }
-    t.by_token.insert(old, (owner, remote));
-    t.by_remote.insert((owner, remote), old);
-    // The block behind `new` is leaked like every token; copy its fresh snapshot over.
-    // SAFETY: both are live, leaked Blocks of MIRROR bytes.
-    unsafe { std::ptr::copy_nonoverlapping(new as *const u8, old as *mut u8, MIRROR) };
+    let binds = with(|t| {
+        let b = t.by_token.remove(&new).unwrap_or_default();
+        for (k, r) in &b {
+            t.by_remote.remove(&(*k, *r));
+        }
+        b
+    });
+    if binds.is_empty() {
+        return false;
+    }
+    for (k, r) in binds {
+        bind(old, k, r);
+    }
+    true
 }

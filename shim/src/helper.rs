@@ -30,9 +30,10 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         // SAFETY: leaving the child.
         unsafe { libc::_exit(70) };
     }
-    rt.me.store(k as u32 + 1, SeqCst);
+    rt.me.store(rt.procs[k].primary as u32 + 1, SeqCst);
+    rt.my_region.store(k, SeqCst);
     install_fault_handlers(&p.region);
-    let env = env_for(&p.spec, env_idx);
+    let env = env_for(p, env_idx);
     apply_env(&env);
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,13 +148,25 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     }
 }
 
-/// The environment of retry `n` (0: the process's own).
-pub fn env_for(p: &module_map::Process, n: u32) -> Env {
+/// The environment of a helper of region `p` on retry `n` (0: no retry): the process's
+/// `env`, merged with the replica's entry of `replicate.envs`/`sample.envs`, merged with
+/// `retry_envs[n-1]`.
+pub fn env_for(p: &crate::runtime::ProcRt, n: u32) -> Env {
+    let spec = &p.spec;
+    let replica_envs = spec
+        .replicate
+        .as_ref()
+        .map(|r| &r.envs)
+        .or(spec.sample.as_ref().map(|s| &s.envs));
+    let base = match replica_envs.and_then(|e| e.get(p.replica)) {
+        Some(e) => spec.env.merged(e),
+        None => spec.env.clone(),
+    };
     match n {
-        0 => p.env.clone(),
-        n => match p.on_crash.retry_envs.get(n as usize - 1) {
-            Some(e) => p.env.merged(e),
-            None => p.env.clone(),
+        0 => base,
+        n => match spec.on_crash.retry_envs.get(n as usize - 1) {
+            Some(e) => base.merged(e),
+            None => base,
         },
     }
 }
@@ -351,7 +364,7 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     // SAFETY: PR_SET_NAME with a NUL-terminated name.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     install_fault_handlers(&p.region);
-    apply_env(&env_for(&p.spec, h.ckpt_env.load(SeqCst)));
+    apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
     h.pid.store(my_pid(), SeqCst);
     h.state.store(shm::STATE_ALIVE, SeqCst);
     serve_loop(rt, k)
@@ -441,7 +454,8 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
     // SAFETY: PR_SET_NAME with a NUL-terminated name.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-    rt.me.store(k as u32 + 1, SeqCst);
+    rt.me.store(rt.procs[k].primary as u32 + 1, SeqCst);
+    rt.my_region.store(k, SeqCst);
     rt.program_pid.store(
         std::env::var("FRACTURE_PROGRAM_PID")
             .ok()
@@ -460,7 +474,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     rt.started.store(true, SeqCst);
     install_fault_handlers(&p.region);
     // vars were in the environment from the start; the rest applies as in fork mode.
-    let env = env_for(&p.spec, env_idx);
+    let env = env_for(p, env_idx);
     apply_env(&Env {
         vars: Default::default(),
         ..env

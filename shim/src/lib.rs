@@ -25,6 +25,7 @@ mod handles;
 mod helper;
 mod recovery;
 mod replay;
+mod replicas;
 mod runtime;
 mod rxmalloc;
 mod shm;
@@ -43,11 +44,6 @@ extern "C" fn on_load() {
         dl::init_real();
         match runtime::load() {
             Ok(Ok(rt)) => {
-                for p in &rt.map.processes {
-                    if p.replicate.is_some() || p.sample.is_some() {
-                        warn!("process '{}': replicate/sample are not supported yet; one helper serves it", p.name);
-                    }
-                }
                 runtime::install(rt);
             }
             Ok(Err(Inert::NothingIsolated)) => {
@@ -77,6 +73,7 @@ extern "C" fn on_unload() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(rt) = runtime::get() {
             if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
+                replicas::drain(std::time::Duration::from_secs(120));
                 write_stats(rt);
             }
         }
@@ -264,8 +261,8 @@ pub(crate) fn write_stats(rt: &Runtime) {
     owners.extend(
         rt.procs
             .iter()
-            .enumerate()
-            .map(|(k, p)| (k as u32 + 1, p.name.clone())),
+            .filter(|p| p.replica == 0)
+            .map(|p| (p.primary as u32 + 1, p.name.clone())),
     );
     let mut first_p = true;
     for (owner, name) in owners {
@@ -281,9 +278,26 @@ pub(crate) fn write_stats(rt: &Runtime) {
             .proc_of(owner)
             .map(|p| p.pid.load(Relaxed))
             .unwrap_or(rt.program_pid());
+        let replicas: Vec<String> = match owner.checked_sub(1) {
+            Some(k) if rt.replicas_of(k as usize).nth(1).is_some() => rt
+                .replicas_of(k as usize)
+                .map(|p| {
+                    format!(
+                        "{{\"replica\": {}, \"pid\": {}, \"calls\": {}, \"mismatches\": {}, \"crashes\": {}}}",
+                        p.replica,
+                        p.pid.load(Relaxed),
+                        p.calls.load(Relaxed),
+                        p.mismatches.load(Relaxed),
+                        p.crashes.load(Relaxed)
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         o.push_str(&format!(
-            "\n    {}: {{\n      \"pid\": {pid},\n      \"functions\": {{",
-            stats::json_str(&name)
+            "\n    {}: {{\n      \"pid\": {pid},\n      \"replicas\": [{}],\n      \"functions\": {{",
+            stats::json_str(&name),
+            replicas.join(", ")
         ));
         for (i, f) in fns.iter().enumerate() {
             let s = &f.stats;

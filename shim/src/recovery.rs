@@ -40,16 +40,32 @@ pub fn signal_name(s: i32) -> &'static str {
     }
 }
 
-/// Program side: call `f` in helper `p`, restarting and retrying per `on_crash`.
+/// Program side: call `f` in the helper process that owns it (all its replicas, or one of its
+/// samples, when the map asks for several), restarting and retrying per `on_crash`.
 pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
+    if rt.procs.len() > rt.map.processes.len() && rt.replicas_of(p.primary).nth(1).is_some() {
+        return crate::replicas::call(rt, f, p.primary, frame);
+    }
+    if let Err((status, what)) = try_call(rt, f, p, frame) {
+        give_up(rt, f, p, status, &what, frame);
+    }
+}
+
+/// One helper region: call, restart and retry per `on_crash`; Err((status, what)) when the
+/// retries are used up (the caller gives up as configured).
+pub fn try_call(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    frame: &mut Frame,
+) -> Result<(), (i32, String)> {
     let saved = *frame;
     let oc = &p.spec.on_crash;
-    let k = (f.owner - 1) as usize;
+    let k = p.index;
     let mut retry = 0u32;
     let mut first_failure: Option<(String, u64)> = None;
     let mut restart_us = 0u128;
     let mut bystander_retries = 0u32;
-    let t_call = std::time::Instant::now();
     let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
     loop {
         // The call and its log entry happen under the gate, so a checkpoint (taken under the
@@ -78,11 +94,12 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                         env_name(env)
                     );
                 }
-                return;
+                p.calls.fetch_add(1, Relaxed);
+                return Ok(());
             }
             Err(e) => e,
         };
-        debug!("TIMING failure seen {:?}", t_call.elapsed());
+        p.crashes.fetch_add(1, Relaxed);
         f.stats.failures.fetch_add(1, Relaxed);
         f.stats.crashes.fetch_add(1, Relaxed);
         let status = match e {
@@ -133,7 +150,6 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
                 f.stats.restarts.fetch_add(1, Relaxed);
             }
             restart_us = t.elapsed().as_micros();
-            debug!("TIMING restart {restart_us}us total {:?}", t_call.elapsed());
         }
         if will_retry {
             f.stats.retries.fetch_add(1, Relaxed);
@@ -146,8 +162,7 @@ pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
             continue;
         }
         f.stats.give_ups.fetch_add(1, Relaxed);
-        give_up(rt, f, p, status, &what, frame);
-        return;
+        return Err((status, what));
     }
 }
 
@@ -232,7 +247,7 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     match started {
         Ok((pid, from)) => {
             if p.spec.on_crash.restore != module_map::Restore::None {
-                let n = crate::replay::len(p);
+                let n = crate::replay::len(&rt.procs[p.primary]);
                 if !crate::replay::replay(rt, p, from) {
                     warn!(
                         "process '{}': the replay of logged calls {from}..{n} failed",
@@ -255,7 +270,7 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     }
 }
 
-fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame: &mut Frame) {
+pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame: &mut Frame) {
     match &p.spec.on_crash.give_up {
         GiveUp::Return { value, errno } => {
             frame.ret_rax = *value as u64;

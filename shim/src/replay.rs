@@ -38,7 +38,11 @@ pub fn replaying() -> bool {
 
 /// True when calls of `f` in `p` must be logged.
 pub fn wanted(f: &FnDesc, p: &ProcRt) -> bool {
-    !f.pure && p.spec.on_crash.restore != module_map::Restore::None && !replaying()
+    // One log per process: replicas are rebuilt from the primary's.
+    !f.pure
+        && p.replica == 0
+        && p.spec.on_crash.restore != module_map::Restore::None
+        && !replaying()
 }
 
 /// Captures the inputs of a call (before it runs: out-buffers keep their input bytes).
@@ -92,7 +96,10 @@ pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
 /// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
 /// helper failed during the replay.
 pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
-    let log = p.log.lock().unwrap_or_else(|x| x.into_inner());
+    let log = rt.procs[p.primary]
+        .log
+        .lock()
+        .unwrap_or_else(|x| x.into_inner());
     REPLAYING.with(|r| r.set(true));
     let mut ok = true;
     for e in log.iter().skip(from) {
@@ -117,7 +124,7 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
     ok
 }
 
-/// Number of entries logged so far.
+/// Number of entries logged so far (in the process's primary region's log).
 pub fn len(p: &ProcRt) -> usize {
     p.log.lock().unwrap_or_else(|x| x.into_inner()).len()
 }

@@ -44,6 +44,15 @@ pub struct Slot {
 }
 
 pub struct ProcRt {
+    /// Index in `Runtime::procs`.
+    pub index: usize,
+    /// The map's process this region serves (owner id - 1), and which replica (0: primary).
+    pub primary: usize,
+    pub replica: usize,
+    /// Per replica: calls answered, answers outvoted or different, crashes.
+    pub calls: std::sync::atomic::AtomicU64,
+    pub mismatches: std::sync::atomic::AtomicU64,
+    pub crashes: std::sync::atomic::AtomicU64,
     pub name: String,
     pub region: Region,
     pub pid: AtomicI32,
@@ -62,12 +71,32 @@ pub struct ProcRt {
     pub zygote_child: AtomicBool,
     /// The region's memfd (close-on-exec; an exec-mode helper gets a copy without it).
     pub region_fd: i32,
+    /// A sampled replica under a `wrapper` (a tool such as valgrind), beside replicas without
+    /// one: it observes in the background and never makes the program wait (see replicas.rs).
+    pub observer: bool,
 }
 
 impl ProcRt {
-    fn new(p: &module_map::Process, region: Region, region_fd: i32) -> ProcRt {
+    fn new(
+        p: &module_map::Process,
+        region: Region,
+        region_fd: i32,
+        index: usize,
+        primary: usize,
+        replica: usize,
+    ) -> ProcRt {
         ProcRt {
-            name: p.name.clone(),
+            index,
+            primary,
+            replica,
+            calls: std::sync::atomic::AtomicU64::new(0),
+            mismatches: std::sync::atomic::AtomicU64::new(0),
+            crashes: std::sync::atomic::AtomicU64::new(0),
+            name: if replica == 0 {
+                p.name.clone()
+            } else {
+                format!("{}#{replica}", p.name)
+            },
             region,
             pid: AtomicI32::new(0),
             pidfd: AtomicI32::new(-1),
@@ -78,13 +107,22 @@ impl ProcRt {
             ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
             zygote_child: AtomicBool::new(true),
             region_fd,
+            observer: p.sample.as_ref().is_some_and(|s| {
+                let env = match s.envs.get(replica) {
+                    Some(e) => p.env.merged(e),
+                    None => p.env.clone(),
+                };
+                !env.wrapper.is_empty()
+            }),
         }
     }
 }
 
 pub struct Runtime {
-    /// Set in an exec-mode helper: (process index, environment index).
+    /// Set in an exec-mode helper: (region index, environment index).
     pub exec_helper: Option<(usize, u32)>,
+    /// In a helper: the index of its region in `procs`.
+    pub my_region: std::sync::atomic::AtomicUsize,
     pub map: ModuleMap,
     pub fns: Vec<FnDesc>,
     pub procs: Vec<ProcRt>,
@@ -216,10 +254,22 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     let region_fd = std::env::var("FRACTURE_REGION_FD")
         .ok()
         .and_then(|v| v.parse::<i32>().ok());
+    // Regions: one per process (index k = owner id - 1), then one per extra replica of
+    // `replicate`/`sample` (count - 1 of them, in process order).
+    let mut layout: Vec<(usize, usize)> = (0..map.processes.len()).map(|k| (k, 0)).collect();
+    for (k, p) in map.processes.iter().enumerate() {
+        let n = p
+            .replicate
+            .as_ref()
+            .map(|r| r.count)
+            .or(p.sample.as_ref().map(|s| s.count))
+            .unwrap_or(1);
+        layout.extend((1..n as usize).map(|r| (k, r)));
+    }
     // A process started as an exec-mode helper must never act as the program (it would start
     // helpers of its own, recursively).
     if std::env::var_os("FRACTURE_HELPER").is_some()
-        && (exec_helper.is_none_or(|(k, _)| k >= map.processes.len()) || region_fd.is_none())
+        && (exec_helper.is_none_or(|(k, _)| k >= layout.len()) || region_fd.is_none())
     {
         return Err(MapError::at(
             &path,
@@ -229,9 +279,10 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         ));
     }
     let mut procs = Vec::new();
-    for (k, p) in map.processes.iter().enumerate() {
+    for (ri, &(k, replica)) in layout.iter().enumerate() {
+        let p = &map.processes[k];
         if let (Some((hk, _)), Some(fd)) = (exec_helper, region_fd) {
-            if hk == k {
+            if hk == ri {
                 let region = Region::attach(fd).map_err(|e| {
                     MapError::at(
                         &path,
@@ -240,7 +291,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
                         format!("exec-mode helper cannot map its queue: {e}"),
                     )
                 })?;
-                procs.push(ProcRt::new(p, region, fd));
+                procs.push(ProcRt::new(p, region, fd, ri, k, replica));
                 continue;
             }
         }
@@ -252,10 +303,24 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
                 format!("cannot create the shared queue: {e}"),
             )
         })?;
-        procs.push(ProcRt::new(p, region, fd));
+        procs.push(ProcRt::new(p, region, fd, ri, k, replica));
+    }
+    // Observers need someone to answer: when every replica of a process has a wrapper, they
+    // all answer.
+    for k in 0..map.processes.len() {
+        if procs.iter().filter(|p| p.primary == k).all(|p| p.observer) {
+            for p in procs.iter_mut().filter(|p| p.primary == k) {
+                p.observer = false;
+            }
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if procs.len() > map.processes.len() && procs.len() + 1 > cpus {
+        crate::shm::CROWDED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Ok(Runtime {
         exec_helper,
+        my_region: std::sync::atomic::AtomicUsize::new(0),
         map,
         fns,
         procs,
@@ -294,6 +359,16 @@ impl Runtime {
 
     pub fn me(&self) -> u32 {
         self.me.load(Relaxed)
+    }
+
+    /// In a helper: the index of its own region in `procs` (replicas share an owner id).
+    pub fn my_region(&self) -> usize {
+        self.my_region.load(Relaxed)
+    }
+
+    /// The regions of process `k` (0-based): the primary first, then its replicas.
+    pub fn replicas_of(&self, k: usize) -> impl Iterator<Item = &ProcRt> {
+        self.procs.iter().filter(move |p| p.primary == k)
     }
 
     /// The map path, for error messages.

@@ -17,7 +17,7 @@
 //! asleep in a call wakes at once.
 
 use crate::abi::{MAX_ARGS, MAX_STACK};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
@@ -227,6 +227,11 @@ impl Region {
         Ok(r)
     }
 
+    /// A key naming this region (its address), for per-helper tables such as handles.
+    pub fn key(&self) -> usize {
+        self.base
+    }
+
     fn header_ptr(&self) -> *mut RegionHeader {
         self.base as *mut RegionHeader
     }
@@ -331,6 +336,10 @@ impl Channel {
     }
 }
 
+/// Set when the program and its helpers may spin on more threads than there are CPUs
+/// (replicated or sampled processes): spinning waiters yield between rounds.
+pub static CROWDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -394,6 +403,11 @@ impl Dir<'_> {
                 }
                 if start.elapsed() >= spin {
                     break 'spin;
+                }
+                if CROWDED.load(Relaxed) {
+                    // More spinners than CPUs (replicas): let the one with work run.
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
                 }
             }
         }

@@ -219,7 +219,7 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
             }
             if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {
                 let k = cmd[1] as usize;
-                let env = crate::helper::env_for(&rt.procs[k].spec, cmd[2]);
+                let env = crate::helper::env_for(&rt.procs[k], cmd[2]);
                 // Exec-mode: everything the child needs is built before the fork.
                 let exec = env
                     .exec_mode()

@@ -77,6 +77,12 @@ unsigned fx_checksum(const void *buf, long n) {
     unsigned h = 2166136261u;
     if (!p)
         return 0;
+#ifdef FX_V2
+    /* The "second version" (target/fixtures/v2/libfx.so) for N-version replication: a
+     * regression that drops the last byte of buffers longer than 16 bytes. */
+    if (n > 16)
+        n--;
+#endif
     for (long i = 0; i < n; i++) {
         h ^= p[i];
         h *= 16777619u;

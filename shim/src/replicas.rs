@@ -1,0 +1,558 @@
+//! Replication and sampling (`replicate`, `sample`): several helper regions serve one process.
+//!
+//! `replicate`: every call goes to every replica; return values (not handles), returned
+//! strings and out-buffers are compared; `majority` answers with the majority and restarts the
+//! outliers, `first` answers with the first replica and records the mismatch, `abort` ends the
+//! program. `sample`: an `effect: pure` call goes to one replica (round-robin or random); a
+//! state call goes to all, so every replica holds the same module state. A replica that fails
+//! is recovered under `on_crash` while the others' answer stands; the program gives up only
+//! when no replica answered. Replicas run one after the other (the program thread waits for
+//! each): the cost is about `count` single calls.
+
+use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::dispatch::eval_size;
+use crate::handles;
+use crate::recovery::{self, try_call};
+use crate::runtime::{FnDesc, ProcRt, Runtime};
+use module_map::{ArgSpec, OnMismatch, Pick, RetSpec};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+static ROUND_ROBIN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set while this thread runs a call in a second (third...) replica: the function's
+    /// statistics count the program's call once, not once per replica.
+    static SECONDARY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while the current call is a copy sent to another replica than the one answering.
+pub fn secondary() -> bool {
+    SECONDARY.with(|s| s.get())
+}
+
+/// What one replica answered, in comparable form.
+#[derive(Clone, PartialEq)]
+struct Answer {
+    /// The compared return registers: rax for `ret: val`, xmm0/xmm1 for `ret: f64`.
+    rax: [u64; 2],
+    string: Option<Vec<u8>>,
+    outs: Vec<Vec<u8>>,
+}
+
+/// A frame whose buffer arguments point at private copies of the caller's buffers.
+// SAFETY (Send): the frame's buffer arguments point into `bufs`' own heap blocks, which move
+// with it; `frame.stack` is re-pointed at `stack` right before each use.
+struct Private {
+    frame: Frame,
+    stack: [u64; MAX_STACK],
+    bufs: Vec<(usize, ArgSpec, Vec<u8>)>,
+}
+
+fn private_copy(f: &FnDesc, frame: &Frame) -> Private {
+    let nstack = f.layout.nstack.min(MAX_STACK);
+    let mut stack = [0u64; MAX_STACK];
+    if nstack > 0 && !frame.stack.is_null() {
+        // SAFETY: the caller's stack holds the listed stack arguments.
+        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
+    }
+    let mut fr = *frame;
+    let mut bufs = Vec::new();
+    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
+        if !spec.is_buffer() {
+            continue;
+        }
+        let p = arg_value(frame, &stack, *loc);
+        if p == 0 {
+            continue;
+        }
+        let len = match spec {
+            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
+            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
+            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
+            _ => 0,
+        }
+        .min(crate::shm::DATA_SIZE as u64) as usize;
+        // SAFETY: the caller's buffer holds `len` bytes per its spec.
+        let v = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
+        bufs.push((i, *spec, v));
+    }
+    for (i, _, v) in bufs.iter_mut() {
+        set_arg(
+            &mut fr,
+            &mut stack,
+            f.layout.args[*i].1,
+            v.as_mut_ptr() as u64,
+        );
+    }
+    Private {
+        frame: fr,
+        stack,
+        bufs,
+    }
+}
+
+fn returned_string(f: &FnDesc, rax: u64) -> Option<Vec<u8>> {
+    if f.ret != RetSpec::Str || rax == 0 {
+        return None;
+    }
+    // SAFETY: rax points at the per-thread copy the call path made of the returned string.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(rax as *const libc::c_char) }
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+fn outs_of(bufs: &[(usize, ArgSpec, Vec<u8>)]) -> Vec<Vec<u8>> {
+    bufs.iter()
+        .filter(|b| matches!(b.1, ArgSpec::Out(_) | ArgSpec::InOut(_)))
+        .map(|b| b.2.clone())
+        .collect()
+}
+
+/// The return registers a replica's answer is compared on (none for handles and void).
+fn value_of(f: &FnDesc, frame: &Frame) -> [u64; 2] {
+    match f.ret {
+        RetSpec::Val => [frame.ret_rax, 0],
+        RetSpec::Float => [frame.ret_xmm0[0], frame.ret_xmm1[0]],
+        _ => [0, 0],
+    }
+}
+
+/// Runs the call in replica `p` on private copies; the answer and the fresh handle token.
+fn run_private(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &Frame) -> Option<(Answer, u64)> {
+    let mut pv = private_copy(f, frame);
+    pv.frame.stack = pv.stack.as_ptr();
+    SECONDARY.with(|s| s.set(true));
+    let res = try_call(rt, f, p, &mut pv.frame);
+    SECONDARY.with(|s| s.set(false));
+    match res {
+        Ok(()) => {
+            let rax = pv.frame.ret_rax;
+            let a = Answer {
+                rax: value_of(f, &pv.frame),
+                string: returned_string(f, rax),
+                outs: outs_of(&pv.bufs),
+            };
+            Some((a, if f.ret == RetSpec::Handle { rax } else { 0 }))
+        }
+        Err(_) => None,
+    }
+}
+
+/// The caller's out-buffers as replica 0 left them.
+fn caller_outs(f: &FnDesc, frame: &Frame) -> Vec<Vec<u8>> {
+    let pv = private_copy(f, frame);
+    outs_of(&pv.bufs)
+}
+
+pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
+    let mut reps: Vec<&ProcRt> = rt.replicas_of(k).collect();
+    let spec = &reps[0].spec;
+    let mut observed: Vec<(&ProcRt, Private)> = Vec::new();
+    if let Some(sample) = &spec.sample {
+        let all = reps.clone();
+        reps.retain(|p| !p.observer);
+        if f.pure {
+            let n = all.len() as u64;
+            let pick = match sample.pick {
+                Pick::RoundRobin => ROUND_ROBIN.fetch_add(1, Relaxed) % n,
+                // SAFETY: rand() has no preconditions; a sampling choice needs no quality.
+                Pick::Random => (unsafe { libc::rand() }) as u64 % n,
+            } as usize;
+            if all[pick].observer {
+                // The observer gets this call when it is idle; an answering replica answers.
+                observe(rt, f, all[pick], private_copy(f, frame), 0, true);
+            }
+            let first = if all[pick].observer {
+                pick
+            } else {
+                all[..pick].iter().filter(|p| !p.observer).count()
+            };
+            let saved = *frame;
+            let mut last = (-1, String::new());
+            for i in 0..reps.len() {
+                let p = reps[(first + i) % reps.len()];
+                *frame = saved;
+                match try_call(rt, f, p, frame) {
+                    Ok(()) => return,
+                    Err(e) => last = e,
+                }
+            }
+            recovery::give_up(rt, f, reps[0], last.0, &last.1, frame);
+            return;
+        }
+        // A state call: observers get it too (in order, never dropped), on copies of the
+        // inputs taken before an answering replica writes the caller's buffers.
+        for p in all.iter().filter(|p| p.observer) {
+            observed.push((p, private_copy(f, frame)));
+        }
+    }
+    let saved = *frame;
+    // Replicas 1.. first, on private copies; replica 0 last, on the caller's own buffers, so
+    // that its returned string is the one left in the per-thread buffer.
+    let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
+    let mut tokens: Vec<u64> = vec![0; reps.len()];
+    for (r, p) in reps.iter().enumerate().skip(1) {
+        if let Some((a, tok)) = run_private(rt, f, p, &saved) {
+            answers[r] = Some(a);
+            tokens[r] = tok;
+        }
+    }
+    *frame = saved;
+    let first = try_call(rt, f, reps[0], frame);
+    let mut failure = None;
+    match &first {
+        Ok(()) => {
+            let rax = frame.ret_rax;
+            answers[0] = Some(Answer {
+                rax: value_of(f, frame),
+                string: returned_string(f, rax),
+                outs: caller_outs(f, frame),
+            });
+        }
+        Err(e) => failure = Some(e.clone()),
+    }
+    // Handles: the program keeps one token, bound to each replica's own value.
+    if f.ret == RetSpec::Handle {
+        let keep = if first.is_ok() {
+            frame.ret_rax
+        } else {
+            tokens.iter().copied().find(|t| *t != 0).unwrap_or(0)
+        };
+        for t in tokens.iter().skip(1) {
+            if *t != 0 && *t != keep {
+                handles::retarget_bindings(keep, *t);
+            }
+        }
+        if first.is_err() && keep != 0 {
+            frame.ret_rax = keep;
+        }
+    }
+    if spec.sample.is_some() {
+        // A state call of a sampled process: every replica applied it; replica 0 answers.
+        let keep = if f.ret == RetSpec::Handle && failure.is_none() {
+            frame.ret_rax
+        } else {
+            0
+        };
+        for (p, pv) in observed {
+            observe(rt, f, p, pv, keep, false);
+        }
+        if let Some((st, what)) = failure {
+            if answers.iter().all(|a| a.is_none()) {
+                recovery::give_up(rt, f, reps[0], st, &what, frame);
+            }
+        }
+        return;
+    }
+    vote(rt, f, &reps, &answers, frame, &saved, failure);
+}
+
+fn vote(
+    rt: &Runtime,
+    f: &FnDesc,
+    reps: &[&ProcRt],
+    answers: &[Option<Answer>],
+    frame: &mut Frame,
+    saved: &Frame,
+    failure: Option<(i32, String)>,
+) {
+    let on_mismatch = reps[0]
+        .spec
+        .replicate
+        .as_ref()
+        .map(|r| r.on_mismatch.clone())
+        .unwrap_or(OnMismatch::Majority);
+    // Groups of equal answers: (answer, replicas).
+    let mut groups: Vec<(&Answer, Vec<usize>)> = Vec::new();
+    for (r, a) in answers.iter().enumerate() {
+        let Some(a) = a else { continue };
+        match groups.iter_mut().find(|g| g.0 == a) {
+            Some(g) => g.1.push(r),
+            None => groups.push((a, vec![r])),
+        }
+    }
+    if groups.is_empty() {
+        let (st, what) = failure.unwrap_or((-1, "no replica answered".into()));
+        recovery::give_up(rt, f, reps[0], st, &what, frame);
+        return;
+    }
+    if groups.len() == 1 {
+        if answers[0].is_none() {
+            apply(f, groups[0].0, frame, saved);
+        }
+        return;
+    }
+    // The largest group wins; a tie goes to the group holding replica 0.
+    let best = (0..groups.len())
+        .max_by_key(|&g| (groups[g].1.len(), groups[g].1.contains(&0)))
+        .unwrap_or(0);
+    let args = describe_args(f, saved);
+    let desc: Vec<String> = groups
+        .iter()
+        .map(|(a, rs)| format!("replicas {:?} answered {}", rs, describe_answer(f, a)))
+        .collect();
+    for (g, (_, rs)) in groups.iter().enumerate() {
+        if g != best {
+            for r in rs {
+                reps[*r].mismatches.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    match on_mismatch {
+        OnMismatch::Abort => {
+            crate::log::emit(
+                crate::log::ERROR,
+                format_args!(
+                    "mismatch in {}({}): {}; on_mismatch: abort",
+                    f.name,
+                    args,
+                    desc.join("; ")
+                ),
+            );
+            crate::write_stats(rt);
+            // SAFETY: ending the program as configured.
+            unsafe { libc::abort() };
+        }
+        OnMismatch::First => {
+            warn!(
+                "mismatch in {}({}): {}; answering with the first replica",
+                f.name,
+                args,
+                desc.join("; ")
+            );
+            if answers[0].is_none() {
+                apply(f, groups[0].0, frame, saved);
+            }
+        }
+        OnMismatch::Majority => {
+            warn!(
+                "mismatch in {}({}): {}; answering with the majority, restarting the others",
+                f.name,
+                args,
+                desc.join("; ")
+            );
+            if !groups[best].1.contains(&0) {
+                apply(f, groups[best].0, frame, saved);
+            }
+            for (g, (_, rs)) in groups.iter().enumerate() {
+                if g != best {
+                    for r in rs {
+                        recovery::kill_helper(reps[*r]);
+                        recovery::restart(rt, reps[*r].index, 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers the caller with `a` (another replica's answer than replica 0's).
+fn apply(f: &FnDesc, a: &Answer, frame: &mut Frame, saved: &Frame) {
+    match f.ret {
+        RetSpec::Val => frame.ret_rax = a.rax[0],
+        RetSpec::Float => {
+            frame.ret_xmm0[0] = a.rax[0];
+            frame.ret_xmm1[0] = a.rax[1];
+        }
+        _ => {}
+    }
+    if let Some(s) = &a.string {
+        frame.ret_rax = crate::dispatch::set_ret_str(f, s);
+    }
+    // Out-buffers: into the caller's own, within their declared sizes.
+    let pv = private_copy(f, saved);
+    let mut outs = a.outs.iter();
+    for (i, spec, v) in &pv.bufs {
+        if matches!(spec, ArgSpec::Out(_) | ArgSpec::InOut(_)) {
+            if let Some(o) = outs.next() {
+                let p = arg_value(saved, &pv.stack, f.layout.args[*i].1);
+                let n = o.len().min(v.len());
+                // SAFETY: the caller's buffer holds v.len() bytes (its declared size).
+                unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), p as *mut u8, n) };
+            }
+        }
+    }
+}
+
+/// Shortens `s` to at most `max` characters for a log line.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The argument values of a call, for a mismatch report: strings quoted, buffers by size.
+fn describe_args(f: &FnDesc, saved: &Frame) -> String {
+    let pv = private_copy(f, saved);
+    let mut out = Vec::new();
+    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
+        let v = arg_value(saved, &pv.stack, *loc);
+        let buf = pv.bufs.iter().find(|b| b.0 == i).map(|b| &b.2);
+        out.push(match (spec, buf) {
+            (ArgSpec::Str, Some(b)) => {
+                let s = String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(b));
+                format!("{:?}", clip(&s, 60))
+            }
+            (ArgSpec::In(_) | ArgSpec::Out(_) | ArgSpec::InOut(_), Some(b)) => {
+                format!("<{} bytes>", b.len())
+            }
+            (ArgSpec::Handle, _) => format!("handle {v:#x}"),
+            (_, None) if spec.is_buffer() => "NULL".to_string(),
+            _ => format!("{}", v as i64),
+        });
+    }
+    out.join(", ")
+}
+
+/// One replica's answer, for a mismatch report.
+fn describe_answer(f: &FnDesc, a: &Answer) -> String {
+    let mut s = match &a.string {
+        Some(b) => format!("{:?}", clip(&String::from_utf8_lossy(b), 80)),
+        None if f.ret == RetSpec::Str => "NULL".to_string(),
+        None if f.ret == RetSpec::Float => {
+            format!("{} {}", f64::from_bits(a.rax[0]), f64::from_bits(a.rax[1]))
+        }
+        None => format!("{}", a.rax[0] as i64),
+    };
+    if !a.outs.is_empty() {
+        let sum: u64 = a.outs.iter().flatten().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100000001b3)
+        });
+        s.push_str(&format!(" (out-buffers {sum:016x})"));
+    }
+    s
+}
+
+/// A call an observer replica runs in the background.
+struct Job {
+    func: usize,
+    pv: Private,
+    /// The token the program got for a returned handle: the observer's value is bound to it.
+    keep: u64,
+}
+
+// SAFETY: see `Private`: every pointer in the job points into the job's own allocations.
+unsafe impl Send for Job {}
+
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    busy: bool,
+    started: bool,
+}
+
+/// One queue per observer region, served by one thread of the program.
+struct Observer {
+    q: std::sync::Mutex<Queue>,
+    cv: std::sync::Condvar,
+}
+
+static OBSERVERS: std::sync::OnceLock<Vec<Observer>> = std::sync::OnceLock::new();
+
+/// State calls an observer may lag behind before the program waits for it.
+const MAX_BACKLOG: usize = 4096;
+
+fn observers(rt: &Runtime) -> &'static [Observer] {
+    OBSERVERS.get_or_init(|| {
+        (0..rt.procs.len())
+            .map(|_| Observer {
+                q: std::sync::Mutex::new(Queue::default()),
+                cv: std::sync::Condvar::new(),
+            })
+            .collect()
+    })
+}
+
+/// Hands a call to observer `p`. A sampled pure call (`droppable`) is taken only when the
+/// observer is idle, so a slow tool never holds the program back; a state call is always
+/// queued (every replica must hold the same module state), waiting only past MAX_BACKLOG.
+fn observe(rt: &Runtime, f: &FnDesc, p: &ProcRt, pv: Private, keep: u64, droppable: bool) {
+    let rt: &'static Runtime = match crate::runtime::get() {
+        Some(r) if std::ptr::eq(r, rt) => r,
+        _ => return,
+    };
+    let o = &observers(rt)[p.index];
+    let mut q = o.q.lock().unwrap_or_else(|e| e.into_inner());
+    if droppable && (q.busy || !q.jobs.is_empty()) {
+        return;
+    }
+    while q.jobs.len() >= MAX_BACKLOG {
+        q = o.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+    }
+    q.jobs.push_back(Job {
+        func: f.idx,
+        pv,
+        keep,
+    });
+    if !q.started {
+        let idx = p.index;
+        let spawned = std::thread::Builder::new()
+            .name(format!("frac-observe-{idx}"))
+            .spawn(move || serve_observer(rt, idx));
+        q.started = spawned.is_ok();
+        if !q.started {
+            q.jobs.clear();
+        }
+    }
+    o.cv.notify_all();
+}
+
+fn serve_observer(rt: &'static Runtime, idx: usize) {
+    let o = &observers(rt)[idx];
+    let p = &rt.procs[idx];
+    loop {
+        let mut job = {
+            let mut q = o.q.lock().unwrap_or_else(|e| e.into_inner());
+            q.busy = false;
+            o.cv.notify_all();
+            loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    q.busy = true;
+                    o.cv.notify_all();
+                    break j;
+                }
+                q = o.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let f = &rt.fns[job.func];
+        job.pv.frame.stack = job.pv.stack.as_ptr();
+        SECONDARY.with(|s| s.set(true));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            try_call(rt, f, p, &mut job.pv.frame)
+        }));
+        SECONDARY.with(|s| s.set(false));
+        if let Ok(Ok(())) = res {
+            if f.ret == RetSpec::Handle && job.keep != 0 {
+                handles::retarget_bindings(job.keep, job.pv.frame.ret_rax);
+            }
+        }
+    }
+}
+
+/// At exit: lets the observers finish what they were given (bounded), so that a tool such as
+/// valgrind sees every state call and ends with its report.
+pub fn drain(limit: std::time::Duration) {
+    let Some(obs) = OBSERVERS.get() else { return };
+    let t0 = std::time::Instant::now();
+    for o in obs {
+        let mut q = o.q.lock().unwrap_or_else(|e| e.into_inner());
+        while q.started && (q.busy || !q.jobs.is_empty()) {
+            let left = limit.saturating_sub(t0.elapsed());
+            if left.is_zero() {
+                warn!(
+                    "an observer replica still had {} calls queued at exit",
+                    q.jobs.len()
+                );
+                break;
+            }
+            q =
+                o.cv.wait_timeout(q, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+        }
+    }
+    debug!("observers drained in {:?}", t0.elapsed());
+}
