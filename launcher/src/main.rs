@@ -4,7 +4,9 @@
 //! that do not parse or do not fit the program; 1 for other failures.
 #![deny(unsafe_code)]
 
+mod bisect;
 mod check;
+mod profile;
 mod reaper;
 mod run;
 mod symbols;
@@ -15,7 +17,12 @@ use std::path::PathBuf;
 const USAGE: &str = "usage:
   fracture run -c MAP.yaml [--stats FILE.json] [--set KEY=VALUE]... -- PROGRAM [ARGS...]
   fracture check -c MAP.yaml [-- PROGRAM]
-  fracture symbols [--imports] OBJECT";
+  fracture symbols [--imports] OBJECT
+  fracture profile -c MAP.yaml -o GRAPH.json -- PROGRAM [ARGS...]
+  fracture partition GRAPH.json --isolate MODULE [-o MAP.yaml] [--dot FILE.dot]
+  fracture report [--db FILE]
+  fracture plan [--db FILE]... [--strategy optimistic|pessimistic] [--profile GRAPH.json] -c MAP.yaml -o NEXT.yaml
+  fracture bisect [--confirm] -c MAP.yaml -- PROGRAM [ARGS...]";
 
 /// `fracture run` arguments.
 pub struct RunArgs {
@@ -46,6 +53,8 @@ struct Parsed {
     stats: Option<PathBuf>,
     sets: Vec<(String, String)>,
     imports: bool,
+    confirm: bool,
+    out: Option<PathBuf>,
     positional: Vec<OsString>,
     rest: Option<Vec<OsString>>,
 }
@@ -56,6 +65,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
         stats: None,
         sets: Vec::new(),
         imports: false,
+        confirm: false,
+        out: None,
         positional: Vec::new(),
         rest: None,
     };
@@ -81,6 +92,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 p.sets.push((k.to_string(), v.to_string()));
             }
             "--imports" => p.imports = true,
+            "--confirm" => p.confirm = true,
+            "-o" | "--output" => p.out = Some(value(&s)?.into()),
             _ if s.starts_with("--config=") => p.config = Some(s["--config=".len()..].into()),
             _ if s.starts_with("--stats=") => p.stats = Some(s["--stats=".len()..].into()),
             _ if s.starts_with('-') && s.len() > 1 => {
@@ -133,6 +146,29 @@ fn real_main() -> anyhow::Result<i32> {
             };
             symbols::main(&obj.to_string_lossy(), p.imports)
         }
+        "profile" | "bisect" => {
+            let p = parse(args)?;
+            let config = p
+                .config
+                .ok_or_else(|| usage(format!("{cmd} needs -c MAP.yaml")))?;
+            let program = p
+                .rest
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| usage(format!("{cmd} needs `-- PROGRAM [ARGS...]`")))?;
+            let ra = RunArgs {
+                config,
+                stats: None,
+                sets: p.sets,
+                program,
+            };
+            if cmd == "bisect" {
+                bisect::bisect(&ra, p.confirm)
+            } else {
+                let out = p.out.ok_or_else(|| usage("profile needs -o GRAPH.json"))?;
+                profile::profile(&ra, &out)
+            }
+        }
+        "__calibrate" => profile::calibrator(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(0)

@@ -56,6 +56,21 @@ pub fn preload_value(shim: &Path) -> OsString {
 }
 
 pub fn run(args: &RunArgs) -> Result<i32> {
+    run_with(args, &Options::default())
+}
+
+/// What `profile` and `bisect` change about a run.
+#[derive(Default)]
+pub struct Options {
+    /// Extra environment for the program.
+    pub env: Vec<(String, OsString)>,
+    /// Fed to the program's standard input (None: inherited).
+    pub stdin: Option<Vec<u8>>,
+    /// Standard output and error of the program discarded.
+    pub quiet: bool,
+}
+
+pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let Some(prog) = args.program.first() else {
         bail!("no program given after `--`")
     };
@@ -103,11 +118,28 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         };
         cmd.env("FRACTURE_STATS", abs);
     }
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    if opts.stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    if opts.quiet {
+        cmd.stdout(std::process::Stdio::null());
+        cmd.stderr(std::process::Stdio::null());
+    }
     crate::reaper::become_subreaper();
 
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
+    if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
+        // A writer thread, so a program that does not read its input cannot block us.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&input);
+        });
+    }
     // The program gets the terminal's signals itself; the launcher just waits.
     crate::reaper::ignore_now();
     let status = child.wait().context("waiting for the program")?;

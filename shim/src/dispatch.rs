@@ -133,6 +133,10 @@ fn dispatch(idx: usize, frame: &mut Frame) {
         call_local(rt, f, frame);
         return;
     }
+    if let Some(prof) = &rt.profile {
+        prof.call(rt, f, frame);
+        return;
+    }
     if me == PROGRAM {
         let Some(p) = rt.proc_of(f.owner) else {
             call_local(rt, f, frame);
@@ -179,7 +183,7 @@ pub fn ensure_real(rt: &Runtime, f: &FnDesc) -> usize {
     f.real.load(Acquire)
 }
 
-fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
+pub fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
     let real = ensure_real(rt, f);
     if real == 0 {
         error!(

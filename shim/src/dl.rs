@@ -186,6 +186,7 @@ fn dlopen_impl(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void 
         };
         let h = real_dlopen(resolved.as_ref().map_or(name, |c| c.as_ptr()), flags);
         if !h.is_null() {
+            crate::reports::refresh();
             if let Some(rt) = runtime::get() {
                 if rt.started() {
                     after_load(rt);

@@ -50,6 +50,10 @@ pub struct Obj {
     /// DT_RUNPATH (or DT_RPATH) offset in the string table.
     runpath: Option<usize>,
     rels: Vec<(usize, usize)>, // (address, byte size) of RELA tables: DT_JMPREL and DT_RELA
+    /// Executable PT_LOAD segments: [start, end) addresses.
+    pub text: Vec<(usize, usize)>,
+    /// NT_GNU_BUILD_ID, when the object has one.
+    pub build_id: Vec<u8>,
 }
 
 #[repr(C)]
@@ -97,10 +101,19 @@ pub fn loaded_objects() -> Vec<Obj> {
                     .into_owned()
             };
             let mut dynamic = 0usize;
+            let mut text = Vec::new();
+            let mut build_id = Vec::new();
             for i in 0..info.dlpi_phnum as usize {
                 let ph = &*info.dlpi_phdr.add(i);
                 if ph.p_type == libc::PT_DYNAMIC {
                     dynamic = base + ph.p_vaddr as usize;
+                }
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                    let start = base + ph.p_vaddr as usize;
+                    text.push((start, start + ph.p_memsz as usize));
+                }
+                if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
+                    build_id = read_build_id(base + ph.p_vaddr as usize, ph.p_memsz as usize);
                 }
             }
             if dynamic == 0 {
@@ -126,6 +139,8 @@ pub fn loaded_objects() -> Vec<Obj> {
                 verneednum: 0,
                 runpath: None,
                 rels: Vec::new(),
+                text,
+                build_id,
             };
             let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut soname_off) =
                 (0, 0, 0, 0, None);
@@ -177,6 +192,37 @@ pub fn loaded_objects() -> Vec<Obj> {
         libc::dl_iterate_phdr(Some(cb), &mut out as *mut Vec<Obj> as *mut libc::c_void);
     }
     out
+}
+
+/// NT_GNU_BUILD_ID in a mapped PT_NOTE segment.
+///
+/// # Safety
+/// `[at, at + len)` is a PT_NOTE segment of a loaded object (mapped and readable).
+unsafe fn read_build_id(at: usize, len: usize) -> Vec<u8> {
+    let mut off = 0usize;
+    while off + 12 <= len {
+        // SAFETY: inside the note segment (checked against len).
+        let (namesz, descsz, kind) = unsafe {
+            (
+                *((at + off) as *const u32) as usize,
+                *((at + off + 4) as *const u32) as usize,
+                *((at + off + 8) as *const u32),
+            )
+        };
+        let name_at = off + 12;
+        let desc_at = name_at + namesz.next_multiple_of(4);
+        let next = desc_at + descsz.next_multiple_of(4);
+        if next > len {
+            break;
+        }
+        if kind == 3 && namesz == 4 {
+            // SAFETY: [desc_at, desc_at + descsz) is inside the segment (next <= len).
+            return unsafe { std::slice::from_raw_parts((at + desc_at) as *const u8, descsz) }
+                .to_vec();
+        }
+        off = next;
+    }
+    Vec::new()
 }
 
 impl Obj {

@@ -215,9 +215,20 @@ static FAULT_HDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// Records the signal and faulting address in the region, wakes the program's waiters, and
 /// lets the signal kill the helper with its default action. Async-signal-safe: atomics and
 /// raw syscalls only.
-extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let h = FAULT_HDR.load(SeqCst);
     if h != 0 {
+        // SAFETY: ctx is this handler's ucontext; FAULT_HDR is the live region header.
+        unsafe {
+            let (pc, sp) = crate::reports::pc_sp(ctx);
+            let mut fr = [0u64; crate::reports::MAX_FRAMES];
+            let n = crate::reports::scan_stack(pc, sp, &mut fr);
+            let h = &*(h as *const shm::RegionHeader);
+            for (slot, v) in h.fault_frames.iter().zip(fr.iter()) {
+                slot.store(*v, SeqCst);
+            }
+            h.fault_nframes.store(n as u32, SeqCst);
+        }
         // SAFETY: FAULT_HDR points to the live region header (set before the handler was
         // installed); `info` is the kernel's siginfo for this signal.
         unsafe {

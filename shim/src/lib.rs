@@ -23,9 +23,11 @@ mod dl;
 mod got;
 mod handles;
 mod helper;
+mod profile;
 mod recovery;
 mod replay;
 mod replicas;
+mod reports;
 mod runtime;
 mod rxmalloc;
 mod shm;
@@ -44,10 +46,20 @@ extern "C" fn on_load() {
         dl::init_real();
         match runtime::load() {
             Ok(Ok(rt)) => {
+                if rt.exec_helper.is_none() {
+                    let modules = rt
+                        .map
+                        .modules
+                        .iter()
+                        .map(|m| (m.name.clone(), m.object.clone()))
+                        .collect();
+                    reports::init(&rt.exe, modules);
+                }
                 runtime::install(rt);
             }
-            Ok(Err(Inert::NothingIsolated)) => {
-                debug!("the map isolates nothing: nothing is routed")
+            Ok(Err(Inert::NothingIsolated(modules))) => {
+                debug!("the map isolates nothing: nothing is routed");
+                reports::init(&runtime::exe_path(), modules);
             }
             Ok(Err(_)) => {}
             Err(e) => {
@@ -75,6 +87,11 @@ extern "C" fn on_unload() {
             if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
                 replicas::drain(std::time::Duration::from_secs(120));
                 write_stats(rt);
+                if let Some(p) = &rt.profile {
+                    p.write(rt);
+                } else {
+                    reports::run_summary(rt);
+                }
             }
         }
     });
@@ -130,7 +147,9 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
         rt.scan(&objs, false)
     };
-    zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
+    if !rt.procs.is_empty() {
+        zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
+    }
     for k in 0..rt.procs.len() {
         zygote::spawn(rt, k, 0)
             .map_err(|e| format!("cannot start helper '{}': {e}", rt.procs[k].name))?;

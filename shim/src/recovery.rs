@@ -121,6 +121,7 @@ pub fn try_call(
             CallError::Timeout(ms) => format!("hung (no answer within timeout_ms {ms}; killed)"),
         };
         let addr = p.region.header().fault_addr.load(SeqCst);
+        report(p, f, &e, status, addr, &what, retry_env(oc, retry));
         warn!(
             "process '{}' {what} during {} (fault address {addr:#x}; retry {retry} of {})",
             p.name, f.name, oc.max_retries
@@ -164,6 +165,42 @@ pub fn try_call(
         f.stats.give_ups.fetch_add(1, Relaxed);
         return Err((status, what));
     }
+}
+
+/// Records a failed call in the crash-report spool.
+fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &str, env: u32) {
+    let died = matches!(e, CallError::Died(_));
+    let outcome = match e {
+        CallError::Timeout(_) => "hang",
+        CallError::Died(s) if *s >= 0 && libc::WIFEXITED(*s) => "helper-exit",
+        _ => "crash",
+    };
+    let sig = if died && status >= 0 && libc::WIFSIGNALED(status) {
+        libc::WTERMSIG(status)
+    } else {
+        0
+    };
+    let h = p.region.header();
+    let mut frames = [0u64; crate::reports::MAX_FRAMES];
+    let n = if died {
+        (h.fault_nframes.load(SeqCst) as usize).min(frames.len())
+    } else {
+        0
+    };
+    for (i, fr) in frames.iter_mut().enumerate().take(n) {
+        *fr = h.fault_frames[i].load(SeqCst);
+    }
+    crate::reports::event(&crate::reports::Event {
+        outcome,
+        process: &p.spec.name,
+        module: &f.module,
+        function: &f.name,
+        signal: sig,
+        fault_addr: if died { addr } else { 0 },
+        env: &env_name(env),
+        detail: what,
+        frames: &frames[..n],
+    });
 }
 
 /// Kills the current helper of `p` and waits (bounded) until its process is gone.
@@ -271,6 +308,22 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
 }
 
 pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame: &mut Frame) {
+    let sig = if status >= 0 && libc::WIFSIGNALED(status) {
+        libc::WTERMSIG(status)
+    } else {
+        0
+    };
+    crate::reports::event(&crate::reports::Event {
+        outcome: "gave-up",
+        process: &p.spec.name,
+        module: &f.module,
+        function: &f.name,
+        signal: sig,
+        fault_addr: 0,
+        env: "",
+        detail: what,
+        frames: &[],
+    });
     match &p.spec.on_crash.give_up {
         GiveUp::Return { value, errno } => {
             frame.ret_rax = *value as u64;

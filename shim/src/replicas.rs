@@ -300,6 +300,18 @@ fn vote(
             }
         }
     }
+    let detail = format!("{}({}): {}", f.name, args, desc.join("; "));
+    crate::reports::event(&crate::reports::Event {
+        outcome: "mismatch",
+        process: &reps[0].spec.name,
+        module: &f.module,
+        function: &f.name,
+        signal: 0,
+        fault_addr: 0,
+        env: "",
+        detail: &detail,
+        frames: &[],
+    });
     match on_mismatch {
         OnMismatch::Abort => {
             crate::log::emit(

@@ -15,6 +15,8 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
+/// Owner of every function under `fracture profile`: routed, but run in the program.
+pub const PROFILED: u32 = u32::MAX;
 /// Owner id of the program itself; helper process k has owner id k + 1.
 pub const PROGRAM: u32 = 0;
 
@@ -143,6 +145,8 @@ pub struct Runtime {
     pub started: AtomicBool,
     /// Pid of the program (the process that read the map).
     pub program_pid: AtomicI32,
+    /// `fracture profile`: per (calling module, function) counters; calls run in place.
+    pub profile: Option<crate::profile::Profile>,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -160,7 +164,8 @@ pub fn install(rt: Runtime) -> &'static Runtime {
 pub enum Inert {
     NoConfig,
     OtherTarget,
-    NothingIsolated,
+    /// The map's modules as (module, object), for crash reports of the program itself.
+    NothingIsolated(Vec<(String, String)>),
 }
 
 /// Real path of the running executable.
@@ -195,8 +200,20 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     if !map.matches_target(&exe) {
         return Ok(Err(Inert::OtherTarget));
     }
-    if !map.isolates_anything() {
-        return Ok(Err(Inert::NothingIsolated));
+    // `fracture profile`: every mapped function is routed, counted and run in place.
+    let profiling = std::env::var_os("FRACTURE_PROFILE").is_some_and(|p| !p.is_empty())
+        && std::env::var_os("FRACTURE_HELPER").is_none();
+    let mut map = map;
+    if profiling {
+        map.processes.clear();
+    }
+    if !map.isolates_anything() && !profiling {
+        return Ok(Err(Inert::NothingIsolated(
+            map.modules
+                .iter()
+                .map(|m| (m.name.clone(), m.object.clone()))
+                .collect(),
+        )));
     }
     let mut fns = Vec::new();
     for m in &map.modules {
@@ -206,6 +223,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
             .position(|p| p.modules.iter().any(|x| x == &m.name))
         {
             Some(k) => k as u32 + 1,
+            None if profiling => PROFILED,
             None => PROGRAM,
         };
         for f in &m.functions {
@@ -318,6 +336,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     if procs.len() > map.processes.len() && procs.len() + 1 > cpus {
         crate::shm::CROWDED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    let (nfns, nmods) = (fns.len(), map.modules.len());
     Ok(Ok(Runtime {
         exec_helper,
         my_region: std::sync::atomic::AtomicUsize::new(0),
@@ -334,6 +353,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         started: AtomicBool::new(false),
         // SAFETY: getpid has no preconditions.
         program_pid: AtomicI32::new(unsafe { libc::getpid() }),
+        profile: profiling.then(|| crate::profile::Profile::new(nfns, nmods)),
     }))
 }
 

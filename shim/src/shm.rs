@@ -67,6 +67,10 @@ pub struct RegionHeader {
     pub ckpt_cmd: AtomicU32,
     /// Environment index the resumed helper applies (program writes before CKPT_RESUME).
     pub ckpt_env: AtomicU32,
+    /// Written by the helper's fatal-signal handler: the faulting pc and return addresses
+    /// found on the faulting thread's stack (for crash reports), and how many there are.
+    pub fault_frames: [AtomicU64; crate::reports::MAX_FRAMES],
+    pub fault_nframes: AtomicU32,
 }
 
 pub const CKPT_IDLE: u32 = 0;

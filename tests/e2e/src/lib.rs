@@ -115,7 +115,9 @@ pub fn under(map: &Path, extra: &[&str], program: &Path, args: &[&str]) -> Comma
         .args(args);
     c.env_remove("LD_PRELOAD")
         .env_remove("FRACTURE_CONFIG")
-        .env_remove("FRACTURE_STATS");
+        .env_remove("FRACTURE_STATS")
+        // Crash reports only where a test asks for them (in its own database).
+        .env("FRACTURE_REPORTS", "off");
     c
 }
 
@@ -125,7 +127,8 @@ pub fn preloaded(map: &Path, program: &Path, args: &[&str]) -> Command {
     c.args(args)
         .env("LD_PRELOAD", shim())
         .env("FRACTURE_CONFIG", map)
-        .env_remove("FRACTURE_STATS");
+        .env_remove("FRACTURE_STATS")
+        .env("FRACTURE_REPORTS", "off");
     c
 }
 

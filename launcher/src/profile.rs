@@ -1,0 +1,157 @@
+//! `fracture profile`: a training run with every mapped function routed but run in place
+//! (the shim counts calls and bytes per calling module and function), followed by a
+//! calibration of what an isolated call and an isolated byte cost on this machine. The graph
+//! (`GRAPH.json`) is what `fracture partition` cuts.
+
+use crate::run::{run_with, shim_path, Options};
+use crate::RunArgs;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::Command;
+
+pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
+    let dir = std::env::temp_dir().join(format!("fracture-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let raw = dir.join("raw.json");
+    let opts = Options {
+        env: vec![("FRACTURE_PROFILE".into(), raw.clone().into_os_string())],
+        ..Options::default()
+    };
+    let status = run_with(args, &opts)?;
+    let text = std::fs::read_to_string(&raw).with_context(|| {
+        format!(
+            "the program wrote no profile (does the map's target match {}?)",
+            args.program[0].to_string_lossy()
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut graph: serde_json::Value =
+        serde_json::from_str(&text?).context("the profile the shim wrote does not parse")?;
+    eprintln!("fracture: calibrating an isolated call on this machine...");
+    let cal = calibrate()?;
+    let map = std::fs::canonicalize(&args.config)?;
+    graph["map"] = map.to_string_lossy().into_owned().into();
+    graph["args"] = args
+        .program
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .into();
+    graph["exit"] = status.into();
+    graph["calibration"] = serde_json::json!({
+        "per_call_ns": cal.per_call_ns,
+        "per_byte_ns": cal.per_byte_ns,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&graph)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let edges = graph["edges"].as_array().map_or(0, |e| e.len());
+    let calls: u64 = graph["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["calls"].as_u64())
+        .sum();
+    eprintln!(
+        "fracture: profile: {edges} caller/function pairs, {calls} calls in {:.3} s; an isolated call costs {:.0} ns and a byte {:.3} ns here; wrote {}",
+        graph["duration_s"].as_f64().unwrap_or(0.0),
+        cal.per_call_ns,
+        cal.per_byte_ns,
+        out.display()
+    );
+    Ok(status)
+}
+
+pub struct Calibration {
+    pub per_call_ns: f64,
+    pub per_byte_ns: f64,
+}
+
+/// Size of the buffer whose copy measures the per-byte cost.
+const BIG: usize = 64 << 10;
+
+/// Measures, on this machine, the cost of an isolated call (`strnlen` of libc in a helper,
+/// with an `in:` buffer of 0 and of 64 KiB) against the same calls made directly.
+pub fn calibrate() -> Result<Calibration> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("fracture-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let map = dir.join("calibrate.yaml");
+    std::fs::write(
+        &map,
+        "# written by fracture profile: libc's strnlen isolated, to time an isolated call\n\
+         modules:\n  libc:\n    object: libc.so.6\n    functions:\n      \
+         strnlen: {args: [\"in:arg1\", val], effect: pure}\n\
+         processes:\n  calibrate:\n    modules: [libc]\n",
+    )?;
+    let direct = run_calibrator(&exe, None)?;
+    let isolated = run_calibrator(&exe, Some((&shim_path()?, &map)));
+    let _ = std::fs::remove_dir_all(&dir);
+    let isolated = isolated?;
+    let per_call = (isolated.0 - direct.0).max(1.0);
+    let per_byte = ((isolated.1 - isolated.0) - (direct.1 - direct.0)).max(0.0) / BIG as f64;
+    Ok(Calibration {
+        per_call_ns: per_call,
+        per_byte_ns: per_byte,
+    })
+}
+
+fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>) -> Result<(f64, f64)> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("__calibrate")
+        .env_remove("LD_PRELOAD")
+        .env_remove("FRACTURE_CONFIG")
+        .env_remove("FRACTURE_STATS")
+        .env_remove("FRACTURE_PROFILE")
+        .env("FRACTURE_REPORTS", "off");
+    if let Some((shim, map)) = shim {
+        cmd.env("LD_PRELOAD", shim).env("FRACTURE_CONFIG", map);
+    }
+    let out = cmd.output().context("cannot run the calibration")?;
+    if !out.status.success() {
+        bail!(
+            "the calibration failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|w| w.parse::<f64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => bail!("the calibration printed {text:?}"),
+    }
+}
+
+/// `fracture __calibrate`: median ns of strnlen(buf, 0) and strnlen(buf, 64 KiB), printed as
+/// two numbers. Under the shim with the calibration map, each call is an isolated call.
+pub fn calibrator() -> Result<i32> {
+    let buf = vec![b'x'; BIG];
+    let time = |n: usize| {
+        let mut samples = Vec::new();
+        for _ in 0..15 {
+            let reps = if n == 0 { 2000 } else { 50 };
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(sys::strnlen(std::hint::black_box(&buf), n));
+            }
+            samples.push(t.elapsed().as_nanos() as f64 / reps as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    // Warm up (the first isolated calls start the helper's threads).
+    time(0);
+    time(BIG);
+    println!("{} {}", time(0), time(BIG));
+    Ok(0)
+}
+
+#[allow(unsafe_code)]
+mod sys {
+    /// libc's strnlen through this executable's GOT (the slot the shim routes).
+    #[inline(never)]
+    pub fn strnlen(buf: &[u8], n: usize) -> usize {
+        let n = n.min(buf.len());
+        // SAFETY: reads at most n <= buf.len() bytes of buf.
+        unsafe { libc::strnlen(buf.as_ptr().cast(), n) }
+    }
+}

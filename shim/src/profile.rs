@@ -1,0 +1,126 @@
+//! `fracture profile`: every mapped function is routed through its trampoline but runs in
+//! place; per (calling module, function) the shim counts calls and the bytes that would cross
+//! a process boundary under the function's specs. The calling module comes from the return
+//! address (the object it lies in, mapped to the map's module; other code is `main`). At
+//! exit the counters go to `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
+
+use crate::abi::{arg_value, Frame, MAX_STACK};
+use crate::dispatch::{call_local, eval_size};
+use crate::runtime::{FnDesc, Runtime};
+use module_map::{ArgSpec, RetSpec};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub struct Profile {
+    nfns: usize,
+    /// [caller module (the map's modules, then `main`)][function] × (calls, in, out).
+    cells: Vec<[AtomicU64; 3]>,
+    start: std::time::Instant,
+}
+
+impl Profile {
+    pub fn new(nfns: usize, nmods: usize) -> Profile {
+        Profile {
+            nfns,
+            cells: (0..(nmods + 1) * nfns)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts the call of `f` described by `frame`, then runs it here.
+    pub fn call(&self, rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
+        // SAFETY: the trampoline's frame.stack is the caller's rsp + 8 at the call: the word
+        // below it is the return address the call pushed.
+        let ret = unsafe { *frame.stack.sub(1) } as usize;
+        let caller = crate::reports::module_of(ret);
+        let nmods = rt.map.modules.len();
+        let m = rt
+            .map
+            .modules
+            .iter()
+            .position(|x| x.name == caller)
+            .unwrap_or(nmods);
+        let nstack = f.layout.nstack.min(MAX_STACK);
+        let mut stack = [0u64; MAX_STACK];
+        if nstack > 0 {
+            // SAFETY: the caller's stack holds the listed stack arguments.
+            unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
+        }
+        let (mut bin, mut bout) = (0u64, 0u64);
+        for (spec, loc) in &f.layout.args {
+            let p = arg_value(frame, &stack, *loc);
+            if p == 0 {
+                continue;
+            }
+            match spec {
+                // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
+                ArgSpec::Str => bin += unsafe { libc::strlen(p as *const libc::c_char) } as u64 + 1,
+                ArgSpec::In(s) => bin += eval_size(s, f, frame, &stack),
+                ArgSpec::Out(s) => bout += eval_size(s, f, frame, &stack),
+                ArgSpec::InOut(s) => {
+                    let n = eval_size(s, f, frame, &stack);
+                    bin += n;
+                    bout += n;
+                }
+                _ => {}
+            }
+        }
+        call_local(rt, f, frame);
+        if f.ret == RetSpec::Str && frame.ret_rax != 0 {
+            // SAFETY: the function returned a NUL-terminated string (its spec says so).
+            bout += unsafe { libc::strlen(frame.ret_rax as *const libc::c_char) } as u64 + 1;
+        }
+        if let Some(c) = self.cells.get(m * self.nfns + f.idx) {
+            c[0].fetch_add(1, Relaxed);
+            c[1].fetch_add(bin, Relaxed);
+            c[2].fetch_add(bout, Relaxed);
+        }
+    }
+
+    /// Writes the counters to `$FRACTURE_PROFILE`.
+    pub fn write(&self, rt: &Runtime) {
+        let Some(path) = std::env::var_os("FRACTURE_PROFILE") else {
+            return;
+        };
+        let mut modules: Vec<&str> = vec!["main"];
+        modules.extend(rt.map.modules.iter().map(|m| m.name.as_str()));
+        let mut edges = Vec::new();
+        let nmods = rt.map.modules.len();
+        for m in 0..=nmods {
+            let caller = if m == nmods {
+                "main"
+            } else {
+                rt.map.modules[m].name.as_str()
+            };
+            for f in &rt.fns {
+                let c = &self.cells[m * self.nfns + f.idx];
+                let calls = c[0].load(Relaxed);
+                if calls == 0 {
+                    continue;
+                }
+                edges.push(serde_json::json!({
+                    "caller": caller,
+                    "module": f.module,
+                    "function": f.name,
+                    "calls": calls,
+                    "bytes_in": c[1].load(Relaxed),
+                    "bytes_out": c[2].load(Relaxed),
+                }));
+            }
+        }
+        let doc = serde_json::json!({
+            "v": 1,
+            "program": rt.exe,
+            "duration_s": self.start.elapsed().as_secs_f64(),
+            "modules": modules,
+            "edges": edges,
+        });
+        if let Err(e) = std::fs::write(&path, doc.to_string() + "\n") {
+            error!(
+                "cannot write the profile {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+        }
+    }
+}
