@@ -57,3 +57,23 @@ echo "   isolated: the retry with a padded allocator succeeds:"
 printf 'smash 40\n' | $FRACTURE run -c configs/fx-rx.yaml -- $FX/fx_heap 2>&1 | sed 's/^/     /'
 echo "   isolated: an environment-sensitive bug, fixed by the second retry environment:"
 printf 'envbug\n' | $FRACTURE run -c configs/fx-rx.yaml -- $FX/fx_envbug 2>&1 | sed 's/^/     /'
+
+echo
+echo "== 7. replication: libmagic three ways, one replica with a wrong magic database (configs/file-replicate.yaml)"
+printf '0\tstring\t\\x7fELF\tFAULTY executable\n' > "$work/faulty.magic"
+file /bin/ls /etc/passwd > "$work/plain7.out"
+$FRACTURE run -c configs/file-replicate.yaml --stats "$work/s7.json" \
+  --set "processes.parser.replicate.envs=[{}, {}, {vars: {MAGIC: \"$work/faulty.magic\"}}]" \
+  -- file /bin/ls /etc/passwd > "$work/rep7.out" 2> "$work/rep7.err"
+cmp -s "$work/plain7.out" "$work/rep7.out" && echo "   output identical to plain file (the majority answered)"
+cut -c1-160 "$work/rep7.err" | sed 's/^/   /'
+python3 -c "import json,sys; [print(f\"   replica {r['replica']}: {r['calls']} calls, {r['mismatches']} mismatches\") for r in json.load(open(sys.argv[1]))['processes']['parser']['replicas']]" "$work/s7.json"
+echo "   N-version: a second build of libfx in one replica (configs/fx-nversion.yaml):"
+$FRACTURE run -c configs/fx-nversion.yaml -- $FX/fx_demo 2>&1 >/dev/null | cut -c1-160 | sed 's/^/   /'
+
+echo
+echo "== 8. sampling: valgrind on one of four helpers, not on the program (fx_heap)"
+printf 'leak 1000\noverflow 24\n' | $FRACTURE run -c configs/fx.yaml \
+  --set 'processes.fxhelper.sample={count: 4, envs: [{}, {}, {}, {wrapper: [valgrind, --leak-check=full, -q]}]}' \
+  -- $FX/fx_heap 2> "$work/vg.err" | sed 's/^/   program: /'
+grep -E "Invalid write|definitely lost|by 0x.*fx_(leak|overflow)" "$work/vg.err" | head -6 | sed 's/^/   /'
