@@ -169,6 +169,9 @@ fn real_main() -> anyhow::Result<i32> {
             }
         }
         "__calibrate" => profile::calibrator(),
+        "report" => quarantine::cli::cli_report(args),
+        "plan" => quarantine::cli::cli_plan(args),
+        "partition" => quarantine::cli::cli_partition(args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(0)
@@ -189,6 +192,7 @@ fn main() {
             eprintln!("fracture: error: {e:#}");
             if e.downcast_ref::<Usage>().is_some()
                 || e.downcast_ref::<check::MapRefused>().is_some()
+                || e.downcast_ref::<quarantine::cli::Usage>().is_some()
             {
                 2
             } else {

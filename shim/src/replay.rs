@@ -17,8 +17,10 @@ pub struct Entry {
     func: usize,
     frame: Frame,
     stack: [u64; MAX_STACK],
-    /// (argument index, input bytes) for each non-NULL buffer argument.
-    bufs: Vec<(usize, Vec<u8>)>,
+    /// (argument index, input bytes, length) for each non-NULL buffer argument; an `out:`
+    /// buffer's input bytes are not kept (the replayed call gets zeroes: what it writes there
+    /// is discarded anyway).
+    bufs: Vec<(usize, Vec<u8>, usize)>,
     /// The token the program got back (ret: handle), re-pointed on replay.
     ret_token: u64,
 }
@@ -69,9 +71,13 @@ pub fn capture(f: &FnDesc, frame: &Frame) -> Entry {
             _ => 0,
         };
         let len = len.min(crate::shm::DATA_SIZE as u64) as usize;
-        // SAFETY: the caller's buffer holds `len` bytes per its spec (as for the call itself).
-        let v = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
-        bufs.push((i, v));
+        let v = if matches!(spec, ArgSpec::Out(_)) {
+            Vec::new()
+        } else {
+            // SAFETY: the caller's buffer holds `len` bytes per its spec (as for the call).
+            unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec()
+        };
+        bufs.push((i, v, len));
     }
     let mut frame = *frame;
     frame.stack = std::ptr::null();
@@ -106,7 +112,15 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
         let f = &rt.fns[e.func];
         let mut frame = e.frame;
         let mut stack = e.stack;
-        let mut bufs: Vec<(usize, Vec<u8>)> = e.bufs.clone();
+        let mut bufs: Vec<(usize, Vec<u8>)> = e
+            .bufs
+            .iter()
+            .map(|(i, v, len)| {
+                let mut v = v.clone();
+                v.resize(*len, 0);
+                (*i, v)
+            })
+            .collect();
         for (i, v) in bufs.iter_mut() {
             let loc = f.layout.args[*i].1;
             set_arg(&mut frame, &mut stack, loc, v.as_mut_ptr() as u64);

@@ -187,3 +187,248 @@ fn a_crash_of_the_program_itself_is_spooled_with_its_module() {
     let f0 = &crash["frames"][0];
     assert!(f0["obj"].as_str().unwrap().ends_with("libchat_p11.so"), "{f0}");
 }
+
+/// Runs `fracture ARGS` with reports in `db`; asserts success; returns stdout.
+fn fracture_ok(args: &[&str], db: &Path) -> String {
+    ok(run_with(fracture_cmd(args, db), b"", WATCHDOG))
+}
+
+#[test]
+fn crashing_run_then_report_then_plan_then_a_surviving_run() {
+    let input = workload(2000, true);
+    let clean = workload(2000, false);
+    let t = TempDir::new("loop");
+    let db = t.path("reports.db");
+    // 1. The deployment isolates nothing; the program dies on the rare input.
+    let o = run_reported(&config("chat.yaml"), &db, &input);
+    assert_eq!(o.status.code(), Some(139), "{}", stderr(&o));
+    // 2. The report names the plugin and the function.
+    let rep = fracture_ok(&["report", "--db", db.to_str().unwrap()], &db);
+    let row = rep
+        .lines()
+        .find(|l| l.starts_with("p11 "))
+        .unwrap_or_else(|| panic!("{rep}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "p11_parse", "{rep}");
+    assert_eq!(cells[6], "1", "one program crash: {rep}");
+    assert_eq!(cells[7], "11", "SIGSEGV: {rep}");
+    // 3. The optimistic plan isolates the culprit, and only it.
+    let next = t.path("next.yaml");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "plan",
+                "--db",
+                db.to_str().unwrap(),
+                "-c",
+                config("chat.yaml").to_str().unwrap(),
+                "-o",
+                next.to_str().unwrap(),
+            ],
+            &db,
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&next).unwrap();
+    let map: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let procs = map["processes"].as_mapping().unwrap();
+    assert_eq!(procs.len(), 1, "{text}");
+    assert_eq!(map["processes"]["q_p11"]["modules"][0], "p11", "{text}");
+    // 4. The next run survives: every other message is printed as a plain run prints it.
+    let o = run_reported(&next, &db, &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &clean, WATCHDOG));
+    let body = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("events:") && !l.contains("message dropped"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(body(&out), body(&want));
+    assert!(out.contains("[p11: message dropped]"), "{out}");
+    assert!(out.ends_with("events: 2000, dropped: 1, ui lines: 1999\n"), "{out}");
+    // The contained crash is reported too: the database now holds both runs' records.
+    let rep = fracture_ok(&["report", "--db", db.to_str().unwrap()], &db);
+    let row = rep.lines().find(|l| l.starts_with("p11 ")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells[2].parse::<u32>().unwrap() >= 1, "helper crashes: {rep}");
+    assert_eq!(cells[4], "1", "one give-up: {rep}");
+}
+
+#[test]
+fn pessimistic_plan_isolates_everything_then_merges_back_clean_modules() {
+    let input = workload(2000, true);
+    let t = TempDir::new("pess");
+    let db = t.path("r.db");
+    let all = t.path("all.yaml");
+    let chat = config("chat.yaml");
+    fracture_ok(
+        &[
+            "plan",
+            "--strategy",
+            "pessimistic",
+            "--db",
+            db.to_str().unwrap(),
+            "-c",
+            chat.to_str().unwrap(),
+            "-o",
+            all.to_str().unwrap(),
+        ],
+        &db,
+    );
+    let map: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&all).unwrap()).unwrap();
+    assert_eq!(map["processes"].as_mapping().unwrap().len(), 16);
+    // Everything isolated: the crash is contained, the run completes and is summarized.
+    let o = run_reported(&all, &db, &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let next = t.path("next.yaml");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "plan",
+                "--strategy",
+                "pessimistic",
+                "--min-clean-calls",
+                "50",
+                "--db",
+                db.to_str().unwrap(),
+                "-c",
+                chat.to_str().unwrap(),
+                "-o",
+                next.to_str().unwrap(),
+            ],
+            &db,
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let map: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&next).unwrap()).unwrap();
+    let procs = map["processes"].as_mapping().unwrap();
+    let isolated: Vec<&str> = procs
+        .values()
+        .flat_map(|p| p["modules"].as_sequence().unwrap().iter())
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(isolated.contains(&"p11"), "the crasher stays isolated: {isolated:?}");
+    for m in ["ui", "p00", "p03", "p12"] {
+        assert!(!isolated.contains(&m), "{m} had clean calls: {isolated:?}\n{}", stderr(&o));
+    }
+    assert!(stderr(&o).contains("ui: "), "{}", stderr(&o));
+}
+
+#[test]
+fn concurrent_programs_writing_one_database_lose_no_report() {
+    // Four programs at once, each with five contained crashes (two records each: the crash
+    // and the give-up), into one database.
+    let t = TempDir::new("conc");
+    let db = t.path("r.db");
+    let input = b"segv\nok\nsegv\nok\nsegv\nsegv\nsegv\n";
+    let kids: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = under(
+                &config("fx.yaml"),
+                &[
+                    "--set",
+                    "processes.fxhelper.on_crash={restart: true, max_retries: 0, give_up: {return: -1}}",
+                ],
+                &fixture("fx_crashy"),
+                &[],
+            );
+            c.env("FRACTURE_REPORTS", &db);
+            std::thread::spawn(move || run_with(c, input, WATCHDOG))
+        })
+        .collect();
+    for k in kids {
+        let o = k.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let rep = fracture_ok(&["report", "--db", db.to_str().unwrap()], &db);
+    let row = rep
+        .lines()
+        .find(|l| l.starts_with("fx "))
+        .unwrap_or_else(|| panic!("{rep}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "fx_crash_on");
+    assert_eq!(cells[2], "20", "crashes: {rep}");
+    assert_eq!(cells[4], "20", "give-ups: {rep}");
+    assert_eq!(cells[8], "1", "one program: {rep}");
+}
+
+#[test]
+fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
+    let input = workload(2000, false);
+    let t = TempDir::new("part");
+    let db = t.path("r.db");
+    let g = t.path("g.json");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "profile",
+                "-c",
+                config("chat.yaml").to_str().unwrap(),
+                "-o",
+                g.to_str().unwrap(),
+                "--",
+                fixture("fx_chat").to_str().unwrap(),
+            ],
+            &db,
+        ),
+        &input,
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let map = t.path("p03.yaml");
+    let dot = t.path("p03.dot");
+    let out = fracture_ok(
+        &[
+            "partition",
+            g.to_str().unwrap(),
+            "--isolate",
+            "p03",
+            "-o",
+            map.to_str().unwrap(),
+            "--dot",
+            dot.to_str().unwrap(),
+        ],
+        &db,
+    );
+    // p03 calls util for every character; main calls util once: they go together.
+    assert!(out.starts_with("isolate p03: one helper with [p03, util]"), "{out}");
+    assert!(out.contains("main -> p03.p03_parse"), "{out}");
+    assert!(!out.contains("p03 -> util"), "{out}");
+    let d = std::fs::read_to_string(&dot).unwrap();
+    assert!(d.contains("\"main\" -> \"p03\"") && d.contains("color=red"), "{d}");
+    // The map it wrote runs the workload with the pair in one helper.
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
+    let st = t.path("s.json");
+    let o = run_with(
+        under(&map, &["--stats", st.to_str().unwrap()], &fixture("fx_chat"), &[]),
+        &input,
+        WATCHDOG,
+    );
+    assert_eq!(ok(o), want);
+    let s = stats(&st);
+    assert!(calls(&s, "isolated_p03", "p03_parse") > 0);
+    // Bad input: an unknown module, a graph that is not one.
+    let o = run_with(
+        fracture_cmd(&["partition", g.to_str().unwrap(), "--isolate", "nope"], &db),
+        b"",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("module `nope` is not in the graph"), "{}", stderr(&o));
+    let bad = t.write("bad.json", "{\"edges\": 3}");
+    let o = run_with(
+        fracture_cmd(&["partition", bad.to_str().unwrap(), "--isolate", "p03"], &db),
+        b"",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("fracture: error:"), "{}", stderr(&o));
+}

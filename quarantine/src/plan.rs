@@ -1,0 +1,177 @@
+//! The next run's map, from the crash reports of earlier runs (several databases merge: the
+//! cooperative approach).
+//!
+//! - optimistic: isolate the modules that failed (crash, hang, give-up, helper exit, or a
+//!   crash of the program inside them); with a profile, the cheapest boundary around each.
+//! - pessimistic: isolate every module, except those whose runs show enough clean calls while
+//!   isolated and no failure: those are merged back into the program.
+//!
+//! A process a plan adds answers a crashed call with 0 after one retry, so the next run
+//! survives a deterministic crash; processes the map already had are kept.
+
+use crate::partition::{min_cut, Graph};
+use crate::reports::{module_history, Db};
+use anyhow::{bail, Context, Result};
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Optimistic,
+    Pessimistic,
+}
+
+pub struct Plan {
+    /// The new map's text.
+    pub text: String,
+    /// What was decided and why, one line each.
+    pub notes: Vec<String>,
+}
+
+/// The `on_crash` of a process a plan adds.
+const ON_CRASH: &str = "{restart: true, restore: replay, max_retries: 1, give_up: {return: 0}}";
+
+pub fn plan(
+    map_path: &Path,
+    dbs: &[Db],
+    strategy: Strategy,
+    profile: Option<&Graph>,
+    min_clean_calls: u64,
+) -> Result<Plan> {
+    let text = std::fs::read_to_string(map_path)
+        .with_context(|| format!("cannot read {}", map_path.display()))?;
+    let map =
+        module_map::parse_map_str(&text, map_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let history = module_history(dbs, &|prog| prog.is_empty() || map.matches_target(prog))?;
+    let mut doc: Value = serde_yaml_ng::from_str(&text)?;
+    let mut notes = Vec::new();
+    let isolated: BTreeSet<String> = map
+        .processes
+        .iter()
+        .flat_map(|p| p.modules.iter().cloned())
+        .collect();
+    let names: Vec<String> = map.modules.iter().map(|m| m.name.clone()).collect();
+    let failures = |m: &str| history.get(m).map_or(0, |h| h.0);
+    let clean = |m: &str| history.get(m).map_or(0, |h| h.1);
+    for (m, (f, _)) in &history {
+        if *f > 0 && !names.contains(m) && m != "main" {
+            notes.push(format!(
+                "{m}: {f} failures reported, but the map has no such module; ignored"
+            ));
+        }
+    }
+    let mut procs: Mapping = doc
+        .get("processes")
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let new_process = |modules: &[String]| -> Result<Value> {
+        Ok(serde_yaml_ng::from_str(&format!(
+            "modules: [{}]\non_crash: {ON_CRASH}\n",
+            modules.join(", ")
+        ))?)
+    };
+    match strategy {
+        Strategy::Optimistic => {
+            let mut taken: BTreeSet<String> = isolated.clone();
+            for m in &names {
+                let f = failures(m);
+                if f == 0 {
+                    continue;
+                }
+                if taken.contains(m) {
+                    notes.push(format!(
+                        "{m}: {f} failures; already isolated, kept as it is"
+                    ));
+                    continue;
+                }
+                let side: Vec<String> = match profile {
+                    Some(g) if g.modules.contains(m) => {
+                        let c = min_cut(g, m)?;
+                        let side: Vec<String> = c
+                            .side
+                            .iter()
+                            .filter(|x| !taken.contains(*x) && names.contains(x))
+                            .cloned()
+                            .collect();
+                        notes.push(format!(
+                            "{m}: {f} failures; isolated with [{}], the cheapest boundary in the profile ({:.0} us over the {:.3} s training run)",
+                            side.join(", "),
+                            c.cost_ns / 1e3,
+                            g.duration_s
+                        ));
+                        side
+                    }
+                    _ => {
+                        notes.push(format!("{m}: {f} failures; isolated in its own helper"));
+                        vec![m.clone()]
+                    }
+                };
+                taken.extend(side.iter().cloned());
+                procs.insert(format!("q_{m}").into(), new_process(&side)?);
+            }
+            if notes.is_empty() {
+                notes.push(
+                    "no failures reported for this map's modules: the map is unchanged".into(),
+                );
+            }
+        }
+        Strategy::Pessimistic => {
+            let mut merged = Vec::new();
+            for m in &names {
+                let (f, c) = (failures(m), clean(m));
+                if f == 0 && c >= min_clean_calls {
+                    merged.push(m.clone());
+                    notes.push(format!(
+                        "{m}: {c} clean calls while isolated, no failure: merged back into the program"
+                    ));
+                } else if !isolated.contains(m) {
+                    procs.insert(
+                        format!("q_{m}").into(),
+                        new_process(std::slice::from_ref(m))?,
+                    );
+                    notes.push(format!(
+                        "{m}: {f} failures, {c} clean calls (< {min_clean_calls}): isolated"
+                    ));
+                } else {
+                    notes.push(format!(
+                        "{m}: {f} failures, {c} clean calls: stays isolated"
+                    ));
+                }
+            }
+            // Merged-back modules leave the processes that held them; empty processes go.
+            let mut keep = Mapping::new();
+            for (k, v) in procs {
+                let mut v = v;
+                if let Some(list) = v.get_mut("modules").and_then(Value::as_sequence_mut) {
+                    list.retain(|x| x.as_str().is_none_or(|s| !merged.iter().any(|m| m == s)));
+                    if list.is_empty() {
+                        continue;
+                    }
+                }
+                keep.insert(k, v);
+            }
+            procs = keep;
+        }
+    }
+    match doc.as_mapping_mut() {
+        Some(m) => {
+            m.insert("processes".into(), Value::Mapping(procs));
+        }
+        None => bail!("{} is not a YAML mapping", map_path.display()),
+    }
+    let out = format!(
+        "# written by `fracture plan --strategy {}` from {}\n{}",
+        match strategy {
+            Strategy::Optimistic => "optimistic",
+            Strategy::Pessimistic => "pessimistic",
+        },
+        map_path.display(),
+        serde_yaml_ng::to_string(&doc)?
+    );
+    // The plan must be a valid map (relative paths resolve beside the input map).
+    module_map::parse_map_str(&out, map_path, &[])
+        .map_err(|e| anyhow::anyhow!("internal error: the planned map does not validate: {e}"))?;
+    Ok(Plan { text: out, notes })
+}

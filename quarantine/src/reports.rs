@@ -1,0 +1,569 @@
+//! The crash-report database: SQLite at `FRACTURE_REPORTS` (default
+//! `$XDG_STATE_HOME/fracture/reports.db`), fed from the spool the shim writes beside it.
+//!
+//! The shim cannot run SQLite (it records from fatal-signal handlers), so each process appends
+//! JSON lines to its own spool file `<db>.spool/<pid>-<ns>.jsonl`, holding a shared `flock` on
+//! it for its lifetime. Opening the database ingests the spool: complete lines only, each keyed
+//! by (spool file, byte offset) so that ingestion is idempotent and concurrent ingesters never
+//! duplicate or lose a record; a file is deleted once ingested, when nobody holds its lock any
+//! more (its writer is gone) and it is older than a second.
+
+use crate::symbolize::Symbolizer;
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Outcomes that mean a module failed (as opposed to `mismatch`, a disagreement).
+pub const CRASH_LIKE: &[&str] = &["crash", "hang", "gave-up", "helper-exit", "program-crash"];
+
+/// `FRACTURE_REPORTS`, else `$XDG_STATE_HOME/fracture/reports.db`, else
+/// `~/.local/state/fracture/reports.db`.
+pub fn default_db_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("FRACTURE_REPORTS").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    state.join("fracture/reports.db")
+}
+
+/// What one ingestion did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestStats {
+    pub files: usize,
+    /// Records newly stored (already stored ones are not counted).
+    pub records: usize,
+    /// Lines that were not valid records.
+    pub skipped: usize,
+    pub removed: usize,
+}
+
+pub struct Db {
+    conn: Connection,
+    pub path: PathBuf,
+    pub ingested: IngestStats,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    spool TEXT NOT NULL, offset INTEGER NOT NULL,
+    time REAL NOT NULL, program TEXT NOT NULL, build_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    process TEXT NOT NULL, module TEXT NOT NULL, function TEXT NOT NULL,
+    signal INTEGER NOT NULL, fault_addr TEXT NOT NULL, outcome TEXT NOT NULL,
+    env TEXT NOT NULL, detail TEXT NOT NULL, frames TEXT NOT NULL, backtrace TEXT NOT NULL,
+    UNIQUE (spool, offset)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    spool TEXT NOT NULL, offset INTEGER NOT NULL,
+    time REAL NOT NULL, program TEXT NOT NULL, build_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    map TEXT NOT NULL, isolated TEXT NOT NULL, exit INTEGER,
+    UNIQUE (spool, offset)
+);
+CREATE TABLE IF NOT EXISTS run_calls (
+    run INTEGER NOT NULL REFERENCES runs(id),
+    process TEXT NOT NULL, module TEXT NOT NULL, function TEXT NOT NULL,
+    calls INTEGER NOT NULL, crashes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_module ON events (module, function);
+";
+
+impl Db {
+    /// Opens (creating) the database and ingests its spool.
+    pub fn open(path: &Path) -> Result<Db> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the report database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("{} is not a fracture report database", path.display()))?;
+        let mut db = Db {
+            conn,
+            path: path.to_path_buf(),
+            ingested: IngestStats::default(),
+        };
+        db.ingested = db.ingest()?;
+        Ok(db)
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(".spool");
+        s.into()
+    }
+
+    /// Ingests every spool file (see the module documentation).
+    pub fn ingest(&mut self) -> Result<IngestStats> {
+        let mut st = IngestStats::default();
+        let Ok(rd) = std::fs::read_dir(self.spool_dir()) else {
+            return Ok(st);
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        let mut sym = Symbolizer::default();
+        for f in files {
+            let Ok(data) = std::fs::read(&f) else {
+                continue;
+            };
+            st.files += 1;
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut off = 0usize;
+            while let Some(nl) = data[off..].iter().position(|&b| b == b'\n') {
+                let line = &data[off..off + nl];
+                match serde_json::from_slice::<Value>(line)
+                    .ok()
+                    .and_then(|v| store(&tx, &name, off as i64, &v, &mut sym).transpose())
+                {
+                    Some(Ok(new)) => st.records += usize::from(new),
+                    Some(Err(e)) => return Err(e),
+                    None => st.skipped += 1,
+                }
+                off += nl + 1;
+            }
+            tx.commit()?;
+            if writer_gone(&f) && std::fs::remove_file(&f).is_ok() {
+                st.removed += 1;
+            }
+        }
+        if st.skipped > 0 {
+            eprintln!(
+                "fracture: warning: {} spool lines in {} were not valid records and were skipped",
+                st.skipped,
+                self.spool_dir().display()
+            );
+        }
+        Ok(st)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// True when nobody holds the spool file's lock and it is older than a second (a writer takes
+/// its lock right after creating the file).
+fn writer_gone(f: &Path) -> bool {
+    let old = std::fs::metadata(f)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|d| d.as_secs_f64() > 1.0);
+    if !old {
+        return false;
+    }
+    let Ok(file) = std::fs::File::open(f) else {
+        return false;
+    };
+    matches!(file.try_lock(), Ok(()))
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Stores one record; Ok(None) when it is not a valid record; Ok(Some(true)) when new.
+fn store(
+    tx: &rusqlite::Transaction,
+    spool: &str,
+    off: i64,
+    v: &Value,
+    sym: &mut Symbolizer,
+) -> Result<Option<bool>> {
+    if v.get("v").and_then(Value::as_u64) != Some(1) {
+        return Ok(None);
+    }
+    let Some(time) = v.get("time").and_then(Value::as_f64) else {
+        return Ok(None);
+    };
+    let pid = v.get("pid").and_then(Value::as_i64).unwrap_or(0);
+    match s(v, "kind") {
+        "event" => {
+            let outcome = s(v, "outcome");
+            if outcome.is_empty() {
+                return Ok(None);
+            }
+            // Frames: symbolized here when the shim could not (it records object + offset).
+            let mut frames: Vec<Value> = v
+                .get("frames")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for fr in frames.iter_mut() {
+                if s(fr, "module").is_empty() {
+                    fr["module"] = "main".into();
+                }
+                if s(fr, "symbol").is_empty() {
+                    let off = u64::from_str_radix(s(fr, "off").trim_start_matches("0x"), 16).ok();
+                    if let Some(name) = off.and_then(|o| sym.symbol(s(fr, "obj"), o)) {
+                        fr["symbol"] = name.into();
+                    }
+                }
+            }
+            let mut module = s(v, "module").to_string();
+            let mut function = s(v, "function").to_string();
+            let culprit = frames.iter().find(|f| s(f, "module") != "main");
+            if module.is_empty() {
+                module = culprit.map_or("main", |f| s(f, "module")).to_string();
+            }
+            if function.is_empty() {
+                function = culprit
+                    .or(frames.first())
+                    .map(|f| s(f, "symbol").split('+').next().unwrap_or("").to_string())
+                    .unwrap_or_default();
+            }
+            let bt: Vec<String> = frames
+                .iter()
+                .map(|f| {
+                    let name = s(f, "symbol");
+                    format!(
+                        "{}:{}",
+                        s(f, "module"),
+                        if name.is_empty() { s(f, "off") } else { name }
+                    )
+                })
+                .collect();
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO events (spool, offset, time, program, build_id, pid, process,
+                   module, function, signal, fault_addr, outcome, env, detail, frames, backtrace)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    spool,
+                    off,
+                    time,
+                    s(v, "program"),
+                    s(v, "build_id"),
+                    pid,
+                    s(v, "process"),
+                    module,
+                    function,
+                    v.get("signal").and_then(Value::as_i64).unwrap_or(0),
+                    s(v, "fault_addr"),
+                    outcome,
+                    s(v, "env"),
+                    s(v, "detail"),
+                    Value::Array(frames).to_string(),
+                    bt.join(" <- "),
+                ],
+            )?;
+            Ok(Some(n == 1))
+        }
+        "run" => {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO runs (spool, offset, time, program, build_id, pid, map, isolated, exit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    spool,
+                    off,
+                    time,
+                    s(v, "program"),
+                    s(v, "build_id"),
+                    pid,
+                    s(v, "map"),
+                    v.get("isolated").cloned().unwrap_or(Value::Array(vec![])).to_string(),
+                    v.get("exit").and_then(Value::as_i64),
+                ],
+            )?;
+            if n == 1 {
+                let run = tx.last_insert_rowid();
+                for c in v
+                    .get("calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    tx.execute(
+                        "INSERT INTO run_calls (run, process, module, function, calls, crashes)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            run,
+                            s(c, "process"),
+                            s(c, "module"),
+                            s(c, "function"),
+                            c.get("calls").and_then(Value::as_i64).unwrap_or(0),
+                            c.get("crashes").and_then(Value::as_i64).unwrap_or(0),
+                        ],
+                    )?;
+                }
+            }
+            Ok(Some(n == 1))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// One row of the summary: a module and function, with what happened to it.
+#[derive(Debug, Default, Clone)]
+pub struct Row {
+    pub module: String,
+    pub function: String,
+    pub crash: u64,
+    pub hang: u64,
+    pub gave_up: u64,
+    pub mismatch: u64,
+    pub program_crash: u64,
+    pub other: u64,
+    pub signals: String,
+    pub programs: u64,
+    pub first: f64,
+    pub last: f64,
+    pub clean_calls: u64,
+}
+
+/// Events and clean calls per module and function, from every database given.
+pub fn summary(dbs: &[Db]) -> Result<Vec<Row>> {
+    let mut rows: std::collections::BTreeMap<(String, String), Row> = Default::default();
+    let mut programs: std::collections::BTreeMap<
+        (String, String),
+        std::collections::BTreeSet<String>,
+    > = Default::default();
+    let mut signals: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<i64>> =
+        Default::default();
+    for db in dbs {
+        let mut q = db
+            .conn
+            .prepare("SELECT module, function, outcome, signal, program, time FROM events")?;
+        let it = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, f64>(5)?,
+            ))
+        })?;
+        for e in it {
+            let (m, f, outcome, sig, prog, time) = e?;
+            let key = (m.clone(), f.clone());
+            let row = rows.entry(key.clone()).or_insert_with(|| Row {
+                module: m,
+                function: f,
+                first: f64::MAX,
+                ..Row::default()
+            });
+            match outcome.as_str() {
+                "crash" | "helper-exit" => row.crash += 1,
+                "hang" => row.hang += 1,
+                "gave-up" => row.gave_up += 1,
+                "mismatch" => row.mismatch += 1,
+                "program-crash" => row.program_crash += 1,
+                _ => row.other += 1,
+            }
+            row.first = row.first.min(time);
+            row.last = row.last.max(time);
+            programs.entry(key.clone()).or_default().insert(prog);
+            if sig != 0 {
+                signals.entry(key).or_default().insert(sig);
+            }
+        }
+        let mut q = db.conn.prepare(
+            "SELECT module, function, SUM(calls) - SUM(crashes) FROM run_calls GROUP BY module, function",
+        )?;
+        let it = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for c in it {
+            let (m, f, n) = c?;
+            let row = rows.entry((m.clone(), f.clone())).or_insert_with(|| Row {
+                module: m,
+                function: f,
+                first: f64::MAX,
+                ..Row::default()
+            });
+            row.clean_calls += n.max(0) as u64;
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(k, mut r)| {
+            r.programs = programs.get(&k).map_or(0, |p| p.len() as u64);
+            r.signals = signals
+                .get(&k)
+                .map(|s| {
+                    s.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            if r.first == f64::MAX {
+                r.first = 0.0;
+            }
+            r
+        })
+        .collect())
+}
+
+/// Per module: (crash-like events, clean calls while isolated), for plans.
+pub fn module_history(
+    dbs: &[Db],
+    program_matches: &dyn Fn(&str) -> bool,
+) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let mut h: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let marks = CRASH_LIKE
+        .iter()
+        .map(|o| format!("'{o}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for db in dbs {
+        let mut q = db.conn.prepare(&format!(
+            "SELECT module, program, COUNT(*) FROM events WHERE outcome IN ({marks}) GROUP BY module, program"
+        ))?;
+        let it = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for e in it {
+            let (m, prog, n) = e?;
+            if program_matches(&prog) {
+                h.entry(m).or_default().0 += n as u64;
+            }
+        }
+        let mut q = db.conn.prepare(
+            "SELECT c.module, r.program, SUM(c.calls) - SUM(c.crashes) FROM run_calls c JOIN runs r ON c.run = r.id GROUP BY c.module, r.program",
+        )?;
+        let it = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for e in it {
+            let (m, prog, n) = e?;
+            if program_matches(&prog) {
+                h.entry(m).or_default().1 += n.max(0) as u64;
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// Number of events stored.
+pub fn count_events(db: &Db) -> Result<u64> {
+    Ok(db
+        .conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "quarantine-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn event(i: usize, module: &str) -> String {
+        format!(
+            "{{\"v\":1,\"kind\":\"event\",\"time\":{i}.5,\"program\":\"/bin/x\",\"build_id\":\"ab\",\"pid\":{i},\"process\":\"p\",\"module\":\"{module}\",\"function\":\"f\",\"signal\":11,\"fault_addr\":\"0x0\",\"outcome\":\"crash\",\"env\":\"\",\"detail\":\"d\",\"frames\":[]}}\n"
+        )
+    }
+
+    #[test]
+    fn ingestion_is_idempotent_skips_garbage_and_keeps_partial_lines() {
+        let d = tmp("idem");
+        let db = d.join("r.db");
+        let spool = d.join("r.db.spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let mut text = event(1, "a") + &event(2, "b");
+        text.push_str("not json\n{\"v\":2}\n");
+        text.push_str(&event(3, "c")[..20]); // a line still being written
+        std::fs::write(spool.join("1-1.jsonl"), &text).unwrap();
+        let a = Db::open(&db).unwrap();
+        assert_eq!(a.ingested.records, 2);
+        assert_eq!(a.ingested.skipped, 2);
+        assert_eq!(count_events(&a).unwrap(), 2);
+        drop(a);
+        let b = Db::open(&db).unwrap();
+        assert_eq!(b.ingested.records, 0, "already stored");
+        assert_eq!(count_events(&b).unwrap(), 2);
+        let rows = summary(&[b]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].crash, 1);
+        assert_eq!(rows[0].signals, "11");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn concurrent_writers_and_ingesters_lose_nothing() {
+        let d = tmp("conc");
+        let db = d.join("r.db");
+        let spool = d.join("r.db.spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    let path = spool.join(format!("{w}-0.jsonl"));
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    f.lock_shared().unwrap();
+                    for i in 0..200 {
+                        f.write_all(event(w * 1000 + i, "m").as_bytes()).unwrap();
+                        if i % 50 == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let ingesters: Vec<_> = (0..3)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        Db::open(&db).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in writers.into_iter().chain(ingesters) {
+            t.join().unwrap();
+        }
+        let last = Db::open(&db).unwrap();
+        assert_eq!(count_events(&last).unwrap(), 800);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,0 +1,70 @@
+//! Object + offset → `function+0xNN`, from the object's symbol table (`.symtab` when the
+//! object has one, else its dynamic symbols). The offset is the address minus the object's
+//! load base, i.e. an ELF virtual address.
+
+use object::{Object, ObjectSymbol, SymbolKind};
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub struct Symbolizer {
+    /// Per object path: function symbols sorted by address (address, size, name).
+    objects: HashMap<String, Vec<(u64, u64, String)>>,
+}
+
+impl Symbolizer {
+    pub fn symbol(&mut self, obj: &str, off: u64) -> Option<String> {
+        if obj.is_empty() {
+            return None;
+        }
+        let syms = self
+            .objects
+            .entry(obj.to_string())
+            .or_insert_with(|| load(obj));
+        let i = syms.partition_point(|s| s.0 <= off);
+        let (addr, size, name) = syms.get(i.checked_sub(1)?)?;
+        // Past the symbol's end (when its size is known): an anonymous stretch of code.
+        if *size > 0 && off >= addr + size + 4096 {
+            return None;
+        }
+        Some(format!("{name}+{:#x}", off - addr))
+    }
+}
+
+fn load(path: &str) -> Vec<(u64, u64, String)> {
+    let Ok(data) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u64, u64, String)> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .collect();
+    v.sort();
+    v.dedup_by_key(|s| s.0);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbolizes_an_address_inside_a_function_of_this_test_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = Symbolizer::default();
+        // The test binary is not loaded at its link address (PIE): look a symbol up by name
+        // in the table and ask for an address inside it.
+        let syms = load(exe.to_str().unwrap());
+        let (addr, size, name) = syms.iter().find(|s| s.1 > 16).unwrap().clone();
+        assert_eq!(
+            s.symbol(exe.to_str().unwrap(), addr + 8),
+            Some(format!("{name}+0x8"))
+        );
+        assert!(size > 0);
+        assert_eq!(s.symbol("/nonexistent", 10), None);
+    }
+}
