@@ -151,6 +151,45 @@ def main():
     row(f"file -f over {5 * len(files)} entries, valgrind on 1 of 4 sampled", statistics.median(vg) * 1e3, "ms",
         "libmagic isolated in one helper", one_m, "<= 1.2 x")
 
+    # 9. partition: predicted vs measured overhead of candidate boundaries on fx_chat (20000
+    #    events), predictions from one profile, measurements against fracture run with nothing
+    #    isolated, all in this run
+    chat = os.path.join(FX, "fx_chat")
+    ev = subprocess.run([chat, "--gen", "20000"], check=True, capture_output=True).stdout
+    ev = b"".join(l + b"\n" for l in ev.splitlines() if b"\x01BUZZ" not in l)
+    tmp = tempfile.mkdtemp()
+    evf = os.path.join(tmp, "events")
+    with open(evf, "wb") as f:
+        f.write(ev)
+    env_off = dict(os.environ, FRACTURE_REPORTS="off")
+    graph = os.path.join(tmp, "g.json")
+    with open(evf) as inp:
+        subprocess.run([FRACTURE, "profile", "-c", os.path.join(CFG, "chat.yaml"), "-o", graph, "--", chat],
+                       stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env_off)
+    def timed_in(cmd):
+        with open(evf) as inp:
+            t = time.perf_counter()
+            subprocess.run(cmd, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env_off)
+            return time.perf_counter() - t
+    base = statistics.median(timed_in([FRACTURE, "run", "-c", os.path.join(CFG, "chat.yaml"), "--", chat]) for _ in range(RUNS + 2))
+    cands = [("p03", ""), ("p03", "util"), ("ui", ""), ("p03", "util,ui")]
+    pred, meas = [], []
+    for iso, side in cands:
+        m = os.path.join(tmp, f"{iso}-{side}.yaml")
+        out = subprocess.run([FRACTURE, "partition", graph, "--isolate", iso, "--side", side, "-o", m],
+                             check=True, capture_output=True, text=True, env=env_off).stdout
+        p_us = float(out.splitlines()[1].split()[2])
+        t = statistics.median(timed_in([FRACTURE, "run", "-c", m, "--", chat]) for _ in range(RUNS + 2))
+        name = "+".join([iso] + [x for x in side.split(",") if x])
+        pred.append(p_us / 1e3)
+        meas.append((t - base) * 1e3)
+        row(f"fx_chat 20000 events, isolate {name}: measured overhead", (t - base) * 1e3, "ms",
+            "predicted by partition", p_us / 1e3, "within 30%")
+    rank = lambda xs: sorted(range(len(xs)), key=lambda i: xs[i])
+    rank_ok = rank(pred) == rank(meas)
+    row("partition: candidates ranked as measured (1 = same order)", 1.0 if rank_ok else 0.0, "",
+        "same order", 1.0, "1")
+
     out = {"runs": RUNS, "machine": os.uname().release, "nproc": os.cpu_count(), "rows": rows}
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
         json.dump(out, f, indent=2)

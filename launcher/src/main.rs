@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
   fracture check -c MAP.yaml [-- PROGRAM]
   fracture symbols [--imports] OBJECT
   fracture profile -c MAP.yaml -o GRAPH.json -- PROGRAM [ARGS...]
-  fracture partition GRAPH.json --isolate MODULE [-o MAP.yaml] [--dot FILE.dot]
+  fracture partition GRAPH.json --isolate MODULE [--side M,...] [-o MAP.yaml] [--dot FILE.dot]
   fracture report [--db FILE]
   fracture plan [--db FILE]... [--strategy optimistic|pessimistic] [--profile GRAPH.json] -c MAP.yaml -o NEXT.yaml
   fracture bisect [--confirm] -c MAP.yaml -- PROGRAM [ARGS...]";
@@ -168,7 +168,7 @@ fn real_main() -> anyhow::Result<i32> {
                 profile::profile(&ra, &out)
             }
         }
-        "__calibrate" => profile::calibrator(),
+        "__calibrate" => profile::calibrator(args.first().and_then(|a| a.to_str())),
         "report" => quarantine::cli::cli_report(args),
         "plan" => quarantine::cli::cli_plan(args),
         "partition" => quarantine::cli::cli_partition(args),

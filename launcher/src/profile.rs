@@ -41,6 +41,7 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
     graph["calibration"] = serde_json::json!({
         "per_call_ns": cal.per_call_ns,
         "per_byte_ns": cal.per_byte_ns,
+        "per_process_ns": cal.per_process_ns,
     });
     std::fs::write(out, serde_json::to_string_pretty(&graph)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -52,10 +53,11 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
         .filter_map(|e| e["calls"].as_u64())
         .sum();
     eprintln!(
-        "fracture: profile: {edges} caller/function pairs, {calls} calls in {:.3} s; an isolated call costs {:.0} ns and a byte {:.3} ns here; wrote {}",
+        "fracture: profile: {edges} caller/function pairs, {calls} calls in {:.3} s; here an isolated call costs {:.0} ns, a byte {:.3} ns, a helper {:.0} us a run; wrote {}",
         graph["duration_s"].as_f64().unwrap_or(0.0),
         cal.per_call_ns,
         cal.per_byte_ns,
+        cal.per_process_ns / 1e3,
         out.display()
     );
     Ok(status)
@@ -64,6 +66,8 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
 pub struct Calibration {
     pub per_call_ns: f64,
     pub per_byte_ns: f64,
+    /// Starting and ending a helper (zygote, fork, shutdown) in a program's run.
+    pub per_process_ns: f64,
 }
 
 /// Size of the buffer whose copy measures the per-byte cost.
@@ -83,21 +87,40 @@ pub fn calibrate() -> Result<Calibration> {
          strnlen: {args: [\"in:arg1\", val], effect: pure}\n\
          processes:\n  calibrate:\n    modules: [libc]\n",
     )?;
-    let direct = run_calibrator(&exe, None)?;
-    let isolated = run_calibrator(&exe, Some((&shim_path()?, &map)));
+    let shim = shim_path()?;
+    let direct = run_calibrator(&exe, None, "calls")?;
+    let isolated = run_calibrator(&exe, Some((&shim, &map)), "calls");
+    // A run with a helper and no call, against one without: what a helper costs a run.
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..7 {
+        let t = std::time::Instant::now();
+        run_calibrator(&exe, Some((&shim, &map)), "empty")?;
+        with.push(t.elapsed().as_nanos() as f64);
+        let t = std::time::Instant::now();
+        run_calibrator(&exe, None, "empty")?;
+        without.push(t.elapsed().as_nanos() as f64);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let isolated = isolated?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let per_process = (median(&mut with) - median(&mut without)).max(0.0);
     let per_call = (isolated.0 - direct.0).max(1.0);
     let per_byte = ((isolated.1 - isolated.0) - (direct.1 - direct.0)).max(0.0) / BIG as f64;
     Ok(Calibration {
         per_call_ns: per_call,
         per_byte_ns: per_byte,
+        per_process_ns: per_process,
     })
 }
 
-fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>) -> Result<(f64, f64)> {
+fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>, what: &str) -> Result<(f64, f64)> {
     let mut cmd = Command::new(exe);
     cmd.arg("__calibrate")
+        .arg(what)
         .env_remove("LD_PRELOAD")
         .env_remove("FRACTURE_CONFIG")
         .env_remove("FRACTURE_STATS")
@@ -114,6 +137,9 @@ fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>) -> Result<(f64, f64)
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
+    if what == "empty" {
+        return Ok((0.0, 0.0));
+    }
     let mut it = text.split_whitespace().map(|w| w.parse::<f64>());
     match (it.next(), it.next()) {
         (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
@@ -123,7 +149,10 @@ fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>) -> Result<(f64, f64)
 
 /// `fracture __calibrate`: median ns of strnlen(buf, 0) and strnlen(buf, 64 KiB), printed as
 /// two numbers. Under the shim with the calibration map, each call is an isolated call.
-pub fn calibrator() -> Result<i32> {
+pub fn calibrator(what: Option<&str>) -> Result<i32> {
+    if what == Some("empty") {
+        return Ok(0);
+    }
     let buf = vec![b'x'; BIG];
     let time = |n: usize| {
         let mut samples = Vec::new();

@@ -262,7 +262,11 @@ pub fn cli_plan(args: Vec<OsString>) -> Result<i32> {
 
 /// `fracture partition GRAPH.json --isolate MODULE [-o MAP.yaml] [--dot FILE.dot]`
 pub fn cli_partition(args: Vec<OsString>) -> Result<i32> {
-    let (opts, pos) = options(args, &["--isolate", "-o", "--output", "--dot"], &[])?;
+    let (opts, pos) = options(
+        args,
+        &["--isolate", "-o", "--output", "--dot", "--side"],
+        &[],
+    )?;
     let [graph_path] = pos.as_slice() else {
         return Err(usage("partition needs one GRAPH.json"));
     };
@@ -273,7 +277,38 @@ pub fn cli_partition(args: Vec<OsString>) -> Result<i32> {
             .with_context(|| format!("cannot read {graph_path}"))?,
     )
     .with_context(|| graph_path.clone())?;
-    let c = min_cut(&g, isolate)?;
+    let c = match get(&opts, &["--side"]) {
+        // An explicit boundary, to compare candidates: the helper holds these modules.
+        Some(list) => {
+            let mut side: std::collections::BTreeSet<String> = list
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
+            side.insert(isolate.to_string());
+            if let Some(m) = side
+                .iter()
+                .find(|m| !g.modules.contains(*m) || *m == "main")
+            {
+                return Err(usage(format!("--side: `{m}` is not a module of the graph")));
+            }
+            let cut = g
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    e.caller != e.module && side.contains(&e.caller) != side.contains(&e.module)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            crate::partition::Cut {
+                cost_ns: g.predicted_cost(&side),
+                side,
+                cut,
+            }
+        }
+        None => min_cut(&g, isolate)?,
+    };
     let per_s = if g.duration_s > 0.0 {
         c.cost_ns / 1e3 / g.duration_s
     } else {

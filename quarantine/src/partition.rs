@@ -31,6 +31,9 @@ pub struct Graph {
     pub duration_s: f64,
     pub per_call_ns: f64,
     pub per_byte_ns: f64,
+    /// What one helper costs a run (start, shutdown), measured by the profiler; 0 in graphs
+    /// that do not have it.
+    pub per_process_ns: f64,
     pub modules: Vec<String>,
     pub edges: Vec<Edge>,
 }
@@ -94,6 +97,7 @@ impl Graph {
             duration_s: num(&v, "duration_s")?,
             per_call_ns: num(cal, "per_call_ns")?,
             per_byte_ns: num(cal, "per_byte_ns")?,
+            per_process_ns: num(cal, "per_process_ns").unwrap_or(0.0),
             modules,
             edges,
         })
@@ -104,14 +108,17 @@ impl Graph {
         e.calls as f64 * self.per_call_ns + (e.bytes_in + e.bytes_out) as f64 * self.per_byte_ns
     }
 
-    /// Predicted cost (ns over the training run) of isolating `side` (modules in one helper).
+    /// Predicted cost (ns over the training run) of isolating `side` (modules in one helper):
+    /// the helper itself, and every call and byte that crosses the boundary.
     pub fn predicted_cost(&self, side: &BTreeSet<String>) -> f64 {
-        self.edges
-            .iter()
-            .filter(|e| e.caller != e.module)
-            .filter(|e| side.contains(&e.caller) != side.contains(&e.module))
-            .map(|e| self.edge_cost(e))
-            .sum()
+        self.per_process_ns
+            + self
+                .edges
+                .iter()
+                .filter(|e| e.caller != e.module)
+                .filter(|e| side.contains(&e.caller) != side.contains(&e.module))
+                .map(|e| self.edge_cost(e))
+                .sum::<f64>()
     }
 }
 
