@@ -77,3 +77,23 @@ printf 'leak 1000\noverflow 24\n' | $FRACTURE run -c configs/fx.yaml \
   --set 'processes.fxhelper.sample={count: 4, envs: [{}, {}, {}, {wrapper: [valgrind, --leak-check=full, -q]}]}' \
   -- $FX/fx_heap 2> "$work/vg.err" | sed 's/^/   program: /'
 grep -E "Invalid write|definitely lost|by 0x.*fx_(leak|overflow)" "$work/vg.err" | head -6 | sed 's/^/   /'
+
+echo
+echo "== 9. quarantine: fx_chat (an event loop with 16 modules) crashes; the next run is planned from the report"
+export FRACTURE_REPORTS="$work/reports.db"
+$FX/fx_chat --gen 3000 > "$work/events"
+$FRACTURE run -c configs/chat.yaml -- $FX/fx_chat < "$work/events" > "$work/chat1.out" 2>&1
+echo "   run 1, nothing isolated: exit status $? after $(grep -c '^<' "$work/chat1.out") messages"
+$FRACTURE report | sed 's/^/   /'
+$FRACTURE plan -c configs/chat.yaml -o "$work/next.yaml" 2>&1 | sed 's/^/   /'
+$FRACTURE run -c "$work/next.yaml" -- $FX/fx_chat < "$work/events" 2>/dev/null | tail -n 1 | sed 's/^/   run 2, planned map: /'
+echo "   bisect, without the reports:"
+$FRACTURE bisect -c configs/chat.yaml -- $FX/fx_chat < "$work/events" 2>&1 | sed 's/^/     /'
+echo "   profile and partition: the cheapest boundary around p03 (which calls util per character)"
+grep -v $'\x01BUZZ' "$work/events" > "$work/events.ok"
+FRACTURE_REPORTS=off $FRACTURE profile -c configs/chat.yaml -o "$work/graph.json" -- $FX/fx_chat < "$work/events.ok" 2>&1 >/dev/null | sed 's/^/     /'
+$FRACTURE partition "$work/graph.json" --isolate p03 --dot "$work/p03.dot" | sed 's/^/     /'
+echo "   the leaky plugin p05 under valgrind in a sampled helper, the program not:"
+grep -v $'\x01BUZZ' "$work/events" | FRACTURE_REPORTS=off $FRACTURE run -c configs/chat.yaml \
+  --set 'processes={p05: {modules: [p05], sample: {count: 2, envs: [{}, {wrapper: [valgrind, --leak-check=full, -q]}]}}}' \
+  -- $FX/fx_chat 2>&1 >/dev/null | grep -E "definitely lost|p05_parse" | head -3 | sed 's/^/     /'

@@ -464,6 +464,10 @@ struct Observer {
 
 static OBSERVERS: std::sync::OnceLock<Vec<Observer>> = std::sync::OnceLock::new();
 
+/// Sampled pure calls an observer may have queued; more are not handed to it (a slow tool
+/// sees a sample, and the program never waits for it).
+const SAMPLE_BACKLOG: usize = 16;
+
 /// State calls an observer may lag behind before the program waits for it.
 const MAX_BACKLOG: usize = 4096;
 
@@ -478,8 +482,8 @@ fn observers(rt: &Runtime) -> &'static [Observer] {
     })
 }
 
-/// Hands a call to observer `p`. A sampled pure call (`droppable`) is taken only when the
-/// observer is idle, so a slow tool never holds the program back; a state call is always
+/// Hands a call to observer `p`. A sampled pure call (`droppable`) is taken only while the
+/// observer's backlog is short, so a slow tool never holds the program back; a state call is always
 /// queued (every replica must hold the same module state), waiting only past MAX_BACKLOG.
 fn observe(rt: &Runtime, f: &FnDesc, p: &ProcRt, pv: Private, keep: u64, droppable: bool) {
     let rt: &'static Runtime = match crate::runtime::get() {
@@ -488,7 +492,7 @@ fn observe(rt: &Runtime, f: &FnDesc, p: &ProcRt, pv: Private, keep: u64, droppab
     };
     let o = &observers(rt)[p.index];
     let mut q = o.q.lock().unwrap_or_else(|e| e.into_inner());
-    if droppable && (q.busy || !q.jobs.is_empty()) {
+    if droppable && q.jobs.len() >= SAMPLE_BACKLOG {
         return;
     }
     while q.jobs.len() >= MAX_BACKLOG {

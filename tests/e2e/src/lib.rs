@@ -77,27 +77,48 @@ pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
-    {
-        let mut si = child.stdin.take().unwrap();
-        let _ = si.write_all(stdin);
-    }
+    // Input and output move on their own threads, so a program that writes more than a pipe
+    // holds before it has read its input cannot deadlock with us.
+    let mut si = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = si.write_all(&input);
+    });
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
     let start = Instant::now();
-    loop {
-        if let Some(_st) = child.try_wait().unwrap() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
+            let (o, e) = (out.join().unwrap(), err.join().unwrap());
             panic!(
                 "watchdog: {:?} still running after {:?}\nstdout: {}\nstderr: {}",
                 cmd,
                 limit,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
             );
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 

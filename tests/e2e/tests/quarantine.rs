@@ -55,9 +55,15 @@ fn bisect_names_the_crashing_plugin_in_at_most_five_runs() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("culprit: p11 (object libchat_p11.so)"), "{out}");
+    assert!(
+        out.starts_with("culprit: p11 (object libchat_p11.so)"),
+        "{out}"
+    );
     let runs = stderr(&o).matches("bisect run").count();
-    assert!(runs <= 5, "16 modules: log2(16) + 1 runs at most; took {runs}");
+    assert!(
+        runs <= 5,
+        "16 modules: log2(16) + 1 runs at most; took {runs}"
+    );
     // No temporary map is left beside the map (another test's bisect may hold one briefly).
     let t0 = std::time::Instant::now();
     loop {
@@ -124,7 +130,11 @@ fn profile_counts_calls_and_bytes_per_calling_module() {
         WATCHDOG,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want, "a profiled run prints what a plain run prints");
+    assert_eq!(
+        stdout(&o),
+        want,
+        "a profiled run prints what a plain run prints"
+    );
     let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&g).unwrap()).unwrap();
     let edge = |caller: &str, func: &str| {
         g["edges"]
@@ -144,14 +154,20 @@ fn profile_counts_calls_and_bytes_per_calling_module() {
     assert_eq!(edge("main", "ui_format").unwrap()["calls"], events);
     // p03 escapes each character through util: calls from p03, not from main.
     let esc = edge("p03", "util_escape").expect("p03 -> util_escape");
-    let p03_bytes = edge("main", "p03_parse").unwrap()["bytes_in"].as_u64().unwrap();
-    let p03_calls = edge("main", "p03_parse").unwrap()["calls"].as_u64().unwrap();
+    let p03_bytes = edge("main", "p03_parse").unwrap()["bytes_in"]
+        .as_u64()
+        .unwrap();
+    let p03_calls = edge("main", "p03_parse").unwrap()["calls"]
+        .as_u64()
+        .unwrap();
     // bytes_in of a str argument counts its NUL: characters = bytes - calls.
     assert_eq!(esc["calls"].as_u64().unwrap(), p03_bytes - p03_calls);
     assert!(edge("main", "util_escape").is_none());
     // out:arg2 with a 4096-byte buffer: every parse moves 4096 bytes back.
     assert_eq!(
-        edge("main", "p03_parse").unwrap()["bytes_out"].as_u64().unwrap(),
+        edge("main", "p03_parse").unwrap()["bytes_out"]
+            .as_u64()
+            .unwrap(),
         p03_calls * 4096
     );
     let cal = &g["calibration"];
@@ -185,7 +201,10 @@ fn a_crash_of_the_program_itself_is_spooled_with_its_module() {
     assert_eq!(crash["signal"], 11);
     assert_eq!(crash["process"], "main");
     let f0 = &crash["frames"][0];
-    assert!(f0["obj"].as_str().unwrap().ends_with("libchat_p11.so"), "{f0}");
+    assert!(
+        f0["obj"].as_str().unwrap().ends_with("libchat_p11.so"),
+        "{f0}"
+    );
 }
 
 /// Runs `fracture ARGS` with reports in `db`; asserts success; returns stdout.
@@ -249,12 +268,18 @@ fn crashing_run_then_report_then_plan_then_a_surviving_run() {
     };
     assert_eq!(body(&out), body(&want));
     assert!(out.contains("[p11: message dropped]"), "{out}");
-    assert!(out.ends_with("events: 2000, dropped: 1, ui lines: 1999\n"), "{out}");
+    assert!(
+        out.ends_with("events: 2000, dropped: 1, ui lines: 1999\n"),
+        "{out}"
+    );
     // The contained crash is reported too: the database now holds both runs' records.
     let rep = fracture_ok(&["report", "--db", db.to_str().unwrap()], &db);
     let row = rep.lines().find(|l| l.starts_with("p11 ")).unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert!(cells[2].parse::<u32>().unwrap() >= 1, "helper crashes: {rep}");
+    assert!(
+        cells[2].parse::<u32>().unwrap() >= 1,
+        "helper crashes: {rep}"
+    );
     assert_eq!(cells[4], "1", "one give-up: {rep}");
 }
 
@@ -315,9 +340,16 @@ fn pessimistic_plan_isolates_everything_then_merges_back_clean_modules() {
         .flat_map(|p| p["modules"].as_sequence().unwrap().iter())
         .filter_map(|m| m.as_str())
         .collect();
-    assert!(isolated.contains(&"p11"), "the crasher stays isolated: {isolated:?}");
+    assert!(
+        isolated.contains(&"p11"),
+        "the crasher stays isolated: {isolated:?}"
+    );
     for m in ["ui", "p00", "p03", "p12"] {
-        assert!(!isolated.contains(&m), "{m} had clean calls: {isolated:?}\n{}", stderr(&o));
+        assert!(
+            !isolated.contains(&m),
+            "{m} had clean calls: {isolated:?}\n{}",
+            stderr(&o)
+        );
     }
     assert!(stderr(&o).contains("ui: "), "{}", stderr(&o));
 }
@@ -399,16 +431,27 @@ fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
         &db,
     );
     // p03 calls util for every character; main calls util once: they go together.
-    assert!(out.starts_with("isolate p03: one helper with [p03, util]"), "{out}");
+    assert!(
+        out.starts_with("isolate p03: one helper with [p03, util]"),
+        "{out}"
+    );
     assert!(out.contains("main -> p03.p03_parse"), "{out}");
     assert!(!out.contains("p03 -> util"), "{out}");
     let d = std::fs::read_to_string(&dot).unwrap();
-    assert!(d.contains("\"main\" -> \"p03\"") && d.contains("color=red"), "{d}");
+    assert!(
+        d.contains("\"main\" -> \"p03\"") && d.contains("color=red"),
+        "{d}"
+    );
     // The map it wrote runs the workload with the pair in one helper.
     let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
     let st = t.path("s.json");
     let o = run_with(
-        under(&map, &["--stats", st.to_str().unwrap()], &fixture("fx_chat"), &[]),
+        under(
+            &map,
+            &["--stats", st.to_str().unwrap()],
+            &fixture("fx_chat"),
+            &[],
+        ),
         &input,
         WATCHDOG,
     );
@@ -417,18 +460,71 @@ fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
     assert!(calls(&s, "isolated_p03", "p03_parse") > 0);
     // Bad input: an unknown module, a graph that is not one.
     let o = run_with(
-        fracture_cmd(&["partition", g.to_str().unwrap(), "--isolate", "nope"], &db),
+        fracture_cmd(
+            &["partition", g.to_str().unwrap(), "--isolate", "nope"],
+            &db,
+        ),
         b"",
         WATCHDOG,
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("module `nope` is not in the graph"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("module `nope` is not in the graph"),
+        "{}",
+        stderr(&o)
+    );
     let bad = t.write("bad.json", "{\"edges\": 3}");
     let o = run_with(
-        fracture_cmd(&["partition", bad.to_str().unwrap(), "--isolate", "p03"], &db),
+        fracture_cmd(
+            &["partition", bad.to_str().unwrap(), "--isolate", "p03"],
+            &db,
+        ),
         b"",
         WATCHDOG,
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fracture: error:"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_leaky_plugin_is_found_by_valgrind_in_a_sampled_helper() {
+    let input = workload(3000, false);
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
+    let t = TempDir::new("chat-vg");
+    let st = t.path("s.json");
+    let o = run_with(
+        under(
+            &config("chat.yaml"),
+            &[
+                "--stats",
+                st.to_str().unwrap(),
+                "--set",
+                "processes={p05: {modules: [p05], sample: {count: 2, envs: [{}, {wrapper: [valgrind, --leak-check=full, -q]}]}}}",
+            ],
+            &fixture("fx_chat"),
+            &[],
+        ),
+        &input,
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), want, "the program's output is unchanged");
+    let e = stderr(&o);
+    assert!(
+        e.contains("definitely lost") && e.contains("p05_parse (plugin.c"),
+        "{e}"
+    );
+    let s = stats(&st);
+    let reps = s["processes"]["p05"]["replicas"].as_array().unwrap();
+    let vg = reps[1]["pid"].as_i64().unwrap();
+    assert!(
+        e.lines()
+            .filter(|l| l.starts_with("=="))
+            .all(|l| l.starts_with(&format!("=={vg}=="))),
+        "{e}"
+    );
+    // The observer saw a sample; the plain replica answered every call.
+    let answered = reps[0]["calls"].as_u64().unwrap();
+    assert_eq!(answered, calls(&s, "p05", "p05_parse"));
+    assert!(reps[1]["calls"].as_u64().unwrap() >= 2);
 }
