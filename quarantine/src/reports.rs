@@ -74,12 +74,27 @@ CREATE INDEX IF NOT EXISTS events_module ON events (module, function);
 ";
 
 impl Db {
-    /// Opens (creating) the database and ingests its spool.
+    /// Opens (creating) the database and ingests its spool. Several programs may open one
+    /// database at once: a busy database is waited for (up to a minute), not an error.
     pub fn open(path: &Path) -> Result<Db> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        let t0 = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match Db::try_open(path) {
+                Err(e) if busy(&e) && t0.elapsed().as_secs() < 60 => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Db> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the report database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -157,6 +172,18 @@ impl Db {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// True when `e` is SQLite's "busy" or "locked" (another connection holds the database).
+fn busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>().is_some_and(|r| {
+            matches!(
+                r.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        })
+    })
 }
 
 /// True when nobody holds the spool file's lock and it is older than a second (a writer takes
