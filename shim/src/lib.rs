@@ -33,6 +33,7 @@ mod rxmalloc;
 mod shm;
 mod stats;
 mod trampoline;
+mod valgrind;
 mod zygote;
 
 use runtime::{Inert, Runtime, PROGRAM};

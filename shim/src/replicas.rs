@@ -18,6 +18,8 @@ use module_map::{ArgSpec, OnMismatch, Pick, RetSpec};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 static ROUND_ROBIN: AtomicU64 = AtomicU64::new(0);
+/// Consecutive pure calls a sampled replica answers before the next one's turn.
+const RR_BATCH: u64 = 16;
 
 thread_local! {
     /// Set while this thread runs a call in a second (third...) replica: the function's
@@ -156,7 +158,9 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         if f.pure {
             let n = all.len() as u64;
             let pick = match sample.pick {
-                Pick::RoundRobin => ROUND_ROBIN.fetch_add(1, Relaxed) % n,
+                // In turns of RR_BATCH calls: the same helper keeps its caches and its spinning
+                // thread for a while; over a run every replica gets its share.
+                Pick::RoundRobin => ROUND_ROBIN.fetch_add(1, Relaxed) / RR_BATCH % n,
                 // SAFETY: rand() has no preconditions; a sampling choice needs no quality.
                 Pick::Random => (unsafe { libc::rand() }) as u64 % n,
             } as usize;
