@@ -528,3 +528,58 @@ fn the_leaky_plugin_is_found_by_valgrind_in_a_sampled_helper() {
     assert_eq!(answered, calls(&s, "p05", "p05_parse"));
     assert!(reps[1]["calls"].as_u64().unwrap() >= 2);
 }
+
+#[test]
+fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
+    let t = TempDir::new("q-bad");
+    let db = t.path("r.db");
+    let chat = config("chat.yaml");
+    // A file that is not a report database.
+    let not_db = t.write("not.db", "hello, this is not SQLite\n");
+    let o = run_with(
+        fracture_cmd(&["report", "--db", not_db.to_str().unwrap()], &db),
+        b"",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fracture: error:"), "{}", stderr(&o));
+    // Usage errors: exit 2 with the reason.
+    for (args, why) in [
+        (vec!["plan", "-o", "x.yaml"], "plan needs -c MAP.yaml"),
+        (
+            vec!["plan", "-c", chat.to_str().unwrap(), "-o", "x.yaml", "--strategy", "bold"],
+            "expected optimistic or pessimistic",
+        ),
+        (vec!["report", "--frobnicate"], "unknown option --frobnicate"),
+        (vec!["partition", "--isolate", "p03"], "partition needs one GRAPH.json"),
+        (vec!["bisect", "-c", chat.to_str().unwrap()], "bisect needs `-- PROGRAM"),
+    ] {
+        let o = run_with(fracture_cmd(&args, &db), b"", WATCHDOG);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+    // A map that does not parse is refused by plan, naming the file and line.
+    let bad = t.write("bad.yaml", "modules:\n  m: {object: libx.so, functions: {f: {args: [nope]}}}\n");
+    let o = run_with(
+        fracture_cmd(
+            &["plan", "-c", bad.to_str().unwrap(), "-o", t.path("o.yaml").to_str().unwrap()],
+            &db,
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("bad.yaml:2"), "{}", stderr(&o));
+    // Garbage in the spool is skipped with a warning; good records around it are kept.
+    let spool = t.path("r.db.spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(
+        spool.join("1-1.jsonl"),
+        "\u{0}\u{1}garbage\n{\"v\":1,\"kind\":\"event\",\"time\":1.0,\"outcome\":\"crash\",\"module\":\"m\",\"function\":\"f\",\"signal\":11}\n{\"v\":1,\"kind\":\"event\"\n",
+    )
+    .unwrap();
+    let o = run_with(fracture_cmd(&["report", "--db", db.to_str().unwrap()], &db), b"", WATCHDOG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().any(|l| l.starts_with("m ")), "{}", stdout(&o));
+    assert!(stderr(&o).contains("were not valid records"), "{}", stderr(&o));
+}
