@@ -547,22 +547,48 @@ fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
     for (args, why) in [
         (vec!["plan", "-o", "x.yaml"], "plan needs -c MAP.yaml"),
         (
-            vec!["plan", "-c", chat.to_str().unwrap(), "-o", "x.yaml", "--strategy", "bold"],
+            vec![
+                "plan",
+                "-c",
+                chat.to_str().unwrap(),
+                "-o",
+                "x.yaml",
+                "--strategy",
+                "bold",
+            ],
             "expected optimistic or pessimistic",
         ),
-        (vec!["report", "--frobnicate"], "unknown option --frobnicate"),
-        (vec!["partition", "--isolate", "p03"], "partition needs one GRAPH.json"),
-        (vec!["bisect", "-c", chat.to_str().unwrap()], "bisect needs `-- PROGRAM"),
+        (
+            vec!["report", "--frobnicate"],
+            "unknown option --frobnicate",
+        ),
+        (
+            vec!["partition", "--isolate", "p03"],
+            "partition needs one GRAPH.json",
+        ),
+        (
+            vec!["bisect", "-c", chat.to_str().unwrap()],
+            "bisect needs `-- PROGRAM",
+        ),
     ] {
         let o = run_with(fracture_cmd(&args, &db), b"", WATCHDOG);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
     }
     // A map that does not parse is refused by plan, naming the file and line.
-    let bad = t.write("bad.yaml", "modules:\n  m: {object: libx.so, functions: {f: {args: [nope]}}}\n");
+    let bad = t.write(
+        "bad.yaml",
+        "modules:\n  m: {object: libx.so, functions: {f: {args: [nope]}}}\n",
+    );
     let o = run_with(
         fracture_cmd(
-            &["plan", "-c", bad.to_str().unwrap(), "-o", t.path("o.yaml").to_str().unwrap()],
+            &[
+                "plan",
+                "-c",
+                bad.to_str().unwrap(),
+                "-o",
+                t.path("o.yaml").to_str().unwrap(),
+            ],
             &db,
         ),
         b"",
@@ -578,8 +604,20 @@ fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
         "\u{0}\u{1}garbage\n{\"v\":1,\"kind\":\"event\",\"time\":1.0,\"outcome\":\"crash\",\"module\":\"m\",\"function\":\"f\",\"signal\":11}\n{\"v\":1,\"kind\":\"event\"\n",
     )
     .unwrap();
-    let o = run_with(fracture_cmd(&["report", "--db", db.to_str().unwrap()], &db), b"", WATCHDOG);
+    let o = run_with(
+        fracture_cmd(&["report", "--db", db.to_str().unwrap()], &db),
+        b"",
+        WATCHDOG,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).lines().any(|l| l.starts_with("m ")), "{}", stdout(&o));
-    assert!(stderr(&o).contains("were not valid records"), "{}", stderr(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("m ")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("were not valid records"),
+        "{}",
+        stderr(&o)
+    );
 }
