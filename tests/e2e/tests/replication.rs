@@ -258,10 +258,39 @@ fn sampling_sends_each_pure_call_to_one_replica_and_state_calls_to_all() {
         pure + 2 * state,
         "pure calls once, state calls twice"
     );
+    // Round-robin in turns of 16 pure calls: fx_demo's pure calls fill one turn and start
+    // the next.
+    assert!(pure > 16, "{pure}");
     assert!(
         a > state && b > state,
-        "round-robin shares the pure calls: {a} {b}"
+        "both replicas answered pure calls: {a} {b}"
     );
+    // A longer run shares the pure calls about evenly.
+    let st2 = t.path("s2.json");
+    let o = run_with(
+        under(
+            &config("fx.yaml"),
+            &[
+                "--stats",
+                st2.to_str().unwrap(),
+                "--set",
+                "processes.fxhelper.sample={count: 2, pick: round-robin}",
+            ],
+            &fixture("fx_bench"),
+            &["scalar", "640"],
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stats(&st2);
+    let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
+    let (a, b) = (
+        reps[0]["calls"].as_u64().unwrap(),
+        reps[1]["calls"].as_u64().unwrap(),
+    );
+    assert_eq!(a + b, calls(&s, "fxhelper", "fx_add"));
+    assert!(a.abs_diff(b) <= 16, "{a} {b}");
 }
 
 #[test]
