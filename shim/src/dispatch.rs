@@ -58,6 +58,34 @@ thread_local! {
     static DEPTH: Cell<usize> = const { Cell::new(0) };
     /// Returned strings (`ret: str`), per function, valid until the next call of it here.
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Nested calls of a replicated call (see [`Nested`]).
+    static NESTED: RefCell<Nested> = const { RefCell::new(Nested::Off) };
+}
+
+/// A nested call the program served for replica 0 of a replicated call: what it answered.
+#[derive(Clone)]
+pub struct NestedRec {
+    func: u32,
+    ret: (u64, u64, [u64; 2], [u64; 2]),
+    errno: i32,
+    /// (argument index, bytes) of the out/inout buffers after the call.
+    outs: Vec<(usize, Vec<u8>)>,
+    ret_str: Option<Vec<u8>>,
+}
+
+/// While a replicated call runs: replica 0's nested calls into the program are executed and
+/// recorded; the other replicas' nested calls are answered from the record, in order, so the
+/// program's state changes once, as with one helper. A replica whose nested calls differ
+/// from the record gets a refused call (and then, most likely, a mismatch).
+pub enum Nested {
+    Off,
+    Record(Vec<NestedRec>),
+    Replay(Vec<NestedRec>, usize),
+}
+
+/// Sets this thread's nested-call mode; returns the previous one.
+pub fn nested_mode(m: Nested) -> Nested {
+    NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), m))
 }
 
 fn active_find(owner: u32) -> Option<Active> {
@@ -576,7 +604,49 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         top: m.data_end,
     });
     set_errno(m.errno);
-    if owner_here {
+    // Replicated call, program side: answer from the record, or record what ran.
+    let replaying = !zero_copy && NESTED.with(|n| matches!(*n.borrow(), Nested::Replay(..)));
+    let recorded: Option<NestedRec> = if replaying {
+        let next = NESTED.with(|n| match &mut *n.borrow_mut() {
+            Nested::Replay(recs, i) => {
+                let r = recs.get(*i).filter(|r| r.func == m.func).cloned();
+                if r.is_some() {
+                    *i += 1;
+                }
+                r
+            }
+            _ => None,
+        });
+        match next {
+            Some(r) => Some(r),
+            None => {
+                if pushed {
+                    active_pop();
+                }
+                return fail();
+            }
+        }
+    } else {
+        None
+    };
+    // A recorded returned string, kept alive until it is copied into the answer below.
+    let kept_str: Option<Vec<u8>> = recorded
+        .as_ref()
+        .and_then(|r| r.ret_str.as_ref())
+        .map(|s| s.iter().copied().chain([0]).collect());
+    if let Some(rec) = &recorded {
+        (frame.ret_rax, frame.ret_rdx, frame.ret_xmm0, frame.ret_xmm1) = rec.ret;
+        set_errno(rec.errno);
+        for (i, bytes) in &rec.outs {
+            if let Some((_, v)) = private.iter_mut().find(|(j, _)| j == i) {
+                let n = v.len().min(bytes.len());
+                v[..n].copy_from_slice(&bytes[..n]);
+            }
+        }
+        if let Some(k) = &kept_str {
+            frame.ret_rax = k.as_ptr() as u64;
+        }
+    } else if owner_here {
         let real = ensure_real(rt, f);
         if real == 0 {
             if pushed {
@@ -593,6 +663,30 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     let errno = get_errno();
     if pushed {
         active_pop();
+    }
+    if !zero_copy && recorded.is_none() {
+        NESTED.with(|n| {
+            if let Nested::Record(recs) = &mut *n.borrow_mut() {
+                recs.push(NestedRec {
+                    func: m.func,
+                    ret: (frame.ret_rax, frame.ret_rdx, frame.ret_xmm0, frame.ret_xmm1),
+                    errno,
+                    outs: private
+                        .iter()
+                        .filter(|(i, _)| {
+                            matches!(f.layout.args[*i].0, ArgSpec::Out(_) | ArgSpec::InOut(_))
+                        })
+                        .cloned()
+                        .collect(),
+                    ret_str: (f.ret == RetSpec::Str && frame.ret_rax != 0).then(|| {
+                        // SAFETY: the function returned a NUL-terminated string (its spec).
+                        unsafe { std::ffi::CStr::from_ptr(frame.ret_rax as *const libc::c_char) }
+                            .to_bytes()
+                            .to_vec()
+                    }),
+                });
+            }
+        });
     }
     let mut r = fail();
     r.kind = MSG_RETURN;

@@ -122,8 +122,7 @@ fn value_of(f: &FnDesc, frame: &Frame) -> [u64; 2] {
 }
 
 /// Runs the call in replica `p` on private copies; the answer and the fresh handle token.
-fn run_private(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &Frame) -> Option<(Answer, u64)> {
-    let mut pv = private_copy(f, frame);
+fn run_private(rt: &Runtime, f: &FnDesc, p: &ProcRt, mut pv: Private) -> Option<(Answer, u64)> {
     pv.frame.stack = pv.stack.as_ptr();
     SECONDARY.with(|s| s.set(true));
     let res = try_call(rt, f, p, &mut pv.frame);
@@ -193,18 +192,18 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         }
     }
     let saved = *frame;
-    // Replicas 1.. first, on private copies; replica 0 last, on the caller's own buffers, so
-    // that its returned string is the one left in the per-thread buffer.
+    // Replica 0 first, on the caller's own buffers, its nested calls into the program run and
+    // recorded; then replicas 1.. on private copies of the inputs (taken before replica 0
+    // wrote the caller's buffers), their nested calls answered from that record.
+    let copies: Vec<Private> = (1..reps.len()).map(|_| private_copy(f, &saved)).collect();
     let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
     let mut tokens: Vec<u64> = vec![0; reps.len()];
-    for (r, p) in reps.iter().enumerate().skip(1) {
-        if let Some((a, tok)) = run_private(rt, f, p, &saved) {
-            answers[r] = Some(a);
-            tokens[r] = tok;
-        }
-    }
-    *frame = saved;
+    let outer = crate::dispatch::nested_mode(crate::dispatch::Nested::Record(Vec::new()));
     let first = try_call(rt, f, reps[0], frame);
+    let record = match crate::dispatch::nested_mode(crate::dispatch::Nested::Off) {
+        crate::dispatch::Nested::Record(r) => r,
+        _ => Vec::new(),
+    };
     let mut failure = None;
     match &first {
         Ok(()) => {
@@ -216,6 +215,20 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             });
         }
         Err(e) => failure = Some(e.clone()),
+    }
+    let answer0 = *frame;
+    for ((r, p), pv) in reps.iter().enumerate().skip(1).zip(copies) {
+        crate::dispatch::nested_mode(crate::dispatch::Nested::Replay(record.clone(), 0));
+        if let Some((a, tok)) = run_private(rt, f, p, pv) {
+            answers[r] = Some(a);
+            tokens[r] = tok;
+        }
+    }
+    crate::dispatch::nested_mode(outer);
+    *frame = answer0;
+    if let Some(Some(s)) = answers[0].as_ref().map(|a| a.string.as_ref()) {
+        // The other replicas' strings went through the same per-thread buffer.
+        frame.ret_rax = crate::dispatch::set_ret_str(f, s);
     }
     // Handles: the program keeps one token, bound to each replica's own value.
     if f.ret == RetSpec::Handle {

@@ -339,3 +339,43 @@ fn valgrind_on_one_of_four_sampled_replicas_finds_the_leak_and_the_overflow() {
     );
     assert_ne!(s["pid"].as_i64().unwrap(), vg);
 }
+
+#[test]
+fn nested_calls_of_a_replicated_module_change_the_program_once() {
+    // nest_count_twice calls host_count (a module that stays in the program) twice: with three
+    // replicas, replica 0's nested calls run and the others are answered from their record.
+    let p = fixture("fx_nest_prog");
+    let single = ok(run_with(
+        under(&config("nest.yaml"), &[], &p, &[]),
+        b"",
+        WATCHDOG,
+    ));
+    let t = TempDir::new("rep-nest");
+    let st = t.path("s.json");
+    let o = run_with(
+        under(
+            &config("nest.yaml"),
+            &[
+                "--stats",
+                st.to_str().unwrap(),
+                "--set",
+                "processes.nester.replicate={count: 3}",
+            ],
+            &p,
+            &[],
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), single);
+    assert!(single.contains("host_count: 3"), "{single}");
+    // nest_pid answers each helper's own pid: that one differs, nothing else.
+    let e = stderr(&o);
+    assert!(
+        e.lines()
+            .filter(|l| l.contains("mismatch in"))
+            .all(|l| l.contains("mismatch in nest_pid()")),
+        "{e}"
+    );
+}
