@@ -165,7 +165,17 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             } as usize;
             if all[pick].observer {
                 // The observer gets this call when it is idle; an answering replica answers.
-                observe(rt, f, all[pick], private_copy(f, frame), 0, true);
+                // Its nested calls into the program are refused (an empty record): the
+                // program's state changes only through the replica that answers.
+                observe(
+                    rt,
+                    f,
+                    all[pick],
+                    private_copy(f, frame),
+                    0,
+                    true,
+                    Vec::new(),
+                );
             }
             let first = if all[pick].observer {
                 pick
@@ -254,7 +264,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             0
         };
         for (p, pv) in observed {
-            observe(rt, f, p, pv, keep, false);
+            observe(rt, f, p, pv, keep, false, record.clone());
         }
         if let Some((st, what)) = failure {
             if answers.iter().all(|a| a.is_none()) {
@@ -461,6 +471,8 @@ struct Job {
     pv: Private,
     /// The token the program got for a returned handle: the observer's value is bound to it.
     keep: u64,
+    /// The answering replica's nested calls: the observer's are answered from it.
+    record: Vec<crate::dispatch::NestedRec>,
 }
 
 // SAFETY: see `Private`: every pointer in the job points into the job's own allocations.
@@ -502,7 +514,15 @@ fn observers(rt: &Runtime) -> &'static [Observer] {
 /// Hands a call to observer `p`. A sampled pure call (`droppable`) is taken only while the
 /// observer's backlog is short, so a slow tool never holds the program back; a state call is always
 /// queued (every replica must hold the same module state), waiting only past MAX_BACKLOG.
-fn observe(rt: &Runtime, f: &FnDesc, p: &ProcRt, pv: Private, keep: u64, droppable: bool) {
+fn observe(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    pv: Private,
+    keep: u64,
+    droppable: bool,
+    record: Vec<crate::dispatch::NestedRec>,
+) {
     let rt: &'static Runtime = match crate::runtime::get() {
         Some(r) if std::ptr::eq(r, rt) => r,
         _ => return,
@@ -519,6 +539,7 @@ fn observe(rt: &Runtime, f: &FnDesc, p: &ProcRt, pv: Private, keep: u64, droppab
         func: f.idx,
         pv,
         keep,
+        record,
     });
     if !q.started {
         let idx = p.index;
@@ -552,11 +573,16 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
         };
         let f = &rt.fns[job.func];
         job.pv.frame.stack = job.pv.stack.as_ptr();
+        crate::dispatch::nested_mode(crate::dispatch::Nested::Replay(
+            std::mem::take(&mut job.record),
+            0,
+        ));
         SECONDARY.with(|s| s.set(true));
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             try_call(rt, f, p, &mut job.pv.frame)
         }));
         SECONDARY.with(|s| s.set(false));
+        crate::dispatch::nested_mode(crate::dispatch::Nested::Off);
         if let Ok(Ok(())) = res {
             if f.ret == RetSpec::Handle && job.keep != 0 {
                 handles::retarget_bindings(job.keep, job.pv.frame.ret_rax);

@@ -378,4 +378,26 @@ fn nested_calls_of_a_replicated_module_change_the_program_once() {
             .all(|l| l.contains("mismatch in nest_pid()")),
         "{e}"
     );
+    // The same with sampling and an observer (an exec-mode replica): its nested calls are
+    // answered from the record too.
+    let o = run_with(
+        under(
+            &config("nest.yaml"),
+            &[
+                "--stats",
+                st.to_str().unwrap(),
+                "--set",
+                "processes.nester.sample={count: 3, envs: [{}, {}, {wrapper: [env]}]}",
+            ],
+            &p,
+            &[],
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), single);
+    let s = stats(&st);
+    let reps = s["processes"]["nester"]["replicas"].as_array().unwrap();
+    assert!(reps[2]["calls"].as_u64().unwrap() >= 3, "{reps:?}");
 }
