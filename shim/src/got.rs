@@ -318,9 +318,10 @@ impl Obj {
                 // SAFETY: `sym` is a symbol index from this object's own relocation.
                 let s =
                     unsafe { &*((self.symtab + sym * std::mem::size_of::<Sym>()) as *const Sym) };
-                if s.shndx != 0 {
-                    continue; // defined here: not an import
-                }
+                // A slot for a symbol defined in this very object (an interposable call of
+                // the object to its own export) is routed too: two modules may share one
+                // object, and a mapped function runs where its module lives, whoever calls.
+                let _ = s.shndx;
                 if let Some(name) = self.name_at(s.name as usize) {
                     f(
                         self.base + r.offset as usize,

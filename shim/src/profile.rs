@@ -33,7 +33,7 @@ impl Profile {
         // SAFETY: the trampoline's frame.stack is the caller's rsp + 8 at the call: the word
         // below it is the return address the call pushed.
         let ret = unsafe { *frame.stack.sub(1) } as usize;
-        let caller = crate::reports::module_of(ret);
+        let caller = crate::reports::module_of_fn(rt, ret);
         let nmods = rt.map.modules.len();
         let m = rt
             .map

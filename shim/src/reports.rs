@@ -25,6 +25,8 @@ struct ObjInfo {
     base: usize,
     path: String,
     module: String,
+    /// More than one module of the map names this object (then the symbol decides).
+    shared: bool,
 }
 
 struct Table {
@@ -140,6 +142,12 @@ fn refresh_with(objs: &[crate::got::Obj], exe: &str) {
                     .find(|(_, obj)| o.matches(obj, i == 0))
                     .map(|(m, _)| m.clone())
                     .unwrap_or_else(|| "main".to_string()),
+                shared: s
+                    .modules
+                    .iter()
+                    .filter(|(_, obj)| o.matches(obj, i == 0))
+                    .count()
+                    > 1,
             })
             .collect(),
     };
@@ -163,6 +171,27 @@ fn obj_of(addr: usize) -> Option<&'static ObjInfo> {
 /// The module owning code address `addr` ("main" when it is not a map module's).
 pub fn module_of(addr: usize) -> &'static str {
     obj_of(addr).map_or("main", |o| o.module.as_str())
+}
+
+/// As [`module_of`], and where several modules share the object, the module of the mapped
+/// function nearest below `addr` (object + symbol → module). Not for signal handlers.
+pub fn module_of_fn(rt: &crate::runtime::Runtime, addr: usize) -> &str {
+    let Some(o) = obj_of(addr) else {
+        return "main";
+    };
+    if o.shared {
+        let inside = |a: usize| o.text.iter().any(|&(s, e)| a >= s && a < e);
+        let best = rt
+            .fns
+            .iter()
+            .map(|f| (f.real.load(Relaxed), f))
+            .filter(|&(r, _)| r != 0 && r <= addr && inside(r))
+            .max_by_key(|&(r, _)| r);
+        if let Some((_, f)) = best {
+            return &f.module;
+        }
+    }
+    &o.module
 }
 
 /// A fixed buffer a record is formatted into without allocating.

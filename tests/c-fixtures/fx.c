@@ -15,6 +15,10 @@
 
 int fx_add(int a, int b) { return a + b; }
 
+/* Calls fx_add through libfx's own PLT (fx_add is interposable): a call between two modules
+ * that share one object, for the profiler's object + symbol attribution. */
+int fx_add3(int a, int b, int c) { return fx_add(fx_add(a, b), c); }
+
 long fx_sum8(long a, long b, long c, long d, long e, long f, long g, long h) {
     return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h;
 }

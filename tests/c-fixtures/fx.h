@@ -8,6 +8,7 @@ struct fx_dpair { double x; double y; };
 struct fx_counter;
 
 int fx_add(int a, int b);
+int fx_add3(int a, int b, int c);
 long fx_sum8(long a, long b, long c, long d, long e, long f, long g, long h);
 double fx_mix(int a, double x, float y, long b);
 double fx_sum10d(double a0, double a1, double a2, double a3, double a4, double a5, double a6,

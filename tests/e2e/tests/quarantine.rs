@@ -621,3 +621,61 @@ fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn profile_tells_two_modules_of_one_object_apart_by_symbol() {
+    // fx_add3 (module front) calls fx_add (module adder) through libfx.so's own PLT; both
+    // modules name the same object. Python's ctypes loads libfx with dlopen.
+    let py = [
+        "/usr/bin/python3",
+        "/root/.pyenv/versions/3.11.7/bin/python3.11",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("an ELF python3");
+    let t = TempDir::new("split");
+    let map = t.write(
+        "split.yaml",
+        "modules:\n  adder:\n    object: libfx.so\n    functions:\n      fx_add: {args: [val, val], effect: pure}\n  front:\n    object: libfx.so\n    functions:\n      fx_add3: {args: [val, val, val], effect: pure}\nprocesses: {}\n",
+    );
+    let script = format!(
+        "import ctypes\nl = ctypes.CDLL('{}')\nprint(sum(l.fx_add3(i, 1, 2) for i in range(10)), l.fx_add(2, 3))\n",
+        fixture("libfx.so").display()
+    );
+    let g = t.path("g.json");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "profile",
+                "-c",
+                map.to_str().unwrap(),
+                "-o",
+                g.to_str().unwrap(),
+                "--",
+                py,
+                "-c",
+                &script,
+            ],
+            &t.path("r.db"),
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "75 5\n");
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&g).unwrap()).unwrap();
+    let calls = |caller: &str, func: &str| {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["caller"] == caller && e["function"] == func)
+            .map(|e| e["calls"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(calls("main", "fx_add3"), 10);
+    // The inner fx_add of each fx_add3 returns into fx_add3: module front. (The outer one is a
+    // tail call: its return address is fx_add3's caller's.)
+    assert_eq!(calls("front", "fx_add"), 10, "{g}");
+    assert_eq!(calls("adder", "fx_add"), 0);
+}

@@ -162,7 +162,10 @@ fn python_zlib_checksums_run_in_the_helper() {
     assert_eq!(got, want);
     let s = stats(&st);
     assert_eq!(calls(&s, "zhelper", "crc32"), 2);
-    assert_eq!(calls(&s, "zhelper", "adler32"), 1);
+    // Python's call, and zlib's own calls from compress() (unmapped, run in the program):
+    // those go through libz's PLT slot for its own export, routed like any other, so the
+    // mapped function runs in the helper whoever calls it.
+    assert!(calls(&s, "zhelper", "adler32") > 1);
     assert!(
         s["processes"]["zhelper"]["functions"]["crc32"]["bytes_in"]
             .as_u64()
