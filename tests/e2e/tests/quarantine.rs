@@ -679,3 +679,76 @@ fn profile_tells_two_modules_of_one_object_apart_by_symbol() {
     assert_eq!(calls("front", "fx_add"), 10, "{g}");
     assert_eq!(calls("adder", "fx_add"), 0);
 }
+
+#[test]
+fn optimistic_plan_with_a_profile_isolates_the_culprit_with_its_chatty_neighbour() {
+    // A report of crashes in p03 (as another deployment's spool would hold them), and a
+    // profile in which p03 calls util for every character: the plan puts both in one helper.
+    let input = workload(1000, false);
+    let t = TempDir::new("plan-prof");
+    let db = t.path("r.db");
+    let g = t.path("g.json");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "profile",
+                "-c",
+                config("chat.yaml").to_str().unwrap(),
+                "-o",
+                g.to_str().unwrap(),
+                "--",
+                fixture("fx_chat").to_str().unwrap(),
+            ],
+            &db,
+        ),
+        &input,
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spool = t.path("r.db.spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let rec = |i: u32| {
+        format!(
+            "{{\"v\":1,\"kind\":\"event\",\"time\":{i}.0,\"program\":\"{}\",\"build_id\":\"\",\"pid\":{i},\"process\":\"q\",\"module\":\"p03\",\"function\":\"p03_parse\",\"signal\":11,\"fault_addr\":\"0x0\",\"outcome\":\"crash\",\"env\":\"\",\"detail\":\"\",\"frames\":[]}}\n",
+            fixture("fx_chat").display()
+        )
+    };
+    std::fs::write(spool.join("7-7.jsonl"), rec(1) + &rec(2)).unwrap();
+    let next = t.path("next.yaml");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "plan",
+                "--db",
+                db.to_str().unwrap(),
+                "--profile",
+                g.to_str().unwrap(),
+                "-c",
+                config("chat.yaml").to_str().unwrap(),
+                "-o",
+                next.to_str().unwrap(),
+            ],
+            &db,
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("p03: 2 failures; isolated with [p03, util]"),
+        "{}",
+        stderr(&o)
+    );
+    let map: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&next).unwrap()).unwrap();
+    let mods: Vec<&str> = map["processes"]["q_p03"]["modules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert_eq!(mods, ["p03", "util"]);
+    // And the planned map runs the workload as a plain run prints it.
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
+    assert_eq!(ok(run_reported(&next, &db, &input)), want);
+}
