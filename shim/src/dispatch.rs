@@ -117,12 +117,17 @@ fn errno_ptr() -> *mut i32 {
     unsafe { libc::__errno_location() }
 }
 
+/// This thread's errno.
+pub fn errno() -> i32 {
+    get_errno()
+}
+
 fn get_errno() -> i32 {
     // SAFETY: see errno_ptr.
     unsafe { *errno_ptr() }
 }
 
-fn set_errno(e: i32) {
+pub fn set_errno(e: i32) {
     // SAFETY: see errno_ptr.
     unsafe { *errno_ptr() = e }
 }
@@ -288,6 +293,35 @@ pub fn client_call(
     from_program: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
+    let posted = client_post(f, region, c, base, frame, from_program)?;
+    client_wait(rt, f, region, posted, frame, from_program, stop)
+}
+
+/// A call marshalled into a channel and posted to the peer, not yet answered: what the
+/// answer's copy-back needs (the caller's buffers, at the offsets we chose).
+pub struct Posted {
+    c: usize,
+    /// (arg index, caller pointer, offset, length, copy back?) per non-NULL buffer argument.
+    bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS],
+    nbufs: usize,
+    /// First byte after the marshalled buffers: a returned string or mirror lies beyond.
+    cursor: u64,
+    mirror_token: u64,
+    /// The answer direction's sequence when we posted.
+    seen: u32,
+    moved: Moved,
+}
+
+/// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
+/// frame and buffers are only read. [`client_wait`] takes the answer.
+pub fn client_post(
+    f: &FnDesc,
+    region: &Region,
+    c: usize,
+    base: u64,
+    frame: &Frame,
+    from_program: bool,
+) -> Result<Posted, CallError> {
     let ch = region.channel(c);
     let data = region.data(c);
     let nstack = f.layout.nstack.min(MAX_STACK);
@@ -385,7 +419,7 @@ pub fn client_call(
     } else {
         (ch.to_prog(), ch.to_helper())
     };
-    let mut seen = recv.seq.load(SeqCst);
+    let seen = recv.seq.load(SeqCst);
     // The channel is ours for this call (acquired, or nested on it); the message slot
     // belongs to the sender until the peer answers.
     ch.write_msg(&m);
@@ -393,6 +427,44 @@ pub fn client_call(
     if from_program && ch.served.load(SeqCst) == 0 {
         shm::ring(&region.header().doorbell);
     }
+    Ok(Posted {
+        c,
+        bufs,
+        nbufs,
+        cursor,
+        mirror_token,
+        seen,
+        moved,
+    })
+}
+
+/// Waits for the answer to a call [`client_post`] sent, serving the peer's nested calls
+/// meanwhile, and copies the results into `frame` and the caller's out-buffers.
+pub fn client_wait(
+    rt: &Runtime,
+    f: &FnDesc,
+    region: &Region,
+    posted: Posted,
+    frame: &mut Frame,
+    from_program: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Moved, CallError> {
+    let Posted {
+        c,
+        bufs,
+        nbufs,
+        cursor,
+        mut mirror_token,
+        mut seen,
+        mut moved,
+    } = posted;
+    let ch = region.channel(c);
+    let data = region.data(c);
+    let (send, recv) = if from_program {
+        (ch.to_helper(), ch.to_prog())
+    } else {
+        (ch.to_prog(), ch.to_helper())
+    };
     loop {
         let spin = if from_program {
             f.stats.spin_budget()
@@ -812,21 +884,74 @@ pub fn call_once(
     p: &ProcRt,
     frame: &mut Frame,
 ) -> Result<Moved, CallError> {
-    let owner = f.owner;
+    let c = call_post(f, p, frame)?;
+    call_finish(rt, f, p, c, frame)
+}
+
+/// A call of the program's posted to a helper (see [`call_post`]).
+pub struct Begun {
+    c: usize,
+    base: u64,
+    acquired: bool,
+    t0: Instant,
+    posted: Posted,
+}
+
+/// True when this thread is inside a call of `owner` (serving its nested call): a new call
+/// of it goes on the same channel, and must be waited for before anything else is posted.
+pub fn nested_in(owner: u32) -> bool {
+    active_find(owner).is_some()
+}
+
+/// Picks a channel of `p` and posts the call in `frame` there; [`call_finish`] waits for the
+/// answer. Several calls to different helpers may be posted before the first is finished.
+pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallError> {
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
-    let (c, base, acquired) = match active_find(owner) {
+    let (c, base, acquired) = match active_find(f.owner) {
         Some(a) => (a.ch as usize, a.top, false),
         None => (acquire(p), 0, true),
     };
+    let t0 = Instant::now();
+    match client_post(f, &p.region, c, base, frame, true) {
+        Ok(posted) => Ok(Begun {
+            c,
+            base,
+            acquired,
+            t0,
+            posted,
+        }),
+        Err(e) => {
+            if acquired {
+                release(p, c);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Waits for the answer of a call [`call_post`] sent to `p`, serving its nested calls.
+pub fn call_finish(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    b: Begun,
+    frame: &mut Frame,
+) -> Result<Moved, CallError> {
+    let Begun {
+        c,
+        base,
+        acquired,
+        t0,
+        posted,
+    } = b;
     let pushed = active_push(Active {
-        owner,
+        owner: f.owner,
         ch: c as u16,
         top: base,
     });
     let region = &p.region;
-    let t0 = Instant::now();
     let timeout = p.spec.timeout_ms.map(Duration::from_millis);
     let timed_out = Cell::new(false);
     let stop = || {
@@ -840,7 +965,7 @@ pub fn call_once(
         }
         false
     };
-    let r = client_call(rt, f, region, c, base, frame, true, &stop);
+    let r = client_wait(rt, f, region, posted, frame, true, &stop);
     let r = match r {
         Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
             timeout.map_or(0, |t| t.as_millis() as u64),

@@ -59,6 +59,77 @@ pub fn try_call(
     p: &ProcRt,
     frame: &mut Frame,
 ) -> Result<(), (i32, String)> {
+    try_call_after(rt, f, p, frame, None)
+}
+
+/// A first attempt of a call, posted to one helper region under its gate without waiting
+/// (see [`post`]), so that several replicas work on one call at once.
+pub struct Attempt<'a> {
+    begun: dispatch::Begun,
+    gate: std::sync::RwLockReadGuard<'a, ()>,
+    logged: Option<crate::replay::Entry>,
+}
+
+/// The outcome of a first attempt that [`complete`] waited for.
+pub struct Done {
+    result: Result<dispatch::Moved, dispatch::CallError>,
+    logged: Option<crate::replay::Entry>,
+}
+
+impl Done {
+    /// True when the attempt succeeded.
+    pub fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+/// Posts the call in `frame` to `p` and returns without waiting. None when it is better made
+/// the ordinary way: inside a nested call of the same owner (one channel), while replaying, or
+/// while somebody wants the gate exclusively (a thread never blocks on a gate while it holds
+/// another's). The ordinary call also reports what stopped a post (no helper, too large).
+pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame) -> Option<Attempt<'a>> {
+    if dispatch::nested_in(f.owner) || crate::replay::replaying() {
+        return None;
+    }
+    let gate = match p.gate.try_read() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
+    let begun = dispatch::call_post(f, p, frame).ok()?;
+    Some(Attempt {
+        begun,
+        gate,
+        logged,
+    })
+}
+
+/// Waits for a posted attempt; a successful call enters the replay log under the gate, which
+/// is released before the caller restarts or retries anything ([`try_call_after`]).
+pub fn complete(rt: &Runtime, f: &FnDesc, p: &ProcRt, a: Attempt<'_>, frame: &mut Frame) -> Done {
+    let Attempt {
+        begun,
+        gate,
+        logged,
+    } = a;
+    let result = dispatch::call_finish(rt, f, p, begun, frame);
+    if let (Ok(_), Some(entry)) = (&result, logged.as_ref()) {
+        crate::replay::record(p, f, entry.clone(), frame);
+    }
+    drop(gate);
+    Done { result, logged }
+}
+
+/// [`try_call`] whose first attempt was already made (`first`, from [`complete`]); `frame`
+/// is as the attempt left it (unchanged when it failed).
+pub fn try_call_after(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    frame: &mut Frame,
+    first: Option<Done>,
+) -> Result<(), (i32, String)> {
     let saved = *frame;
     let oc = &p.spec.on_crash;
     let k = p.index;
@@ -66,17 +137,26 @@ pub fn try_call(
     let mut first_failure: Option<(String, u64)> = None;
     let mut restart_us = 0u128;
     let mut bystander_retries = 0u32;
-    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
+    let (mut first, logged) = match first {
+        Some(d) => (Some(d.result), d.logged),
+        None => (
+            None,
+            crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame)),
+        ),
+    };
     loop {
         // The call and its log entry happen under the gate, so a checkpoint (taken under the
         // exclusive gate) never holds the effect of a call the log does not have yet.
-        let res = {
-            let _gate = dispatch::gate_for(p, f.owner);
-            let r = dispatch::call_once(rt, f, p, frame);
-            if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
-                crate::replay::record(p, f, entry.clone(), frame);
+        let res = match first.take() {
+            Some(r) => r,
+            None => {
+                let _gate = dispatch::gate_for(p, f.owner);
+                let r = dispatch::call_once(rt, f, p, frame);
+                if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
+                    crate::replay::record(p, f, entry.clone(), frame);
+                }
+                r
             }
-            r
         };
         let e = match res {
             Ok(_) => {

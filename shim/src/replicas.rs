@@ -6,13 +6,14 @@
 //! program. `sample`: an `effect: pure` call goes to one replica (round-robin or random); a
 //! state call goes to all, so every replica holds the same module state. A replica that fails
 //! is recovered under `on_crash` while the others' answer stands; the program gives up only
-//! when no replica answered. Replicas run one after the other (the program thread waits for
-//! each): the cost is about `count` single calls.
+//! when no replica answered. Every replica gets a call at once and they work in parallel; the
+//! program takes their answers in order.
 
 use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
 use crate::dispatch::eval_size;
+use crate::dispatch::{nested_mode, Nested};
 use crate::handles;
-use crate::recovery::{self, try_call};
+use crate::recovery::{self, try_call, try_call_after, Attempt, Done};
 use crate::runtime::{FnDesc, ProcRt, Runtime};
 use module_map::{ArgSpec, OnMismatch, Pick, RetSpec};
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -121,23 +122,62 @@ fn value_of(f: &FnDesc, frame: &Frame) -> [u64; 2] {
     }
 }
 
-/// Runs the call in replica `p` on private copies; the answer and the fresh handle token.
-fn run_private(rt: &Runtime, f: &FnDesc, p: &ProcRt, mut pv: Private) -> Option<(Answer, u64)> {
+/// Runs the call in replica `p` on private copies (its first attempt already made when
+/// `first` is given); the answer and the fresh handle token.
+fn run_private(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    mut pv: Private,
+    first: Option<(Done, Option<Vec<u8>>)>,
+) -> Option<(Answer, u64)> {
     pv.frame.stack = pv.stack.as_ptr();
+    let (first, string) = split_first(first);
     SECONDARY.with(|s| s.set(true));
-    let res = try_call(rt, f, p, &mut pv.frame);
+    let res = try_call_after(rt, f, p, &mut pv.frame, first);
     SECONDARY.with(|s| s.set(false));
     match res {
         Ok(()) => {
             let rax = pv.frame.ret_rax;
             let a = Answer {
                 rax: value_of(f, &pv.frame),
-                string: returned_string(f, rax),
+                string: string.unwrap_or_else(|| returned_string(f, rax)),
                 outs: outs_of(&pv.bufs),
             };
             Some((a, if f.ret == RetSpec::Handle { rax } else { 0 }))
         }
         Err(_) => None,
+    }
+}
+
+/// A completed first attempt with the string it returned, taken at once: every replica's
+/// string goes through the same per-thread buffer.
+fn with_string(f: &FnDesc, d: Done, rax: u64) -> (Done, Option<Vec<u8>>) {
+    let s = if d.ok() {
+        returned_string(f, rax)
+    } else {
+        None
+    };
+    (d, s)
+}
+
+/// The first attempt for [`try_call_after`] and, when it succeeded (no retry will run), the
+/// string it returned.
+fn split_first(first: Option<(Done, Option<Vec<u8>>)>) -> (Option<Done>, Option<Option<Vec<u8>>>) {
+    match first {
+        Some((d, s)) => {
+            let ok = d.ok();
+            (Some(d), ok.then_some(s))
+        }
+        None => (None, None),
+    }
+}
+
+/// Ends recording nested calls; what was recorded.
+fn take_record() -> Vec<crate::dispatch::NestedRec> {
+    match nested_mode(Nested::Off) {
+        Nested::Record(r) => r,
+        _ => Vec::new(),
     }
 }
 
@@ -202,40 +242,71 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         }
     }
     let saved = *frame;
-    // Replica 0 first, on the caller's own buffers, its nested calls into the program run and
-    // recorded; then replicas 1.. on private copies of the inputs (taken before replica 0
-    // wrote the caller's buffers), their nested calls answered from that record.
-    let copies: Vec<Private> = (1..reps.len()).map(|_| private_copy(f, &saved)).collect();
+    // Every replica gets the call at once, each on its own channel: replica 0 on the caller's
+    // own buffers, replicas 1.. on private copies of the inputs, and they work in parallel.
+    // Their answers are taken in order: replica 0's first, its nested calls into the program
+    // run and recorded; then the others', their nested calls answered from that record (a
+    // replica that calls back waits until its turn). Only then are failed attempts restarted
+    // and retried, so no gate is held while a restart waits for one.
+    let mut copies: Vec<Private> = (1..reps.len()).map(|_| private_copy(f, &saved)).collect();
+    for pv in copies.iter_mut() {
+        pv.frame.stack = pv.stack.as_ptr();
+    }
+    let mut attempts: Vec<Option<Attempt>> = Vec::with_capacity(reps.len());
+    attempts.push(recovery::post(f, reps[0], frame));
+    for (p, pv) in reps.iter().skip(1).zip(&copies) {
+        attempts.push(recovery::post(f, p, &pv.frame));
+    }
+    let mut attempts = attempts.into_iter();
+    let outer = nested_mode(Nested::Record(Vec::new()));
+    let done0 = attempts.next().flatten().map(|a| {
+        with_string(
+            f,
+            recovery::complete(rt, f, reps[0], a, frame),
+            frame.ret_rax,
+        )
+    });
+    let record = take_record();
+    let mut done: Vec<Option<(Done, Option<Vec<u8>>)>> = Vec::with_capacity(reps.len());
+    SECONDARY.with(|s| s.set(true));
+    for ((p, pv), a) in reps.iter().skip(1).zip(copies.iter_mut()).zip(attempts) {
+        nested_mode(Nested::Replay(record.clone(), 0));
+        done.push(a.map(|a| {
+            let d = recovery::complete(rt, f, p, a, &mut pv.frame);
+            with_string(f, d, pv.frame.ret_rax)
+        }));
+    }
+    SECONDARY.with(|s| s.set(false));
+    nested_mode(Nested::Record(record));
+    let (done0, string0) = split_first(done0);
+    let first = try_call_after(rt, f, reps[0], frame, done0);
+    let record = take_record();
+    let errno0 = crate::dispatch::errno();
     let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
     let mut tokens: Vec<u64> = vec![0; reps.len()];
-    let outer = crate::dispatch::nested_mode(crate::dispatch::Nested::Record(Vec::new()));
-    let first = try_call(rt, f, reps[0], frame);
-    let record = match crate::dispatch::nested_mode(crate::dispatch::Nested::Off) {
-        crate::dispatch::Nested::Record(r) => r,
-        _ => Vec::new(),
-    };
     let mut failure = None;
     match &first {
         Ok(()) => {
             let rax = frame.ret_rax;
             answers[0] = Some(Answer {
                 rax: value_of(f, frame),
-                string: returned_string(f, rax),
+                string: string0.unwrap_or_else(|| returned_string(f, rax)),
                 outs: caller_outs(f, frame),
             });
         }
         Err(e) => failure = Some(e.clone()),
     }
     let answer0 = *frame;
-    for ((r, p), pv) in reps.iter().enumerate().skip(1).zip(copies) {
-        crate::dispatch::nested_mode(crate::dispatch::Nested::Replay(record.clone(), 0));
-        if let Some((a, tok)) = run_private(rt, f, p, pv) {
+    for (((r, p), pv), d) in reps.iter().enumerate().skip(1).zip(copies).zip(done) {
+        nested_mode(Nested::Replay(record.clone(), 0));
+        if let Some((a, tok)) = run_private(rt, f, p, pv, d) {
             answers[r] = Some(a);
             tokens[r] = tok;
         }
     }
-    crate::dispatch::nested_mode(outer);
+    nested_mode(outer);
     *frame = answer0;
+    crate::dispatch::set_errno(errno0);
     if let Some(Some(s)) = answers[0].as_ref().map(|a| a.string.as_ref()) {
         // The other replicas' strings went through the same per-thread buffer.
         frame.ret_rax = crate::dispatch::set_ret_str(f, s);
@@ -573,16 +644,13 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
         };
         let f = &rt.fns[job.func];
         job.pv.frame.stack = job.pv.stack.as_ptr();
-        crate::dispatch::nested_mode(crate::dispatch::Nested::Replay(
-            std::mem::take(&mut job.record),
-            0,
-        ));
+        nested_mode(Nested::Replay(std::mem::take(&mut job.record), 0));
         SECONDARY.with(|s| s.set(true));
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             try_call(rt, f, p, &mut job.pv.frame)
         }));
         SECONDARY.with(|s| s.set(false));
-        crate::dispatch::nested_mode(crate::dispatch::Nested::Off);
+        nested_mode(Nested::Off);
         if let Ok(Ok(())) = res {
             if f.ret == RetSpec::Handle && job.keep != 0 {
                 handles::retarget_bindings(job.keep, job.pv.frame.ret_rax);

@@ -344,6 +344,9 @@ impl Channel {
 /// (replicated or sampled processes): spinning waiters yield between rounds.
 pub static CROWDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Checks of the word between two yields of a crowded spinner.
+const CROWDED_ROUND: u32 = 4;
+
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -397,8 +400,12 @@ impl Dir<'_> {
     ) -> Option<u32> {
         if !spin.is_zero() {
             let start = std::time::Instant::now();
+            // A round of `pause`s lasts ~50 ns each here: when crowded, yield after a few, so a
+            // peer with work is not kept off its CPU for microseconds.
+            let crowded = CROWDED.load(Relaxed);
+            let round = if crowded { CROWDED_ROUND } else { 64 };
             'spin: loop {
-                for _ in 0..64 {
+                for _ in 0..round {
                     let s = self.seq.load(SeqCst);
                     if s != seen {
                         return Some(s);
@@ -408,7 +415,7 @@ impl Dir<'_> {
                 if start.elapsed() >= spin {
                     break 'spin;
                 }
-                if CROWDED.load(Relaxed) {
+                if crowded {
                     // More spinners than CPUs (replicas): let the one with work run.
                     // SAFETY: sched_yield has no preconditions.
                     unsafe { libc::sched_yield() };
