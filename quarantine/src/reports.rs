@@ -31,6 +31,32 @@ pub fn default_db_path() -> PathBuf {
     state.join("fracture/reports.db")
 }
 
+/// The database's spool directory: `<db>.spool`.
+pub fn spool_dir_of(db: &Path) -> PathBuf {
+    let mut s = db.to_path_buf().into_os_string();
+    s.push(".spool");
+    s.into()
+}
+
+/// True when a spool file that process `pid` wrote (`<pid>-<ns>.jsonl`; a program that
+/// `exec`s keeps its pid) holds an event record: a crash, hang, give-up or mismatch, not only
+/// a run summary.
+pub fn has_events(db: &Path, pid: u32) -> bool {
+    let prefix = format!("{pid}-");
+    let Ok(rd) = std::fs::read_dir(spool_dir_of(db)) else {
+        return false;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .any(|data| {
+            data.split(|&b| b == b'\n').any(|line| {
+                serde_json::from_slice::<Value>(line)
+                    .is_ok_and(|v| v.get("kind").and_then(Value::as_str) == Some("event"))
+            })
+        })
+}
+
 /// What one ingestion did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IngestStats {
@@ -111,9 +137,7 @@ impl Db {
     }
 
     fn spool_dir(&self) -> PathBuf {
-        let mut s = self.path.clone().into_os_string();
-        s.push(".spool");
-        s.into()
+        spool_dir_of(&self.path)
     }
 
     /// Ingests every spool file (see the module documentation).

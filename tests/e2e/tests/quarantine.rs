@@ -207,6 +207,38 @@ fn a_crash_of_the_program_itself_is_spooled_with_its_module() {
     );
 }
 
+// `fracture run` left a crash in the spool only: a user reading the database with sqlite3
+// right after the run found nothing until `fracture report` had run.
+#[test]
+fn a_crashing_run_is_in_the_database_when_fracture_run_returns() {
+    let t = TempDir::new("db-at-once");
+    let db = t.path("r.db");
+    let o = run_reported(&config("chat.yaml"), &db, &workload(300, true));
+    assert_eq!(o.status.code(), Some(128 + 11), "{}", stderr(&o));
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("no database after the run: {e}"));
+    let (module, function, signal, backtrace): (String, String, i64, String) = conn
+        .query_row(
+            "SELECT module, function, signal, backtrace FROM events WHERE outcome = 'program-crash'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((module.as_str(), signal), ("p11", 11));
+    assert_eq!(function, "p11_parse");
+    assert!(backtrace.contains("p11"), "{backtrace}");
+    // A clean run with reports on leaves no database behind (its summary waits in the spool).
+    let t2 = TempDir::new("db-clean");
+    let o = run_reported(
+        &config("chat.yaml"),
+        &t2.path("r.db"),
+        &workload(300, false),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!t2.path("r.db").exists());
+}
+
 /// Runs `fracture ARGS` with reports in `db`; asserts success; returns stdout.
 fn fracture_ok(args: &[&str], db: &Path) -> String {
     ok(run_with(fracture_cmd(args, db), b"", WATCHDOG))
