@@ -141,6 +141,12 @@ void fx_counter_free(struct fx_counter *c) { free(c); }
 
 long fx_pid(void) { return (long)getpid(); }
 
+/* Whether FX_AT_LOAD was in the environment when the library was loaded: a forked helper
+ * inherits the program's answer, an exec-mode helper has its `vars` from the start. */
+static long env_at_load;
+__attribute__((constructor)) static void fx_note_env(void) { env_at_load = getenv("FX_AT_LOAD") != NULL; }
+long fx_env_at_load(void) { return env_at_load; }
+
 int fx_set_errno(int e) {
     errno = e;
     return -1;

@@ -31,6 +31,7 @@ long fx_counter_add(struct fx_counter *c, long d);
 long fx_counter_get(const struct fx_counter *c);
 void fx_counter_free(struct fx_counter *c);
 long fx_pid(void);
+long fx_env_at_load(void);
 int fx_set_errno(int e);
 long fx_crash_on(const char *s);
 long fx_crash_if_env(const char *s);

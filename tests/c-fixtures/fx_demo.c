@@ -8,6 +8,10 @@
 #include <unistd.h>
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--env-at-load")) {
+        printf("env at load: %ld\n", fx_env_at_load());
+        return 0;
+    }
     printf("fx_add: %d\n", fx_add(40, 2));
     printf("fx_sum8: %ld\n", fx_sum8(1, 2, 3, 4, 5, 6, 7, 8));
     printf("fx_mix: %.6f\n", fx_mix(1, 2.5, 0.25f, 3));

@@ -54,6 +54,9 @@ static void scribble_once(unsigned char *q, size_t len) {
     }
 }
 
+/* Full passes the scribbler has made over the headers. */
+static unsigned long passes;
+
 static void *scribbler(void *arg) {
     size_t len = 0;
     unsigned char *q = NULL;
@@ -65,13 +68,17 @@ static void *scribbler(void *arg) {
     end.tv_sec += 1;
     do {
         scribble_once(q, len);
+        __atomic_fetch_add(&passes, 1, __ATOMIC_SEQ_CST);
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while (now.tv_sec < end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec < end.tv_nsec));
     return NULL;
 }
 
 /* Starts a thread that keeps writing random bytes over the queue's headers for a second,
- * then returns 42 (whatever the program receives instead). Returns -1 outside a helper. */
+ * then returns 42 (whatever the program receives instead). Returns -1 outside a helper.
+ * It answers only well after the scribbler's first pass, so the program (which looks at its
+ * channel at least every 50 ms) sees the garbage even when the machine is loaded and the
+ * scribbler thread starts late. */
 long evil_scribble(void) {
     size_t len;
     unsigned char *q;
@@ -80,7 +87,9 @@ long evil_scribble(void) {
         return -1;
     pthread_create(&t, NULL, scribbler, NULL);
     pthread_detach(t);
-    usleep(20000);
+    for (int i = 0; i < 2000 && !__atomic_load_n(&passes, __ATOMIC_SEQ_CST); i++)
+        usleep(1000);
+    usleep(300000);
     return 42;
 }
 

@@ -79,7 +79,7 @@ fn check_against_a_program_reports_every_problem() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).starts_with("ok: 1 modules, 30 functions, 1 processes"),
+        stdout(&o).starts_with("ok: 1 modules, 31 functions, 1 processes"),
         "{}",
         stdout(&o)
     );

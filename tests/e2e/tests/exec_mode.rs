@@ -27,6 +27,33 @@ fn an_exec_mode_helper_answers_like_a_fork_mode_one() {
 }
 
 #[test]
+fn an_exec_mode_helper_has_its_vars_from_the_start() {
+    // libfx notes FX_AT_LOAD in a constructor. A forked helper inherits the program's
+    // constructors (run before `vars` were set); an exec-mode helper loads libfx anew with them.
+    let p = fixture("fx_demo");
+    let arg = ["--env-at-load"];
+    let plain_out = ok(run_with(plain(&p, &arg), b"", WATCHDOG));
+    assert_eq!(plain_out, "env at load: 0\n");
+    let fork_mode = "processes.fxhelper.env={vars: {FX_AT_LOAD: \"1\"}}";
+    let o = ok(run_with(
+        under(&config("fx.yaml"), &["--set", fork_mode], &p, &arg),
+        b"",
+        WATCHDOG,
+    ));
+    assert_eq!(
+        o, "env at load: 0\n",
+        "fork mode: the constructor ran in the program"
+    );
+    let exec_mode = "processes.fxhelper.env={preload: [], library_path: /nonexistent, vars: {FX_AT_LOAD: \"1\"}}";
+    let o = ok(run_with(
+        under(&config("fx.yaml"), &["--set", exec_mode], &p, &arg),
+        b"",
+        WATCHDOG,
+    ));
+    assert_eq!(o, "env at load: 1\n", "exec mode: vars from the start");
+}
+
+#[test]
 fn valgrind_on_the_isolated_slice_only() {
     // The helper runs under valgrind; the program does not. Valgrind names the leak and the
     // heap overflow of the isolated functions; the program's output is unchanged.
