@@ -46,15 +46,19 @@ pub enum CallError {
 #[derive(Clone, Copy, Default)]
 struct Active {
     owner: u32,
+    /// The region (index in `procs`) the channel belongs to: replicas share an owner, not
+    /// a region. NO_REGION in a helper, whose peer is the program.
+    region: u32,
     ch: u16,
     /// First free byte of the channel's data area for a nested message.
     top: u64,
 }
 
 const MAX_DEPTH: usize = 32;
+const NO_REGION: u32 = u32::MAX;
 
 thread_local! {
-    static ACTIVE: Cell<[Active; MAX_DEPTH]> = const { Cell::new([Active { owner: 0, ch: 0, top: 0 }; MAX_DEPTH]) };
+    static ACTIVE: Cell<[Active; MAX_DEPTH]> = const { Cell::new([Active { owner: 0, region: NO_REGION, ch: 0, top: 0 }; MAX_DEPTH]) };
     static DEPTH: Cell<usize> = const { Cell::new(0) };
     /// Returned strings (`ret: str`), per function, valid until the next call of it here.
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -88,10 +92,18 @@ pub fn nested_mode(m: Nested) -> Nested {
     NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), m))
 }
 
+/// The innermost channel this thread uses with a process of `owner` (any of its replicas).
 fn active_find(owner: u32) -> Option<Active> {
     let d = DEPTH.with(|d| d.get());
     let a = ACTIVE.with(|a| a.get());
     a[..d].iter().rev().find(|x| x.owner == owner).copied()
+}
+
+/// The innermost channel this thread uses in region `region`: a new call there nests on it.
+fn active_find_region(region: u32) -> Option<Active> {
+    let d = DEPTH.with(|d| d.get());
+    let a = ACTIVE.with(|a| a.get());
+    a[..d].iter().rev().find(|x| x.region == region).copied()
 }
 
 fn active_push(x: Active) -> bool {
@@ -475,7 +487,6 @@ pub fn client_wait(
             // The program side (call_once) finds the status; a helper just fails the call.
             return Err(CallError::Died(-1));
         };
-        seen = s;
         if !from_program {
             ch.consumed.store(s, SeqCst);
         }
@@ -527,6 +538,10 @@ pub fn client_wait(
             MSG_CALL => {
                 // A nested call of the peer: serve it and keep waiting for our answer.
                 let reply = serve(rt, region, c, &r, !from_program);
+                // Serving it may have made calls of its own on this channel (module ->
+                // program -> same module), whose answers moved the sequence past `seen`: the
+                // peer posts nothing more until it has our reply, so take the sequence now.
+                seen = recv.seq.load(SeqCst);
                 ch.write_msg(&reply);
                 send.post();
             }
@@ -660,18 +675,19 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     }
     frame.stack = stack.as_ptr();
     let owner_here = f.owner == rt.me();
-    let peer = if rt.me() == PROGRAM {
-        // We serve the helper that owns this region.
+    let (peer, peer_region) = if rt.me() == PROGRAM {
+        // We serve the helper of this region: its owner id, and the region itself.
         rt.procs
             .iter()
             .position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region))
-            .map(|k| k as u32 + 1)
-            .unwrap_or(PROGRAM)
+            .map(|k| (rt.procs[k].primary as u32 + 1, k as u32))
+            .unwrap_or((PROGRAM, NO_REGION))
     } else {
-        PROGRAM
+        (PROGRAM, NO_REGION)
     };
     let pushed = active_push(Active {
         owner: peer,
+        region: peer_region,
         ch: c as u16,
         top: m.data_end,
     });
@@ -909,7 +925,7 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallErr
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
-    let (c, base, acquired) = match active_find(f.owner) {
+    let (c, base, acquired) = match active_find_region(p.index as u32) {
         Some(a) => (a.ch as usize, a.top, false),
         None => (acquire(p), 0, true),
     };
@@ -948,6 +964,7 @@ pub fn call_finish(
     } = b;
     let pushed = active_push(Active {
         owner: f.owner,
+        region: p.index as u32,
         ch: c as u16,
         top: base,
     });

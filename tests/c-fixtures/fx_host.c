@@ -4,3 +4,8 @@ static long counter;
 long host_pid(void) { return (long)getpid(); }
 long host_twice(long x) { return 2 * x; }
 long host_count(void) { return ++counter; }
+
+/* A module -> program -> same module chain: nest_deep (isolated) calls host_back (in the
+ * program), which calls nest_leaf (isolated again, in the same process). */
+long nest_leaf(long x);
+long host_back(long x) { return nest_leaf(x) + 1000; }

@@ -7,6 +7,12 @@ long host_count(void);
 long nest_outer(long x) { return host_twice(x) + 1; }
 long nest_host_pid(void) { return host_pid(); }
 long nest_pid(void) { return (long)getpid(); }
+long host_back(long x);
+/* State in the isolated module, changed by calls that come back through the program. */
+static long leaves;
+long nest_leaf(long x) { return x * 10 + ++leaves; }
+long nest_deep(long x) { return host_back(x) + 1; }
+long nest_leaves(void) { return leaves; }
 long nest_count_twice(void) {
     host_count();
     return host_count();

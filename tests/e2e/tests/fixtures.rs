@@ -116,6 +116,10 @@ fn nested_calls_run_where_their_module_lives() {
         "state stayed in one place: {o}"
     );
     assert!(plain_o.contains("nest_in_helper: no"));
+    // A module -> program -> same module chain (nest_deep -> host_back -> nest_leaf): the
+    // outer call took the answer of the innermost one for its own (a stale sequence number
+    // after the nested exchange), so nest_deep returned host_back's value.
+    assert!(o.contains("deep: 1042\ndeep: 1053\nleaves: 2\n"), "{o}");
 }
 
 #[test]

@@ -370,6 +370,9 @@ fn nested_calls_of_a_replicated_module_change_the_program_once() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), single);
     assert!(single.contains("host_count: 3"), "{single}");
+    // nest_deep -> host_back (program) -> nest_leaf (the replicated module again): each
+    // replica's nest_leaf runs in that replica, on a channel of its own region.
+    assert!(single.contains("deep: 1053\nleaves: 2\n"), "{single}");
     // nest_pid answers each helper's own pid: that one differs, nothing else.
     let e = stderr(&o);
     assert!(
