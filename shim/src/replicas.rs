@@ -277,7 +277,9 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         }));
     }
     SECONDARY.with(|s| s.set(false));
-    nested_mode(Nested::Record(record));
+    // A retry of replica 0 records afresh: the record is what its answering attempt did.
+    let ok0 = done0.as_ref().is_some_and(|d| d.0.ok());
+    nested_mode(Nested::Record(if ok0 { record } else { Vec::new() }));
     let (done0, string0) = split_first(done0);
     let first = try_call_after(rt, f, reps[0], frame, done0);
     let record = take_record();
