@@ -511,7 +511,11 @@ pub fn client_wait(
                 }
                 if from_program {
                     if f.ret == RetSpec::Handle {
-                        frame.ret_rax = handles::token_for(region.key(), r.ret_rax);
+                        frame.ret_rax = if crate::replay::replaying() {
+                            handles::fresh_token(region.key(), r.ret_rax)
+                        } else {
+                            handles::token_for(region.key(), r.ret_rax)
+                        };
                         mirror_token = frame.ret_rax;
                     }
                     if mirror_token != 0 && r.mirror_off != NULL_OFF {

@@ -50,6 +50,30 @@ pub fn token_for(key: usize, remote: u64) -> u64 {
     })
 }
 
+/// A new token for `remote` of region `key`, never an existing one: a replayed call's handle
+/// is about to be handed to the token the program holds ([`retarget`]), and a restarted
+/// helper's allocations may reuse addresses that stale bindings of other tokens still name.
+// A token found by address during a replay was another handle's: that handle's token lost
+// its bindings in the retarget, and the program's next call with it sent the helper the
+// token's own address (fx_stress, 4 threads with crashes under load).
+pub fn fresh_token(key: usize, remote: u64) -> u64 {
+    if remote == 0 {
+        return 0;
+    }
+    with(|t| {
+        let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
+        t.by_token.insert(tok, vec![(key, remote)]);
+        t.by_remote.insert((key, remote), tok);
+        tok
+    })
+}
+
+/// After a helper of region `key` was replaced by a pristine one (`restore: none`): no
+/// value it returns stands for a token of the old helper.
+pub fn forget_region(key: usize) {
+    with(|t| t.by_remote.retain(|(k, _), _| *k != key))
+}
+
 /// Binds `token` to `remote` in region `key` (a replica's value for the same handle).
 pub fn bind(token: u64, key: usize, remote: u64) {
     if token == 0 {
@@ -62,7 +86,10 @@ pub fn bind(token: u64, key: usize, remote: u64) {
         if let Some(old) = v.iter_mut().find(|b| b.0 == key) {
             let prev = old.1;
             old.1 = remote;
-            t.by_remote.remove(&(key, prev));
+            // The old value may stand for another token by now (a restarted helper reused it).
+            if t.by_remote.get(&(key, prev)) == Some(&token) {
+                t.by_remote.remove(&(key, prev));
+            }
         } else {
             v.push((key, remote));
         }
@@ -114,7 +141,9 @@ pub fn retarget_bindings(old: u64, new: u64) -> bool {
     let binds = with(|t| {
         let b = t.by_token.remove(&new).unwrap_or_default();
         for (k, r) in &b {
-            t.by_remote.remove(&(*k, *r));
+            if t.by_remote.get(&(*k, *r)) == Some(&new) {
+                t.by_remote.remove(&(*k, *r));
+            }
         }
         b
     });

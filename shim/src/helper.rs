@@ -237,7 +237,6 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         // installed); `info` is the kernel's siginfo for this signal.
         unsafe {
             let h = &*(h as *const shm::RegionHeader);
-            h.fault_sig.store(sig, SeqCst);
             let addr = if info.is_null() {
                 0
             } else {
@@ -246,6 +245,11 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
             h.fault_addr.store(addr, SeqCst);
             // A const-initialised thread-local is a plain TLS load: async-signal-safe.
             h.fault_channel.store(SERVING.with(|s| s.get()), SeqCst);
+            // SYNC POINT: fault_sig publishes the fault; the program reads the channel and
+            // the address after seeing it (helper_gone, then death_status). Stored first, a
+            // program thread could read the channel still -1 and take an innocent call for
+            // the faulting one (it then used up a retry: a lost call under load).
+            h.fault_sig.store(sig, SeqCst);
         }
         // Wake every program thread waiting on this helper: it is about to die (a helper
         // resumed from a checkpoint is not the zygote's child, so nobody else would).

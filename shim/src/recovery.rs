@@ -363,7 +363,9 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     }
     match started {
         Ok((pid, from)) => {
-            if p.spec.on_crash.restore != module_map::Restore::None {
+            if p.spec.on_crash.restore == module_map::Restore::None {
+                crate::handles::forget_region(p.region.key());
+            } else {
                 let n = crate::replay::len(&rt.procs[p.primary]);
                 if !crate::replay::replay(rt, p, from) {
                     warn!(

@@ -32,6 +32,21 @@ unsafe impl Send for Entry {}
 thread_local! {
     /// Set while this thread replays: replayed calls are neither logged nor counted.
     static REPLAYING: Cell<bool> = const { Cell::new(false) };
+    /// The log entry this thread appended last.
+    static LAST: Cell<Option<usize>> = const { Cell::new(None) };
+    /// A log entry this thread's replays leave out (see [`skip_entry`]).
+    static SKIP: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The log entry this thread appended since the last call of this function, if any.
+pub fn take_last() -> Option<usize> {
+    LAST.with(|l| l.take())
+}
+
+/// While a replicated call is retried on a replica: the entry replica 0 logged for that very
+/// call. A replica restarted to retry it must not get it twice (once replayed, once retried).
+pub fn skip_entry(i: Option<usize>) {
+    SKIP.with(|s| s.set(i));
 }
 
 pub fn replaying() -> bool {
@@ -97,6 +112,7 @@ pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
     }
     let mut log = p.log.lock().unwrap_or_else(|x| x.into_inner());
     log.push(e);
+    LAST.with(|l| l.set(Some(log.len() - 1)));
 }
 
 /// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
@@ -107,8 +123,14 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
         .lock()
         .unwrap_or_else(|x| x.into_inner());
     REPLAYING.with(|r| r.set(true));
+    let skip = SKIP.with(|s| s.get());
     let mut ok = true;
-    for e in log.iter().skip(from) {
+    for (_, e) in log
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter(|(i, _)| Some(*i) != skip)
+    {
         let f = &rt.fns[e.func];
         let mut frame = e.frame;
         let mut stack = e.stack;
@@ -126,7 +148,8 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             set_arg(&mut frame, &mut stack, loc, v.as_mut_ptr() as u64);
         }
         frame.stack = stack.as_ptr();
-        if dispatch::call_once(rt, f, p, &mut frame).is_err() {
+        if let Err(e) = dispatch::call_once(rt, f, p, &mut frame) {
+            debug!("replay of {} into '{}' failed: {e:?}", f.name, p.name);
             ok = false;
             break;
         }

@@ -174,6 +174,9 @@ long fx_crash_if_env(const char *s) {
         volatile int *p = NULL;
         *p = 2;
     }
+    if (!strcmp(s, "envhang") && !getenv("FX_SAFE"))
+        for (;;)
+            pause();
     return (long)strlen(s);
 }
 

@@ -1,5 +1,6 @@
 /* fx_envbug: reads lines and calls fx_crash_if_env on each: "envbug" crashes the library
- * unless FX_SAFE is set in its environment (an environment-sensitive bug for Rx retries). */
+ * and "envhang" hangs it unless FX_SAFE is set in its environment (environment-sensitive
+ * bugs for Rx retries and replicas). */
 #include "fx.h"
 #include <stdio.h>
 #include <string.h>

@@ -213,6 +213,51 @@ fn a_crashing_replica_is_restarted_while_the_others_answer() {
 }
 
 #[test]
+fn a_hanging_replica_is_cut_off_while_the_others_answer() {
+    // Replica 1 lacks FX_SAFE: "envhang" hangs it. The call is posted to all three at once;
+    // replicas 0 and 2 answer, replica 1 is killed after timeout_ms, restarted, hangs again on
+    // its retry and gives up: the two that answered agree, so the program goes on.
+    let p = fixture("fx_envbug");
+    let input = b"a\nenvhang\nb\n";
+    let mut safe = plain(&p, &[]);
+    safe.env("FX_SAFE", "1");
+    let want = ok(run_with(safe, input, WATCHDOG));
+    let t = TempDir::new("rep-hang");
+    let st = t.path("s.json");
+    let (k, mark) = marker("rep-hang");
+    let mut cmd = under(
+        &config("fx.yaml"),
+        &[
+            "--stats",
+            st.to_str().unwrap(),
+            "--set",
+            "processes.fxhelper.timeout_ms=300",
+            "--set",
+            "processes.fxhelper.on_crash={restart: true, restore: replay, max_retries: 1, give_up: {return: -1}}",
+            "--set",
+            "processes.fxhelper.replicate={count: 3, envs: [{vars: {FX_SAFE: \"1\"}}, {}, {vars: {FX_SAFE: \"1\"}}]}",
+        ],
+        &p,
+        &[],
+    );
+    cmd.env(&k, &mark);
+    let o = run_with(cmd, input, WATCHDOG);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), want);
+    let e = stderr(&o);
+    assert!(
+        e.contains("hung (no answer within timeout_ms 300; killed)"),
+        "{e}"
+    );
+    let s = stats(&st);
+    let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
+    assert_eq!(reps[0]["crashes"], 0);
+    assert_eq!(reps[2]["crashes"], 0);
+    assert_eq!(reps[1]["crashes"], 2, "{reps:?}");
+    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
+}
+
+#[test]
 fn sampling_sends_each_pure_call_to_one_replica_and_state_calls_to_all() {
     let p = fixture("fx_demo");
     let want = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
