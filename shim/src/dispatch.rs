@@ -933,6 +933,24 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallErr
         Some(a) => (a.ch as usize, a.top, false),
         None => (acquire(p), 0, true),
     };
+    // A helper that died before this call was sent (checked once the channel is ours, so a
+    // fault recorded for an earlier call on it is seen): not this call's fault. Posted, the
+    // call would be taken for the faulting one and use up its retries.
+    let h = p.region.header();
+    let sig = h.fault_sig.load(SeqCst);
+    let dead = if sig != 0 {
+        Some(sig)
+    } else if h.state.load(SeqCst) == shm::STATE_DEAD {
+        Some(h.wait_status.load(SeqCst))
+    } else {
+        None
+    };
+    if let Some(st) = dead {
+        if acquired {
+            release(p, c);
+        }
+        return Err(CallError::Bystander(st));
+    }
     let t0 = Instant::now();
     match client_post(f, &p.region, c, base, frame, true) {
         Ok(posted) => Ok(Begun {

@@ -201,7 +201,11 @@ pub fn try_call_after(
             CallError::Timeout(ms) => format!("hung (no answer within timeout_ms {ms}; killed)"),
         };
         let addr = p.region.header().fault_addr.load(SeqCst);
-        report(p, f, &e, status, addr, &what, retry_env(oc, retry));
+        // A bystander's crash is the faulting call's, which reports it: one record per fault,
+        // blaming the function that faulted, not every call that was in flight.
+        if !matches!(e, CallError::Bystander(_)) {
+            report(p, f, &e, status, addr, &what, retry_env(oc, retry));
+        }
         warn!(
             "process '{}' {what} during {} (fault address {addr:#x}; retry {retry} of {})",
             p.name, f.name, oc.max_retries

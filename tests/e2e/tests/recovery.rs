@@ -130,14 +130,36 @@ fn threads_with_repeated_crashes_lose_and_duplicate_no_call() {
             extra.push(s.as_str());
         }
         let (k, mark) = marker("stress");
+        let t = TempDir::new("stress-db");
         let mut cmd = under(
             &config("fx.yaml"),
             &extra,
             &fixture("fx_stress"),
             &["4", "400", "40"],
         );
-        cmd.env(&k, &mark).env("FRACTURE_LOG", "error");
+        cmd.env(&k, &mark)
+            .env("FRACTURE_LOG", "error")
+            .env("FRACTURE_REPORTS", t.path("r.db"));
         let o = run_with(cmd, b"", WATCHDOG);
+        // One crash record per fault, naming the call that faulted: 10 fx_crash_on calls,
+        // each crashing its first attempt and its retry. The calls of other threads that were
+        // in flight (retried as bystanders) are not blamed.
+        let spool: String = std::fs::read_dir(t.path("r.db.spool"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        let crashed: Vec<String> = spool
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["outcome"] == "crash")
+            .map(|r| r["function"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(crashed.len(), 20, "{restore}: {crashed:?}");
+        assert!(
+            crashed.iter().all(|f| f == "fx_crash_on"),
+            "{restore}: {crashed:?}"
+        );
         assert!(
             o.status.success(),
             "{restore}: {} {}",
