@@ -103,9 +103,12 @@ impl Graph {
         })
     }
 
-    /// Cost (ns) of cutting edge `e`.
+    /// Cost (ns) of cutting edge `e`. The calibrated byte is an `in:` byte, copied once into
+    /// the channel. A byte out is copied twice: an out-buffer goes in too (bytes the function
+    /// does not write keep the caller's values) and comes back, and a returned string is
+    /// copied into the channel by the helper and out of it by the program.
     pub fn edge_cost(&self, e: &Edge) -> f64 {
-        e.calls as f64 * self.per_call_ns + (e.bytes_in + e.bytes_out) as f64 * self.per_byte_ns
+        e.calls as f64 * self.per_call_ns + (e.bytes_in + 2 * e.bytes_out) as f64 * self.per_byte_ns
     }
 
     /// Predicted cost (ns over the training run) of isolating `side` (modules in one helper):
