@@ -168,7 +168,8 @@ pub fn calibrator(what: Option<&str>) -> Result<i32> {
     let buf = vec![b'x'; BIG];
     let time = |n: usize| {
         let mut samples = Vec::new();
-        for _ in 0..15 {
+        // Five samples a run; the caller takes the median of three runs.
+        for _ in 0..5 {
             let reps = if n == 0 { 2000 } else { 50 };
             let t = std::time::Instant::now();
             for _ in 0..reps {
