@@ -116,27 +116,33 @@ fn restore_none_restarts_pristine() {
     assert_eq!(stdout(&o), "new: ok\nadd: 105\nsegv: -1\nnew: ok\nadd: 8\n");
 }
 
+/// fx_stress (4 threads × 400 calls, a crash every 40) with `restore`, one retry, and a
+/// give-up by value.
+fn stress_cmd(restore: &str) -> std::process::Command {
+    let sets = [
+        format!("processes.fxhelper.on_crash.restore={restore}"),
+        "processes.fxhelper.on_crash.max_retries=1".to_string(),
+        "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}".to_string(),
+    ];
+    let mut extra = vec![];
+    for s in &sets {
+        extra.push("--set");
+        extra.push(s.as_str());
+    }
+    under(
+        &config("fx.yaml"),
+        &extra,
+        &fixture("fx_stress"),
+        &["4", "400", "40"],
+    )
+}
+
 #[test]
 fn threads_with_repeated_crashes_lose_and_duplicate_no_call() {
     for restore in ["replay", "checkpoint"] {
-        let sets = [
-            format!("processes.fxhelper.on_crash.restore={restore}"),
-            "processes.fxhelper.on_crash.max_retries=1".to_string(),
-            "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}".to_string(),
-        ];
-        let mut extra = vec![];
-        for s in &sets {
-            extra.push("--set");
-            extra.push(s.as_str());
-        }
         let (k, mark) = marker("stress");
         let t = TempDir::new("stress-db");
-        let mut cmd = under(
-            &config("fx.yaml"),
-            &extra,
-            &fixture("fx_stress"),
-            &["4", "400", "40"],
-        );
+        let mut cmd = stress_cmd(restore);
         cmd.env(&k, &mark)
             .env("FRACTURE_LOG", "error")
             .env("FRACTURE_REPORTS", t.path("r.db"));
@@ -201,22 +207,7 @@ fn threads_with_repeated_crashes_under_cpu_load_lose_no_call() {
     let mut bad = Vec::new();
     for i in 0..12 {
         let restore = if i % 2 == 0 { "replay" } else { "checkpoint" };
-        let sets = [
-            format!("processes.fxhelper.on_crash.restore={restore}"),
-            "processes.fxhelper.on_crash.max_retries=1".to_string(),
-            "processes.fxhelper.on_crash.give_up={return: -1, errno: EIO}".to_string(),
-        ];
-        let mut extra = vec![];
-        for s in &sets {
-            extra.push("--set");
-            extra.push(s.as_str());
-        }
-        let mut cmd = under(
-            &config("fx.yaml"),
-            &extra,
-            &fixture("fx_stress"),
-            &["4", "400", "40"],
-        );
+        let mut cmd = stress_cmd(restore);
         cmd.env("FRACTURE_LOG", "error");
         let o = run_with(cmd, b"", WATCHDOG);
         let out = stdout(&o);

@@ -176,85 +176,77 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
-#[test]
-fn a_crashing_replica_is_restarted_while_the_others_answer() {
-    // fx_envbug crashes on "envbug" unless FX_SAFE is set: replica 2 lacks it.
+/// fx_envbug replicated with `sets` on `input`: what a plain run with FX_SAFE prints, the
+/// replicated run, its stats; no process is left behind.
+fn envbug_replicated(
+    tag: &str,
+    input: &[u8],
+    sets: &[&str],
+) -> (String, std::process::Output, serde_json::Value) {
     let p = fixture("fx_envbug");
-    let input = b"a\nenvbug\nb\nenvbug\nc\n";
     let mut safe = plain(&p, &[]);
     safe.env("FX_SAFE", "1");
     let want = ok(run_with(safe, input, WATCHDOG));
-    let t = TempDir::new("rep-crash");
+    let t = TempDir::new(tag);
     let st = t.path("s.json");
-    let (k, mark) = marker("rep-crash");
-    let mut cmd = under(
-        &config("fx.yaml"),
-        &[
-            "--stats",
-            st.to_str().unwrap(),
-            "--set",
-            "processes.fxhelper.on_crash={restart: true, restore: replay, max_retries: 1, give_up: {return: -1}}",
-            "--set",
-            "processes.fxhelper.replicate={count: 3, on_mismatch: majority, envs: [{vars: {FX_SAFE: \"1\"}}, {vars: {FX_SAFE: \"1\"}}, {}]}",
-        ],
-        &p,
-        &[],
-    );
+    let (k, mark) = marker(tag);
+    let mut args = vec!["--stats", st.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let mut cmd = under(&config("fx.yaml"), &args, &p, &[]);
     cmd.env(&k, &mark);
     let o = run_with(cmd, input, WATCHDOG);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want);
+    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
     let s = stats(&st);
+    (want, o, s)
+}
+
+#[test]
+fn a_crashing_replica_is_restarted_while_the_others_answer() {
+    // fx_envbug crashes on "envbug" unless FX_SAFE is set: replica 2 lacks it.
+    let (want, o, s) = envbug_replicated(
+        "rep-crash",
+        b"a\nenvbug\nb\nenvbug\nc\n",
+        &[
+            "processes.fxhelper.on_crash={restart: true, restore: replay, max_retries: 1, give_up: {return: -1}}",
+            "processes.fxhelper.replicate={count: 3, on_mismatch: majority, envs: [{vars: {FX_SAFE: \"1\"}}, {vars: {FX_SAFE: \"1\"}}, {}]}",
+        ],
+    );
+    assert_eq!(stdout(&o), want);
     let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
     assert_eq!(reps[0]["crashes"], 0);
     assert_eq!(reps[1]["crashes"], 0);
     assert!(reps[2]["crashes"].as_u64().unwrap() >= 2, "{reps:?}");
-    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
 }
 
 #[test]
 fn a_hanging_replica_is_cut_off_while_the_others_answer() {
     // Replica 1 lacks FX_SAFE: "envhang" hangs it. The call is posted to all three at once;
     // replicas 0 and 2 answer, replica 1 is killed after timeout_ms, restarted, hangs again on
-    // its retry and gives up: the two that answered agree, so the program goes on.
-    let p = fixture("fx_envbug");
-    let input = b"a\nenvhang\nb\n";
-    let mut safe = plain(&p, &[]);
-    safe.env("FX_SAFE", "1");
-    let want = ok(run_with(safe, input, WATCHDOG));
-    let t = TempDir::new("rep-hang");
-    let st = t.path("s.json");
-    let (k, mark) = marker("rep-hang");
-    let mut cmd = under(
-        &config("fx.yaml"),
+    // its retry and gives up: the two that answered agree, so the program goes on. Its
+    // restart replays the log without the call it retries (replica 0 logged it first).
+    let (want, o, s) = envbug_replicated(
+        "rep-hang",
+        b"a\nenvhang\nb\n",
         &[
-            "--stats",
-            st.to_str().unwrap(),
-            "--set",
             "processes.fxhelper.timeout_ms=300",
-            "--set",
             "processes.fxhelper.on_crash={restart: true, restore: replay, max_retries: 1, give_up: {return: -1}}",
-            "--set",
             "processes.fxhelper.replicate={count: 3, envs: [{vars: {FX_SAFE: \"1\"}}, {}, {vars: {FX_SAFE: \"1\"}}]}",
         ],
-        &p,
-        &[],
     );
-    cmd.env(&k, &mark);
-    let o = run_with(cmd, input, WATCHDOG);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), want);
     let e = stderr(&o);
     assert!(
         e.contains("hung (no answer within timeout_ms 300; killed)"),
         "{e}"
     );
-    let s = stats(&st);
+    assert!(!e.contains("the replay of logged calls"), "{e}");
     let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
     assert_eq!(reps[0]["crashes"], 0);
     assert_eq!(reps[2]["crashes"], 0);
     assert_eq!(reps[1]["crashes"], 2, "{reps:?}");
-    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
 }
 
 #[test]
