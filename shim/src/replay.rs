@@ -32,21 +32,25 @@ unsafe impl Send for Entry {}
 thread_local! {
     /// Set while this thread replays: replayed calls are neither logged nor counted.
     static REPLAYING: Cell<bool> = const { Cell::new(false) };
-    /// The log entry this thread appended last.
-    static LAST: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The log entry this thread appended last: (process, index in its log).
+    static LAST: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
     /// A log entry this thread's replays leave out (see [`skip_entry`]).
-    static SKIP: Cell<Option<usize>> = const { Cell::new(None) };
+    static SKIP: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
 }
 
-/// The log entry this thread appended since the last call of this function, if any.
-pub fn take_last() -> Option<usize> {
+/// The entry this thread appended to the log of process `k` (its primary region) since the
+/// last call of this function, if that was the last entry it appended anywhere.
+pub fn take_last(k: usize) -> Option<usize> {
     LAST.with(|l| l.take())
+        .filter(|(p, _)| *p == k)
+        .map(|(_, i)| i)
 }
 
-/// While a replicated call is retried on a replica: the entry replica 0 logged for that very
-/// call. A replica restarted to retry it must not get it twice (once replayed, once retried).
-pub fn skip_entry(i: Option<usize>) {
-    SKIP.with(|s| s.set(i));
+/// While a replicated call of process `k` is retried on a replica: the entry replica 0 logged
+/// for that very call. A replica restarted to retry it must not get it twice (replayed, then
+/// retried).
+pub fn skip_entry(k: usize, i: Option<usize>) {
+    SKIP.with(|s| s.set(i.map(|i| (k, i))));
 }
 
 pub fn replaying() -> bool {
@@ -112,7 +116,7 @@ pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
     }
     let mut log = p.log.lock().unwrap_or_else(|x| x.into_inner());
     log.push(e);
-    LAST.with(|l| l.set(Some(log.len() - 1)));
+    LAST.with(|l| l.set(Some((p.primary, log.len() - 1))));
 }
 
 /// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
@@ -123,7 +127,10 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
         .lock()
         .unwrap_or_else(|x| x.into_inner());
     REPLAYING.with(|r| r.set(true));
-    let skip = SKIP.with(|s| s.get());
+    let skip = SKIP
+        .with(|s| s.get())
+        .filter(|(k, _)| *k == p.primary)
+        .map(|(_, i)| i);
     let mut ok = true;
     for (_, e) in log
         .iter()

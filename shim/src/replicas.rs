@@ -259,7 +259,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     }
     let mut attempts = attempts.into_iter();
     let outer = nested_mode(Nested::Record(Vec::new()));
-    crate::replay::take_last();
+    crate::replay::take_last(k);
     let done0 = attempts.next().flatten().map(|a| {
         with_string(
             f,
@@ -268,7 +268,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         )
     });
     let record = take_record();
-    let logged0 = crate::replay::take_last();
+    let logged0 = crate::replay::take_last(k);
     let mut done: Vec<Option<(Done, Option<Vec<u8>>)>> = Vec::with_capacity(reps.len());
     SECONDARY.with(|s| s.set(true));
     for ((p, pv), a) in reps.iter().skip(1).zip(copies.iter_mut()).zip(attempts) {
@@ -283,10 +283,10 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     let ok0 = done0.as_ref().is_some_and(|d| d.0.ok());
     nested_mode(Nested::Record(if ok0 { record } else { Vec::new() }));
     let (done0, string0) = split_first(done0);
-    crate::replay::take_last();
+    crate::replay::take_last(k);
     let first = try_call_after(rt, f, reps[0], frame, done0);
     // The entry replica 0 logged for this call (in `complete` or in its retry).
-    let own_entry = crate::replay::take_last().or(logged0);
+    let own_entry = crate::replay::take_last(k).or(logged0);
     let record = take_record();
     let errno0 = crate::dispatch::errno();
     let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
@@ -305,7 +305,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     }
     let answer0 = *frame;
     // A replica restarted to retry this call replays the log without this call's own entry.
-    crate::replay::skip_entry(own_entry);
+    crate::replay::skip_entry(k, own_entry);
     for (((r, p), pv), d) in reps.iter().enumerate().skip(1).zip(copies).zip(done) {
         nested_mode(Nested::Replay(record.clone(), 0));
         if let Some((a, tok)) = run_private(rt, f, p, pv, d) {
@@ -313,7 +313,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             tokens[r] = tok;
         }
     }
-    crate::replay::skip_entry(None);
+    crate::replay::skip_entry(k, None);
     nested_mode(outer);
     *frame = answer0;
     crate::dispatch::set_errno(errno0);
