@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main demo: /usr/bin/file, unmodified, with libmagic moved into a helper process.
 set -euo pipefail
+# Display pipelines cut with `sed -n`, not `head`: under pipefail a writer that head leaves
+# behind dies of SIGPIPE and ends the demo (seen: exit 141).
 cd "$(dirname "$0")/.."
 FRACTURE=target/release/fracture
 FX=target/fixtures
@@ -8,7 +10,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "== 1. /usr/bin/file with libmagic isolated (configs/file-magic.yaml)"
-find /usr/bin /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f 2>/dev/null | sort | head -400 > "$work/files"
+find /usr/bin /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f 2>/dev/null | sort | sed -n "1,400p" > "$work/files"
 echo "   $(wc -l < "$work/files") real files"
 t0=$(date +%s.%N); file -f "$work/files" > "$work/plain.out"; t1=$(date +%s.%N)
 $FRACTURE run -c configs/file-magic.yaml --stats "$work/stats.json" -- file -f "$work/files" > "$work/fracture.out"
@@ -16,7 +18,7 @@ t2=$(date +%s.%N)
 if cmp -s "$work/plain.out" "$work/fracture.out"; then
   echo "   output identical to plain 'file -f' ($(wc -l < "$work/plain.out") lines)"
 else
-  echo "   OUTPUT DIFFERS:"; diff "$work/plain.out" "$work/fracture.out" | head; exit 1
+  echo "   OUTPUT DIFFERS:"; diff "$work/plain.out" "$work/fracture.out" | sed -n "1,10p"; exit 1
 fi
 python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print(f'   plain {b-a:.2f}s, isolated {c-b:.2f}s')" "$t0" "$t1" "$t2"
 python3 - "$work/stats.json" <<'PY'
@@ -76,7 +78,7 @@ echo "== 8. sampling: valgrind on one of four helpers, not on the program (fx_he
 printf 'leak 1000\noverflow 24\n' | $FRACTURE run -c configs/fx.yaml \
   --set 'processes.fxhelper.sample={count: 4, envs: [{}, {}, {}, {wrapper: [valgrind, --leak-check=full, -q]}]}' \
   -- $FX/fx_heap 2> "$work/vg.err" | sed 's/^/   program: /'
-grep -E "Invalid write|definitely lost|by 0x.*fx_(leak|overflow)" "$work/vg.err" | head -6 | sed 's/^/   /'
+grep -E "Invalid write|definitely lost|by 0x.*fx_(leak|overflow)" "$work/vg.err" | sed -n "1,6p" | sed 's/^/   /'
 
 echo
 echo "== 9. quarantine: fx_chat (an event loop with 16 modules) crashes; the next run is planned from the report"
@@ -96,4 +98,4 @@ $FRACTURE partition "$work/graph.json" --isolate p03 --dot "$work/p03.dot" | sed
 echo "   the leaky plugin p05 under valgrind in a sampled helper, the program not:"
 grep -v $'\x01BUZZ' "$work/events" | FRACTURE_REPORTS=off $FRACTURE run -c configs/chat.yaml \
   --set 'processes={p05: {modules: [p05], sample: {count: 2, envs: [{}, {wrapper: [valgrind, --leak-check=full, -q]}]}}}' \
-  -- $FX/fx_chat 2>&1 >/dev/null | grep -E "definitely lost|p05_parse" | head -3 | sed 's/^/     /'
+  -- $FX/fx_chat 2>&1 >/dev/null | grep -E "definitely lost|p05_parse" | sed -n "1,3p" | sed 's/^/     /'
