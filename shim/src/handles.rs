@@ -132,6 +132,22 @@ pub fn retarget(old: u64, new: u64) {
     }
 }
 
+/// [`retarget`] for a token [`fresh_token`] made during a replay, which the program never saw:
+/// once `old` has its bindings and snapshot, its block is freed (a restart would otherwise
+/// leak a block per replayed handle).
+pub fn retarget_fresh(old: u64, new: u64) {
+    if new == 0 || old == new {
+        return;
+    }
+    retarget(old, new);
+    if !is_token(new) {
+        // SAFETY: `new` is a Box<Block> that fresh_token leaked; the program never saw it
+        // (replayed calls answer no caller) and retarget removed it from the table, so nothing
+        // refers to it any more.
+        unsafe { drop(Box::from_raw(new as *mut Block)) };
+    }
+}
+
 /// As [`retarget`] without the snapshot (a replica's value for a handle replica 0 returned).
 /// Returns false when `new` had no binding.
 pub fn retarget_bindings(old: u64, new: u64) -> bool {

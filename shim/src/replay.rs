@@ -161,7 +161,7 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             break;
         }
         if f.ret == RetSpec::Handle && e.ret_token != 0 {
-            handles::retarget(e.ret_token, frame.ret_rax);
+            handles::retarget_fresh(e.ret_token, frame.ret_rax);
         }
     }
     REPLAYING.with(|r| r.set(false));
