@@ -42,6 +42,7 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
         "per_call_ns": cal.per_call_ns,
         "per_byte_ns": cal.per_byte_ns,
         "per_process_ns": cal.per_process_ns,
+        "per_cold_call_ns": cal.per_cold_call_ns,
     });
     std::fs::write(out, serde_json::to_string_pretty(&graph)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -53,9 +54,10 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
         .filter_map(|e| e["calls"].as_u64())
         .sum();
     eprintln!(
-        "fracture: profile: {edges} caller/function pairs, {calls} calls in {:.3} s; here an isolated call costs {:.0} ns, a byte {:.3} ns, a helper {:.0} us a run; wrote {}",
+        "fracture: profile: {edges} caller/function pairs, {calls} calls in {:.3} s; here an isolated call costs {:.0} ns ({:.0} ns more when its helper sleeps), a byte {:.3} ns, a helper {:.0} us a run; wrote {}",
         graph["duration_s"].as_f64().unwrap_or(0.0),
         cal.per_call_ns,
+        cal.per_cold_call_ns,
         cal.per_byte_ns,
         cal.per_process_ns / 1e3,
         out.display()
@@ -68,6 +70,9 @@ pub struct Calibration {
     pub per_byte_ns: f64,
     /// Starting and ending a helper (zygote, fork, shutdown) in a program's run.
     pub per_process_ns: f64,
+    /// What a call costs on top of `per_call_ns` when its helper has gone to sleep (no call
+    /// for longer than it spins): the futex wake-up of an idle helper.
+    pub per_cold_call_ns: f64,
 }
 
 /// Size of the buffer whose copy measures the per-byte cost.
@@ -107,7 +112,10 @@ pub fn calibrate() -> Result<Calibration> {
         run_calibrator(&exe, None, "empty")?;
         without.push(t.elapsed().as_nanos() as f64);
     }
+    let cold_direct = run_calibrator(&exe, None, "cold").map(|c| c.0);
+    let cold_isolated = run_calibrator(&exe, Some((&shim, &map)), "cold").map(|c| c.0);
     let _ = std::fs::remove_dir_all(&dir);
+    let (cold_direct, cold_isolated) = (cold_direct?, cold_isolated?);
     let isolated = isolated.into_iter().collect::<Result<Vec<_>>>()?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -122,10 +130,12 @@ pub fn calibrate() -> Result<Calibration> {
     let per_process = (median(&mut with) - median(&mut without)).max(0.0);
     let per_call = (isolated.0 - direct.0).max(1.0);
     let per_byte = ((isolated.1 - isolated.0) - (direct.1 - direct.0)).max(0.0) / BIG as f64;
+    let per_cold = (cold_isolated - cold_direct - per_call).max(0.0);
     Ok(Calibration {
         per_call_ns: per_call,
         per_byte_ns: per_byte,
         per_process_ns: per_process,
+        per_cold_call_ns: per_cold,
     })
 }
 
@@ -155,6 +165,7 @@ fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>, what: &str) -> Resul
     let mut it = text.split_whitespace().map(|w| w.parse::<f64>());
     match (it.next(), it.next()) {
         (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        (Some(Ok(a)), None) if what == "cold" => Ok((a, 0.0)),
         _ => bail!("the calibration printed {text:?}"),
     }
 }
@@ -166,6 +177,20 @@ pub fn calibrator(what: Option<&str>) -> Result<i32> {
         return Ok(0);
     }
     let buf = vec![b'x'; BIG];
+    if what == Some("cold") {
+        // One call after each pause long enough for a helper to stop spinning and sleep.
+        std::hint::black_box(sys::strnlen(&buf, 0));
+        let mut samples = Vec::new();
+        for _ in 0..25 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let t = std::time::Instant::now();
+            std::hint::black_box(sys::strnlen(std::hint::black_box(&buf), 0));
+            samples.push(t.elapsed().as_nanos() as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        println!("{}", samples[samples.len() / 2]);
+        return Ok(0);
+    }
     let time = |n: usize| {
         let mut samples = Vec::new();
         // Five samples a run; the caller takes the median of three runs.

@@ -325,19 +325,21 @@ pub fn cli_partition(args: Vec<OsString>) -> Result<i32> {
         per_s / 1e4
     );
     say!(
-        "calibration: {:.0} ns per isolated call, {:.3} ns per byte",
+        "calibration: {:.0} ns per isolated call (+{:.0} ns when its helper sleeps), {:.3} ns per byte",
         g.per_call_ns,
+        g.per_cold_call_ns,
         g.per_byte_ns
     );
     say!("boundary ({} edges):", c.cut.len());
     for &i in &c.cut {
         let e = &g.edges[i];
         say!(
-            "  {} -> {}.{}: {} calls, {} bytes, {:.0} us",
+            "  {} -> {}.{}: {} calls ({} cold), {} bytes, {:.0} us",
             e.caller,
             e.module,
             e.function,
             e.calls,
+            e.cold_calls,
             e.bytes_in + e.bytes_out,
             g.edge_cost(e) / 1e3
         );

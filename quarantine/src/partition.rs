@@ -21,6 +21,8 @@ pub struct Edge {
     pub calls: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Calls that came after their module had been idle longer than a helper spins.
+    pub cold_calls: u64,
 }
 
 /// A `fracture profile` graph.
@@ -34,6 +36,8 @@ pub struct Graph {
     /// What one helper costs a run (start, shutdown), measured by the profiler; 0 in graphs
     /// that do not have it.
     pub per_process_ns: f64,
+    /// What waking a sleeping helper adds to a call; 0 in graphs that do not have it.
+    pub per_cold_call_ns: f64,
     pub modules: Vec<String>,
     pub edges: Vec<Edge>,
 }
@@ -83,6 +87,7 @@ impl Graph {
                 calls: n("calls"),
                 bytes_in: n("bytes_in"),
                 bytes_out: n("bytes_out"),
+                cold_calls: n("cold_calls").min(n("calls")),
             };
             for m in [&edge.caller, &edge.module] {
                 if !modules.contains(m) {
@@ -98,6 +103,7 @@ impl Graph {
             per_call_ns: num(cal, "per_call_ns")?,
             per_byte_ns: num(cal, "per_byte_ns")?,
             per_process_ns: num(cal, "per_process_ns").unwrap_or(0.0),
+            per_cold_call_ns: num(cal, "per_cold_call_ns").unwrap_or(0.0),
             modules,
             edges,
         })
@@ -106,9 +112,12 @@ impl Graph {
     /// Cost (ns) of cutting edge `e`. The calibrated byte is an `in:` byte, copied once into
     /// the channel. A byte out is copied twice: an out-buffer goes in too (bytes the function
     /// does not write keep the caller's values) and comes back, and a returned string is
-    /// copied into the channel by the helper and out of it by the program.
+    /// copied into the channel by the helper and out of it by the program. A cold call (its
+    /// module idle for longer than a helper spins) also pays for waking the helper.
     pub fn edge_cost(&self, e: &Edge) -> f64 {
-        e.calls as f64 * self.per_call_ns + (e.bytes_in + 2 * e.bytes_out) as f64 * self.per_byte_ns
+        e.calls as f64 * self.per_call_ns
+            + e.cold_calls as f64 * self.per_cold_call_ns
+            + (e.bytes_in + 2 * e.bytes_out) as f64 * self.per_byte_ns
     }
 
     /// Predicted cost (ns over the training run) of isolating `side` (modules in one helper):
@@ -314,6 +323,31 @@ mod tests {
         assert!(g.predicted_cost(&set(&["a"])) > c.cost_ns);
         // c has no edges: it stays with main.
         assert!(!c.side.contains("c"));
+    }
+
+    #[test]
+    fn bytes_out_count_twice_and_cold_calls_pay_the_wake_up() {
+        let mut g = graph(&[("main", "a", 10)]);
+        g.edges[0].bytes_out = 1000;
+        assert_eq!(
+            g.predicted_cost(&set(&["a"])),
+            10.0 * 1000.0 + 2.0 * 1000.0 * 0.5
+        );
+        // A graph without the wake-up figure prices cold calls at 0; with it, each cold call
+        // adds one wake-up.
+        g.edges[0].cold_calls = 3;
+        assert_eq!(g.predicted_cost(&set(&["a"])), 11_000.0);
+        g.per_cold_call_ns = 20_000.0;
+        assert_eq!(g.predicted_cost(&set(&["a"])), 11_000.0 + 60_000.0);
+        // A sparse edge (every call cold) outweighs a busier warm one in the cut: isolating b
+        // cuts a -> b while main -> a is the sparse one, and main -> a once a -> b is.
+        let mut g = graph(&[("main", "a", 100), ("a", "b", 300)]);
+        g.per_cold_call_ns = 20_000.0;
+        g.edges[0].cold_calls = 100;
+        assert_eq!(min_cut(&g, "b").unwrap().side, set(&["b"]));
+        g.edges[0].cold_calls = 0;
+        g.edges[1].cold_calls = 300;
+        assert_eq!(min_cut(&g, "b").unwrap().side, set(&["a", "b"]));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `fracture profile`: every mapped function is routed through its trampoline but runs in
 //! place; per (calling module, function) the shim counts calls and the bytes that would cross
 //! a process boundary under the function's specs. The calling module comes from the return
-//! address (the object it lies in, mapped to the map's module; other code is `main`). At
-//! exit the counters go to `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
+//! address (the object it lies in, mapped to the map's module; other code is `main`). A call
+//! is also counted *cold* when its module had no call for longer than a helper spins before it
+//! sleeps: isolated, that call would wake a sleeping helper. At exit the counters go to
+//! `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
 
 use crate::abi::{arg_value, Frame, MAX_STACK};
 use crate::dispatch::{call_local, eval_size};
@@ -12,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub struct Profile {
     nfns: usize,
-    /// [caller module (the map's modules, then `main`)][function] × (calls, in, out).
-    cells: Vec<[AtomicU64; 3]>,
+    /// [caller module (the map's modules, then `main`)][function] × (calls, in, out, cold).
+    cells: Vec<[AtomicU64; 4]>,
+    /// Per module of the map: when its last call ended (ns since `start`, +1; 0: never).
+    last: Vec<AtomicU64>,
     start: std::time::Instant,
 }
 
@@ -22,8 +26,9 @@ impl Profile {
         Profile {
             nfns,
             cells: (0..(nmods + 1) * nfns)
-                .map(|_| [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)])
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
+            last: (0..nmods).map(|_| AtomicU64::new(0)).collect(),
             start: std::time::Instant::now(),
         }
     }
@@ -66,7 +71,15 @@ impl Profile {
                 _ => {}
             }
         }
+        let callee = rt.map.modules.iter().position(|x| x.name == f.module);
+        let now = self.start.elapsed().as_nanos() as u64 + 1;
+        let prev = callee.map_or(0, |i| self.last[i].load(Relaxed));
+        let cold =
+            prev == 0 || now.saturating_sub(prev) > crate::dispatch::SERVER_SPIN.as_nanos() as u64;
         call_local(rt, f, frame);
+        if let Some(i) = callee {
+            self.last[i].store(self.start.elapsed().as_nanos() as u64 + 1, Relaxed);
+        }
         if f.ret == RetSpec::Str && frame.ret_rax != 0 {
             // SAFETY: the function returned a NUL-terminated string (its spec says so).
             bout += unsafe { libc::strlen(frame.ret_rax as *const libc::c_char) } as u64 + 1;
@@ -75,6 +88,7 @@ impl Profile {
             c[0].fetch_add(1, Relaxed);
             c[1].fetch_add(bin, Relaxed);
             c[2].fetch_add(bout, Relaxed);
+            c[3].fetch_add(u64::from(cold), Relaxed);
         }
     }
 
@@ -106,6 +120,7 @@ impl Profile {
                     "calls": calls,
                     "bytes_in": c[1].load(Relaxed),
                     "bytes_out": c[2].load(Relaxed),
+                    "cold_calls": c[3].load(Relaxed),
                 }));
             }
         }

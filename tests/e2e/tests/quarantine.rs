@@ -173,6 +173,24 @@ fn profile_counts_calls_and_bytes_per_calling_module() {
     let cal = &g["calibration"];
     assert!(cal["per_call_ns"].as_f64().unwrap() > 0.0, "{cal}");
     assert!(cal["per_byte_ns"].as_f64().unwrap() >= 0.0, "{cal}");
+    // The wake-up of a sleeping helper is calibrated too (its size is for the bench: parallel
+    // tests on two CPUs make hot calls as slow as cold ones).
+    assert!(cal["per_cold_call_ns"].as_f64().unwrap() >= 0.0, "{cal}");
+    // Every module's first call is cold; a module called per character (util from p03) is
+    // mostly warm.
+    for e in g["edges"].as_array().unwrap() {
+        let (calls, cold) = (
+            e["calls"].as_u64().unwrap(),
+            e["cold_calls"].as_u64().unwrap(),
+        );
+        assert!(cold <= calls, "{e}");
+    }
+    assert!(edge("main", "util_version").unwrap()["cold_calls"] == 1);
+    let esc = edge("p03", "util_escape").unwrap();
+    assert!(
+        esc["cold_calls"].as_u64().unwrap() * 2 < esc["calls"].as_u64().unwrap(),
+        "{esc}"
+    );
     assert!(g["duration_s"].as_f64().unwrap() > 0.0);
 }
 
