@@ -92,18 +92,21 @@ pub fn nested_mode(m: Nested) -> Nested {
     NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), m))
 }
 
-/// The innermost channel this thread uses with a process of `owner` (any of its replicas).
-fn active_find(owner: u32) -> Option<Active> {
+/// The innermost channel this thread uses that `which` picks.
+fn active_where(which: impl Fn(&Active) -> bool) -> Option<Active> {
     let d = DEPTH.with(|d| d.get());
     let a = ACTIVE.with(|a| a.get());
-    a[..d].iter().rev().find(|x| x.owner == owner).copied()
+    a[..d].iter().rev().find(|x| which(x)).copied()
+}
+
+/// The innermost channel this thread uses with a process of `owner` (any of its replicas).
+fn active_find(owner: u32) -> Option<Active> {
+    active_where(|x| x.owner == owner)
 }
 
 /// The innermost channel this thread uses in region `region`: a new call there nests on it.
 fn active_find_region(region: u32) -> Option<Active> {
-    let d = DEPTH.with(|d| d.get());
-    let a = ACTIVE.with(|a| a.get());
-    a[..d].iter().rev().find(|x| x.region == region).copied()
+    active_where(|x| x.region == region)
 }
 
 fn active_push(x: Active) -> bool {
@@ -130,11 +133,7 @@ fn errno_ptr() -> *mut i32 {
 }
 
 /// This thread's errno.
-pub fn errno() -> i32 {
-    get_errno()
-}
-
-fn get_errno() -> i32 {
+pub fn get_errno() -> i32 {
     // SAFETY: see errno_ptr.
     unsafe { *errno_ptr() }
 }
@@ -936,16 +935,7 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallErr
     // A helper that died before this call was sent (checked once the channel is ours, so a
     // fault recorded for an earlier call on it is seen): not this call's fault. Posted, the
     // call would be taken for the faulting one and use up its retries.
-    let h = p.region.header();
-    let sig = h.fault_sig.load(SeqCst);
-    let dead = if sig != 0 {
-        Some(sig)
-    } else if h.state.load(SeqCst) == shm::STATE_DEAD {
-        Some(h.wait_status.load(SeqCst))
-    } else {
-        None
-    };
-    if let Some(st) = dead {
+    if let Some(st) = known_dead(p) {
         if acquired {
             release(p, c);
         }
@@ -1072,10 +1062,23 @@ pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_,
     }
 }
 
+/// The status of the helper of `p` when its region already says it died: the signal its
+/// fault handler recorded, or the wait status the zygote wrote. No syscall.
+fn known_dead(p: &ProcRt) -> Option<i32> {
+    let h = p.region.header();
+    let sig = h.fault_sig.load(SeqCst);
+    if sig != 0 {
+        Some(sig)
+    } else if h.state.load(SeqCst) == shm::STATE_DEAD {
+        Some(h.wait_status.load(SeqCst))
+    } else {
+        None
+    }
+}
+
 /// True when the helper serving `p` has died (the zygote says so, or its pidfd does).
 pub fn helper_gone(p: &ProcRt) -> bool {
-    let h = p.region.header();
-    if h.state.load(SeqCst) == shm::STATE_DEAD || h.fault_sig.load(SeqCst) != 0 {
+    if known_dead(p).is_some() {
         return true;
     }
     let fd = p.pidfd.load(Relaxed);

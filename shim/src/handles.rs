@@ -42,12 +42,17 @@ pub fn token_for(key: usize, remote: u64) -> u64 {
         if let Some(tok) = t.by_remote.get(&(key, remote)) {
             return *tok;
         }
-        // Leaked on purpose: a token must stay readable for as long as the program may hold it.
-        let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
-        t.by_token.insert(tok, vec![(key, remote)]);
-        t.by_remote.insert((key, remote), tok);
-        tok
+        new_token(t, key, remote)
     })
+}
+
+/// A new token bound to `remote` of region `key`. Leaked on purpose: a token must stay
+/// readable for as long as the program may hold it.
+fn new_token(t: &mut Table, key: usize, remote: u64) -> u64 {
+    let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
+    t.by_token.insert(tok, vec![(key, remote)]);
+    t.by_remote.insert((key, remote), tok);
+    tok
 }
 
 /// A new token for `remote` of region `key`, never an existing one: a replayed call's handle
@@ -60,12 +65,7 @@ pub fn fresh_token(key: usize, remote: u64) -> u64 {
     if remote == 0 {
         return 0;
     }
-    with(|t| {
-        let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
-        t.by_token.insert(tok, vec![(key, remote)]);
-        t.by_remote.insert((key, remote), tok);
-        tok
-    })
+    with(|t| new_token(t, key, remote))
 }
 
 /// After a helper of region `key` was replaced by a pristine one (`restore: none`): no

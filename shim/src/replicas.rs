@@ -288,7 +288,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     // The entry replica 0 logged for this call (in `complete` or in its retry).
     let own_entry = crate::replay::take_last(k).or(logged0);
     let record = take_record();
-    let errno0 = crate::dispatch::errno();
+    let errno0 = crate::dispatch::get_errno();
     let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
     let mut tokens: Vec<u64> = vec![0; reps.len()];
     let mut failure = None;
