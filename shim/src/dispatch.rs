@@ -10,10 +10,11 @@
 //! Nothing here runs after `fork` in a child or in a signal handler of ours.
 
 use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::marshal::Walk;
 use crate::runtime::{self, FnDesc, ProcRt, Runtime, PROGRAM};
 use crate::shm::{self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF};
 use crate::{handles, trampoline};
-use module_map::{ArgSpec, RetSpec, Size, SizeBase};
+use module_map::{ArgSpec, RetSpec};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
@@ -173,7 +174,24 @@ fn dispatch(idx: usize, frame: &mut Frame) {
         return;
     };
     let me = rt.me();
-    if f.owner == me || rt.detached.load(Relaxed) {
+    if rt.detached.load(Relaxed) && f.owner != me {
+        // A child the program forked has no helper of its own: the call runs here, which
+        // a handle token cannot follow (the object it stands for lives in the program's
+        // helper, not in this process).
+        if passes_a_token(f, frame) {
+            warn!(
+                "{}: a handle of the program's helper cannot be used in a child the program forked; the call fails with EBADF",
+                f.name
+            );
+            frame.ret_rax = 0;
+            frame.ret_rdx = 0;
+            set_errno(libc::EBADF);
+            return;
+        }
+        call_local(rt, f, frame);
+        return;
+    }
+    if f.owner == me {
         call_local(rt, f, frame);
         return;
     }
@@ -194,9 +212,18 @@ fn dispatch(idx: usize, frame: &mut Frame) {
                 let region = &rt.procs[rt.my_region()].region;
                 let stop = || region.header().shutdown.load(Relaxed) != 0;
                 f.stats.nested.fetch_add(1, Relaxed);
-                if let Err(e) =
-                    client_call(rt, f, region, a.ch as usize, a.top, frame, false, &stop)
-                {
+                let walk = Walk::of(f, frame);
+                if let Err(e) = client_call(
+                    rt,
+                    f,
+                    region,
+                    a.ch as usize,
+                    a.top,
+                    frame,
+                    &walk,
+                    false,
+                    &stop,
+                ) {
                     error!(
                         "nested call of {} from process '{}' failed: {e:?}",
                         f.name,
@@ -215,6 +242,14 @@ fn dispatch(idx: usize, frame: &mut Frame) {
             }
         }
     }
+}
+
+/// True when a `handle` argument of the call in `frame` is one of the program's tokens.
+fn passes_a_token(f: &FnDesc, frame: &Frame) -> bool {
+    let (stack, _) = crate::marshal::stack_words(frame, f.layout.nstack);
+    f.layout.args.iter().any(|(spec, loc)| {
+        *spec == ArgSpec::Handle && handles::is_token(arg_value(frame, &stack, *loc))
+    })
 }
 
 /// The real address of `f` here, loading its object first in a helper if needed.
@@ -238,37 +273,12 @@ pub fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
         set_errno(libc::ENOSYS);
         return;
     }
+    // Every stack word the caller may have placed, as far as its stack mapping goes.
+    let (_, nstack) = crate::marshal::stack_words(frame, f.layout.nstack);
     // SAFETY: `real` is the address dlsym gave for this very symbol, and the frame's stack
-    // pointer is the caller's stack, which holds at least `nstack` argument words.
-    unsafe { trampoline::replay(real, frame, f.layout.nstack) }
-}
-
-pub fn eval_size(s: &Size, f: &FnDesc, frame: &Frame, stack: &[u64]) -> u64 {
-    let base = match s.base {
-        SizeBase::Literal(n) => n,
-        SizeBase::Arg(i) => f
-            .layout
-            .args
-            .get(i)
-            .map(|a| arg_value(frame, stack, a.1))
-            .unwrap_or(0),
-        SizeBase::Deref(i) => {
-            let p = f
-                .layout
-                .args
-                .get(i)
-                .map(|a| arg_value(frame, stack, a.1))
-                .unwrap_or(0);
-            if p == 0 {
-                0
-            } else {
-                // SAFETY: the caller passed this pointer for the function to read a size from;
-                // the spec says it points to a 64-bit size.
-                unsafe { std::ptr::read_unaligned(p as *const u64) }
-            }
-        }
-    };
-    base.saturating_mul(s.mul)
+    // pointer is the caller's stack, which holds `nstack` readable words (stack_words
+    // bounded them by the mapping).
+    unsafe { trampoline::replay(real, frame, nstack) }
 }
 
 fn align8(n: u64) -> u64 {
@@ -301,10 +311,11 @@ pub fn client_call(
     c: usize,
     base: u64,
     frame: &mut Frame,
+    walk: &Walk,
     from_program: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
-    let posted = client_post(f, region, c, base, frame, from_program)?;
+    let posted = client_post(f, region, c, base, frame, walk, from_program)?;
     client_wait(rt, f, region, posted, frame, from_program, stop)
 }
 
@@ -312,8 +323,8 @@ pub fn client_call(
 /// answer's copy-back needs (the caller's buffers, at the offsets we chose).
 pub struct Posted {
     c: usize,
-    /// (arg index, caller pointer, offset, length, copy back?) per non-NULL buffer argument.
-    bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS],
+    /// (caller pointer, offset, length, copy back?) per non-NULL buffer argument.
+    bufs: [(u64, u64, u64, bool); crate::abi::MAX_ARGS],
     nbufs: usize,
     /// First byte after the marshalled buffers: a returned string or mirror lies beyond.
     cursor: u64,
@@ -324,31 +335,28 @@ pub struct Posted {
 }
 
 /// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
-/// frame and buffers are only read. [`client_wait`] takes the answer.
+/// frame and buffers are only read, at the places and lengths `walk` computed before.
+/// [`client_wait`] takes the answer.
 pub fn client_post(
     f: &FnDesc,
     region: &Region,
     c: usize,
     base: u64,
     frame: &Frame,
+    walk: &Walk,
     from_program: bool,
 ) -> Result<Posted, CallError> {
     let ch = region.channel(c);
     let data = region.data(c);
-    let nstack = f.layout.nstack.min(MAX_STACK);
-    let mut stack = [0u64; MAX_STACK];
-    if nstack > 0 && !frame.stack.is_null() {
-        // SAFETY: the caller's stack holds the listed stack arguments (frame.stack points at
-        // the first of them); nstack is bounded by the spec's layout.
-        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
-    }
+    let mut stack = walk.stack;
+    let nstack = walk.nstack.min(MAX_STACK);
     // Program side: handle tokens go back to the helper's own values.
     let mut tf = *frame;
     let mut mirror_token = 0u64;
     if from_program {
         for (spec, loc) in &f.layout.args {
             if *spec == ArgSpec::Handle {
-                let v = arg_value(frame, &stack, *loc);
+                let v = arg_value(frame, &walk.stack, *loc);
                 if mirror_token == 0 && handles::is_token(v) {
                     mirror_token = v;
                 }
@@ -386,42 +394,32 @@ pub fn client_post(
         mirror_off: NULL_OFF,
         mirror_len: 0,
     };
-    // Marshal the buffers: (arg index, caller pointer, offset, length, copy back?).
-    let mut bufs: [(usize, u64, u64, u64, bool); crate::abi::MAX_ARGS] =
-        [(0, 0, 0, 0, false); crate::abi::MAX_ARGS];
+    let mut bufs = [(0u64, 0u64, 0u64, false); crate::abi::MAX_ARGS];
     let mut nbufs = 0;
     let mut cursor = align8(base);
-    let mut moved = Moved::default();
-    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
-        if !spec.is_buffer() {
-            continue;
-        }
-        let p = arg_value(frame, &stack, *loc);
-        if p == 0 {
-            continue; // NULL passes NULL
-        }
-        let len = match spec {
-            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
-            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
-            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
-            _ => 0,
-        };
+    let moved = Moved {
+        bytes_in: walk.bytes_in(),
+        bytes_out: 0,
+    };
+    for b in walk.bufs() {
         let end = cursor
-            .checked_add(len)
+            .checked_add(b.len)
             .filter(|e| *e <= DATA_SIZE as u64)
-            .ok_or(CallError::TooLarge(len))?;
+            .ok_or(CallError::TooLarge(b.len))?;
         // Out-buffers are copied in too: bytes the function does not write keep their values.
-        // SAFETY: the caller's buffer holds `len` bytes per its spec; the destination lies in
-        // the channel's data area (end <= DATA_SIZE, checked above).
-        unsafe { copy(data.add(cursor as usize), p as *const u8, len as usize) };
-        let back = matches!(spec, ArgSpec::Out(_) | ArgSpec::InOut(_));
-        if !matches!(spec, ArgSpec::Out(_)) {
-            moved.bytes_in += len;
-        }
-        bufs[nbufs] = (i, p, cursor, len, back);
+        // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it before the
+        // call); the destination lies in the channel's data area (end <= DATA_SIZE, checked).
+        unsafe {
+            copy(
+                data.add(cursor as usize),
+                b.ptr as *const u8,
+                b.len as usize,
+            )
+        };
+        bufs[nbufs] = (b.ptr, cursor, b.len, b.copied_back());
         nbufs += 1;
-        m.arg_off[i] = cursor;
-        m.arg_len[i] = len;
+        m.arg_off[b.arg] = cursor;
+        m.arg_len[b.arg] = b.len;
         cursor = align8(end);
     }
     m.data_end = cursor.min(DATA_SIZE as u64);
@@ -493,7 +491,7 @@ pub fn client_wait(
         match r.kind {
             MSG_RETURN => {
                 // Copy back out-buffers at the offsets and lengths we chose, never the peer's.
-                for &(_, p, off, len, back) in &bufs[..nbufs] {
+                for &(p, off, len, back) in &bufs[..nbufs] {
                     if back {
                         // SAFETY: same ranges as the copy-in above.
                         unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
@@ -510,11 +508,20 @@ pub fn client_wait(
                 }
                 if from_program {
                     if f.ret == RetSpec::Handle {
-                        frame.ret_rax = if crate::replay::replaying() {
+                        let tok = if crate::replay::replaying() {
                             handles::fresh_token(region.key(), r.ret_rax)
                         } else {
                             handles::token_for(region.key(), r.ret_rax)
                         };
+                        let Some(tok) = tok else {
+                            warn!(
+                                "{} returned a new handle after {} others: refused",
+                                f.name,
+                                handles::MAX_TOKENS
+                            );
+                            return Err(CallError::BadReply);
+                        };
+                        frame.ret_rax = tok;
                         mirror_token = frame.ret_rax;
                     }
                     if mirror_token != 0 && r.mirror_off != NULL_OFF {
@@ -547,6 +554,11 @@ pub fn client_wait(
                 seen = recv.seq.load(SeqCst);
                 ch.write_msg(&reply);
                 send.post();
+                // A peer that keeps sending nested calls never lets the wait reach its
+                // sleeping path, where `stop` is asked: ask it here too (timeout_ms holds).
+                if stop() {
+                    return Err(CallError::Died(-1));
+                }
             }
             MSG_FAIL => return Err(CallError::Refused),
             _ => return Err(CallError::BadReply),
@@ -607,6 +619,46 @@ fn take_ret_str(
     })
 }
 
+/// Program side of a nested call: true when every `in:`/`out:`/`inout:` buffer the helper
+/// sent is exactly as long as the spec says, evaluated on the helper's argument values and
+/// on the program's private copies (`*argN` reads the copy of buffer N; a size behind a
+/// pointer that is not a buffer cannot be checked, and is refused).
+fn sizes_match(f: &FnDesc, m: &Msg, nargs: usize, private: &[(usize, Vec<u8>)]) -> bool {
+    let orig = Frame {
+        gp: m.gp,
+        xmm: m.xmm,
+        ..Frame::default()
+    };
+    let arg = |i: usize| {
+        f.layout
+            .args
+            .get(i)
+            .map_or(0, |a| arg_value(&orig, &m.stack, a.1))
+    };
+    let deref = |i: usize| -> Option<u64> {
+        let spec = f.layout.args.get(i)?.0;
+        if !spec.is_buffer() {
+            return None;
+        }
+        match private.iter().find(|(j, _)| *j == i) {
+            Some((_, v)) => Some(u64::from_le_bytes(v.get(..8)?.try_into().ok()?)),
+            None => Some(0), // NULL points to no size
+        }
+    };
+    for (i, (spec, _)) in f.layout.args.iter().enumerate().take(nargs) {
+        let (ArgSpec::In(sz) | ArgSpec::Out(sz) | ArgSpec::InOut(sz)) = spec else {
+            continue;
+        };
+        if m.arg_off[i] == NULL_OFF {
+            continue;
+        }
+        if crate::marshal::size_of(sz, arg, deref) != Some(m.arg_len[i]) {
+            return false;
+        }
+    }
+    true
+}
+
 fn fail() -> Msg {
     // SAFETY: Msg is plain data; all-zero is a valid value.
     let mut m: Msg = unsafe { std::mem::zeroed() };
@@ -623,8 +675,47 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     if f.owner != rt.me() && !(rt.me() == PROGRAM && f.owner != PROGRAM) {
         return fail();
     }
-    let nstack = m.nstack as usize;
-    if nstack > MAX_STACK || m.data_base > m.data_end || m.data_end > DATA_SIZE as u64 {
+    if m.data_base > m.data_end || m.data_end > DATA_SIZE as u64 {
+        return fail();
+    }
+    // The helper serves the program's calls on the stack words the program sent (it may
+    // pass more than the spec lists); the program serves a helper's nested call on the
+    // spec's words only, whatever count the helper wrote.
+    let nstack = if zero_copy {
+        m.nstack as usize
+    } else {
+        f.layout.nstack
+    };
+    if nstack > MAX_STACK {
+        return fail();
+    }
+    let (peer, peer_region) = if rt.me() == PROGRAM {
+        // We serve the helper of this region: its owner id, and the region itself.
+        rt.procs
+            .iter()
+            .position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region))
+            .map(|k| (rt.procs[k].primary as u32 + 1, k as u32))
+            .unwrap_or((PROGRAM, NO_REGION))
+    } else {
+        (PROGRAM, NO_REGION)
+    };
+    // A helper asking the program to call one of the helper's own functions would make the
+    // program call back into the very call it is serving: refused, as is nesting deeper
+    // than the channel stack goes (each level costs the program stack).
+    if !zero_copy && f.owner == peer {
+        warn!(
+            "refused a nested call of {} from its own process '{}'",
+            f.name,
+            rt.procs.get(peer_region as usize).map_or("?", |p| &p.name)
+        );
+        return fail();
+    }
+    if DEPTH.with(|d| d.get()) + 2 > MAX_DEPTH {
+        warn!(
+            "refused a nested call of {}: calls nest deeper than {}",
+            f.name,
+            MAX_DEPTH / 2
+        );
         return fail();
     }
     let data = region.data(c);
@@ -635,12 +726,18 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         xmm: m.xmm,
         ..Frame::default()
     };
+    let nargs = (m.nargs as usize).min(crate::abi::MAX_ARGS);
     let mut private: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
         if !spec.is_buffer() {
             continue;
         }
-        let (off, len) = (m.arg_off[i], m.arg_len[i]);
+        // Entries past the sender's count were never written: NULL.
+        let (off, len) = if i < nargs {
+            (m.arg_off[i], m.arg_len[i])
+        } else {
+            (NULL_OFF, 0)
+        };
         if off == NULL_OFF {
             set_arg(&mut frame, &mut stack, *loc, 0);
             continue;
@@ -676,18 +773,15 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         };
         set_arg(&mut frame, &mut stack, *loc, ptr);
     }
+    if !zero_copy && !sizes_match(f, m, nargs, &private) {
+        warn!(
+            "refused a nested call of {}: its buffers are not the sizes its spec gives",
+            f.name
+        );
+        return fail();
+    }
     frame.stack = stack.as_ptr();
     let owner_here = f.owner == rt.me();
-    let (peer, peer_region) = if rt.me() == PROGRAM {
-        // We serve the helper of this region: its owner id, and the region itself.
-        rt.procs
-            .iter()
-            .position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region))
-            .map(|k| (rt.procs[k].primary as u32 + 1, k as u32))
-            .unwrap_or((PROGRAM, NO_REGION))
-    } else {
-        (PROGRAM, NO_REGION)
-    };
     let pushed = active_push(Active {
         owner: peer,
         region: peer_region,
@@ -902,8 +996,9 @@ pub fn call_once(
     f: &FnDesc,
     p: &ProcRt,
     frame: &mut Frame,
+    walk: &Walk,
 ) -> Result<Moved, CallError> {
-    let c = call_post(f, p, frame)?;
+    let c = call_post(f, p, frame, walk)?;
     call_finish(rt, f, p, c, frame)
 }
 
@@ -924,7 +1019,7 @@ pub fn nested_in(owner: u32) -> bool {
 
 /// Picks a channel of `p` and posts the call in `frame` there; [`call_finish`] waits for the
 /// answer. Several calls to different helpers may be posted before the first is finished.
-pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallError> {
+pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<Begun, CallError> {
     if p.pid.load(Acquire) <= 0 {
         return Err(CallError::NoHelper);
     }
@@ -942,7 +1037,7 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame) -> Result<Begun, CallErr
         return Err(CallError::Bystander(st));
     }
     let t0 = Instant::now();
-    match client_post(f, &p.region, c, base, frame, true) {
+    match client_post(f, &p.region, c, base, frame, walk, true) {
         Ok(posted) => Ok(Begun {
             c,
             base,
@@ -1026,29 +1121,26 @@ pub fn call_finish(
     r
 }
 
-/// The wait status of a helper that died. For a child of the zygote, the zygote writes it just
-/// after the pidfd says the helper is gone, so wait for it briefly; for a helper resumed from
-/// a checkpoint (not the zygote's child) use the signal its fatal-signal handler recorded.
+/// The wait status of a helper that died, as the zygote reaped it; it writes it just after
+/// the pidfd says the helper is gone, so wait for it briefly. A helper resumed from a
+/// checkpoint is nobody's child that we can ask: only the signal its fatal-signal handler
+/// recorded is known, and it is the helper's word (callers re-raise only signals that end a
+/// process, see `recovery::give_up`).
 pub fn death_status(p: &ProcRt) -> i32 {
-    let h = p.region.header();
-    // The helper's fatal-signal handler named the signal before it died: that is the status.
-    let sig = h.fault_sig.load(SeqCst);
-    if sig != 0 {
-        return sig;
-    }
-    let t = Instant::now();
-    // Nobody collects the status of a helper resumed from a checkpoint: its handler's record
-    // is all there is.
-    let limit = Duration::from_millis(if p.zygote_child.load(SeqCst) { 200 } else { 0 });
-    while t.elapsed() < limit {
-        if h.state.load(SeqCst) == shm::STATE_DEAD {
-            return h.wait_status.load(SeqCst);
+    let w = p.watch;
+    if p.zygote_child.load(SeqCst) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(200) {
+            if w.state.load(SeqCst) == shm::STATE_DEAD {
+                return w.wait_status.load(SeqCst);
+            }
+            std::thread::sleep(Duration::from_micros(50));
         }
-        std::thread::sleep(Duration::from_micros(50));
+        return -1;
     }
-    match h.fault_sig.load(SeqCst) {
-        0 => -1,
-        sig => sig, // a raw wait status of "killed by sig"
+    match p.region.header().fault_sig.load(SeqCst) {
+        sig if sig > 0 && sig < 65 => sig, // a raw wait status of "killed by sig"
+        _ => -1,
     }
 }
 
@@ -1062,17 +1154,16 @@ pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_,
     }
 }
 
-/// The status of the helper of `p` when its region already says it died: the signal its
-/// fault handler recorded, or the wait status the zygote wrote. No syscall.
+/// The status of the helper of `p` when it is known to have died: the wait status the
+/// zygote wrote, or, when its fault handler says it is dying, the signal it recorded (the
+/// helper's own word: it can only fail its own calls with it). No syscall.
 fn known_dead(p: &ProcRt) -> Option<i32> {
-    let h = p.region.header();
-    let sig = h.fault_sig.load(SeqCst);
-    if sig != 0 {
-        Some(sig)
-    } else if h.state.load(SeqCst) == shm::STATE_DEAD {
-        Some(h.wait_status.load(SeqCst))
-    } else {
-        None
+    if p.watch.state.load(SeqCst) == shm::STATE_DEAD {
+        return Some(p.watch.wait_status.load(SeqCst));
+    }
+    match p.region.header().fault_sig.load(SeqCst) {
+        0 => None,
+        sig => Some(sig),
     }
 }
 

@@ -15,6 +15,12 @@ use std::sync::Mutex;
 /// Bytes of a handle's object mirrored into the program.
 pub const MIRROR: usize = 512;
 
+/// Tokens one helper region may make: a helper that returns a new handle on every call
+/// would otherwise grow the program's memory without bound (512 bytes a token, never
+/// freed). Past it, a call returning a new handle fails as an answer the program cannot
+/// take (the helper is restarted per `on_crash`). 65536 tokens are 32 MiB.
+pub const MAX_TOKENS: usize = 1 << 16;
+
 #[repr(C, align(16))]
 struct Block([u8; MIRROR]);
 
@@ -24,6 +30,8 @@ struct Table {
     by_token: HashMap<u64, Vec<(usize, u64)>>,
     /// (region key, remote value) → token
     by_remote: HashMap<(usize, u64), u64>,
+    /// Tokens made for each region key.
+    made: HashMap<usize, usize>,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
@@ -33,14 +41,15 @@ fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
     f(g.get_or_insert_with(Table::default))
 }
 
-/// The token standing for `remote` of the helper region `key`, made on first sight.
-pub fn token_for(key: usize, remote: u64) -> u64 {
+/// The token standing for `remote` of the helper region `key`, made on first sight; None
+/// once the region made [`MAX_TOKENS`].
+pub fn token_for(key: usize, remote: u64) -> Option<u64> {
     if remote == 0 {
-        return 0;
+        return Some(0);
     }
     with(|t| {
         if let Some(tok) = t.by_remote.get(&(key, remote)) {
-            return *tok;
+            return Some(*tok);
         }
         new_token(t, key, remote)
     })
@@ -48,11 +57,16 @@ pub fn token_for(key: usize, remote: u64) -> u64 {
 
 /// A new token bound to `remote` of region `key`. Leaked on purpose: a token must stay
 /// readable for as long as the program may hold it.
-fn new_token(t: &mut Table, key: usize, remote: u64) -> u64 {
+fn new_token(t: &mut Table, key: usize, remote: u64) -> Option<u64> {
+    let made = t.made.entry(key).or_insert(0);
+    if *made >= MAX_TOKENS {
+        return None;
+    }
+    *made += 1;
     let tok = Box::into_raw(Box::new(Block([0; MIRROR]))) as u64;
     t.by_token.insert(tok, vec![(key, remote)]);
     t.by_remote.insert((key, remote), tok);
-    tok
+    Some(tok)
 }
 
 /// A new token for `remote` of region `key`, never an existing one: a replayed call's handle
@@ -61,9 +75,9 @@ fn new_token(t: &mut Table, key: usize, remote: u64) -> u64 {
 // A token found by address during a replay was another handle's: that handle's token lost
 // its bindings in the retarget, and the program's next call with it sent the helper the
 // token's own address (fx_stress, 4 threads with crashes under load).
-pub fn fresh_token(key: usize, remote: u64) -> u64 {
+pub fn fresh_token(key: usize, remote: u64) -> Option<u64> {
     if remote == 0 {
-        return 0;
+        return Some(0);
     }
     with(|t| new_token(t, key, remote))
 }
@@ -139,8 +153,14 @@ pub fn retarget_fresh(old: u64, new: u64) {
     if new == 0 || old == new {
         return;
     }
+    let made_for = with(|t| t.by_token.get(&new).and_then(|b| b.first()).map(|b| b.0));
     retarget(old, new);
     if !is_token(new) {
+        if let Some(key) = made_for {
+            with(|t| {
+                t.made.entry(key).and_modify(|n| *n = n.saturating_sub(1));
+            });
+        }
         // SAFETY: `new` is a Box<Block> that fresh_token leaked; the program never saw it
         // (replayed calls answer no caller) and retarget removed it from the table, so nothing
         // refers to it any more.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     let t0 = std::time::Instant::now();
+    leave_the_others(rt, k);
     // SAFETY: single-threaded child of the zygote; prctl/getppid have no memory arguments.
     unsafe {
         let zygote = libc::getppid();
@@ -47,6 +48,22 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     serve_loop(rt, k)
 }
 
+/// Right after the fork: drops every other region (other helpers' and other replicas'
+/// queues: a faulty replica could otherwise write the others' answers and defeat the vote),
+/// their memfds, and the zygote's status table. Only this helper's own region stays.
+fn leave_the_others(rt: &Runtime, k: usize) {
+    for q in rt.procs.iter().filter(|q| q.index != k) {
+        // SAFETY: this helper never touches another region (its calls and nested calls go
+        // through its own; the fault handler wakes only its own); the fd is ours to close.
+        unsafe {
+            q.region.unmap();
+            libc::close(q.region_fd);
+        }
+    }
+    // SAFETY: only the program and the zygote read or write the watches.
+    unsafe { rt.watches.unmap() };
+}
+
 /// The helper's main thread: start a serving thread for each channel that gets a call.
 fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
     let p = &rt.procs[k];
@@ -64,10 +81,8 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
     loop {
         let seen = h.doorbell.load(SeqCst);
         if h.shutdown.load(SeqCst) != 0 {
-            // Under valgrind, its leak check would scan every queue region (256 MiB each).
-            for q in &rt.procs {
-                crate::valgrind::forget_range(q.region.key(), shm::REGION_SIZE);
-            }
+            // Under valgrind, its leak check would scan the queue region (256 MiB).
+            crate::valgrind::forget_range(region.key(), shm::REGION_SIZE);
             finish();
         }
         for (c, st) in started.iter_mut().enumerate() {
@@ -118,6 +133,7 @@ thread_local! {
 
 fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     SERVING.with(|s| s.set(c as i32));
+    alt_stack();
     let region = rt.procs[k].region;
     let h = region.header();
     let ch = region.channel(c);
@@ -253,15 +269,14 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         }
         // Wake every program thread waiting on this helper: it is about to die (a helper
         // resumed from a checkpoint is not the zygote's child, so nobody else would).
-        if let Some(rt) = crate::runtime::get() {
-            let me = rt.me.load(SeqCst);
-            if let Some(p) = rt.proc_of(me) {
-                for i in 0..shm::CHANNELS {
-                    let ch = p.region.channel(i);
-                    ch.to_prog_ev.fetch_add(1, SeqCst);
-                    shm::futex_wake(&ch.to_prog_ev);
-                }
-            }
+        // This helper's own region: a replica's is not its primary's (which it does not
+        // even have mapped).
+        // SAFETY: h is the live header of this helper's region (FAULT_HDR).
+        let region = unsafe { shm::Region::from_header(&*(h as *const shm::RegionHeader)) };
+        for i in 0..shm::CHANNELS {
+            let ch = region.channel(i);
+            ch.to_prog_ev.fetch_add(1, SeqCst);
+            shm::futex_wake(&ch.to_prog_ev);
         }
     }
     // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
@@ -274,6 +289,36 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
             libc::syscall(libc::SYS_gettid),
             sig,
         );
+    }
+}
+
+/// Bytes of each serving thread's alternate signal stack.
+const ALT_STACK: usize = 64 << 10;
+
+/// Gives this thread an alternate signal stack for the fatal-signal handler (a module that
+/// overflows its stack is reported like any other crash). Threads the module starts itself
+/// have none: their stack overflows kill the helper without a record of where.
+fn alt_stack() {
+    // SAFETY: a fresh private mapping, handed to the kernel as this thread's signal stack
+    // for the thread's lifetime (never unmapped: the thread lives until the helper exits).
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return;
+        }
+        let ss = libc::stack_t {
+            ss_sp: p,
+            ss_flags: 0,
+            ss_size: ALT_STACK,
+        };
+        libc::sigaltstack(&ss, std::ptr::null_mut());
     }
 }
 
@@ -295,7 +340,9 @@ fn install_fault_handlers(region: &crate::shm::Region) {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_fatal as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
+            // On the thread's alternate stack where it has one (serving threads do), so a
+            // stack overflow in the module is recorded too.
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_ONSTACK;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
@@ -313,7 +360,7 @@ fn checkpoint(rt: &'static Runtime, k: usize) -> shm::Msg {
     // SAFETY: fork of a quiescent helper; the child only waits, then becomes a helper.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        checkpoint_wait(rt, k);
+        crate::zygote::child_entry(|| checkpoint_wait(rt, k));
     }
     if pid < 0 {
         return r;
@@ -362,7 +409,7 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
             // SAFETY: the frozen copy is single-threaded.
             let child = unsafe { libc::fork() };
             if child == 0 {
-                resume(rt, k);
+                crate::zygote::child_entry(|| resume(rt, k));
             }
             continue;
         }
@@ -404,8 +451,14 @@ pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
     let shim = shim_path();
     let mut preload: Vec<String> = vec![shim];
     preload.extend(env.preload.iter().cloned());
-    let mut vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    if let Some(old) = vars.get("LD_PRELOAD") {
+    // The environment as bytes: a variable that is not UTF-8 passes through unchanged (it
+    // once made this plan panic, in the zygote).
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut vars: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+        .map(|(a, b)| (a.into_vec(), b.into_vec()))
+        .collect();
+    let text = |v: Option<&Vec<u8>>| v.map(|v| String::from_utf8_lossy(v).into_owned());
+    if let Some(old) = text(vars.get(b"LD_PRELOAD".as_slice())) {
         let rest: Vec<String> = old
             .split([':', ' '])
             .filter(|x| !x.is_empty() && !preload.iter().any(|p| p == x))
@@ -413,25 +466,40 @@ pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
             .collect();
         preload.extend(rest);
     }
-    vars.insert("LD_PRELOAD".into(), preload.join(":"));
+    let mut set = |k: &str, v: Vec<u8>| {
+        vars.insert(k.as_bytes().to_vec(), v);
+    };
+    set("LD_PRELOAD", preload.join(":").into_bytes());
     if !env.library_path.is_empty() {
-        let lp = match vars.get("LD_LIBRARY_PATH") {
-            Some(old) if !old.is_empty() => format!("{}:{old}", env.library_path),
-            _ => env.library_path.clone(),
-        };
-        vars.insert("LD_LIBRARY_PATH".into(), lp);
+        let mut lp = env.library_path.clone().into_bytes();
+        if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|o| !o.is_empty()) {
+            lp.push(b':');
+            lp.extend_from_slice(old.as_bytes());
+        }
+        set("LD_LIBRARY_PATH", lp);
     }
     for (k2, v) in &env.vars {
-        vars.insert(k2.clone(), v.clone());
+        set(k2, v.clone().into_bytes());
     }
-    vars.insert("FRACTURE_HELPER".into(), format!("{k}:{env_idx}"));
-    vars.insert(
-        "FRACTURE_REGION_FD".into(),
-        rt.procs[k].region_fd.to_string(),
+    set("FRACTURE_HELPER", format!("{k}:{env_idx}").into_bytes());
+    set("FRACTURE_HELPER_EXE", rt.exe.clone().into_bytes());
+    set(
+        "FRACTURE_REGION_FD",
+        rt.procs[k].region_fd.to_string().into_bytes(),
     );
-    vars.insert("FRACTURE_PROGRAM_PID".into(), rt.program_pid().to_string());
-    vars.remove("FRACTURE_STATS");
-    let envp = vars.iter().map(|(a, b)| c(&format!("{a}={b}"))).collect();
+    set(
+        "FRACTURE_PROGRAM_PID",
+        rt.program_pid().to_string().into_bytes(),
+    );
+    vars.remove(b"FRACTURE_STATS".as_slice());
+    let envp = vars
+        .into_iter()
+        .filter_map(|(mut a, b)| {
+            a.push(b'=');
+            a.extend_from_slice(&b);
+            std::ffi::CString::new(a).ok()
+        })
+        .collect();
     ExecPlan { argv, envp }
 }
 

@@ -23,6 +23,7 @@ mod dl;
 mod got;
 mod handles;
 mod helper;
+mod marshal;
 mod profile;
 mod recovery;
 mod replay;
@@ -181,6 +182,8 @@ unsafe extern "C" fn main_wrapper(
     argv: *mut *mut c_char,
     envp: *mut *mut c_char,
 ) -> c_int {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
     let r = std::panic::catch_unwind(|| {
         if let Some(rt) = runtime::get() {
             if let Err(e) = start(rt) {
@@ -190,6 +193,12 @@ unsafe extern "C" fn main_wrapper(
             }
         }
     });
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != me {
+        // A forked child of ours got here: it must never run the program's main.
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(70) };
+    }
     if r.is_err() {
         emit_fatal("internal error while starting; running the program without fracture");
     }
@@ -322,7 +331,7 @@ pub(crate) fn write_stats(rt: &Runtime) {
         for (i, f) in fns.iter().enumerate() {
             let s = &f.stats;
             o.push_str(&format!(
-                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
+                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"unsampled\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
                 if i > 0 { "," } else { "" },
                 stats::json_str(&f.name),
                 stats::json_str(&f.module),
@@ -342,6 +351,7 @@ pub(crate) fn write_stats(rt: &Runtime) {
                     n => format!("\"retry_envs[{}]\"", n - 1),
                 },
                 s.nested.load(Relaxed),
+                s.unsampled.load(Relaxed),
                 s.percentile_us(0.5),
                 s.percentile_us(0.99),
             ));

@@ -6,8 +6,8 @@
 //! sleeps: isolated, that call would wake a sleeping helper. At exit the counters go to
 //! `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
 
-use crate::abi::{arg_value, Frame, MAX_STACK};
-use crate::dispatch::{call_local, eval_size};
+use crate::abi::Frame;
+use crate::dispatch::call_local;
 use crate::runtime::{FnDesc, Runtime};
 use module_map::{ArgSpec, RetSpec};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -46,29 +46,16 @@ impl Profile {
             .iter()
             .position(|x| x.name == caller)
             .unwrap_or(nmods);
-        let nstack = f.layout.nstack.min(MAX_STACK);
-        let mut stack = [0u64; MAX_STACK];
-        if nstack > 0 {
-            // SAFETY: the caller's stack holds the listed stack arguments.
-            unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
-        }
+        let walk = crate::marshal::Walk::of(f, frame);
         let (mut bin, mut bout) = (0u64, 0u64);
-        for (spec, loc) in &f.layout.args {
-            let p = arg_value(frame, &stack, *loc);
-            if p == 0 {
-                continue;
-            }
-            match spec {
-                // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
-                ArgSpec::Str => bin += unsafe { libc::strlen(p as *const libc::c_char) } as u64 + 1,
-                ArgSpec::In(s) => bin += eval_size(s, f, frame, &stack),
-                ArgSpec::Out(s) => bout += eval_size(s, f, frame, &stack),
-                ArgSpec::InOut(s) => {
-                    let n = eval_size(s, f, frame, &stack);
-                    bin += n;
-                    bout += n;
+        for b in walk.bufs() {
+            match b.spec {
+                ArgSpec::Out(_) => bout += b.len,
+                ArgSpec::InOut(_) => {
+                    bin += b.len;
+                    bout += b.len;
                 }
-                _ => {}
+                _ => bin += b.len,
             }
         }
         let callee = rt.map.modules.iter().position(|x| x.name == f.module);

@@ -3,6 +3,7 @@
 
 use crate::abi::Frame;
 use crate::dispatch::{self, CallError};
+use crate::marshal::Walk;
 use crate::runtime::{FnDesc, ProcRt, Runtime};
 use module_map::GiveUp;
 use std::sync::atomic::Ordering::*;
@@ -43,10 +44,25 @@ pub fn signal_name(s: i32) -> &'static str {
 /// Program side: call `f` in the helper process that owns it (all its replicas, or one of its
 /// samples, when the map asks for several), restarting and retrying per `on_crash`.
 pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
+    // The one buffer walk of this call: every later step uses these lengths.
+    let walk = Walk::of(f, frame);
     if rt.procs.len() > rt.map.processes.len() && rt.replicas_of(p.primary).nth(1).is_some() {
-        return crate::replicas::call(rt, f, p.primary, frame);
+        return crate::replicas::call(rt, f, p.primary, frame, &walk);
     }
-    if let Err((status, what)) = try_call(rt, f, p, frame) {
+    if let Err((status, what)) = try_call(rt, f, p, frame, &walk) {
+        if dispatch::nested_in(f.owner) {
+            // A call made while serving a nested call of the same process (module ->
+            // program -> same module): the outermost call owns the restart and the retry;
+            // this one only fails.
+            frame.ret_rax = 0;
+            frame.ret_rdx = 0;
+            dispatch::set_errno(libc::EIO);
+            debug!(
+                "{}: {what}; the outer call of '{}' recovers",
+                f.name, p.name
+            );
+            return;
+        }
         give_up(rt, f, p, status, &what, frame);
     }
 }
@@ -58,8 +74,9 @@ pub fn try_call(
     f: &FnDesc,
     p: &ProcRt,
     frame: &mut Frame,
+    walk: &Walk,
 ) -> Result<(), (i32, String)> {
-    try_call_after(rt, f, p, frame, None)
+    try_call_after(rt, f, p, frame, walk, None)
 }
 
 /// A first attempt of a call, posted to one helper region under its gate without waiting
@@ -87,7 +104,7 @@ impl Done {
 /// the ordinary way: inside a nested call of the same owner (one channel), while replaying, or
 /// while somebody wants the gate exclusively (a thread never blocks on a gate while it holds
 /// another's). The ordinary call also reports what stopped a post (no helper, too large).
-pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame) -> Option<Attempt<'a>> {
+pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame, walk: &Walk) -> Option<Attempt<'a>> {
     if dispatch::nested_in(f.owner) || crate::replay::replaying() {
         return None;
     }
@@ -96,8 +113,8 @@ pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame) -> Option<Attempt<'a>>
         Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return None,
     };
-    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame));
-    let begun = dispatch::call_post(f, p, frame).ok()?;
+    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame, walk));
+    let begun = dispatch::call_post(f, p, frame, walk).ok()?;
     Some(Attempt {
         begun,
         gate,
@@ -128,6 +145,7 @@ pub fn try_call_after(
     f: &FnDesc,
     p: &ProcRt,
     frame: &mut Frame,
+    walk: &Walk,
     first: Option<Done>,
 ) -> Result<(), (i32, String)> {
     let saved = *frame;
@@ -141,7 +159,7 @@ pub fn try_call_after(
         Some(d) => (Some(d.result), d.logged),
         None => (
             None,
-            crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame)),
+            crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame, walk)),
         ),
     };
     loop {
@@ -151,7 +169,7 @@ pub fn try_call_after(
             Some(r) => r,
             None => {
                 let _gate = dispatch::gate_for(p, f.owner);
-                let r = dispatch::call_once(rt, f, p, frame);
+                let r = dispatch::call_once(rt, f, p, frame, walk);
                 if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
                     crate::replay::record(p, f, entry.clone(), frame);
                 }
@@ -213,7 +231,9 @@ pub fn try_call_after(
         if first_failure.is_none() {
             first_failure = Some((what.clone(), addr));
         }
-        let restartable = !matches!(e, CallError::TooLarge(_));
+        // Inside a nested call of this same process the outer call, further up this thread,
+        // holds the gate a restart needs: it restarts and retries, not this call.
+        let restartable = !matches!(e, CallError::TooLarge(_)) && !dispatch::nested_in(f.owner);
         if matches!(e, CallError::BadReply | CallError::Refused) {
             // A helper that answers garbage (or refuses what it should serve) is not trusted
             // with another call.
@@ -253,6 +273,12 @@ pub fn try_call_after(
 
 /// Records a failed call in the crash-report spool.
 fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &str, env: u32) {
+    // One record per helper that failed: a call nested in the failed call (module ->
+    // program -> same module) and the outer call it fails both see the same death.
+    let pid = p.pid.load(SeqCst);
+    if pid > 0 && p.reported.swap(pid, SeqCst) == pid {
+        return;
+    }
     let died = matches!(e, CallError::Died(_));
     let outcome = match e {
         CallError::Timeout(_) => "hang",
@@ -394,6 +420,8 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
 }
 
 pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, frame: &mut Frame) {
+    // The zygote's word, when it has one, over anything the helper wrote about itself.
+    let status = trusted_status(p).unwrap_or(status);
     let sig = if status >= 0 && libc::WIFSIGNALED(status) {
         libc::WTERMSIG(status)
     } else {
@@ -414,8 +442,7 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
         GiveUp::Return { value, errno } => {
             frame.ret_rax = *value as u64;
             frame.ret_rdx = 0;
-            // SAFETY: writing this thread's errno.
-            unsafe { *libc::__errno_location() = *errno };
+            dispatch::set_errno(*errno);
         }
         GiveUp::Crash => {
             if log_enabled_error() {
@@ -425,11 +452,10 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
                 );
             }
             crate::write_stats(rt);
-            // SAFETY: ending the program the way the helper ended: default action of the same
-            // signal, or the same exit status.
-            unsafe {
-                if status >= 0 && libc::WIFSIGNALED(status) {
-                    let sig = libc::WTERMSIG(status);
+            if sig != 0 && ends_the_process(sig) {
+                // SAFETY: ending the program the way the helper ended: the default action
+                // of a signal whose default action ends a process.
+                unsafe {
                     libc::signal(sig, libc::SIG_DFL);
                     let mut set: libc::sigset_t = std::mem::zeroed();
                     libc::sigemptyset(&mut set);
@@ -437,13 +463,43 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
                     libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
                     libc::raise(sig);
                     libc::_exit(128 + sig);
-                } else if status >= 0 && libc::WIFEXITED(status) {
+                }
+            }
+            // SAFETY: ending the program with the helper's exit status, or 70 when the
+            // helper's end is unknown (or named a signal that would not end a process).
+            unsafe {
+                if sig == 0 && status >= 0 && libc::WIFEXITED(status) {
                     libc::_exit(libc::WEXITSTATUS(status));
                 }
-                libc::_exit(70);
+                libc::_exit(70)
             }
         }
     }
+}
+
+/// The wait status the zygote reported for the helper of `p`, once it reaped it (a helper
+/// resumed from a checkpoint has none).
+fn trusted_status(p: &ProcRt) -> Option<i32> {
+    (p.zygote_child.load(SeqCst) && p.watch.state.load(SeqCst) == crate::shm::STATE_DEAD)
+        .then(|| p.watch.wait_status.load(SeqCst))
+}
+
+/// True for signals whose default action terminates a process (with or without a core).
+/// A helper that claims to have died of SIGSTOP once stopped the program, and `fracture run`
+/// never returned.
+pub fn ends_the_process(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGCONT
+            | libc::SIGCHLD
+            | libc::SIGURG
+            | libc::SIGWINCH
+    ) && sig > 0
+        && sig <= libc::SIGRTMAX()
 }
 
 fn log_enabled_error() -> bool {

@@ -5,9 +5,10 @@
 //! crashed call is never applied twice. Handles returned by logged calls are re-pointed at the
 //! new helper's values, so the tokens the program holds stay valid.
 
-use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
-use crate::dispatch::{self, eval_size};
+use crate::abi::{set_arg, Frame};
+use crate::dispatch;
 use crate::handles;
+use crate::marshal::Walk;
 use crate::runtime::{FnDesc, ProcRt, Runtime};
 use module_map::{ArgSpec, RetSpec};
 use std::cell::Cell;
@@ -16,17 +17,17 @@ use std::cell::Cell;
 pub struct Entry {
     func: usize,
     frame: Frame,
-    stack: [u64; MAX_STACK],
-    /// (argument index, input bytes, length) for each non-NULL buffer argument; an `out:`
-    /// buffer's input bytes are not kept (the replayed call gets zeroes: what it writes there
-    /// is discarded anyway).
-    bufs: Vec<(usize, Vec<u8>, usize)>,
+    /// The call's buffer walk (lengths and stack words as the program measured them before
+    /// the call), and per buffer its input bytes: an `out:` buffer's are not kept (the
+    /// replayed call gets zeroes: what it writes there is discarded anyway).
+    walk: Walk,
+    inputs: Vec<Vec<u8>>,
     /// The token the program got back (ret: handle), re-pointed on replay.
     ret_token: u64,
 }
 
 // SAFETY: an Entry's frame has its stack pointer nulled at capture (the stack words are
-// copied into `stack`); everything else is plain data.
+// in `walk`); its walk's pointers are never dereferenced (replay rebases them on copies).
 unsafe impl Send for Entry {}
 
 thread_local! {
@@ -66,45 +67,28 @@ pub fn wanted(f: &FnDesc, p: &ProcRt) -> bool {
         && !replaying()
 }
 
-/// Captures the inputs of a call (before it runs: out-buffers keep their input bytes).
-pub fn capture(f: &FnDesc, frame: &Frame) -> Entry {
-    let nstack = f.layout.nstack.min(MAX_STACK);
-    let mut stack = [0u64; MAX_STACK];
-    if nstack > 0 && !frame.stack.is_null() {
-        // SAFETY: the caller's stack holds the listed stack arguments.
-        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
-    }
-    let mut bufs = Vec::new();
-    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
-        if !spec.is_buffer() {
-            continue;
-        }
-        let p = arg_value(frame, &stack, *loc);
-        if p == 0 {
-            continue;
-        }
-        let len = match spec {
-            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
-            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
-            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
-            _ => 0,
-        };
-        let len = len.min(crate::shm::DATA_SIZE as u64) as usize;
-        let v = if matches!(spec, ArgSpec::Out(_)) {
-            Vec::new()
-        } else {
-            // SAFETY: the caller's buffer holds `len` bytes per its spec (as for the call).
-            unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec()
-        };
-        bufs.push((i, v, len));
-    }
+/// Captures the inputs of a call (before it runs: out-buffers keep their input bytes), at
+/// the lengths of the call's walk.
+pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
+    let inputs = walk
+        .bufs()
+        .iter()
+        .map(|b| {
+            if matches!(b.spec, ArgSpec::Out(_)) || b.len > crate::shm::DATA_SIZE as u64 {
+                Vec::new()
+            } else {
+                // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
+                unsafe { std::slice::from_raw_parts(b.ptr as *const u8, b.len as usize) }.to_vec()
+            }
+        })
+        .collect();
     let mut frame = *frame;
     frame.stack = std::ptr::null();
     Entry {
         func: f.idx,
         frame,
-        stack,
-        bufs,
+        walk: *walk,
+        inputs,
         ret_token: 0,
     }
 }
@@ -140,26 +124,32 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
     {
         let f = &rt.fns[e.func];
         let mut frame = e.frame;
-        let mut stack = e.stack;
-        let mut bufs: Vec<(usize, Vec<u8>)> = e
-            .bufs
+        let mut stack = e.walk.stack;
+        // Private copies at the logged lengths; the walk is the logged one, rebased on them.
+        let mut copies: Vec<Vec<u8>> = e
+            .walk
+            .bufs()
             .iter()
-            .map(|(i, v, len)| {
+            .zip(&e.inputs)
+            .map(|(b, v)| {
                 let mut v = v.clone();
-                v.resize(*len, 0);
-                (*i, v)
+                v.resize(b.len.min(crate::shm::DATA_SIZE as u64) as usize, 0);
+                v
             })
             .collect();
-        for (i, v) in bufs.iter_mut() {
-            let loc = f.layout.args[*i].1;
-            set_arg(&mut frame, &mut stack, loc, v.as_mut_ptr() as u64);
+        let ptrs: Vec<u64> = copies.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
+        for (b, p) in e.walk.bufs().iter().zip(&ptrs) {
+            set_arg(&mut frame, &mut stack, f.layout.args[b.arg].1, *p);
         }
-        frame.stack = stack.as_ptr();
-        if let Err(e) = dispatch::call_once(rt, f, p, &mut frame) {
+        let mut walk = e.walk.rebased(&ptrs);
+        walk.stack = stack;
+        frame.stack = walk.stack.as_ptr();
+        if let Err(e) = dispatch::call_once(rt, f, p, &mut frame, &walk) {
             debug!("replay of {} into '{}' failed: {e:?}", f.name, p.name);
             ok = false;
             break;
         }
+        drop(copies);
         if f.ret == RetSpec::Handle && e.ret_token != 0 {
             handles::retarget_fresh(e.ret_token, frame.ret_rax);
         }

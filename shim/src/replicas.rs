@@ -9,10 +9,10 @@
 //! when no replica answered. Every replica gets a call at once and they work in parallel; the
 //! program takes their answers in order.
 
-use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
-use crate::dispatch::eval_size;
+use crate::abi::{arg_value, set_arg, Frame};
 use crate::dispatch::{nested_mode, Nested};
 use crate::handles;
+use crate::marshal::Walk;
 use crate::recovery::{self, try_call, try_call_after, Attempt, Done};
 use crate::runtime::{FnDesc, ProcRt, Runtime};
 use module_map::{ArgSpec, OnMismatch, Pick, RetSpec};
@@ -44,52 +44,40 @@ struct Answer {
 
 /// A frame whose buffer arguments point at private copies of the caller's buffers.
 // SAFETY (Send): the frame's buffer arguments point into `bufs`' own heap blocks, which move
-// with it; `frame.stack` is re-pointed at `stack` right before each use.
+// with it; `frame.stack` is re-pointed at `walk.stack` right before each use.
 struct Private {
     frame: Frame,
-    stack: [u64; MAX_STACK],
+    /// The caller's walk rebased on the copies (same lengths, same stack words).
+    walk: Walk,
     bufs: Vec<(usize, ArgSpec, Vec<u8>)>,
 }
 
-fn private_copy(f: &FnDesc, frame: &Frame) -> Private {
-    let nstack = f.layout.nstack.min(MAX_STACK);
-    let mut stack = [0u64; MAX_STACK];
-    if nstack > 0 && !frame.stack.is_null() {
-        // SAFETY: the caller's stack holds the listed stack arguments.
-        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), nstack) };
-    }
+/// Private copies of the caller's buffers at the lengths of the call's walk.
+fn private_copy(f: &FnDesc, frame: &Frame, walk: &Walk) -> Private {
     let mut fr = *frame;
-    let mut bufs = Vec::new();
-    for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
-        if !spec.is_buffer() {
-            continue;
-        }
-        let p = arg_value(frame, &stack, *loc);
-        if p == 0 {
-            continue;
-        }
-        let len = match spec {
-            // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
-            ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
-            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => eval_size(s, f, frame, &stack),
-            _ => 0,
-        }
-        .min(crate::shm::DATA_SIZE as u64) as usize;
-        // SAFETY: the caller's buffer holds `len` bytes per its spec.
-        let v = unsafe { std::slice::from_raw_parts(p as *const u8, len) }.to_vec();
-        bufs.push((i, *spec, v));
+    let mut bufs: Vec<(usize, ArgSpec, Vec<u8>)> = walk
+        .bufs()
+        .iter()
+        .map(|b| {
+            let len = b.len.min(crate::shm::DATA_SIZE as u64) as usize;
+            // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
+            let v = unsafe { std::slice::from_raw_parts(b.ptr as *const u8, len) }.to_vec();
+            (b.arg, b.spec, v)
+        })
+        .collect();
+    let mut stack = walk.stack;
+    let ptrs: Vec<u64> = bufs
+        .iter_mut()
+        .map(|(_, _, v)| v.as_mut_ptr() as u64)
+        .collect();
+    for ((i, _, _), p) in bufs.iter().zip(&ptrs) {
+        set_arg(&mut fr, &mut stack, f.layout.args[*i].1, *p);
     }
-    for (i, _, v) in bufs.iter_mut() {
-        set_arg(
-            &mut fr,
-            &mut stack,
-            f.layout.args[*i].1,
-            v.as_mut_ptr() as u64,
-        );
-    }
+    let mut walk = walk.rebased(&ptrs);
+    walk.stack = stack;
     Private {
         frame: fr,
-        stack,
+        walk,
         bufs,
     }
 }
@@ -131,10 +119,10 @@ fn run_private(
     mut pv: Private,
     first: Option<(Done, Option<Vec<u8>>)>,
 ) -> Option<(Answer, u64)> {
-    pv.frame.stack = pv.stack.as_ptr();
+    pv.frame.stack = pv.walk.stack.as_ptr();
     let (first, string) = split_first(first);
     SECONDARY.with(|s| s.set(true));
-    let res = try_call_after(rt, f, p, &mut pv.frame, first);
+    let res = try_call_after(rt, f, p, &mut pv.frame, &pv.walk, first);
     SECONDARY.with(|s| s.set(false));
     match res {
         Ok(()) => {
@@ -181,13 +169,20 @@ fn take_record() -> Vec<crate::dispatch::NestedRec> {
     }
 }
 
-/// The caller's out-buffers as replica 0 left them.
-fn caller_outs(f: &FnDesc, frame: &Frame) -> Vec<Vec<u8>> {
-    let pv = private_copy(f, frame);
-    outs_of(&pv.bufs)
+/// The caller's out-buffers as replica 0 left them, at the lengths measured before the call.
+fn caller_outs(walk: &Walk) -> Vec<Vec<u8>> {
+    walk.bufs()
+        .iter()
+        .filter(|b| b.copied_back())
+        .map(|b| {
+            let len = b.len.min(crate::shm::DATA_SIZE as u64) as usize;
+            // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
+            unsafe { std::slice::from_raw_parts(b.ptr as *const u8, len) }.to_vec()
+        })
+        .collect()
 }
 
-pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
+pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) {
     let mut reps: Vec<&ProcRt> = rt.replicas_of(k).collect();
     let spec = &reps[0].spec;
     let mut observed: Vec<(&ProcRt, Private)> = Vec::new();
@@ -196,26 +191,27 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         reps.retain(|p| !p.observer);
         if f.pure {
             let n = all.len() as u64;
+            // The turns start with the observer (a short run is sampled too: ten calls over
+            // two replicas once gave valgrind none).
+            let start = all.iter().position(|p| p.observer).unwrap_or(0) as u64;
             let pick = match sample.pick {
                 // In turns of RR_BATCH calls: the same helper keeps its caches and its spinning
                 // thread for a while; over a run every replica gets its share.
-                Pick::RoundRobin => ROUND_ROBIN.fetch_add(1, Relaxed) / RR_BATCH % n,
+                Pick::RoundRobin => (ROUND_ROBIN.fetch_add(1, Relaxed) / RR_BATCH + start) % n,
                 // SAFETY: rand() has no preconditions; a sampling choice needs no quality.
                 Pick::Random => (unsafe { libc::rand() }) as u64 % n,
             } as usize;
             if all[pick].observer {
-                // The observer gets this call when it is idle; an answering replica answers.
-                // Its nested calls into the program are refused (an empty record): the
-                // program's state changes only through the replica that answers.
-                observe(
-                    rt,
-                    f,
-                    all[pick],
-                    private_copy(f, frame),
-                    0,
-                    true,
-                    Vec::new(),
-                );
+                // The observer gets this call (queued, never dropped) when its queue has room;
+                // an answering replica answers. Its nested calls into the program are refused
+                // (an empty record): the program's state changes only through the replica that
+                // answers.
+                let pv = private_copy(f, frame, walk);
+                if has_room(rt, all[pick], &pv) {
+                    observe(rt, f, all[pick], pv, 0, Vec::new());
+                } else {
+                    f.stats.unsampled.fetch_add(1, Relaxed);
+                }
             }
             let first = if all[pick].observer {
                 pick
@@ -227,7 +223,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             for i in 0..reps.len() {
                 let p = reps[(first + i) % reps.len()];
                 *frame = saved;
-                match try_call(rt, f, p, frame) {
+                match try_call(rt, f, p, frame, walk) {
                     Ok(()) => return,
                     Err(e) => last = e,
                 }
@@ -238,7 +234,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         // A state call: observers get it too (in order, never dropped), on copies of the
         // inputs taken before an answering replica writes the caller's buffers.
         for p in all.iter().filter(|p| p.observer) {
-            observed.push((p, private_copy(f, frame)));
+            observed.push((p, private_copy(f, frame, walk)));
         }
     }
     let saved = *frame;
@@ -248,14 +244,16 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     // run and recorded; then the others', their nested calls answered from that record (a
     // replica that calls back waits until its turn). Only then are failed attempts restarted
     // and retried, so no gate is held while a restart waits for one.
-    let mut copies: Vec<Private> = (1..reps.len()).map(|_| private_copy(f, &saved)).collect();
+    let mut copies: Vec<Private> = (1..reps.len())
+        .map(|_| private_copy(f, &saved, walk))
+        .collect();
     for pv in copies.iter_mut() {
-        pv.frame.stack = pv.stack.as_ptr();
+        pv.frame.stack = pv.walk.stack.as_ptr();
     }
     let mut attempts: Vec<Option<Attempt>> = Vec::with_capacity(reps.len());
-    attempts.push(recovery::post(f, reps[0], frame));
+    attempts.push(recovery::post(f, reps[0], frame, walk));
     for (p, pv) in reps.iter().skip(1).zip(&copies) {
-        attempts.push(recovery::post(f, p, &pv.frame));
+        attempts.push(recovery::post(f, p, &pv.frame, &pv.walk));
     }
     let mut attempts = attempts.into_iter();
     let outer = nested_mode(Nested::Record(Vec::new()));
@@ -284,7 +282,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
     nested_mode(Nested::Record(if ok0 { record } else { Vec::new() }));
     let (done0, string0) = split_first(done0);
     crate::replay::take_last(k);
-    let first = try_call_after(rt, f, reps[0], frame, done0);
+    let first = try_call_after(rt, f, reps[0], frame, walk, done0);
     // The entry replica 0 logged for this call (in `complete` or in its retry).
     let own_entry = crate::replay::take_last(k).or(logged0);
     let record = take_record();
@@ -298,7 +296,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             answers[0] = Some(Answer {
                 rax: value_of(f, frame),
                 string: string0.unwrap_or_else(|| returned_string(f, rax)),
-                outs: caller_outs(f, frame),
+                outs: caller_outs(walk),
             });
         }
         Err(e) => failure = Some(e.clone()),
@@ -345,7 +343,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
             0
         };
         for (p, pv) in observed {
-            observe(rt, f, p, pv, keep, false, record.clone());
+            observe(rt, f, p, pv, keep, record.clone());
         }
         if let Some((st, what)) = failure {
             if answers.iter().all(|a| a.is_none()) {
@@ -354,9 +352,10 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame) {
         }
         return;
     }
-    vote(rt, f, &reps, &answers, frame, &saved, failure);
+    vote(rt, f, &reps, &answers, frame, &saved, walk, failure);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn vote(
     rt: &Runtime,
     f: &FnDesc,
@@ -364,6 +363,7 @@ fn vote(
     answers: &[Option<Answer>],
     frame: &mut Frame,
     saved: &Frame,
+    walk: &Walk,
     failure: Option<(i32, String)>,
 ) {
     let on_mismatch = reps[0]
@@ -388,7 +388,7 @@ fn vote(
     }
     if groups.len() == 1 {
         if answers[0].is_none() {
-            apply(f, groups[0].0, frame, saved);
+            apply(f, groups[0].0, frame, walk);
         }
         return;
     }
@@ -396,7 +396,7 @@ fn vote(
     let best = (0..groups.len())
         .max_by_key(|&g| (groups[g].1.len(), groups[g].1.contains(&0)))
         .unwrap_or(0);
-    let args = describe_args(f, saved);
+    let args = describe_args(f, saved, walk);
     let desc: Vec<String> = groups
         .iter()
         .map(|(a, rs)| format!("replicas {:?} answered {}", rs, describe_answer(f, a)))
@@ -443,7 +443,7 @@ fn vote(
                 desc.join("; ")
             );
             if answers[0].is_none() {
-                apply(f, groups[0].0, frame, saved);
+                apply(f, groups[0].0, frame, walk);
             }
         }
         OnMismatch::Majority => {
@@ -454,7 +454,7 @@ fn vote(
                 desc.join("; ")
             );
             if !groups[best].1.contains(&0) {
-                apply(f, groups[best].0, frame, saved);
+                apply(f, groups[best].0, frame, walk);
             }
             for (g, (_, rs)) in groups.iter().enumerate() {
                 if g != best {
@@ -469,7 +469,7 @@ fn vote(
 }
 
 /// Answers the caller with `a` (another replica's answer than replica 0's).
-fn apply(f: &FnDesc, a: &Answer, frame: &mut Frame, saved: &Frame) {
+fn apply(f: &FnDesc, a: &Answer, frame: &mut Frame, walk: &Walk) {
     match f.ret {
         RetSpec::Val => frame.ret_rax = a.rax[0],
         RetSpec::Float => {
@@ -481,17 +481,13 @@ fn apply(f: &FnDesc, a: &Answer, frame: &mut Frame, saved: &Frame) {
     if let Some(s) = &a.string {
         frame.ret_rax = crate::dispatch::set_ret_str(f, s);
     }
-    // Out-buffers: into the caller's own, within their declared sizes.
-    let pv = private_copy(f, saved);
+    // Out-buffers: into the caller's own, within the lengths measured before the call.
     let mut outs = a.outs.iter();
-    for (i, spec, v) in &pv.bufs {
-        if matches!(spec, ArgSpec::Out(_) | ArgSpec::InOut(_)) {
-            if let Some(o) = outs.next() {
-                let p = arg_value(saved, &pv.stack, f.layout.args[*i].1);
-                let n = o.len().min(v.len());
-                // SAFETY: the caller's buffer holds v.len() bytes (its declared size).
-                unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), p as *mut u8, n) };
-            }
+    for b in walk.bufs().iter().filter(|b| b.copied_back()) {
+        if let Some(o) = outs.next() {
+            let n = o.len().min(b.len as usize);
+            // SAFETY: the caller's buffer holds b.len bytes (the walk measured it).
+            unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), b.ptr as *mut u8, n) };
         }
     }
 }
@@ -505,11 +501,11 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 /// The argument values of a call, for a mismatch report: strings quoted, buffers by size.
-fn describe_args(f: &FnDesc, saved: &Frame) -> String {
-    let pv = private_copy(f, saved);
+fn describe_args(f: &FnDesc, saved: &Frame, walk: &Walk) -> String {
+    let pv = private_copy(f, saved, walk);
     let mut out = Vec::new();
     for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
-        let v = arg_value(saved, &pv.stack, *loc);
+        let v = arg_value(saved, &walk.stack, *loc);
         let buf = pv.bufs.iter().find(|b| b.0 == i).map(|b| &b.2);
         out.push(match (spec, buf) {
             (ArgSpec::Str, Some(b)) => {
@@ -562,6 +558,8 @@ unsafe impl Send for Job {}
 #[derive(Default)]
 struct Queue {
     jobs: std::collections::VecDeque<Job>,
+    /// Bytes of the queued jobs' private copies.
+    bytes: usize,
     busy: bool,
     started: bool,
 }
@@ -574,9 +572,11 @@ struct Observer {
 
 static OBSERVERS: std::sync::OnceLock<Vec<Observer>> = std::sync::OnceLock::new();
 
-/// Sampled pure calls an observer may have queued; more are not handed to it (a slow tool
-/// sees a sample, and the program never waits for it).
-const SAMPLE_BACKLOG: usize = 16;
+/// Sampled pure calls an observer may have queued, and their bytes: a sampled call is given
+/// to the observer only while its queue is below both, so a slow tool never holds the
+/// program back; once given, a call is never dropped.
+const SAMPLE_BACKLOG: usize = 64;
+const SAMPLE_BYTES: usize = 64 << 20;
 
 /// State calls an observer may lag behind before the program waits for it.
 const MAX_BACKLOG: usize = 4096;
@@ -592,16 +592,27 @@ fn observers(rt: &Runtime) -> &'static [Observer] {
     })
 }
 
-/// Hands a call to observer `p`. A sampled pure call (`droppable`) is taken only while the
-/// observer's backlog is short, so a slow tool never holds the program back; a state call is always
-/// queued (every replica must hold the same module state), waiting only past MAX_BACKLOG.
+fn job_bytes(pv: &Private) -> usize {
+    pv.bufs.iter().map(|b| b.2.len()).sum::<usize>() + std::mem::size_of::<Job>()
+}
+
+/// True when observer `p` may be given a sampled call of this size now.
+fn has_room(rt: &Runtime, p: &ProcRt, pv: &Private) -> bool {
+    let q = observers(rt)[p.index]
+        .q
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    q.jobs.len() < SAMPLE_BACKLOG && q.bytes + job_bytes(pv) <= SAMPLE_BYTES
+}
+
+/// Hands a call to observer `p`: queued (every state call, and the sampled calls it was
+/// given), waiting only past MAX_BACKLOG queued calls, and served in order by one thread.
 fn observe(
     rt: &Runtime,
     f: &FnDesc,
     p: &ProcRt,
     pv: Private,
     keep: u64,
-    droppable: bool,
     record: Vec<crate::dispatch::NestedRec>,
 ) {
     let rt: &'static Runtime = match crate::runtime::get() {
@@ -610,12 +621,10 @@ fn observe(
     };
     let o = &observers(rt)[p.index];
     let mut q = o.q.lock().unwrap_or_else(|e| e.into_inner());
-    if droppable && q.jobs.len() >= SAMPLE_BACKLOG {
-        return;
-    }
     while q.jobs.len() >= MAX_BACKLOG {
         q = o.cv.wait(q).unwrap_or_else(|e| e.into_inner());
     }
+    q.bytes += job_bytes(&pv);
     q.jobs.push_back(Job {
         func: f.idx,
         pv,
@@ -630,6 +639,7 @@ fn observe(
         q.started = spawned.is_ok();
         if !q.started {
             q.jobs.clear();
+            q.bytes = 0;
         }
     }
     o.cv.notify_all();
@@ -645,6 +655,7 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
             o.cv.notify_all();
             loop {
                 if let Some(j) = q.jobs.pop_front() {
+                    q.bytes = q.bytes.saturating_sub(job_bytes(&j.pv));
                     q.busy = true;
                     o.cv.notify_all();
                     break j;
@@ -653,11 +664,11 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
             }
         };
         let f = &rt.fns[job.func];
-        job.pv.frame.stack = job.pv.stack.as_ptr();
+        job.pv.frame.stack = job.pv.walk.stack.as_ptr();
         nested_mode(Nested::Replay(std::mem::take(&mut job.record), 0));
         SECONDARY.with(|s| s.set(true));
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            try_call(rt, f, p, &mut job.pv.frame)
+            try_call(rt, f, p, &mut job.pv.frame, &job.pv.walk)
         }));
         SECONDARY.with(|s| s.set(false));
         nested_mode(Nested::Off);

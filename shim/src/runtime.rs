@@ -59,6 +59,8 @@ pub struct ProcRt {
     pub region: Region,
     pub pid: AtomicI32,
     pub pidfd: AtomicI32,
+    /// Pid of the last helper whose failure was reported (one crash record per helper).
+    pub reported: AtomicI32,
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
     pub spec: module_map::Process,
@@ -73,6 +75,8 @@ pub struct ProcRt {
     pub zygote_child: AtomicBool,
     /// The region's memfd (close-on-exec; an exec-mode helper gets a copy without it).
     pub region_fd: i32,
+    /// The zygote's word on this region's helper (never mapped in a helper).
+    pub watch: &'static crate::shm::Watch,
     /// A sampled replica under a `wrapper` (a tool such as valgrind), beside replicas without
     /// one: it observes in the background and never makes the program wait (see replicas.rs).
     pub observer: bool,
@@ -86,8 +90,10 @@ impl ProcRt {
         index: usize,
         primary: usize,
         replica: usize,
+        watch: &'static crate::shm::Watch,
     ) -> ProcRt {
         ProcRt {
+            watch,
             index,
             primary,
             replica,
@@ -102,6 +108,7 @@ impl ProcRt {
             region,
             pid: AtomicI32::new(0),
             pidfd: AtomicI32::new(-1),
+            reported: AtomicI32::new(0),
             free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
             spec: p.clone(),
             log: Mutex::new(Vec::new()),
@@ -147,6 +154,8 @@ pub struct Runtime {
     pub program_pid: AtomicI32,
     /// `fracture profile`: per (calling module, function) counters; calls run in place.
     pub profile: Option<crate::profile::Profile>,
+    /// The zygote's word on each region's helper (see [`crate::shm::Watch`]).
+    pub watches: &'static crate::shm::Watches,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -198,6 +207,12 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     let map = module_map::parse_map_str(&text, &path, &sets_from_env())?;
     let exe = exe_path();
     if !map.matches_target(&exe) {
+        return Ok(Err(Inert::OtherTarget));
+    }
+    // An exec-mode helper is the program's executable, re-executed: a wrapper it runs under
+    // (valgrind's launcher) sees the same variables and must stay inert, or it becomes the
+    // helper itself and the tool never runs (with a map that has no `target`).
+    if std::env::var_os("FRACTURE_HELPER_EXE").is_some_and(|want| want != exe.as_str()) {
         return Ok(Err(Inert::OtherTarget));
     }
     // `fracture profile`: every mapped function is routed, counted and run in place.
@@ -296,6 +311,17 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
             "FRACTURE_HELPER is set but malformed: not an exec-mode helper of this map".to_string(),
         ));
     }
+    // Mapped once for the process's lifetime (helpers unmap it after their fork).
+    let watches: &'static crate::shm::Watches = Box::leak(Box::new(
+        crate::shm::Watches::create(layout.len()).map_err(|e| {
+            MapError::at(
+                &path,
+                None,
+                None,
+                format!("cannot map the helpers' status table: {e}"),
+            )
+        })?,
+    ));
     let mut procs = Vec::new();
     for (ri, &(k, replica)) in layout.iter().enumerate() {
         let p = &map.processes[k];
@@ -309,7 +335,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
                         format!("exec-mode helper cannot map its queue: {e}"),
                     )
                 })?;
-                procs.push(ProcRt::new(p, region, fd, ri, k, replica));
+                procs.push(ProcRt::new(p, region, fd, ri, k, replica, watches.get(ri)));
                 continue;
             }
         }
@@ -321,7 +347,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
                 format!("cannot create the shared queue: {e}"),
             )
         })?;
-        procs.push(ProcRt::new(p, region, fd, ri, k, replica));
+        procs.push(ProcRt::new(p, region, fd, ri, k, replica, watches.get(ri)));
     }
     // Observers need someone to answer: when every replica of a process has a wrapper, they
     // all answer.
@@ -354,6 +380,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         // SAFETY: getpid has no preconditions.
         program_pid: AtomicI32::new(unsafe { libc::getpid() }),
         profile: profiling.then(|| crate::profile::Profile::new(nfns, nmods)),
+        watches,
     }))
 }
 

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed, Orde
 use std::time::Duration;
 
 pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
-pub const VERSION: u32 = 1;
+/// Bumped whenever the layout of the region or a message changes (v2: the zygote's
+/// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach).
+pub const VERSION: u32 = 2;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
 /// Bytes of argument and result data per channel (sparse: pages are used only when touched).
@@ -45,16 +47,15 @@ pub struct RegionHeader {
     /// helper's main thread waits on it. Also bumped on shutdown.
     pub doorbell: AtomicU32,
     pub doorbell_sleeping: AtomicU32,
-    /// Written by the zygote: STATE_ALIVE after a spawn, STATE_DEAD when the helper exited.
+    /// A helper resumed from a checkpoint announces itself: STATE_ALIVE and its `pid`
+    /// (helper writes; the program takes the pid only as a candidate it verifies, see
+    /// `zygote::adopt`). The zygote's own word on its helpers is in [`Watch`].
     pub state: AtomicU32,
-    /// Raw wait status of the dead helper (zygote writes, program reads).
-    pub wait_status: AtomicI32,
-    /// Pid of the current helper (zygote writes).
+    pub _unused: AtomicI32,
     pub pid: AtomicI32,
     /// Set by the zygote when the program is gone: the helper exits in order.
     pub shutdown: AtomicU32,
-    /// Incremented by the zygote for each helper it starts.
-    pub generation: AtomicU64,
+    pub _reserved: AtomicU64,
     /// Written by the helper's fatal-signal handler: the signal and the faulting address.
     pub fault_sig: AtomicI32,
     pub fault_addr: AtomicU64,
@@ -229,6 +230,16 @@ impl Region {
             return Err(std::io::Error::other("not a fracture region"));
         }
         Ok(r)
+    }
+
+    /// The region whose header `h` is.
+    ///
+    /// # Safety
+    /// `h` is the header of a live region (at the start of its mapping).
+    pub unsafe fn from_header(h: &RegionHeader) -> Region {
+        Region {
+            base: h as *const RegionHeader as usize,
+        }
     }
 
     /// A key naming this region (its address), for per-helper tables such as handles.
@@ -464,5 +475,88 @@ impl Channel {
             ev: &self.to_prog_ev,
             sleeping: &self.prog_sleeping,
         }
+    }
+}
+
+/// What the zygote tells the program about one helper: written by the zygote (and by the
+/// program when it adopts a helper resumed from a checkpoint), read by the program. It lives
+/// in a shared anonymous mapping that every helper unmaps right after its fork, so no helper
+/// can forge its own death, its wait status or another process's pid.
+#[repr(C)]
+pub struct Watch {
+    /// STATE_NONE, STATE_ALIVE after a spawn, STATE_DEAD once the zygote reaped the helper.
+    pub state: AtomicU32,
+    /// Raw wait status of the dead helper.
+    pub wait_status: AtomicI32,
+    /// Pid of the current helper.
+    pub pid: AtomicI32,
+    /// Helpers started for this region so far.
+    pub generation: AtomicU32,
+}
+
+/// One [`Watch`] per region, in one mapping made before the zygote is forked.
+pub struct Watches {
+    base: usize,
+    n: usize,
+}
+
+// SAFETY: the mapping holds atomics only, shared by design.
+unsafe impl Send for Watches {}
+// SAFETY: as above.
+unsafe impl Sync for Watches {}
+
+impl Watches {
+    fn bytes(n: usize) -> usize {
+        (n.max(1) * std::mem::size_of::<Watch>()).next_multiple_of(4096)
+    }
+
+    /// Maps `n` zeroed watches shared with the children forked later.
+    pub fn create(n: usize) -> std::io::Result<Watches> {
+        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid Watch array.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::bytes(n),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Watches {
+            base: p as usize,
+            n,
+        })
+    }
+
+    /// The watch of region `k`.
+    pub fn get(&self, k: usize) -> &Watch {
+        assert!(k < self.n);
+        // SAFETY: k < n: inside the live mapping; Watch holds atomics only.
+        unsafe { &*((self.base + k * std::mem::size_of::<Watch>()) as *const Watch) }
+    }
+
+    /// In a helper, right after its fork: drops the mapping, so nothing the module does can
+    /// write it.
+    ///
+    /// # Safety
+    /// No reference obtained from [`Watches::get`] may be used afterwards in this process.
+    pub unsafe fn unmap(&self) {
+        // SAFETY: forwarded contract: the mapping is ours and unused from now on.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, Self::bytes(self.n)) };
+    }
+}
+
+impl Region {
+    /// In a helper, right after its fork: unmaps another helper's region.
+    ///
+    /// # Safety
+    /// Nothing in this process may touch this region afterwards.
+    pub unsafe fn unmap(&self) {
+        // SAFETY: forwarded contract; the mapping is REGION_SIZE bytes at base.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, REGION_SIZE) };
     }
 }

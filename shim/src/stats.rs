@@ -11,6 +11,9 @@ pub struct FnStats {
     pub bytes_out: AtomicU64,
     pub failures: AtomicU64,
     pub nested: AtomicU64,
+    /// Sampled calls whose turn went to an observer (a tool such as valgrind) while its
+    /// queue was full: answered, but not given to it.
+    pub unsampled: AtomicU64,
     /// Calls whose helper died, hung or answered garbage (each try counts).
     pub crashes: AtomicU64,
     pub restarts: AtomicU64,
@@ -34,6 +37,7 @@ impl Default for FnStats {
             bytes_out: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             nested: AtomicU64::new(0),
+            unsampled: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0),
             crashes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),

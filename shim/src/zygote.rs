@@ -16,7 +16,7 @@
 
 use crate::runtime::Runtime;
 use crate::shm::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
-use std::sync::atomic::Ordering::*;
+use std::sync::atomic::{AtomicI32, Ordering::*};
 use std::sync::Mutex;
 
 const CMD_SPAWN: u32 = 1;
@@ -26,6 +26,10 @@ struct Conn {
 }
 
 static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+
+/// The zygote's pid, which is also the process group of every helper and checkpoint (the
+/// zygote makes its own group): told by the zygote itself over the socket at start.
+static ZYGOTE: AtomicI32 = AtomicI32::new(0);
 
 fn pidfd_open(pid: i32) -> i32 {
     // SAFETY: pidfd_open has no memory arguments.
@@ -58,7 +62,7 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
             libc::close(sv[0]);
             let z = libc::fork();
             if z == 0 {
-                zygote_main(rt, sv[1]);
+                child_entry(|| zygote_main(rt, sv[1]));
             }
             libc::_exit(0);
         }
@@ -69,8 +73,33 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
         let mut st = 0;
         libc::waitpid(pid, &mut st, 0);
     }
+    let mut zpid = 0i32;
+    // SAFETY: receiving at most 4 bytes into a local; the zygote sends its pid first thing.
+    let n = loop {
+        let n = unsafe { libc::recv(sv[0], (&mut zpid as *mut i32).cast(), 4, 0) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break n;
+    };
+    if n != 4 || zpid <= 0 {
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(sv[0]) };
+        return Err(std::io::Error::other("the zygote did not start"));
+    }
+    ZYGOTE.store(zpid, SeqCst);
     *CONN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn { fd: sv[0] });
     Ok(())
+}
+
+/// Runs the body of a freshly forked child of ours (zygote, helper, checkpoint) and never
+/// returns into the code that forked it: a panic ends the child with status 70 instead of
+/// unwinding into the program's `main`, which would then run a second time (a panic in an
+/// exec-mode helper's plan once did exactly that).
+pub fn child_entry(body: impl FnOnce()) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    // SAFETY: leaving the child without running anything of the program's.
+    unsafe { libc::_exit(70) }
 }
 
 /// Forgets the zygote in a child the program forked: its end of the socket is closed so the
@@ -117,11 +146,34 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     Ok(pid)
 }
 
+/// True when `pid` names a process fracture started for the program: one in the zygote's
+/// process group (helpers, their checkpoints and what they forked), neither the program nor
+/// the zygote itself. A pid read from shared memory is only a candidate until this says so.
+pub fn in_family(rt: &Runtime, pid: i32) -> bool {
+    let z = ZYGOTE.load(SeqCst);
+    if pid <= 0 || z <= 0 || pid == z || pid == rt.program_pid() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name's closing parenthesis: state, ppid, pgrp.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(2)
+        .and_then(|g| g.parse::<i32>().ok())
+        == Some(z)
+}
+
 /// Prepares a region for a new helper: nothing sent before is served again.
 pub fn reset_region(p: &crate::runtime::ProcRt) {
     let h = p.region.header();
     h.state.store(STATE_NONE, SeqCst);
-    h.wait_status.store(-1, SeqCst);
+    h.pid.store(0, SeqCst);
+    p.watch.state.store(STATE_NONE, SeqCst);
+    p.watch.wait_status.store(-1, SeqCst);
     h.fault_sig.store(0, SeqCst);
     h.fault_addr.store(0, SeqCst);
     h.fault_channel.store(-1, SeqCst);
@@ -147,19 +199,37 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     if ck <= 0 || unsafe { libc::kill(ck, 0) } != 0 {
         return Err(std::io::Error::other("no checkpoint"));
     }
-    let old_pid = h.pid.load(SeqCst);
+    let old_pid = p.pid.load(SeqCst);
     reset_region(p);
     h.ckpt_env.store(env, SeqCst);
     h.ckpt_cmd.store(shm::CKPT_RESUME, SeqCst);
     shm::futex_wake(&h.ckpt_cmd);
     let t = std::time::Instant::now();
+    let mut refused = 0;
     while t.elapsed() < std::time::Duration::from_secs(2) {
+        // The resumed helper announces its pid in the region: the helper's word, adopted
+        // only for a process of the zygote's group, held by a pidfd from then on (a pid
+        // from shared memory once named the program itself, which a later restart killed).
         let pid = h.pid.load(SeqCst);
-        if h.state.load(SeqCst) == STATE_ALIVE && pid > 0 && pid != old_pid {
-            p.pidfd.store(pidfd_open(pid), SeqCst);
-            p.pid.store(pid, SeqCst);
-            p.zygote_child.store(false, SeqCst);
-            return Ok(pid);
+        if h.state.load(SeqCst) == STATE_ALIVE && pid > 0 && pid != old_pid && pid != refused {
+            let fd = pidfd_open(pid);
+            if fd >= 0 && in_family(rt, pid) {
+                p.pidfd.store(fd, SeqCst);
+                p.pid.store(pid, SeqCst);
+                p.watch.pid.store(pid, SeqCst);
+                p.watch.state.store(STATE_ALIVE, SeqCst);
+                p.zygote_child.store(false, SeqCst);
+                return Ok(pid);
+            }
+            if fd >= 0 {
+                // SAFETY: closing the pidfd we just opened.
+                unsafe { libc::close(fd) };
+            }
+            warn!(
+                "process '{}': pid {pid} was announced as its helper resumed from the checkpoint, but is not one of its processes: ignored",
+                p.name
+            );
+            refused = pid;
         }
         std::thread::sleep(std::time::Duration::from_micros(20));
     }
@@ -179,6 +249,8 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
         let name = b"frac-zygote\0";
         libc::prctl(libc::PR_SET_NAME, name.as_ptr());
         purge_stdio();
+        let me = libc::getpid();
+        libc::send(sock, (&me as *const i32).cast(), 4, libc::MSG_NOSIGNAL);
     }
     let mut kids: Vec<Child> = Vec::new();
     loop {
@@ -229,17 +301,17 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
                 if pid == 0 {
                     // SAFETY: closing the zygote's end of the socket in the helper.
                     unsafe { libc::close(sock) };
-                    match &exec {
+                    child_entry(|| match &exec {
                         Some(plan) => crate::helper::exec(rt, k, plan),
                         None => crate::helper::main(rt, k, cmd[2]),
-                    }
+                    });
                 }
                 let pidfd = if pid > 0 { pidfd_open(pid) } else { -1 };
                 if pid > 0 {
-                    let h = rt.procs[k].region.header();
-                    h.pid.store(pid, SeqCst);
-                    h.generation.fetch_add(1, SeqCst);
-                    h.state.store(STATE_ALIVE, SeqCst);
+                    let w = rt.procs[k].watch;
+                    w.pid.store(pid, SeqCst);
+                    w.generation.fetch_add(1, SeqCst);
+                    w.state.store(STATE_ALIVE, SeqCst);
                     kids.push(Child { k, pid, pidfd });
                 }
                 let reply = pid.max(0);
@@ -258,10 +330,10 @@ fn reap(rt: &Runtime, c: &mut Child) {
     if r != c.pid {
         return;
     }
-    let h = rt.procs[c.k].region.header();
-    if h.pid.load(SeqCst) == c.pid {
-        h.wait_status.store(st, SeqCst);
-        h.state.store(STATE_DEAD, SeqCst);
+    let w = rt.procs[c.k].watch;
+    if w.pid.load(SeqCst) == c.pid {
+        w.wait_status.store(st, SeqCst);
+        w.state.store(STATE_DEAD, SeqCst);
         for i in 0..shm::CHANNELS {
             let ch = rt.procs[c.k].region.channel(i);
             ch.to_prog_ev.fetch_add(1, SeqCst);

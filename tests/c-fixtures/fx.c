@@ -246,3 +246,12 @@ long fx_uninit(long n) {
     free(b);
     return r;
 }
+
+/* snprintf-style: fills at most *len bytes of buf and reports through *len the length it
+ * would need (16 MiB), as honest C APIs do. */
+long fx_need(char *buf, long *len) {
+    long n = *len < 8 ? *len : 8;
+    memcpy(buf, "needmore", (size_t)n);
+    *len = 16L << 20;
+    return n;
+}

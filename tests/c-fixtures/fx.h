@@ -41,3 +41,4 @@ long fx_smash(long n);
 long fx_use_after_free(long n);
 long fx_uninit(long n);
 #endif
+long fx_need(char *buf, long *len);

@@ -9,3 +9,8 @@ long host_count(void) { return ++counter; }
  * program), which calls nest_leaf (isolated again, in the same process). */
 long nest_leaf(long x);
 long host_back(long x) { return nest_leaf(x) + 1000; }
+
+/* The same chain whose innermost call crashes the helper once (module -> program -> same
+ * module, and the helper dies in the inner call): the outer call must recover. */
+long nest_leaf_crashy(long x);
+long host_back2(long x) { return nest_leaf_crashy(x) + 1000; }

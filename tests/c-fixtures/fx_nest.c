@@ -17,3 +17,20 @@ long nest_count_twice(void) {
     host_count();
     return host_count();
 }
+
+/* Crashes the first time it runs (a marker file named by FX_CRASH_ONCE records it). */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+long host_back2(long x);
+long nest_leaf_crashy(long x) {
+    const char *m = getenv("FX_CRASH_ONCE");
+    if (m && access(m, F_OK) != 0) {
+        int fd = open(m, O_CREAT | O_WRONLY, 0600);
+        if (fd >= 0)
+            close(fd);
+        raise(SIGSEGV);
+    }
+    return x * 10;
+}
+long nest_deep2(long x) { return host_back2(x) + 1; }
