@@ -190,7 +190,15 @@ fn main() {
                 std::process::exit(0);
             }
             eprintln!("fracture: error: {e:#}");
-            if e.downcast_ref::<Usage>().is_some()
+            let starts_program = matches!(
+                std::env::args().nth(1).as_deref(),
+                Some("run" | "profile")
+            );
+            if let Some(n) = e.downcast_ref::<run::NotStarted>() {
+                n.code
+            } else if starts_program {
+                125
+            } else if e.downcast_ref::<Usage>().is_some()
                 || e.downcast_ref::<check::MapRefused>().is_some()
                 || e.downcast_ref::<quarantine::cli::Usage>().is_some()
             {

@@ -11,14 +11,14 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use module_map::vars;
 
 /// The shim: `FRACTURE_SHIM`, or `libfracture.so` beside this executable.
 pub fn shim_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("FRACTURE_SHIM").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(vars::SHIM).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.exists() {
-            bail!("FRACTURE_SHIM names {}, which does not exist", p.display());
+            bail!("{} names {}, which does not exist", vars::SHIM, p.display());
         }
         return Ok(p);
     }
@@ -70,6 +70,50 @@ pub struct Options {
     pub quiet: bool,
 }
 
+/// PROGRAM could not be started: `run` and `profile` exit with `code`, 127 when it is not
+/// found and 126 when it cannot be executed (the convention of `env` and `timeout`).
+#[derive(Debug)]
+pub struct NotStarted {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
+fn not_started(prog: &Path, e: &std::io::Error) -> anyhow::Error {
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    NotStarted {
+        code,
+        message: format!("cannot run {}: {e}", prog.display()),
+    }
+    .into()
+}
+
+/// Where PROGRAM is, if it is there and the kernel may execute it.
+fn executable(prog: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+    let path = find_program(prog).ok_or_else(|| not_started(prog, &not_found()))?;
+    let meta = std::fs::metadata(&path).map_err(|e| not_started(prog, &e))?;
+    if meta.is_dir() {
+        return Err(not_started(prog, &std::io::Error::from(std::io::ErrorKind::IsADirectory)));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(not_started(prog, &std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+    }
+    Ok(path)
+}
+
 pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let Some(prog) = args.program.first() else {
         bail!("no program given after `--`")
@@ -83,8 +127,8 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         &args.sets,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resolved = find_program(Path::new(prog));
-    match crate::check::check_map(&map, resolved.as_deref(), false) {
+    let resolved = executable(Path::new(prog))?;
+    match crate::check::check_map(&map, Some(&resolved), false) {
         Ok(warnings) => {
             for w in warnings {
                 eprintln!("fracture: warning: {w}");
@@ -105,10 +149,9 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let mut cmd = Command::new(prog);
     cmd.args(&args.program[1..]);
     cmd.env("LD_PRELOAD", preload_value(&shim));
-    cmd.env("FRACTURE_CONFIG", &config);
+    cmd.env(vars::CONFIG, &config);
     if !args.sets.is_empty() {
-        let s: Vec<String> = args.sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        cmd.env("FRACTURE_SET", s.join("\n"));
+        cmd.env(vars::SET, vars::encode_sets(&args.sets));
     }
     if let Some(stats) = &args.stats {
         let abs = if stats.is_absolute() {
@@ -116,7 +159,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         } else {
             std::env::current_dir()?.join(stats)
         };
-        cmd.env("FRACTURE_STATS", abs);
+        cmd.env(vars::STATS, abs);
     }
     for (k, v) in &opts.env {
         cmd.env(k, v);
@@ -132,7 +175,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
 
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
+        .map_err(|e| not_started(Path::new(prog), &e))?;
     if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
         // A writer thread, so a program that does not read its input cannot block us.
         std::thread::spawn(move || {
@@ -144,7 +187,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     crate::reaper::ignore_now();
     let pid = child.id();
     let status = child.wait().context("waiting for the program")?;
-    crate::reaper::reap_descendants(Instant::now() + Duration::from_secs(10));
+    crate::reaper::reap_descendants();
     store_reports(pid);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -159,7 +202,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
 /// `report` or `plan` (opening SQLite after every run would cost every run milliseconds).
 fn store_reports(pid: u32) {
     if matches!(
-        std::env::var("FRACTURE_REPORTS").as_deref(),
+        std::env::var(vars::REPORTS).as_deref(),
         Ok("off" | "none")
     ) {
         return;
