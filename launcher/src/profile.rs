@@ -5,8 +5,8 @@
 
 use crate::run::{run_with, shim_path, Options};
 use crate::RunArgs;
-use module_map::vars;
 use anyhow::{bail, Context, Result};
+use module_map::vars;
 use std::path::Path;
 use std::process::Command;
 

@@ -177,7 +177,9 @@ pub fn reap_descendants() {
         }
         // Past the short grace, look for leftovers that are not the shim's every 100 ms (a
         // shim process may still start a leftover of its own, a module's child).
-        if waited >= LEFTOVER_GRACE && (!leftovers_killed || last_scan.elapsed() >= Duration::from_millis(100)) {
+        if waited >= LEFTOVER_GRACE
+            && (!leftovers_killed || last_scan.elapsed() >= Duration::from_millis(100))
+        {
             leftovers_killed = true;
             last_scan = Instant::now();
             kill_where(&subtree(), |p| !is_shims(p));

@@ -7,11 +7,11 @@
 
 use crate::RunArgs;
 use anyhow::{bail, Context, Result};
+use module_map::vars;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use module_map::vars;
 
 /// The shim: `FRACTURE_SHIM`, or `libfracture.so` beside this executable.
 pub fn shim_path() -> Result<PathBuf> {
@@ -70,8 +70,9 @@ pub struct Options {
     pub quiet: bool,
 }
 
-/// PROGRAM could not be started: `run` and `profile` exit with `code`, 127 when it is not
-/// found and 126 when it cannot be executed (the convention of `env` and `timeout`).
+/// PROGRAM was not started: `run` and `profile` exit with `code`, 125 when fracture refused
+/// to start it (a broken map, a missing shim), 126 when it cannot be executed and 127 when it
+/// is not found (the convention of `env` and `timeout`).
 #[derive(Debug)]
 pub struct NotStarted {
     pub code: i32,
@@ -102,19 +103,55 @@ fn not_started(prog: &Path, e: &std::io::Error) -> anyhow::Error {
 /// Where PROGRAM is, if it is there and the kernel may execute it.
 fn executable(prog: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
-    let path = find_program(prog).ok_or_else(|| not_started(prog, &not_found()))?;
+    let os = std::io::Error::from_raw_os_error;
+    let path = find_program(prog).ok_or_else(|| not_started(prog, &os(libc::ENOENT)))?;
     let meta = std::fs::metadata(&path).map_err(|e| not_started(prog, &e))?;
     if meta.is_dir() {
-        return Err(not_started(prog, &std::io::Error::from(std::io::ErrorKind::IsADirectory)));
+        return Err(not_started(prog, &os(libc::EISDIR)));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(not_started(prog, &std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+        return Err(not_started(prog, &os(libc::EACCES)));
     }
     Ok(path)
 }
 
 pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
+    let mut cmd = command(args, opts).map_err(|e| {
+        if e.is::<NotStarted>() {
+            e
+        } else {
+            NotStarted {
+                code: 125,
+                message: format!("{e:#}"),
+            }
+            .into()
+        }
+    })?;
+    crate::reaper::become_subreaper();
+    let prog = Path::new(cmd.get_program()).to_path_buf();
+    let mut child = cmd.spawn().map_err(|e| not_started(&prog, &e))?;
+    if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
+        // A writer thread, so a program that does not read its input cannot block us.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&input);
+        });
+    }
+    // The program gets the terminal's signals itself; the launcher just waits.
+    crate::reaper::ignore_now();
+    let pid = child.id();
+    let status = child.wait().context("waiting for the program")?;
+    crate::reaper::reap_descendants();
+    store_reports(pid);
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        _ => 1,
+    })
+}
+
+/// The program's command, once the map is read and fits the program.
+fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
     let Some(prog) = args.program.first() else {
         bail!("no program given after `--`")
     };
@@ -171,29 +208,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         cmd.stdout(std::process::Stdio::null());
         cmd.stderr(std::process::Stdio::null());
     }
-    crate::reaper::become_subreaper();
-
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| not_started(Path::new(prog), &e))?;
-    if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
-        // A writer thread, so a program that does not read its input cannot block us.
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = w.write_all(&input);
-        });
-    }
-    // The program gets the terminal's signals itself; the launcher just waits.
-    crate::reaper::ignore_now();
-    let pid = child.id();
-    let status = child.wait().context("waiting for the program")?;
-    crate::reaper::reap_descendants();
-    store_reports(pid);
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        _ => 1,
-    })
+    Ok(cmd)
 }
 
 /// After the program (and every helper) is gone: when the run recorded a crash, hang, give-up
@@ -201,10 +216,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
 /// soon as `fracture run` returns. A clean run's summary stays in the spool until the next
 /// `report` or `plan` (opening SQLite after every run would cost every run milliseconds).
 fn store_reports(pid: u32) {
-    if matches!(
-        std::env::var(vars::REPORTS).as_deref(),
-        Ok("off" | "none")
-    ) {
+    if matches!(std::env::var(vars::REPORTS).as_deref(), Ok("off" | "none")) {
         return;
     }
     let db = quarantine::reports::default_db_path();

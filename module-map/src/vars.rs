@@ -100,8 +100,14 @@ mod tests {
     #[test]
     fn any_value_survives_the_encoding() {
         let sets = vec![
-            ("processes.p.env.vars".to_string(), "{A: \"1\",\n B: \"2\"}".to_string()),
-            ("a.b".to_string(), "back\\slash\\n not a newline\\".to_string()),
+            (
+                "processes.p.env.vars".to_string(),
+                "{A: \"1\",\n B: \"2\"}".to_string(),
+            ),
+            (
+                "a.b".to_string(),
+                "back\\slash\\n not a newline\\".to_string(),
+            ),
             ("c".to_string(), " spaces kept \r\n".to_string()),
             ("d".to_string(), String::new()),
             ("e".to_string(), "x=y".to_string()),

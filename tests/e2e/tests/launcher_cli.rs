@@ -88,7 +88,12 @@ fn script_as_program_is_refused_as_not_an_elf_file() {
         let st = t.path("stats.json");
         let _ = std::fs::remove_file(&st);
         let (k, mark) = marker("script-py");
-        let mut cmd = under(&map, &["--stats", st.to_str().unwrap()], prog, &["-c", code]);
+        let mut cmd = under(
+            &map,
+            &["--stats", st.to_str().unwrap()],
+            prog,
+            &["-c", code],
+        );
         cmd.env(&k, &mark);
         let got = ok(run_with(cmd, b"", WATCHDOG));
         assert_eq!(got, want, "{}", prog.display());
@@ -133,7 +138,11 @@ fn script_as_program_whose_object_only_the_exec_chain_finds() {
         WATCHDOG,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not an ELF executable"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an ELF executable"),
+        "{}",
+        stderr(&o)
+    );
     // A script does not excuse a function the object does not export.
     let broken = t.write(
         "broken.yaml",
@@ -143,4 +152,151 @@ fn script_as_program_whose_object_only_the_exec_chain_finds() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("broken.yaml:5"), "{}", stderr(&o));
+}
+
+// The hand-rolled parser answered `--help` only as a command, and had no `--version`.
+#[test]
+fn subcommands_did_not_answer_help_and_there_was_no_version() {
+    let o = run_with(fracture_cmd(&["--version"]), b"", WATCHDOG);
+    assert_eq!(
+        ok(o).trim(),
+        format!("fracture {}", env!("CARGO_PKG_VERSION"))
+    );
+    let top = ok(run_with(fracture_cmd(&["--help"]), b"", WATCHDOG));
+    for sub in [
+        "run",
+        "check",
+        "symbols",
+        "profile",
+        "partition",
+        "report",
+        "plan",
+        "bisect",
+    ] {
+        assert!(
+            top.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} not listed: {top}"
+        );
+        let help = ok(run_with(fracture_cmd(&[sub, "--help"]), b"", WATCHDOG));
+        assert!(
+            help.contains(&format!("Usage: fracture {sub}")),
+            "{sub}: {help}"
+        );
+    }
+    let help = ok(run_with(fracture_cmd(&["run", "--help"]), b"", WATCHDOG));
+    for opt in [
+        "--config <MAP.yaml>",
+        "--stats <FILE.json>",
+        "--set <KEY=VALUE>",
+    ] {
+        assert!(help.contains(opt), "{opt}: {help}");
+    }
+    assert!(!help.contains("--imports"), "{help}");
+}
+
+/// `fracture ARGS...` where PROGRAM is `touch MARKER`: its status, stderr, and whether the
+/// program ran.
+fn starts_touch(t: &TempDir, args: &[&str], program: &[&str]) -> (Option<i32>, String, bool) {
+    let marker = t.path("started");
+    let _ = std::fs::remove_file(&marker);
+    let mut c = fracture_cmd(args);
+    c.arg("--").args(program).arg(&marker);
+    let o = run_with(c, b"", WATCHDOG);
+    (o.status.code(), stderr(&o), marker.exists())
+}
+
+// `run --imports` (an option of `symbols`) was accepted and ignored; every refusal to start
+// the program exited 1 or 2 instead of SPEC.md's 125, 126 and 127.
+#[test]
+fn run_accepted_foreign_options_and_refusals_exited_1() {
+    let t = TempDir::new("exit-codes");
+    let good = config("fx.yaml");
+    let good = good.to_str().unwrap();
+    let broken = t.write("broken.yaml", "modules:\n  m:\n    objec: libc.so.6\n");
+    let broken = broken.to_str().unwrap();
+    let touch = ["/usr/bin/touch"];
+    // The program's own status when it runs.
+    let (code, err, ran) = starts_touch(&t, &["run", "-c", good], &touch);
+    assert_eq!((code, ran), (Some(0), true), "{err}");
+    let o = run_with(
+        under(
+            &config("fx.yaml"),
+            &[],
+            Path::new("/bin/sh"),
+            &["-c", "exit 7"],
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(7));
+    let o = run_with(
+        under(
+            &config("fx.yaml"),
+            &[],
+            Path::new("/bin/sh"),
+            &["-c", "kill -TERM $$"],
+        ),
+        b"",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM));
+    // 125: fracture refuses (an option `run` does not have, a broken map, a missing map).
+    for sub in ["run", "profile"] {
+        let graph = t.path("g.json");
+        let out = ["-o", graph.to_str().unwrap()];
+        let extra: &[&str] = if sub == "profile" { &out } else { &[] };
+        let cases: [(Vec<&str>, &str); 4] = [
+            (vec![sub, "-c", good, "--imports"], "--imports"),
+            (vec![sub, "-c", broken], "broken.yaml:3"),
+            (vec![sub, "-c", "/no/such/map.yaml"], "/no/such/map.yaml"),
+            (vec![sub, "--stat", "s.json", "-c", good], "--stat"),
+        ];
+        for (mut args, why) in cases {
+            args.extend_from_slice(extra);
+            let (code, err, ran) = starts_touch(&t, &args, &touch);
+            assert_eq!(code, Some(125), "{args:?}: {err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+            assert!(!ran, "{args:?}: the program was started");
+        }
+        let mut args = vec![sub, "-c", good];
+        args.extend_from_slice(extra);
+        // 126: PROGRAM is there but cannot be executed (a file without x bits, a directory).
+        let plain_file = t.write("not-executable", "#!/bin/sh\ntouch \"$1\"\n");
+        for p in [plain_file.to_str().unwrap(), "/tmp"] {
+            let (code, err, ran) = starts_touch(&t, &args, &[p]);
+            assert_eq!(code, Some(126), "{p}: {err}");
+            assert!(err.contains(p) && !ran, "{p}: {err}");
+        }
+        // 127: PROGRAM is not found (in PATH, or at the path given).
+        for p in ["no-such-program-here", "/no/such/program"] {
+            let (code, err, ran) = starts_touch(&t, &args, &[p]);
+            assert_eq!(code, Some(127), "{p}: {err}");
+            assert!(err.contains(p) && !ran, "{p}: {err}");
+        }
+    }
+}
+
+// `--set` reached the shim as `KEY=VALUE` lines in FRACTURE_SET: a value with a newline was
+// cut at it, so the shim saw another map than the launcher had checked.
+#[test]
+fn set_value_with_a_newline_was_cut_on_its_way_to_the_shim() {
+    // fx_crash_if_env("envbug") crashes unless FX_SAFE is set in the helper; the helper's
+    // vars are a flow mapping spread over two lines, FX_SAFE on the second.
+    let o = run_with(
+        under(
+            &config("fx.yaml"),
+            &[
+                "--set",
+                "processes.fxhelper.env.vars={FX_NOTHING: \"1\",\n  FX_SAFE: \"1\"}",
+                "--set",
+                "processes.fxhelper.on_crash.restart=false",
+            ],
+            &fixture("fx_envbug"),
+            &[],
+        ),
+        b"a\nenvbug\n",
+        WATCHDOG,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a: 1\nenvbug: 6\n");
 }
