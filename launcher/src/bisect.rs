@@ -39,7 +39,7 @@ pub fn bisect(args: &RunArgs, confirm: bool) -> Result<i32> {
             program: args.program.clone(),
         };
         let opts = Options {
-            env: vec![("FRACTURE_LOG".into(), "error".into())],
+            env: vec![(module_map::vars::LOG.into(), "error".into())],
             stdin: Some(input.clone()),
             quiet: true,
         };

@@ -44,6 +44,15 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Whether `program` is a file that the kernel runs but that is not ELF (a `#!` script).
+fn is_script(program: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = Vec::new();
+    std::fs::File::open(program)
+        .and_then(|f| f.take(4).read_to_end(&mut magic))
+        .is_ok_and(|_| magic != b"\x7fELF")
+}
+
 /// Checks `map` (optionally against `program`); Ok(warnings) or Err(errors), each one line.
 pub fn check_map(
     map: &ModuleMap,
@@ -57,6 +66,20 @@ pub fn check_map(
     };
     let mut closure: Vec<ElfObject> = Vec::new();
     let mut exe_runpath = Vec::new();
+    // A PROGRAM that is not ELF (a `#!` script, such as a `python3` that is a shell wrapper)
+    // execs the process the map is meant for: the shim of each process of the exec chain
+    // applies the map where `target` matches, so the objects are checked on their own and an
+    // object that is not found may still be loaded by a later process of the chain.
+    let script = program.filter(|p| is_script(p));
+    if let Some(p) = script {
+        if verbose {
+            warnings.push(format!(
+                "{} is not an ELF executable (a script?): the map is checked against its objects only; each process it starts applies the map where `target` matches",
+                p.display()
+            ));
+        }
+    }
+    let program = program.filter(|_| script.is_none());
     if let Some(p) = program {
         let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         if !map.matches_target(&real.to_string_lossy()) {
@@ -128,7 +151,7 @@ pub fn check_map(
                         None
                     }
                     None => {
-                        if program.is_some() {
+                        if program.is_some() || script.is_some() {
                             warnings.push(format!("{}: {} is not loaded at start and not found in the library path; it can only be checked when the program loads it", m.name, m.object));
                         } else {
                             errors.push(err(m.line, mkey.clone(), format!("object `{}` not found (LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib)", m.object)));

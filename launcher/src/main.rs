@@ -1,30 +1,36 @@
 //! `fracture`: isolate exported functions of an unmodified program into helper processes.
 //!
-//! Exit codes: the program's own status for `run`; 0 on success; 2 for usage errors and maps
-//! that do not parse or do not fit the program; 1 for other failures.
+//! The command line is parsed by clap (derive) into one struct per subcommand; each module
+//! below runs one subcommand. Exit codes (SPEC.md "Command line"): `run` and `profile` exit
+//! with the program's own status (128+signal when it was killed), 125 when fracture refuses
+//! to start it (a broken map, a bad option), 126 when PROGRAM cannot be executed and 127 when
+//! it is not found. The other subcommands exit 0 on success, 2 for usage errors and maps that
+//! do not parse or do not fit the program, 1 for other failures.
 #![deny(unsafe_code)]
+
+/// println! that returns the error (a closed pipe) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        writeln!(std::io::stdout(), $($t)*)?;
+    }};
+}
 
 mod bisect;
 mod check;
+mod partition;
+mod plan;
 mod profile;
 mod reaper;
+mod report;
 mod run;
 mod symbols;
 
+use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage:
-  fracture run -c MAP.yaml [--stats FILE.json] [--set KEY=VALUE]... -- PROGRAM [ARGS...]
-  fracture check -c MAP.yaml [-- PROGRAM]
-  fracture symbols [--imports] OBJECT
-  fracture profile -c MAP.yaml -o GRAPH.json -- PROGRAM [ARGS...]
-  fracture partition GRAPH.json --isolate MODULE [--side M,...] [-o MAP.yaml] [--dot FILE.dot]
-  fracture report [--db FILE]
-  fracture plan [--db FILE]... [--strategy optimistic|pessimistic] [--profile GRAPH.json] -c MAP.yaml -o NEXT.yaml
-  fracture bisect [--confirm] -c MAP.yaml -- PROGRAM [ARGS...]";
-
-/// `fracture run` arguments.
+/// `fracture run` arguments, as `profile` and `bisect` also use them.
 pub struct RunArgs {
     pub config: PathBuf,
     pub stats: Option<PathBuf>,
@@ -32,156 +38,169 @@ pub struct RunArgs {
     pub program: Vec<OsString>,
 }
 
+#[derive(Parser)]
+#[command(
+    name = "fracture",
+    version,
+    about = "Isolate exported functions of an unmodified Linux program into helper processes",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The map and its overrides, for every subcommand that reads one.
+#[derive(Args)]
+struct MapArgs {
+    /// The YAML module map
+    #[arg(short = 'c', long = "config", value_name = "MAP.yaml")]
+    config: PathBuf,
+    /// Override one key of the map (a dotted path; VALUE is YAML); repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    sets: Vec<(String, String)>,
+}
+
+/// `-- PROGRAM [ARGS...]`
+#[derive(Args)]
+struct ProgramArgs {
+    /// The program to run and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    program: Vec<OsString>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run PROGRAM with the map's modules in helper processes; exits with its status
+    Run {
+        #[command(flatten)]
+        map: MapArgs,
+        /// Write run statistics as JSON to this file at exit
+        #[arg(long, value_name = "FILE.json")]
+        stats: Option<PathBuf>,
+        #[command(flatten)]
+        program: ProgramArgs,
+    },
+    /// Validate a map (against a program): objects and symbols exist, specs parse
+    Check {
+        #[command(flatten)]
+        map: MapArgs,
+        /// Check the map against this program
+        #[arg(last = true, value_name = "PROGRAM")]
+        program: Option<PathBuf>,
+    },
+    /// Exported (or imported) functions of an ELF object, one per line
+    Symbols {
+        /// Imported functions instead of exported ones
+        #[arg(long)]
+        imports: bool,
+        /// A soname, file name or path
+        #[arg(value_name = "OBJECT")]
+        object: String,
+    },
+    /// A training run that records who calls whom and how much data moves
+    Profile {
+        #[command(flatten)]
+        map: MapArgs,
+        /// Where to write the module graph
+        #[arg(short = 'o', long = "output", value_name = "GRAPH.json")]
+        out: PathBuf,
+        #[command(flatten)]
+        program: ProgramArgs,
+    },
+    /// The cheapest boundary (min-cut) of a profiled graph that isolates a module
+    Partition(partition::PartitionArgs),
+    /// Crash history: per module, symbol, signal, outcome
+    Report(report::ReportArgs),
+    /// The next run's map, chosen from the crash history
+    Plan(plan::PlanArgs),
+    /// Find the module whose isolation stops a crash
+    Bisect {
+        #[command(flatten)]
+        map: MapArgs,
+        /// Run the culprit found by elimination alone once more, to confirm it
+        #[arg(long)]
+        confirm: bool,
+        #[command(flatten)]
+        program: ProgramArgs,
+    },
+    /// Internal: the calibration workload of `profile`
+    #[command(name = "__calibrate", hide = true)]
+    Calibrate { what: Option<String> },
+}
+
+/// `--set KEY=VALUE`
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))
+}
+
+/// A usage error found after parsing (exit code 2).
 #[derive(Debug)]
-struct Usage(String);
+pub struct Usage(pub String);
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n{USAGE}", self.0)
+        f.write_str(&self.0)
     }
 }
 
 impl std::error::Error for Usage {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Usage(msg.into()))
-}
-
-/// Options before `--`, and what follows it.
-struct Parsed {
-    config: Option<PathBuf>,
-    stats: Option<PathBuf>,
-    sets: Vec<(String, String)>,
-    imports: bool,
-    confirm: bool,
-    out: Option<PathBuf>,
-    positional: Vec<OsString>,
-    rest: Option<Vec<OsString>>,
-}
-
-fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
-    let mut p = Parsed {
-        config: None,
-        stats: None,
-        sets: Vec::new(),
-        imports: false,
-        confirm: false,
-        out: None,
-        positional: Vec::new(),
-        rest: None,
+fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    let run_args = |map: MapArgs, stats, program: ProgramArgs| RunArgs {
+        config: map.config,
+        stats,
+        sets: map.sets,
+        program: program.program,
     };
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy().into_owned();
-        let mut value = |name: &str| {
-            it.next()
-                .ok_or_else(|| usage(format!("{name} needs a value")))
-        };
-        match s.as_str() {
-            "--" => {
-                p.rest = Some(it.by_ref().collect());
-                break;
-            }
-            "-c" | "--config" => p.config = Some(value(&s)?.into()),
-            "--stats" => p.stats = Some(value(&s)?.into()),
-            "--set" => {
-                let kv = value(&s)?.to_string_lossy().into_owned();
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| usage(format!("--set {kv}: expected KEY=VALUE")))?;
-                p.sets.push((k.to_string(), v.to_string()));
-            }
-            "--imports" => p.imports = true,
-            "--confirm" => p.confirm = true,
-            "-o" | "--output" => p.out = Some(value(&s)?.into()),
-            _ if s.starts_with("--config=") => p.config = Some(s["--config=".len()..].into()),
-            _ if s.starts_with("--stats=") => p.stats = Some(s["--stats=".len()..].into()),
-            _ if s.starts_with('-') && s.len() > 1 => {
-                return Err(usage(format!("unknown option {s}")))
-            }
-            _ => p.positional.push(a),
-        }
-    }
-    Ok(p)
-}
-
-fn real_main() -> anyhow::Result<i32> {
-    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if args.is_empty() {
-        return Err(usage("no command given"));
-    }
-    let cmd = args.remove(0).to_string_lossy().into_owned();
-    match cmd.as_str() {
-        "run" => {
-            let p = parse(args)?;
-            let config = p.config.ok_or_else(|| usage("run needs -c MAP.yaml"))?;
-            let program = p
-                .rest
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| usage("run needs `-- PROGRAM [ARGS...]`"))?;
-            run::run(&RunArgs {
-                config,
-                stats: p.stats,
-                sets: p.sets,
-                program,
-            })
-        }
-        "check" => {
-            let p = parse(args)?;
-            let config = p.config.ok_or_else(|| usage("check needs -c MAP.yaml"))?;
-            check::main(
-                &config,
-                p.rest
-                    .as_ref()
-                    .and_then(|r| r.first())
-                    .map(PathBuf::from)
-                    .as_deref(),
-                &p.sets,
-            )
-        }
-        "symbols" => {
-            let p = parse(args)?;
-            let [obj] = p.positional.as_slice() else {
-                return Err(usage("symbols needs one OBJECT"));
-            };
-            symbols::main(&obj.to_string_lossy(), p.imports)
-        }
-        "profile" | "bisect" => {
-            let p = parse(args)?;
-            let config = p
-                .config
-                .ok_or_else(|| usage(format!("{cmd} needs -c MAP.yaml")))?;
-            let program = p
-                .rest
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| usage(format!("{cmd} needs `-- PROGRAM [ARGS...]`")))?;
-            let ra = RunArgs {
-                config,
-                stats: None,
-                sets: p.sets,
-                program,
-            };
-            if cmd == "bisect" {
-                bisect::bisect(&ra, p.confirm)
-            } else {
-                let out = p.out.ok_or_else(|| usage("profile needs -o GRAPH.json"))?;
-                profile::profile(&ra, &out)
-            }
-        }
-        "__calibrate" => profile::calibrator(args.first().and_then(|a| a.to_str())),
-        "report" => quarantine::cli::cli_report(args),
-        "plan" => quarantine::cli::cli_plan(args),
-        "partition" => quarantine::cli::cli_partition(args),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(0)
-        }
-        other => Err(usage(format!("unknown command `{other}`"))),
+    match cli.cmd {
+        Cmd::Run {
+            map,
+            stats,
+            program,
+        } => run::run(&run_args(map, stats, program)),
+        Cmd::Check { map, program } => check::main(&map.config, program.as_deref(), &map.sets),
+        Cmd::Symbols { imports, object } => symbols::main(&object, imports),
+        Cmd::Profile { map, out, program } => profile::profile(&run_args(map, None, program), &out),
+        Cmd::Partition(a) => partition::main(&a),
+        Cmd::Report(a) => report::main(&a),
+        Cmd::Plan(a) => plan::main(&a),
+        Cmd::Bisect {
+            map,
+            confirm,
+            program,
+        } => bisect::bisect(&run_args(map, None, program), confirm),
+        Cmd::Calibrate { what } => profile::calibrator(what.as_deref()),
     }
 }
 
 fn main() {
-    let code = match real_main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                // A bad option of a command that starts a program: fracture refused to start it.
+                _ if matches!(
+                    std::env::args_os()
+                        .nth(1)
+                        .as_deref()
+                        .and_then(|a| a.to_str()),
+                    Some("run" | "profile")
+                ) =>
+                {
+                    125
+                }
+                _ => e.exit_code(),
+            };
+            std::process::exit(code);
+        }
+    };
+    let code = match real_main(cli) {
         Ok(c) => c,
         Err(e) => {
             if e.downcast_ref::<std::io::Error>()
@@ -190,9 +209,10 @@ fn main() {
                 std::process::exit(0);
             }
             eprintln!("fracture: error: {e:#}");
-            if e.downcast_ref::<Usage>().is_some()
+            if let Some(n) = e.downcast_ref::<run::NotStarted>() {
+                n.code
+            } else if e.downcast_ref::<Usage>().is_some()
                 || e.downcast_ref::<check::MapRefused>().is_some()
-                || e.downcast_ref::<quarantine::cli::Usage>().is_some()
             {
                 2
             } else {

@@ -6,6 +6,7 @@
 use crate::run::{run_with, shim_path, Options};
 use crate::RunArgs;
 use anyhow::{bail, Context, Result};
+use module_map::vars;
 use std::path::Path;
 use std::process::Command;
 
@@ -14,7 +15,7 @@ pub fn profile(args: &RunArgs, out: &Path) -> Result<i32> {
     std::fs::create_dir_all(&dir)?;
     let raw = dir.join("raw.json");
     let opts = Options {
-        env: vec![("FRACTURE_PROFILE".into(), raw.clone().into_os_string())],
+        env: vec![(vars::PROFILE.into(), raw.clone().into_os_string())],
         ..Options::default()
     };
     let status = run_with(args, &opts)?;
@@ -144,12 +145,12 @@ fn run_calibrator(exe: &Path, shim: Option<(&Path, &Path)>, what: &str) -> Resul
     cmd.arg("__calibrate")
         .arg(what)
         .env_remove("LD_PRELOAD")
-        .env_remove("FRACTURE_CONFIG")
-        .env_remove("FRACTURE_STATS")
-        .env_remove("FRACTURE_PROFILE")
-        .env("FRACTURE_REPORTS", "off");
+        .env_remove(vars::CONFIG)
+        .env_remove(vars::STATS)
+        .env_remove(vars::PROFILE)
+        .env(vars::REPORTS, "off");
     if let Some((shim, map)) = shim {
-        cmd.env("LD_PRELOAD", shim).env("FRACTURE_CONFIG", map);
+        cmd.env("LD_PRELOAD", shim).env(vars::CONFIG, map);
     }
     let out = cmd.output().context("cannot run the calibration")?;
     if !out.status.success() {

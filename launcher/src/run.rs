@@ -7,18 +7,18 @@
 
 use crate::RunArgs;
 use anyhow::{bail, Context, Result};
+use module_map::vars;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The shim: `FRACTURE_SHIM`, or `libfracture.so` beside this executable.
 pub fn shim_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("FRACTURE_SHIM").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(vars::SHIM).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.exists() {
-            bail!("FRACTURE_SHIM names {}, which does not exist", p.display());
+            bail!("{} names {}, which does not exist", vars::SHIM, p.display());
         }
         return Ok(p);
     }
@@ -70,7 +70,88 @@ pub struct Options {
     pub quiet: bool,
 }
 
+/// PROGRAM was not started: `run` and `profile` exit with `code`, 125 when fracture refused
+/// to start it (a broken map, a missing shim), 126 when it cannot be executed and 127 when it
+/// is not found (the convention of `env` and `timeout`).
+#[derive(Debug)]
+pub struct NotStarted {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
+fn not_started(prog: &Path, e: &std::io::Error) -> anyhow::Error {
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    NotStarted {
+        code,
+        message: format!("cannot run {}: {e}", prog.display()),
+    }
+    .into()
+}
+
+/// Where PROGRAM is, if it is there and the kernel may execute it.
+fn executable(prog: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let os = std::io::Error::from_raw_os_error;
+    let path = find_program(prog).ok_or_else(|| not_started(prog, &os(libc::ENOENT)))?;
+    let meta = std::fs::metadata(&path).map_err(|e| not_started(prog, &e))?;
+    if meta.is_dir() {
+        return Err(not_started(prog, &os(libc::EISDIR)));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(not_started(prog, &os(libc::EACCES)));
+    }
+    Ok(path)
+}
+
 pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
+    let mut cmd = command(args, opts).map_err(|e| {
+        if e.is::<NotStarted>() {
+            e
+        } else {
+            NotStarted {
+                code: 125,
+                message: format!("{e:#}"),
+            }
+            .into()
+        }
+    })?;
+    crate::reaper::become_subreaper();
+    let prog = Path::new(cmd.get_program()).to_path_buf();
+    let mut child = cmd.spawn().map_err(|e| not_started(&prog, &e))?;
+    if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
+        // A writer thread, so a program that does not read its input cannot block us.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&input);
+        });
+    }
+    // The program gets the terminal's signals itself; the launcher just waits.
+    crate::reaper::ignore_now();
+    let pid = child.id();
+    let status = child.wait().context("waiting for the program")?;
+    crate::reaper::reap_descendants();
+    store_reports(pid);
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        _ => 1,
+    })
+}
+
+/// The program's command, once the map is read and fits the program.
+fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
     let Some(prog) = args.program.first() else {
         bail!("no program given after `--`")
     };
@@ -83,8 +164,8 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         &args.sets,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resolved = find_program(Path::new(prog));
-    match crate::check::check_map(&map, resolved.as_deref(), false) {
+    let resolved = executable(Path::new(prog))?;
+    match crate::check::check_map(&map, Some(&resolved), false) {
         Ok(warnings) => {
             for w in warnings {
                 eprintln!("fracture: warning: {w}");
@@ -105,10 +186,9 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let mut cmd = Command::new(prog);
     cmd.args(&args.program[1..]);
     cmd.env("LD_PRELOAD", preload_value(&shim));
-    cmd.env("FRACTURE_CONFIG", &config);
+    cmd.env(vars::CONFIG, &config);
     if !args.sets.is_empty() {
-        let s: Vec<String> = args.sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        cmd.env("FRACTURE_SET", s.join("\n"));
+        cmd.env(vars::SET, vars::encode_sets(&args.sets));
     }
     if let Some(stats) = &args.stats {
         let abs = if stats.is_absolute() {
@@ -116,7 +196,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         } else {
             std::env::current_dir()?.join(stats)
         };
-        cmd.env("FRACTURE_STATS", abs);
+        cmd.env(vars::STATS, abs);
     }
     for (k, v) in &opts.env {
         cmd.env(k, v);
@@ -128,29 +208,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
         cmd.stdout(std::process::Stdio::null());
         cmd.stderr(std::process::Stdio::null());
     }
-    crate::reaper::become_subreaper();
-
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", Path::new(prog).display()))?;
-    if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
-        // A writer thread, so a program that does not read its input cannot block us.
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = w.write_all(&input);
-        });
-    }
-    // The program gets the terminal's signals itself; the launcher just waits.
-    crate::reaper::ignore_now();
-    let pid = child.id();
-    let status = child.wait().context("waiting for the program")?;
-    crate::reaper::reap_descendants(Instant::now() + Duration::from_secs(10));
-    store_reports(pid);
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        _ => 1,
-    })
+    Ok(cmd)
 }
 
 /// After the program (and every helper) is gone: when the run recorded a crash, hang, give-up
@@ -158,10 +216,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
 /// soon as `fracture run` returns. A clean run's summary stays in the spool until the next
 /// `report` or `plan` (opening SQLite after every run would cost every run milliseconds).
 fn store_reports(pid: u32) {
-    if matches!(
-        std::env::var("FRACTURE_REPORTS").as_deref(),
-        Ok("off" | "none")
-    ) {
+    if matches!(std::env::var(vars::REPORTS).as_deref(), Ok("off" | "none")) {
         return;
     }
     let db = quarantine::reports::default_db_path();

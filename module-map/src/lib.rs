@@ -11,6 +11,7 @@ mod locate;
 mod overrides;
 mod parse;
 mod spec;
+pub mod vars;
 
 pub use glob::glob_match;
 pub use parse::{

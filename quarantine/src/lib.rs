@@ -4,7 +4,6 @@
 //! commands; the preloaded shim only writes the spool this crate ingests.
 #![deny(unsafe_code)]
 
-pub mod cli;
 pub mod partition;
 pub mod plan;
 pub mod reports;

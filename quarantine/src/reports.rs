@@ -20,7 +20,7 @@ pub const CRASH_LIKE: &[&str] = &["crash", "hang", "gave-up", "helper-exit", "pr
 /// `FRACTURE_REPORTS`, else `$XDG_STATE_HOME/fracture/reports.db`, else
 /// `~/.local/state/fracture/reports.db`.
 pub fn default_db_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FRACTURE_REPORTS").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(module_map::vars::REPORTS).filter(|p| !p.is_empty()) {
         return p.into();
     }
     let state = std::env::var_os("XDG_STATE_HOME")

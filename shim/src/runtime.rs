@@ -184,18 +184,6 @@ pub fn exe_path() -> String {
         .unwrap_or_default()
 }
 
-/// `FRACTURE_SET` holds `KEY=VALUE` lines (from `fracture run --set`).
-fn sets_from_env() -> Vec<(String, String)> {
-    std::env::var("FRACTURE_SET")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect()
-}
-
 /// Reads and validates the map. `Ok(Err(Inert))` when the shim has nothing to do here.
 pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     let Some(path) = std::env::var_os("FRACTURE_CONFIG").filter(|p| !p.is_empty()) else {
@@ -204,7 +192,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     let path = std::path::PathBuf::from(path);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| MapError::at(&path, None, None, format!("cannot read the map: {e}")))?;
-    let map = module_map::parse_map_str(&text, &path, &sets_from_env())?;
+    let map = module_map::parse_map_str(&text, &path, &module_map::vars::sets_from_env())?;
     let exe = exe_path();
     if !map.matches_target(&exe) {
         return Ok(Err(Inert::OtherTarget));

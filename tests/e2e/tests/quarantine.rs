@@ -593,9 +593,9 @@ fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("fracture: error:"), "{}", stderr(&o));
-    // Usage errors: exit 2 with the reason.
+    // Usage errors: exit 2 with the reason (clap's words).
     for (args, why) in [
-        (vec!["plan", "-o", "x.yaml"], "plan needs -c MAP.yaml"),
+        (vec!["plan", "-o", "x.yaml"], "--config <MAP.yaml>"),
         (
             vec![
                 "plan",
@@ -606,20 +606,14 @@ fn bad_input_to_report_plan_and_bisect_is_a_clear_error() {
                 "--strategy",
                 "bold",
             ],
-            "expected optimistic or pessimistic",
+            "[possible values: optimistic, pessimistic]",
         ),
         (
             vec!["report", "--frobnicate"],
-            "unknown option --frobnicate",
+            "unexpected argument '--frobnicate'",
         ),
-        (
-            vec!["partition", "--isolate", "p03"],
-            "partition needs one GRAPH.json",
-        ),
-        (
-            vec!["bisect", "-c", chat.to_str().unwrap()],
-            "bisect needs `-- PROGRAM",
-        ),
+        (vec!["partition", "--isolate", "p03"], "<GRAPH.json>"),
+        (vec!["bisect", "-c", chat.to_str().unwrap()], "<PROGRAM>"),
     ] {
         let o = run_with(fracture_cmd(&args, &db), b"", WATCHDOG);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -1,0 +1,128 @@
+//! `fracture report [--db FILE]...`: the crash history as a table, per module and function.
+
+use anyhow::Result;
+use quarantine::reports::{default_db_path, summary, Db};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// A report database (SQLite path); repeatable [default: $FRACTURE_REPORTS, else
+    /// ~/.local/state/fracture/reports.db]
+    #[arg(long = "db", value_name = "FILE")]
+    db: Vec<PathBuf>,
+}
+
+/// The databases named with `--db`, or the default one.
+pub fn databases(db: &[PathBuf]) -> Vec<PathBuf> {
+    if db.is_empty() {
+        vec![default_db_path()]
+    } else {
+        db.to_vec()
+    }
+}
+
+fn time(t: f64) -> String {
+    if t <= 0.0 {
+        return "-".into();
+    }
+    let secs = t as i64;
+    let days = secs.div_euclid(86400);
+    let (h, m, s) = (secs.rem_euclid(86400) / 3600, secs % 3600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}")
+}
+
+pub fn main(args: &ReportArgs) -> Result<i32> {
+    let paths = databases(&args.db);
+    let mut dbs = Vec::new();
+    for p in &paths {
+        dbs.push(Db::open(p)?);
+    }
+    let rows = summary(&dbs)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    if rows.is_empty() {
+        say!("no reports in {}", names.join(", "));
+        return Ok(0);
+    }
+    say!("crash reports in {}", names.join(", "));
+    let head = [
+        "module",
+        "function",
+        "crash",
+        "hang",
+        "gave-up",
+        "mismatch",
+        "prog-crash",
+        "signals",
+        "programs",
+        "clean calls",
+        "first seen",
+        "last seen",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.module.clone(),
+                if r.function.is_empty() {
+                    "?".into()
+                } else {
+                    r.function.clone()
+                },
+                r.crash.to_string(),
+                r.hang.to_string(),
+                r.gave_up.to_string(),
+                r.mismatch.to_string(),
+                r.program_crash.to_string(),
+                if r.signals.is_empty() {
+                    "-".into()
+                } else {
+                    r.signals.clone()
+                },
+                r.programs.to_string(),
+                r.clean_calls.to_string(),
+                time(r.first),
+                time(r.last),
+            ]
+        })
+        .collect();
+    let w: Vec<usize> = (0..head.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> Result<()> {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if (2..=6).contains(&i) || i == 8 || i == 9 {
+                    format!("{c:>w$}", w = w[i])
+                } else {
+                    format!("{c:<w$}", w = w[i])
+                }
+            })
+            .collect();
+        say!("{}", s.join("  ").trim_end());
+        Ok(())
+    };
+    line(head.to_vec())?;
+    for r in &table {
+        line(r.iter().map(String::as_str).collect())?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,119 @@
+//! The environment variables through which the launcher (and a user who preloads the shim
+//! directly) configures the shim, named once for both sides, and the encoding of
+//! `fracture run --set` overrides in [`SET`].
+//!
+//! Every name here is part of SPEC.md ("Command line") or an internal channel between the
+//! launcher, the shim and the shim's own exec-mode helpers.
+
+/// Path of the module map (SPEC.md).
+pub const CONFIG: &str = "FRACTURE_CONFIG";
+/// Write run statistics as JSON there at exit (SPEC.md).
+pub const STATS: &str = "FRACTURE_STATS";
+/// Log filter: `error`, `warn`, `info`, `debug` (SPEC.md).
+pub const LOG: &str = "FRACTURE_LOG";
+/// Crash-report database, or `off`/`none` (SPEC.md).
+pub const REPORTS: &str = "FRACTURE_REPORTS";
+/// The shim the launcher preloads, instead of `libfracture.so` beside it (SPEC.md).
+pub const SHIM: &str = "FRACTURE_SHIM";
+/// `--set KEY=VALUE` overrides, encoded by [`encode_sets`] (launcher to shim).
+pub const SET: &str = "FRACTURE_SET";
+/// `fracture profile`: where the shim writes the raw profile (launcher to shim).
+pub const PROFILE: &str = "FRACTURE_PROFILE";
+/// `K:ENV` of an exec-mode helper (shim to its own helper).
+pub const HELPER: &str = "FRACTURE_HELPER";
+/// The fd of an exec-mode helper's queue (shim to its own helper).
+pub const REGION_FD: &str = "FRACTURE_REGION_FD";
+/// The program's pid, for an exec-mode helper (shim to its own helper).
+pub const PROGRAM_PID: &str = "FRACTURE_PROGRAM_PID";
+
+/// `KEY=VALUE` overrides as one environment value: one override a line, with `\` written as
+/// `\\` and a newline as `\n`, so that any value (a multi-line YAML block, a trailing
+/// backslash) arrives as it was given. A key cannot hold `=`.
+pub fn encode_sets(sets: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in sets {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        escape_into(&mut out, k);
+        out.push('=');
+        escape_into(&mut out, v);
+    }
+    out
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The inverse of [`encode_sets`]. Lines without `=` are skipped; an unknown escape keeps
+/// its backslash.
+pub fn decode_sets(text: &str) -> Vec<(String, String)> {
+    text.split('\n')
+        .filter_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            Some((unescape(k), unescape(v)))
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The overrides in [`SET`] of this process's environment (none when unset).
+pub fn sets_from_env() -> Vec<(String, String)> {
+    std::env::var(SET)
+        .map(|s| decode_sets(&s))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_value_survives_the_encoding() {
+        let sets = vec![
+            (
+                "processes.p.env.vars".to_string(),
+                "{A: \"1\",\n B: \"2\"}".to_string(),
+            ),
+            (
+                "a.b".to_string(),
+                "back\\slash\\n not a newline\\".to_string(),
+            ),
+            ("c".to_string(), " spaces kept \r\n".to_string()),
+            ("d".to_string(), String::new()),
+            ("e".to_string(), "x=y".to_string()),
+        ];
+        let enc = encode_sets(&sets);
+        assert_eq!(enc.lines().count(), sets.len(), "{enc}");
+        assert_eq!(decode_sets(&enc), sets);
+    }
+}
