@@ -756,7 +756,10 @@ fn called_slot(ret: usize) -> Option<usize> {
     if p[i] != 0xff || p[i + 1] != 0x25 {
         return None;
     }
-    Some((stub + i + 6).wrapping_add_signed(le(&p[i + 2..])))
+    Some(
+        stub.wrapping_add(i + 6)
+            .wrapping_add_signed(le(&p[i + 2..])),
+    )
 }
 
 /// The mapped function of `module` whose call was in progress when the program faulted: the
