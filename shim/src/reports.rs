@@ -696,23 +696,24 @@ const STACK_SCAN_MAX: usize = 64 << 20;
 
 /// Calls `f` on each 8-byte word from `sp` upwards, `max` bytes at most, until `f` returns
 /// false or a page cannot be read. Reads a page at a time through process_vm_readv (no
-/// fault). A first page that cannot be read is skipped: after a stack overflow the stack
-/// pointer may lie in the guard gap below the stack. Async-signal-safe.
+/// fault). Unreadable pages before the first readable one are skipped (up to 64 KiB): after a
+/// stack overflow the stack pointer may lie in the guard gap below the stack.
+/// Async-signal-safe.
 fn for_stack_words(sp: usize, max: usize, mut f: impl FnMut(u64) -> bool) {
     let mut at = sp & !7;
     let end = at.saturating_add(max);
     let mut page = [0u64; 512];
-    let mut first = true;
+    let mut skip = 16;
     while at < end {
         let next = ((at | 4095) + 1).min(end);
         let len = next - at;
         let got = read_self(at, page.as_mut_ptr().cast(), len);
-        if got == 0 && first {
-            first = false;
+        if got == 0 && skip > 0 {
+            skip -= 1;
             at = next;
             continue;
         }
-        first = false;
+        skip = 0;
         for &w in &page[..got / 8] {
             if !f(w) {
                 return;
