@@ -40,7 +40,7 @@ pub fn spool_dir_of(db: &Path) -> PathBuf {
 
 /// True when a spool file that process `pid` wrote (`<pid>-<ns>.jsonl`; a program that
 /// `exec`s keeps its pid) holds an event record: a crash, hang, give-up or mismatch, not only
-/// a run summary.
+/// a run summary. Reads spool files as ingestion does (regular files only, bounded).
 pub fn has_events(db: &Path, pid: u32) -> bool {
     let prefix = format!("{pid}-");
     let Ok(rd) = std::fs::read_dir(spool_dir_of(db)) else {
@@ -48,13 +48,108 @@ pub fn has_events(db: &Path, pid: u32) -> bool {
     };
     rd.flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|e| match read_spool_file(&e.path()) {
+            SpoolRead::Ok { data, .. } => Some(data),
+            _ => None,
+        })
         .any(|data| {
             data.split(|&b| b == b'\n').any(|line| {
                 serde_json::from_slice::<Value>(line)
                     .is_ok_and(|v| v.get("kind").and_then(Value::as_str) == Some("event"))
             })
         })
+}
+
+/// Largest spool file ingested (64 MiB: thousands of records of at most 8 KiB each). A larger
+/// file is moved aside: it is not something the shim writes.
+pub const MAX_SPOOL_FILE: u64 = 64 << 20;
+
+/// What reading one spool file gave.
+enum SpoolRead {
+    Ok {
+        data: Vec<u8>,
+        file: std::fs::File,
+    },
+    /// Gone meanwhile (another ingester removed it): nothing to say.
+    Gone,
+    /// Not a spool file the shim wrote (a symlink, a FIFO, a device, too large): why.
+    Bad(String),
+    /// Could not be read (permissions): why.
+    Unreadable(String),
+}
+
+/// Reads a spool file without ever blocking or following a symlink: opened with
+/// `O_NOFOLLOW | O_NONBLOCK` (a FIFO opens at once, a symlink fails with ELOOP), then checked
+/// with `fstat` to be a regular file of at most [`MAX_SPOOL_FILE`] bytes, read through that
+/// same descriptor.
+fn read_spool_file(path: &Path) -> SpoolRead {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SpoolRead::Gone,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return SpoolRead::Bad("is a symbolic link".into())
+        }
+        Err(e) => return SpoolRead::Unreadable(e.to_string()),
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return SpoolRead::Unreadable(e.to_string()),
+    };
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return SpoolRead::Bad(format!("is {what}"));
+    }
+    if meta.len() > MAX_SPOOL_FILE {
+        return SpoolRead::Bad(format!(
+            "is larger than {} MiB ({} bytes)",
+            MAX_SPOOL_FILE >> 20,
+            meta.len()
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    // One byte more than the bound: a file that grew past it since fstat is caught too.
+    match (&file).take(MAX_SPOOL_FILE + 1).read_to_end(&mut data) {
+        Ok(_) if data.len() as u64 > MAX_SPOOL_FILE => {
+            SpoolRead::Bad(format!("is larger than {} MiB", MAX_SPOOL_FILE >> 20))
+        }
+        Ok(_) => SpoolRead::Ok { data, file },
+        Err(e) => SpoolRead::Unreadable(e.to_string()),
+    }
+}
+
+/// Moves a bad spool file aside (`<name>.bad`, never ingested again) with one warning.
+fn move_aside(path: &Path, why: &str) {
+    let mut bad = path.as_os_str().to_owned();
+    bad.push(".bad");
+    let bad = PathBuf::from(bad);
+    match std::fs::rename(path, &bad) {
+        Ok(()) => eprintln!(
+            "fracture: warning: spool file {} {why}: moved aside to {}",
+            path.display(),
+            bad.display()
+        ),
+        Err(e) => eprintln!(
+            "fracture: warning: spool file {} {why}, and it cannot be moved aside ({e}): remove it",
+            path.display()
+        ),
+    }
 }
 
 /// What one ingestion did.
@@ -103,9 +198,27 @@ impl Db {
     /// Opens (creating) the database and ingests its spool. Several programs may open one
     /// database at once: a busy database is waited for (up to a minute), not an error.
     pub fn open(path: &Path) -> Result<Db> {
+        // Crash reports hold program paths, arguments and addresses: the user's alone (a
+        // directory created here is 0700, a new database 0600; SQLite gives its -wal and -shm
+        // files the database's mode).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Created empty with mode 0600 when missing (SQLite would create it 0644); an
+            // existing file keeps its mode.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path);
         }
         let t0 = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(5);
@@ -154,8 +267,20 @@ impl Db {
         files.sort();
         let mut sym = Symbolizer::default();
         for f in files {
-            let Ok(data) = std::fs::read(&f) else {
-                continue;
+            let (data, file) = match read_spool_file(&f) {
+                SpoolRead::Ok { data, file } => (data, file),
+                SpoolRead::Gone => continue,
+                SpoolRead::Bad(why) => {
+                    move_aside(&f, &why);
+                    continue;
+                }
+                SpoolRead::Unreadable(why) => {
+                    eprintln!(
+                        "fracture: warning: spool file {} cannot be read ({why}): skipped",
+                        f.display()
+                    );
+                    continue;
+                }
             };
             st.files += 1;
             let name = f
@@ -179,7 +304,7 @@ impl Db {
                 off += nl + 1;
             }
             tx.commit()?;
-            if writer_gone(&f) && std::fs::remove_file(&f).is_ok() {
+            if writer_gone(&file) && std::fs::remove_file(&f).is_ok() {
                 st.removed += 1;
             }
         }
@@ -211,20 +336,16 @@ fn busy(e: &anyhow::Error) -> bool {
 }
 
 /// True when nobody holds the spool file's lock and it is older than a second (a writer takes
-/// its lock right after creating the file).
-fn writer_gone(f: &Path) -> bool {
-    let old = std::fs::metadata(f)
+/// its lock right after creating the file). Asked of the descriptor the file was read through,
+/// so the answer is about that file, whatever the path names by now.
+fn writer_gone(file: &std::fs::File) -> bool {
+    let old = file
+        .metadata()
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|d| d.as_secs_f64() > 1.0);
-    if !old {
-        return false;
-    }
-    let Ok(file) = std::fs::File::open(f) else {
-        return false;
-    };
-    matches!(file.try_lock(), Ok(()))
+    old && matches!(file.try_lock(), Ok(()))
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -253,11 +374,15 @@ fn store(
                 return Ok(None);
             }
             // Frames: symbolized here when the shim could not (it records object + offset).
+            // Frames that are not objects are dropped (indexing one to add a key panics).
             let mut frames: Vec<Value> = v
                 .get("frames")
                 .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|f| f.is_object())
                 .cloned()
-                .unwrap_or_default();
+                .collect();
             for fr in frames.iter_mut() {
                 if s(fr, "module").is_empty() {
                     fr["module"] = "main".into();
@@ -340,6 +465,7 @@ fn store(
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
+                    .filter(|c| c.is_object())
                 {
                     tx.execute(
                         "INSERT INTO run_calls (run, process, module, function, calls, crashes)
@@ -571,6 +697,47 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].crash, 1);
         assert_eq!(rows[0].signals, "11");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn records_of_any_shape_are_stored_or_skipped_never_a_panic() {
+        let d = tmp("shapes");
+        let db = d.join("r.db");
+        let spool = d.join("r.db.spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let head = r#"{"v":1,"time":1.5,"pid":1,"program":"/bin/x""#;
+        let mut text = String::new();
+        for line in [
+            "[]",
+            "0",
+            "\"x\"",
+            "null",
+            "true",
+            "{}",
+            r#"{"v":"1"}"#,
+            r#"{"v":1,"time":"1"}"#,
+        ] {
+            text += line;
+            text += "\n";
+        }
+        for body in [
+            r#""kind":"event","outcome":"crash","frames":[7,"x",null,[1],{"obj":5,"off":{}}]"#,
+            r#""kind":"event","outcome":"crash","frames":{"a":1},"module":[1],"signal":"x""#,
+            r#""kind":"event","outcome":"crash","frames":[{"obj":"/dev/zero","off":"0x10"}]"#,
+            r#""kind":"event","outcome":["crash"]"#,
+            r#""kind":"run","calls":[3,"x",{"calls":"many"},{"calls":1e300}],"isolated":5"#,
+            r#""kind":"run","calls":{"a":1},"exit":"0""#,
+            r#""kind":[1]"#,
+        ] {
+            text += &format!("{head},{body}}}\n");
+        }
+        std::fs::write(spool.join("1-1.jsonl"), &text).unwrap();
+        let a = Db::open(&db).unwrap();
+        assert_eq!(a.ingested.records, 5, "{:?}", a.ingested);
+        assert_eq!(a.ingested.skipped, 10);
+        assert_eq!(count_events(&a).unwrap(), 3);
+        summary(&[a]).unwrap();
         let _ = std::fs::remove_dir_all(d);
     }
 

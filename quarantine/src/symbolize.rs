@@ -1,6 +1,10 @@
 //! Object + offset → `function+0xNN`, from the object's symbol table (`.symtab` when the
 //! object has one, else its dynamic symbols). The offset is the address minus the object's
 //! load base, i.e. an ELF virtual address.
+//!
+//! Object paths come from spool records, i.e. from anyone who can write the spool: an object
+//! is read only when it is a regular file of at most [`MAX_OBJECT`] bytes, opened without
+//! blocking (a FIFO or `/dev/zero` named as an object gives no symbols, not a hang).
 
 use object::{Object, ObjectSymbol, SymbolKind};
 use std::collections::HashMap;
@@ -23,15 +27,37 @@ impl Symbolizer {
         let i = syms.partition_point(|s| s.0 <= off);
         let (addr, size, name) = syms.get(i.checked_sub(1)?)?;
         // Past the symbol's end (when its size is known): an anonymous stretch of code.
-        if *size > 0 && off >= addr + size + 4096 {
+        if *size > 0 && off >= addr.saturating_add(*size).saturating_add(4096) {
             return None;
         }
         Some(format!("{name}+{:#x}", off - addr))
     }
 }
 
+/// Largest object read for symbols (1 GiB).
+pub const MAX_OBJECT: u64 = 1 << 30;
+
+/// The bytes of a regular file of at most [`MAX_OBJECT`] bytes (symlinks to one are fine:
+/// sonames are symlinks).
+fn read_object(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_OBJECT {
+        return None;
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    (&file).take(MAX_OBJECT).read_to_end(&mut data).ok()?;
+    Some(data)
+}
+
 fn load(path: &str) -> Vec<(u64, u64, String)> {
-    let Ok(data) = std::fs::read(path) else {
+    let Some(data) = read_object(path) else {
         return Vec::new();
     };
     let Ok(file) = object::File::parse(&*data) else {

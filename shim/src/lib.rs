@@ -49,19 +49,13 @@ extern "C" fn on_load() {
         match runtime::load() {
             Ok(Ok(rt)) => {
                 if rt.exec_helper.is_none() {
-                    let modules = rt
-                        .map
-                        .modules
-                        .iter()
-                        .map(|m| (m.name.clone(), m.object.clone()))
-                        .collect();
-                    reports::init(&rt.exe, modules);
+                    reports::init(&rt.exe, &rt.map.modules);
                 }
                 runtime::install(rt);
             }
             Ok(Err(Inert::NothingIsolated(modules))) => {
                 debug!("the map isolates nothing: nothing is routed");
-                reports::init(&runtime::exe_path(), modules);
+                reports::init(&runtime::exe_path(), &modules);
             }
             Ok(Err(_)) => {}
             Err(e) => {

@@ -173,8 +173,8 @@ pub fn install(rt: Runtime) -> &'static Runtime {
 pub enum Inert {
     NoConfig,
     OtherTarget,
-    /// The map's modules as (module, object), for crash reports of the program itself.
-    NothingIsolated(Vec<(String, String)>),
+    /// The map's modules, for crash reports of the program itself.
+    NothingIsolated(Vec<module_map::Module>),
 }
 
 /// Real path of the running executable.
@@ -211,12 +211,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         map.processes.clear();
     }
     if !map.isolates_anything() && !profiling {
-        return Ok(Err(Inert::NothingIsolated(
-            map.modules
-                .iter()
-                .map(|m| (m.name.clone(), m.object.clone()))
-                .collect(),
-        )));
+        return Ok(Err(Inert::NothingIsolated(map.modules)));
     }
     let mut fns = Vec::new();
     for m in &map.modules {

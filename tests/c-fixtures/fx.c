@@ -152,8 +152,21 @@ int fx_set_errno(int e) {
     return -1;
 }
 
+/* Recursion without end (the flag is never cleared; it only keeps the compiler from proving
+ * the recursion infinite): overflows the calling thread's stack. */
+static volatile int fx_deeper = 1;
+static long fx_recurse(long n) {
+    volatile char frame[256];
+    frame[0] = (char)n;
+    if (!fx_deeper)
+        return n;
+    return fx_recurse(n + 1) + frame[0];
+}
+
 long fx_crash_on(const char *s) {
-    if (!strcmp(s, "segv")) {
+    if (!strcmp(s, "stack")) {
+        return fx_recurse(0);
+    } else if (!strcmp(s, "segv")) {
         volatile int *p = NULL;
         *p = 1;
     } else if (!strcmp(s, "abort")) {

@@ -1,5 +1,5 @@
-/* fx_crashy: reads lines and calls fx_crash_on on each; "segv", "abort", "exit", "hang" and
- * "fpe" trigger the library's bugs. Line-buffered so output before a crash is visible. */
+/* fx_crashy: reads lines and calls fx_crash_on on each; "segv", "abort", "exit", "hang",
+ * "fpe" and "stack" (a stack overflow) trigger the library's bugs. Line-buffered so output before a crash is visible. */
 #include "fx.h"
 #include <stdio.h>
 #include <string.h>
