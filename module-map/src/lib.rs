@@ -93,6 +93,9 @@ pub struct Env {
     pub wrapper: Vec<String>,
     pub preload: Vec<String>,
     pub library_path: String,
+    /// `sandbox`: what the helper may still do (SPEC.md, "Sandbox"); `None` runs the helper
+    /// with the user's rights, like the program.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Env {
@@ -120,7 +123,71 @@ impl Env {
         if !other.library_path.is_empty() {
             e.library_path = other.library_path.clone();
         }
+        e.sandbox = match (&e.sandbox, &other.sandbox) {
+            (Some(a), Some(b)) => Some(a.merged(b)),
+            (a, b) => b.clone().or_else(|| a.clone()),
+        };
         e
+    }
+}
+
+/// `env.sandbox`: the helper's rights once it serves calls. Each field left out is not
+/// restricted; what a sandbox always takes away (ptrace, signals and memory access to the
+/// program and the other helpers) does not depend on the fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sandbox {
+    /// `files`: `None` leaves file access as it is; `Some` allows opening only beneath these
+    /// paths.
+    pub files: Option<FileRules>,
+    /// `network: false`: no sockets but AF_UNIX.
+    pub network: Option<bool>,
+    /// `exec: false`: execve and execveat are refused.
+    pub exec: Option<bool>,
+}
+
+/// `sandbox.files`: absolute paths (a path names a file or everything beneath a directory).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FileRules {
+    /// `read`: opened for reading (files and directory listings), and executed unless
+    /// `exec: false`.
+    pub read: Option<Vec<String>>,
+    /// `write`: everything `read` allows, plus writing, creating, removing and renaming.
+    pub write: Option<Vec<String>>,
+}
+
+impl FileRules {
+    pub fn read(&self) -> &[String] {
+        self.read.as_deref().unwrap_or_default()
+    }
+    pub fn write(&self) -> &[String] {
+        self.write.as_deref().unwrap_or_default()
+    }
+}
+
+impl Sandbox {
+    /// True unless `network: false`.
+    pub fn network_allowed(&self) -> bool {
+        self.network.unwrap_or(true)
+    }
+    /// True unless `exec: false`.
+    pub fn exec_allowed(&self) -> bool {
+        self.exec.unwrap_or(true)
+    }
+    /// `other` merged over `self`, key by key like [`Env::merged`]: `files.read` and
+    /// `files.write` replace when set.
+    pub fn merged(&self, other: &Sandbox) -> Sandbox {
+        let files = match (&self.files, &other.files) {
+            (Some(a), Some(b)) => Some(FileRules {
+                read: b.read.clone().or_else(|| a.read.clone()),
+                write: b.write.clone().or_else(|| a.write.clone()),
+            }),
+            (a, b) => b.clone().or_else(|| a.clone()),
+        };
+        Sandbox {
+            files,
+            network: other.network.or(self.network),
+            exec: other.exec.or(self.exec),
+        }
     }
 }
 
