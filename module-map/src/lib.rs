@@ -262,6 +262,36 @@ pub struct Sample {
     pub pick: Pick,
 }
 
+impl Process {
+    /// Every environment a helper of this process can run in, each with the key of the
+    /// entry merged last (`processes.P.env`, `...replicate.envs[i]`, `...on_crash.retry_envs[n]`):
+    /// the process's `env`, merged with each replica's entry of `replicate.envs`/`sample.envs`,
+    /// each merged with each of `retry_envs`.
+    pub fn helper_envs(&self) -> Vec<(String, Env)> {
+        let base_key = format!("processes.{}", self.name);
+        let (what, replica_envs) = match (&self.replicate, &self.sample) {
+            (Some(r), _) => ("replicate", r.envs.as_slice()),
+            (None, Some(s)) => ("sample", s.envs.as_slice()),
+            (None, None) => ("", &[][..]),
+        };
+        let mut bases = vec![(format!("{base_key}.env"), self.env.clone())];
+        for (i, e) in replica_envs.iter().enumerate() {
+            bases.push((format!("{base_key}.{what}.envs[{i}]"), self.env.merged(e)));
+        }
+        let mut out = Vec::new();
+        for (key, env) in bases {
+            for (n, r) in self.on_crash.retry_envs.iter().enumerate() {
+                out.push((
+                    format!("{base_key}.on_crash.retry_envs[{n}]"),
+                    env.merged(r),
+                ));
+            }
+            out.push((key, env));
+        }
+        out
+    }
+}
+
 impl ModuleMap {
     /// The process a module is isolated in, or `None` when it stays in the program.
     pub fn process_of(&self, module: &str) -> Option<&Process> {

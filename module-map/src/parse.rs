@@ -746,7 +746,7 @@ impl Cx<'_> {
                 "a process either replicates or samples its calls, not both; remove `replicate` or `sample`",
             ));
         }
-        Ok(Process {
+        let process = Process {
             name: name.to_owned(),
             modules,
             env,
@@ -755,7 +755,28 @@ impl Cx<'_> {
             replicate,
             sample,
             line: self.index.line_of(path).unwrap_or(0),
-        })
+        };
+        self.check_sandbox_wrappers(&process)?;
+        Ok(process)
+    }
+
+    /// valgrind runs the helper on a synthetic CPU and does not pass Landlock or seccomp
+    /// (`landlock_create_ruleset`, `seccomp`) to the kernel: a sandbox under it could never be
+    /// applied, so the map is refused instead of the helper failing at each start.
+    fn check_sandbox_wrappers(&self, p: &Process) -> Result<(), MapError> {
+        for (key, env) in p.helper_envs() {
+            let Some(tool) = env.wrapper.first() else {
+                continue;
+            };
+            let base = tool.rsplit('/').next().unwrap_or(tool);
+            if env.sandbox.is_some() && base.starts_with("valgrind") {
+                return Err(self.invalid(
+                    &key,
+                    format!("this environment has both a sandbox and the wrapper `{tool}`, which cannot apply one (valgrind does not pass Landlock and seccomp to the kernel); remove the sandbox or the wrapper from it"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn env(&self, v: &Value, path: &str) -> Result<Env, MapError> {

@@ -219,3 +219,56 @@ fn sandbox_can_be_set_from_the_command_line() {
     );
     assert!(e.message().contains("unknown key `netwrk`"), "{e}");
 }
+
+#[test]
+fn sandbox_under_valgrind_is_refused() {
+    let text = MAP.replace(
+        "        exec: false\n",
+        "        exec: false\n      wrapper: [valgrind, -q]\n",
+    );
+    let e = parse_err(&text);
+    assert_eq!(e.kind(), MapErrorKind::Invalid, "{e}");
+    assert_eq!(e.key(), Some("processes.parser.env"), "{e}");
+    assert_eq!(e.line(), Some(line_of(&text, "    env:")), "{e}");
+    assert!(
+        e.message().contains("valgrind does not pass Landlock"),
+        "{e}"
+    );
+    // The same through a retry environment: the key names the retry.
+    let text = format!("{MAP}    on_crash:\n      retry_envs:\n        - {{vars: {{A: \"1\"}}}}\n        - {{wrapper: [/usr/bin/valgrind]}}\n");
+    let e = parse_err(&text);
+    assert_eq!(
+        e.key(),
+        Some("processes.parser.on_crash.retry_envs[1]"),
+        "{e}"
+    );
+    // Another wrapper is left to the helper, which refuses to serve if it cannot apply it.
+    let text = MAP.replace(
+        "        exec: false\n",
+        "        exec: false\n      wrapper: [nice]\n",
+    );
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn helper_envs_lists_every_combination() {
+    let text = format!(
+        "{MAP}    on_crash:\n      retry_envs: [{{vars: {{A: \"1\"}}}}]\n    sample:\n      count: 2\n      envs: [{{}}, {{sandbox: {{network: true}}}}]\n"
+    );
+    let map = parse(&text).unwrap();
+    let envs = map.processes[0].helper_envs();
+    let keys: Vec<&str> = envs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "processes.parser.on_crash.retry_envs[0]",
+            "processes.parser.env",
+            "processes.parser.on_crash.retry_envs[0]",
+            "processes.parser.sample.envs[0]",
+            "processes.parser.on_crash.retry_envs[0]",
+            "processes.parser.sample.envs[1]",
+        ]
+    );
+    assert_eq!(envs[5].1.sandbox.as_ref().unwrap().network, Some(true));
+    assert_eq!(envs[4].1.vars.get("A").map(String::as_str), Some("1"));
+}
