@@ -9,6 +9,7 @@ mod check;
 mod profile;
 mod reaper;
 mod run;
+mod sandbox_check;
 mod symbols;
 
 use std::ffi::OsString;

@@ -39,6 +39,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
         rt.route_inherited();
     }
+    crate::sandbox::enter(&env, &p.name);
     debug!(
         "helper '{}' ready (env #{env_idx}) in {:?}",
         p.name,
@@ -352,8 +353,9 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
             // SAFETY: leaving the frozen copy.
             unsafe { libc::_exit(0) };
         }
-        // SAFETY: kill with signal 0 only checks that the program exists.
-        if unsafe { libc::kill(program, 0) } != 0 {
+        // SAFETY: kill with signal 0 only checks that the program exists. A sandboxed copy
+        // may not signal the program (EPERM): only ESRCH says it is gone.
+        if unsafe { libc::kill(program, 0) } != 0 && crate::sandbox::last_errno() == libc::ESRCH {
             // SAFETY: the program is gone.
             unsafe { libc::_exit(0) };
         }
@@ -384,6 +386,7 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     install_fault_handlers(&p.region);
     apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
+    crate::sandbox::enter(&env_for(p, h.ckpt_env.load(SeqCst)), &p.name);
     h.pid.store(my_pid(), SeqCst);
     h.state.store(shm::STATE_ALIVE, SeqCst);
     serve_loop(rt, k)
@@ -498,6 +501,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         vars: Default::default(),
         ..env
     });
+    crate::sandbox::enter(&env_for(p, env_idx), &p.name);
     debug!("exec-mode helper '{}' ready", p.name);
     serve_loop(rt, k)
 }
