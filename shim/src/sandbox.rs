@@ -25,8 +25,8 @@
 //!
 //! # Safety
 //!
-//! The unsafe code here is three raw syscalls (`landlock_create_ruleset` to read the ABI
-//! version, `seccomp`, `prctl`) with arguments that are constants or point to locals that
+//! The unsafe code here is four raw syscalls (`landlock_create_ruleset` to read the ABI
+//! version, `seccomp`, `prctl`, `unshare`) with arguments that are constants or point to locals that
 //! outlive the call. The filter is built and checked for length before it is installed. This
 //! module runs in a helper after its fork, where allocating is allowed (the zygote is
 //! single-threaded), and never in a signal handler.
@@ -140,11 +140,8 @@ pub fn enter(env: &Env, helper: &str) {
 fn apply(sb: &Sandbox) -> Result<(), String> {
     // Landlock (without ABI 8's TSYNC) confines only the calling thread; a thread started
     // before would stay free.
-    let threads = thread_count();
-    if threads != 1 {
-        return Err(format!(
-            "the helper has {threads} threads; a sandbox is applied before any is started"
-        ));
+    if !single_threaded() {
+        return Err("the helper already runs several threads; a sandbox is applied before any is started".to_string());
     }
     landlock(sb)?;
     let prog = filter(!sb.exec_allowed(), !sb.network_allowed());
@@ -156,16 +153,13 @@ pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Threads of this process, from /proc/self/status (0 when it cannot be read).
-fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// True when this process has one thread. `unshare(CLONE_THREAD)` changes nothing in a
+/// process that is alone and fails with EINVAL in one that is not; unlike counting the
+/// entries of /proc/self/task, it opens no file (a helper resumed from a checkpoint already
+/// runs under the sandbox of the helper it copies).
+fn single_threaded() -> bool {
+    // SAFETY: unshare with a flag only, no memory argument.
+    unsafe { libc::unshare(libc::CLONE_THREAD) == 0 }
 }
 
 fn landlock(sb: &Sandbox) -> Result<(), String> {
