@@ -93,7 +93,9 @@ pub fn kernel_lacks() -> Option<String> {
         return missing;
     }
     if !seccomp_available() {
-        return Some("seccomp filters (CONFIG_SECCOMP_FILTER), which this kernel does not have".to_string());
+        return Some(
+            "seccomp filters (CONFIG_SECCOMP_FILTER), which this kernel does not have".to_string(),
+        );
     }
     None
 }
@@ -141,7 +143,10 @@ fn apply(sb: &Sandbox) -> Result<(), String> {
     // Landlock (without ABI 8's TSYNC) confines only the calling thread; a thread started
     // before would stay free.
     if !single_threaded() {
-        return Err("the helper already runs several threads; a sandbox is applied before any is started".to_string());
+        return Err(
+            "the helper already runs several threads; a sandbox is applied before any is started"
+                .to_string(),
+        );
     }
     landlock(sb)?;
     let prog = filter(!sb.exec_allowed(), !sb.network_allowed());
@@ -163,7 +168,8 @@ fn single_threaded() -> bool {
 }
 
 fn landlock(sb: &Sandbox) -> Result<(), String> {
-    let e = |what: &'static str| move |err: landlock::RulesetError| format!("Landlock {what}: {err}");
+    let e =
+        |what: &'static str| move |err: landlock::RulesetError| format!("Landlock {what}: {err}");
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .scope(Scope::from_all(LANDLOCK_ABI))
@@ -400,24 +406,48 @@ mod tests {
         let none = filter(false, false);
         for p in [&all, &none] {
             assert_eq!(run(p, a, nr(libc::SYS_ptrace), 0), ERR | libc::EPERM as u32);
-            assert_eq!(run(p, a, nr(libc::SYS_perf_event_open), 0), ERR | libc::EPERM as u32);
+            assert_eq!(
+                run(p, a, nr(libc::SYS_perf_event_open), 0),
+                ERR | libc::EPERM as u32
+            );
             assert_eq!(run(p, a, nr(libc::SYS_read), 0), libc::SECCOMP_RET_ALLOW);
-            assert_eq!(run(p, a, nr(libc::SYS_process_vm_readv), 0), libc::SECCOMP_RET_ALLOW);
+            assert_eq!(
+                run(p, a, nr(libc::SYS_process_vm_readv), 0),
+                libc::SECCOMP_RET_ALLOW
+            );
             assert_eq!(run(p, a, X32_SYSCALL_BIT | 39, 0), ERR | libc::EPERM as u32);
             assert_eq!(run(p, 0x4000_0003, 20, 0), ERR | libc::EPERM as u32);
         }
-        assert_eq!(run(&all, a, nr(libc::SYS_execve), 0), ERR | libc::EPERM as u32);
-        assert_eq!(run(&all, a, nr(libc::SYS_execveat), 0), ERR | libc::EPERM as u32);
-        assert_eq!(run(&none, a, nr(libc::SYS_execve), 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            run(&all, a, nr(libc::SYS_execve), 0),
+            ERR | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(&all, a, nr(libc::SYS_execveat), 0),
+            ERR | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(&none, a, nr(libc::SYS_execve), 0),
+            libc::SECCOMP_RET_ALLOW
+        );
         let inet = libc::AF_INET as u32;
         let unix = libc::AF_UNIX as u32;
         for s in [libc::SYS_socket, libc::SYS_socketpair] {
             assert_eq!(run(&all, a, nr(s), inet), ERR | libc::EACCES as u32);
-            assert_eq!(run(&all, a, nr(s), libc::AF_NETLINK as u32), ERR | libc::EACCES as u32);
+            assert_eq!(
+                run(&all, a, nr(s), libc::AF_NETLINK as u32),
+                ERR | libc::EACCES as u32
+            );
             assert_eq!(run(&all, a, nr(s), unix), libc::SECCOMP_RET_ALLOW);
             assert_eq!(run(&none, a, nr(s), inet), libc::SECCOMP_RET_ALLOW);
         }
-        assert_eq!(run(&all, a, nr(libc::SYS_io_uring_setup), 0), ERR | libc::EPERM as u32);
-        assert_eq!(run(&all, a, nr(libc::SYS_connect), inet), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            run(&all, a, nr(libc::SYS_io_uring_setup), 0),
+            ERR | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(&all, a, nr(libc::SYS_connect), inet),
+            libc::SECCOMP_RET_ALLOW
+        );
     }
 }

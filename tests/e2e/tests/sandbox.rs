@@ -194,7 +194,10 @@ fn sandboxed_checkpoint_copy_took_eperm_for_a_dead_program() {
     // The resumed helper inherited the sandbox: the second round of probes is refused too.
     for w in STRICT {
         let n = out.lines().filter(|l| l == w).count();
-        assert_eq!(n, 2, "`{w}` should appear before and after the restart:\n{out}");
+        assert_eq!(
+            n, 2,
+            "`{w}` should appear before and after the restart:\n{out}"
+        );
     }
 }
 
@@ -212,7 +215,10 @@ fn helper_resumed_from_checkpoint_skipped_its_retry_env_sandbox() {
     );
     let m = map(&d, "      vars: {A: \"1\"}\n", &retry);
     let out = run_prog(&m, &d, &["crash-first"]);
-    assert_lines(&out, &["resumed from checkpoint: yes", "count after restart: 3"]);
+    assert_lines(
+        &out,
+        &["resumed from checkpoint: yes", "count after restart: 3"],
+    );
     assert_lines(&out, STRICT);
     assert_lines(&out, &["done"]);
 }
@@ -242,7 +248,11 @@ fn file_with_libmagic_in_a_sandbox_prints_what_plain_file_prints() {
         .collect();
     names.sort();
     let args: Vec<&str> = names.iter().map(String::as_str).collect();
-    let want = ok(run_with(plain(Path::new("/usr/bin/file"), &args), b"", WATCHDOG));
+    let want = ok(run_with(
+        plain(Path::new("/usr/bin/file"), &args),
+        b"",
+        WATCHDOG,
+    ));
     let o = run_with(
         under(&m, &[], Path::new("/usr/bin/file"), &args),
         b"",
@@ -253,7 +263,12 @@ fn file_with_libmagic_in_a_sandbox_prints_what_plain_file_prints() {
     // A file outside the sandbox: libmagic's open fails inside the helper and `file` says
     // so, where plain `file` reads it.
     let o = ok(run_with(
-        under(&m, &[], Path::new("/usr/bin/file"), &[outside.to_str().unwrap()]),
+        under(
+            &m,
+            &[],
+            Path::new("/usr/bin/file"),
+            &[outside.to_str().unwrap()],
+        ),
         b"",
         WATCHDOG,
     ));
@@ -272,7 +287,12 @@ fn sandbox_under_valgrind_is_refused_before_the_program_starts() {
     let env = format!("      wrapper: [valgrind, -q]\n{}", strict_env(&d));
     let m = map(&d, &env, "");
     let o = run_with(
-        under(&m, &[], &fixture("fx_sandbox_prog"), &[d.0.to_str().unwrap()]),
+        under(
+            &m,
+            &[],
+            &fixture("fx_sandbox_prog"),
+            &[d.0.to_str().unwrap()],
+        ),
         b"",
         WATCHDOG,
     );
