@@ -217,6 +217,7 @@ pub fn check_map(
             }
         }
     }
+    crate::sandbox_check::check(map, &mut warnings, &mut errors);
     if errors.is_empty() {
         Ok(warnings)
     } else {

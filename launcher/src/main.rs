@@ -24,6 +24,7 @@ mod profile;
 mod reaper;
 mod report;
 mod run;
+mod sandbox_check;
 mod symbols;
 
 use clap::{Args, Parser, Subcommand};

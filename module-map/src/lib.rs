@@ -94,6 +94,9 @@ pub struct Env {
     pub wrapper: Vec<String>,
     pub preload: Vec<String>,
     pub library_path: String,
+    /// `sandbox`: what the helper may still do (SPEC.md, "Sandbox"); `None` runs the helper
+    /// with the user's rights, like the program.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Env {
@@ -121,7 +124,71 @@ impl Env {
         if !other.library_path.is_empty() {
             e.library_path = other.library_path.clone();
         }
+        e.sandbox = match (&e.sandbox, &other.sandbox) {
+            (Some(a), Some(b)) => Some(a.merged(b)),
+            (a, b) => b.clone().or_else(|| a.clone()),
+        };
         e
+    }
+}
+
+/// `env.sandbox`: the helper's rights once it serves calls. Each field left out is not
+/// restricted; what a sandbox always takes away (ptrace, signals and memory access to the
+/// program and the other helpers) does not depend on the fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sandbox {
+    /// `files`: `None` leaves file access as it is; `Some` allows opening only beneath these
+    /// paths.
+    pub files: Option<FileRules>,
+    /// `network: false`: no sockets but AF_UNIX.
+    pub network: Option<bool>,
+    /// `exec: false`: execve and execveat are refused.
+    pub exec: Option<bool>,
+}
+
+/// `sandbox.files`: absolute paths (a path names a file or everything beneath a directory).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FileRules {
+    /// `read`: opened for reading (files and directory listings), and executed unless
+    /// `exec: false`.
+    pub read: Option<Vec<String>>,
+    /// `write`: everything `read` allows, plus writing, creating, removing and renaming.
+    pub write: Option<Vec<String>>,
+}
+
+impl FileRules {
+    pub fn read(&self) -> &[String] {
+        self.read.as_deref().unwrap_or_default()
+    }
+    pub fn write(&self) -> &[String] {
+        self.write.as_deref().unwrap_or_default()
+    }
+}
+
+impl Sandbox {
+    /// True unless `network: false`.
+    pub fn network_allowed(&self) -> bool {
+        self.network.unwrap_or(true)
+    }
+    /// True unless `exec: false`.
+    pub fn exec_allowed(&self) -> bool {
+        self.exec.unwrap_or(true)
+    }
+    /// `other` merged over `self`, key by key like [`Env::merged`]: `files.read` and
+    /// `files.write` replace when set.
+    pub fn merged(&self, other: &Sandbox) -> Sandbox {
+        let files = match (&self.files, &other.files) {
+            (Some(a), Some(b)) => Some(FileRules {
+                read: b.read.clone().or_else(|| a.read.clone()),
+                write: b.write.clone().or_else(|| a.write.clone()),
+            }),
+            (a, b) => b.clone().or_else(|| a.clone()),
+        };
+        Sandbox {
+            files,
+            network: other.network.or(self.network),
+            exec: other.exec.or(self.exec),
+        }
     }
 }
 
@@ -194,6 +261,36 @@ pub struct Sample {
     pub count: u32,
     pub envs: Vec<Env>,
     pub pick: Pick,
+}
+
+impl Process {
+    /// Every environment a helper of this process can run in, each with the key of the
+    /// entry merged last (`processes.P.env`, `...replicate.envs[i]`, `...on_crash.retry_envs[n]`):
+    /// the process's `env`, merged with each replica's entry of `replicate.envs`/`sample.envs`,
+    /// each merged with each of `retry_envs`.
+    pub fn helper_envs(&self) -> Vec<(String, Env)> {
+        let base_key = format!("processes.{}", self.name);
+        let (what, replica_envs) = match (&self.replicate, &self.sample) {
+            (Some(r), _) => ("replicate", r.envs.as_slice()),
+            (None, Some(s)) => ("sample", s.envs.as_slice()),
+            (None, None) => ("", &[][..]),
+        };
+        let mut bases = vec![(format!("{base_key}.env"), self.env.clone())];
+        for (i, e) in replica_envs.iter().enumerate() {
+            bases.push((format!("{base_key}.{what}.envs[{i}]"), self.env.merged(e)));
+        }
+        let mut out = Vec::new();
+        for (key, env) in bases {
+            for (n, r) in self.on_crash.retry_envs.iter().enumerate() {
+                out.push((
+                    format!("{base_key}.on_crash.retry_envs[{n}]"),
+                    env.merged(r),
+                ));
+            }
+            out.push((key, env));
+        }
+        out
+    }
 }
 
 impl ModuleMap {

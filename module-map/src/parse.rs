@@ -17,8 +17,8 @@ use crate::errno::errno_from_name;
 use crate::locate::{duplicate_key_line, join_index, join_key, LineIndex};
 use crate::spec::parse_byte_count;
 use crate::{
-    ArgSpec, Env, Function, GiveUp, Malloc, Module, ModuleMap, OnCrash, OnMismatch, Pick, Process,
-    Replicate, Restore, RetSpec, Sample, SizeBase,
+    ArgSpec, Env, FileRules, Function, GiveUp, Malloc, Module, ModuleMap, OnCrash, OnMismatch,
+    Pick, Process, Replicate, Restore, RetSpec, Sample, Sandbox, SizeBase,
 };
 
 /// What kind of problem a [`MapError`] reports.
@@ -276,7 +276,10 @@ const ENV_KEYS: &[&str] = &[
     "wrapper",
     "preload",
     "library_path",
+    "sandbox",
 ];
+const SANDBOX_KEYS: &[&str] = &["files", "network", "exec"];
+const FILES_KEYS: &[&str] = &["read", "write"];
 const MALLOC_KEYS: &[&str] = &["perturb", "pad", "zero_fill", "delay_free"];
 const ON_CRASH_KEYS: &[&str] = &["restart", "restore", "max_retries", "retry_envs", "give_up"];
 const GIVE_UP_KEYS: &[&str] = &["return", "errno"];
@@ -743,7 +746,7 @@ impl Cx<'_> {
                 "a process either replicates or samples its calls, not both; remove `replicate` or `sample`",
             ));
         }
-        Ok(Process {
+        let process = Process {
             name: name.to_owned(),
             modules,
             env,
@@ -752,7 +755,28 @@ impl Cx<'_> {
             replicate,
             sample,
             line: self.index.line_of(path).unwrap_or(0),
-        })
+        };
+        self.check_sandbox_wrappers(&process)?;
+        Ok(process)
+    }
+
+    /// valgrind runs the helper on a synthetic CPU and does not pass Landlock or seccomp
+    /// (`landlock_create_ruleset`, `seccomp`) to the kernel: a sandbox under it could never be
+    /// applied, so the map is refused instead of the helper failing at each start.
+    fn check_sandbox_wrappers(&self, p: &Process) -> Result<(), MapError> {
+        for (key, env) in p.helper_envs() {
+            let Some(tool) = env.wrapper.first() else {
+                continue;
+            };
+            let base = tool.rsplit('/').next().unwrap_or(tool);
+            if env.sandbox.is_some() && base.starts_with("valgrind") {
+                return Err(self.invalid(
+                    &key,
+                    format!("this environment has both a sandbox and the wrapper `{tool}`, which cannot apply one (valgrind does not pass Landlock and seccomp to the kernel); remove the sandbox or the wrapper from it"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn env(&self, v: &Value, path: &str) -> Result<Env, MapError> {
@@ -810,7 +834,55 @@ impl Cx<'_> {
                 .collect::<Vec<_>>()
                 .join(":");
         }
+        if let Some((v, p)) = f.get("sandbox") {
+            env.sandbox = Some(self.sandbox(v, &p)?);
+        }
         Ok(env)
+    }
+
+    fn sandbox(&self, v: &Value, path: &str) -> Result<Sandbox, MapError> {
+        let f = self.fields(v, path, "sandbox settings", SANDBOX_KEYS)?;
+        let mut sb = Sandbox::default();
+        if let Some((v, p)) = f.get("files") {
+            let ff = self.fields(v, &p, "file rules", FILES_KEYS)?;
+            let mut files = FileRules::default();
+            if let Some((v, p)) = ff.get("read") {
+                files.read = Some(self.sandbox_paths(v, &p)?);
+            }
+            if let Some((v, p)) = ff.get("write") {
+                files.write = Some(self.sandbox_paths(v, &p)?);
+            }
+            sb.files = Some(files);
+        }
+        if let Some((v, p)) = f.get("network") {
+            sb.network = Some(self.boolean(v, &p)?);
+        }
+        if let Some((v, p)) = f.get("exec") {
+            sb.exec = Some(self.boolean(v, &p)?);
+        }
+        Ok(sb)
+    }
+
+    /// Paths of `files.read`/`files.write`: a relative one is beside the map, like `preload`;
+    /// an empty one would silently allow nothing.
+    fn sandbox_paths(&self, v: &Value, path: &str) -> Result<Vec<String>, MapError> {
+        let mut paths = self.strings(v, path, "[/usr/share/misc, /usr/lib/file]")?;
+        for (i, p) in paths.iter_mut().enumerate() {
+            if p.trim().is_empty() || p.contains('\0') {
+                return Err(self.schema(
+                    &join_index(path, i),
+                    "expected a path such as /usr/share/misc; an empty path allows nothing",
+                ));
+            }
+            if p.starts_with('$') {
+                return Err(self.schema(
+                    &join_index(path, i),
+                    format!("`{p}`: variables are not expanded here; write the path itself"),
+                ));
+            }
+            *p = self.beside_map(p);
+        }
+        Ok(paths)
     }
 
     /// A relative path in the map (`library_path`, a `preload` entry with a `/`) is relative

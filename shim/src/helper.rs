@@ -40,6 +40,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
         rt.route_inherited();
     }
+    crate::sandbox::enter(&env, &p.name);
     debug!(
         "helper '{}' ready (env #{env_idx}) in {:?}",
         p.name,
@@ -133,7 +134,9 @@ thread_local! {
 
 fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     SERVING.with(|s| s.set(c as i32));
-    alt_stack();
+    // The fault handler runs on it, so a module that overflows its stack is reported like
+    // any other crash (threads the module starts itself have none).
+    crate::reports::altstack_for_this_thread();
     let region = rt.procs[k].region;
     let h = region.header();
     let ch = region.channel(c);
@@ -292,36 +295,6 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     }
 }
 
-/// Bytes of each serving thread's alternate signal stack.
-const ALT_STACK: usize = 64 << 10;
-
-/// Gives this thread an alternate signal stack for the fatal-signal handler (a module that
-/// overflows its stack is reported like any other crash). Threads the module starts itself
-/// have none: their stack overflows kill the helper without a record of where.
-fn alt_stack() {
-    // SAFETY: a fresh private mapping, handed to the kernel as this thread's signal stack
-    // for the thread's lifetime (never unmapped: the thread lives until the helper exits).
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            ALT_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return;
-        }
-        let ss = libc::stack_t {
-            ss_sp: p,
-            ss_flags: 0,
-            ss_size: ALT_STACK,
-        };
-        libc::sigaltstack(&ss, std::ptr::null_mut());
-    }
-}
-
 fn install_fault_handlers(region: &crate::shm::Region) {
     FAULT_HDR.store(region.header() as *const shm::RegionHeader as usize, SeqCst);
     region.header().fault_sig.store(0, SeqCst);
@@ -399,8 +372,9 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
             // SAFETY: leaving the frozen copy.
             unsafe { libc::_exit(0) };
         }
-        // SAFETY: kill with signal 0 only checks that the program exists.
-        if unsafe { libc::kill(program, 0) } != 0 {
+        // SAFETY: kill with signal 0 only checks that the program exists. A sandboxed copy
+        // may not signal the program (EPERM): only ESRCH says it is gone.
+        if unsafe { libc::kill(program, 0) } != 0 && crate::sandbox::last_errno() == libc::ESRCH {
             // SAFETY: the program is gone.
             unsafe { libc::_exit(0) };
         }
@@ -431,6 +405,7 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     install_fault_handlers(&p.region);
     apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
+    crate::sandbox::enter(&env_for(p, h.ckpt_env.load(SeqCst)), &p.name);
     h.pid.store(my_pid(), SeqCst);
     h.state.store(shm::STATE_ALIVE, SeqCst);
     serve_loop(rt, k)
@@ -566,6 +541,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         vars: Default::default(),
         ..env
     });
+    crate::sandbox::enter(&env_for(p, env_idx), &p.name);
     debug!("exec-mode helper '{}' ready", p.name);
     serve_loop(rt, k)
 }

@@ -31,6 +31,7 @@ mod replicas;
 mod reports;
 mod runtime;
 mod rxmalloc;
+mod sandbox;
 mod shm;
 mod stats;
 mod trampoline;
@@ -137,6 +138,7 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("\nfracture: error: "));
     }
+    sandbox::check(&rt.map)?;
     // Scan once, before the zygote exists: helpers inherit the slot list and only re-point
     // the slots of functions they do not own (their GOT is still the original one).
     let slots = {
