@@ -20,6 +20,8 @@ mod log;
 mod abi;
 mod dispatch;
 mod dl;
+#[cfg(test)]
+mod fuzz_reply;
 mod got;
 mod handles;
 mod helper;

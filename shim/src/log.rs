@@ -24,6 +24,12 @@ pub fn init_from_env() {
     LEVEL.store(lvl, Relaxed);
 }
 
+/// Sets the level (tests that provoke thousands of refusals on purpose).
+#[cfg(test)]
+pub fn set_level(level: u8) {
+    LEVEL.store(level, Relaxed);
+}
+
 pub fn enabled(level: u8) -> bool {
     level <= LEVEL.load(Relaxed)
 }

@@ -213,6 +213,17 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
     if !map.isolates_anything() && !profiling {
         return Ok(Err(Inert::NothingIsolated(map.modules)));
     }
+    build(map, path, exe, profiling).map(Ok)
+}
+
+/// Stage two of configuration: the plan of this process from a parsed map (functions,
+/// owners, layouts, regions). No GOT is touched and no process started here.
+pub(crate) fn build(
+    map: ModuleMap,
+    path: std::path::PathBuf,
+    exe: String,
+    profiling: bool,
+) -> Result<Runtime, MapError> {
     let mut fns = Vec::new();
     for m in &map.modules {
         let owner = match map
@@ -346,7 +357,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         crate::shm::CROWDED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let (nfns, nmods) = (fns.len(), map.modules.len());
-    Ok(Ok(Runtime {
+    Ok(Runtime {
         exec_helper,
         my_region: std::sync::atomic::AtomicUsize::new(0),
         map,
@@ -364,7 +375,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         program_pid: AtomicI32::new(unsafe { libc::getpid() }),
         profile: profiling.then(|| crate::profile::Profile::new(nfns, nmods)),
         watches,
-    }))
+    })
 }
 
 fn self_base() -> usize {

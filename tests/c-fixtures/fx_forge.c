@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -101,9 +102,12 @@ static void post_to_prog(int c) {
         syscall(SYS_futex, u32at(chan(c), CH_TO_PROG_EV), FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
 }
 
+/* Spin only, never sleep, while waiting for the program. */
+static int fast;
+
 /* Waits (at most 20 s) for the program's next message on channel c; returns its kind. */
 static uint32_t wait_from_prog(int c, uint32_t seen) {
-    for (long i = 0; i < 2000000; i++) {
+    for (long i = 0; fast || i < 2000000; i++) {
         uint32_t s = __atomic_load_n(u32at(chan(c), CH_TO_HELPER_SEQ), __ATOMIC_SEQ_CST);
         if (s != seen) {
             /* taken in, as the shim's own nested waiter does: the serving thread must not
@@ -111,7 +115,7 @@ static uint32_t wait_from_prog(int c, uint32_t seen) {
             __atomic_store_n(u32at(chan(c), CH_CONSUMED), s, __ATOMIC_SEQ_CST);
             return *u32at(msg(c), M_KIND);
         }
-        if (i > 1000)
+        if (!fast && i > 1000)
             usleep(10);
     }
     return 0;
@@ -228,13 +232,16 @@ long forge_pid(long pid) {
     return 0;
 }
 
-/* Keeps sending nested calls of host_slen (function `host_slen`) and never answers the
- * call it serves: the program must still give up after timeout_ms. */
+/* Keeps sending nested calls of host_slen, each as soon as the program answered the last
+ * (spinning, never sleeping: within the program's spin budget), and never answers the call
+ * it serves: the program's wait never reaches its sleeping path, and must still give up
+ * after timeout_ms. */
 long forge_flood(long host_slen) {
     if (!setup())
         return -1;
+    fast = 1;
     for (;;)
-        forge(0, (uint32_t)host_slen, 0, 0, 1, 1 << 20, (1 << 20) + 64, 1 << 20, 1);
+        forge(0, (uint32_t)host_slen, 0, 0, 0, 1 << 20, (1 << 20) + 64, 0, 0);
 }
 
 /* Queue regions this helper has mapped (its own only, or it could write the others'). */
