@@ -11,6 +11,12 @@ use std::sync::Mutex;
 
 static RESTART: Mutex<()> = Mutex::new(());
 
+thread_local! {
+    /// The region whose failure a call nested in this thread's outer call reported (see
+    /// `report`); usize::MAX: none.
+    static INNER_REPORTED: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
 /// Describes a raw wait status: "signal 11 (SIGSEGV)" or "exit status 3".
 pub fn describe(status: i32) -> String {
     if status < 0 {
@@ -178,6 +184,10 @@ pub fn try_call_after(
         };
         let e = match res {
             Ok(_) => {
+                if !dispatch::nested_in(f.owner) {
+                    // Whatever a nested call reported, this call outlived it.
+                    INNER_REPORTED.with(|r| r.set(usize::MAX));
+                }
                 if logged.is_some() {
                     maybe_checkpoint(p);
                 }
@@ -273,10 +283,12 @@ pub fn try_call_after(
 
 /// Records a failed call in the crash-report spool.
 fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &str, env: u32) {
-    // One record per helper that failed: a call nested in the failed call (module ->
-    // program -> same module) and the outer call it fails both see the same death.
-    let pid = p.pid.load(SeqCst);
-    if pid > 0 && p.reported.swap(pid, SeqCst) == pid {
+    // One record per fault: in a module -> program -> same module chain, the inner call that
+    // faulted reports it, and the outer call on this thread, failing of the same death, does
+    // not report it again.
+    if dispatch::nested_in(f.owner) {
+        INNER_REPORTED.with(|r| r.set(p.index));
+    } else if INNER_REPORTED.with(|r| r.replace(usize::MAX)) == p.index {
         return;
     }
     let died = matches!(e, CallError::Died(_));

@@ -59,8 +59,6 @@ pub struct ProcRt {
     pub region: Region,
     pub pid: AtomicI32,
     pub pidfd: AtomicI32,
-    /// Pid of the last helper whose failure was reported (one crash record per helper).
-    pub reported: AtomicI32,
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
     pub spec: module_map::Process,
@@ -108,7 +106,6 @@ impl ProcRt {
             region,
             pid: AtomicI32::new(0),
             pidfd: AtomicI32::new(-1),
-            reported: AtomicI32::new(0),
             free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
             spec: p.clone(),
             log: Mutex::new(Vec::new()),

@@ -47,9 +47,9 @@ pub struct RegionHeader {
     /// helper's main thread waits on it. Also bumped on shutdown.
     pub doorbell: AtomicU32,
     pub doorbell_sleeping: AtomicU32,
-    /// A helper resumed from a checkpoint announces itself: STATE_ALIVE and its `pid`
-    /// (helper writes; the program takes the pid only as a candidate it verifies, see
-    /// `zygote::adopt`). The zygote's own word on its helpers is in [`Watch`].
+    /// A helper resumed from a checkpoint announces itself here: STATE_ALIVE and its `pid`
+    /// (helper writes; for debugging only: the program finds the resumed helper among the
+    /// frozen copy's children, see `zygote::resume`). The zygote's word is in [`Watch`].
     pub state: AtomicU32,
     pub _unused: AtomicI32,
     pub pid: AtomicI32,

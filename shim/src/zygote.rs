@@ -154,17 +154,16 @@ pub fn in_family(rt: &Runtime, pid: i32) -> bool {
     if pid <= 0 || z <= 0 || pid == z || pid == rt.program_pid() {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    parent_and_group(pid).is_some_and(|(_, g)| g == z)
+}
+
+/// (parent pid, process group) of `pid`, from /proc.
+fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name's closing parenthesis: state, ppid, pgrp.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    rest.split_whitespace()
-        .nth(2)
-        .and_then(|g| g.parse::<i32>().ok())
-        == Some(z)
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(1);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
 /// Prepares a region for a new helper: nothing sent before is served again.
@@ -194,26 +193,29 @@ pub fn reset_region(p: &crate::runtime::ProcRt) {
 pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     let p = &rt.procs[k];
     let h = p.region.header();
+    // The frozen copy's pid is the helper's word: only a process of the zygote's group.
     let ck = h.ckpt_pid.load(SeqCst);
-    // SAFETY: signal 0 only checks the checkpoint exists.
-    if ck <= 0 || unsafe { libc::kill(ck, 0) } != 0 {
+    if !in_family(rt, ck) {
         return Err(std::io::Error::other("no checkpoint"));
     }
-    let old_pid = p.pid.load(SeqCst);
+    // The resumed helper is the frozen copy's new child. Its pid is found among the copy's
+    // children (never read from the region, which the helper writes: a pid from there once
+    // named the program itself, which a later restart killed) and held by a pidfd.
+    let before = children_of(ck);
     reset_region(p);
     h.ckpt_env.store(env, SeqCst);
     h.ckpt_cmd.store(shm::CKPT_RESUME, SeqCst);
     shm::futex_wake(&h.ckpt_cmd);
     let t = std::time::Instant::now();
-    let mut refused = 0;
     while t.elapsed() < std::time::Duration::from_secs(2) {
-        // The resumed helper announces its pid in the region: the helper's word, adopted
-        // only for a process of the zygote's group, held by a pidfd from then on (a pid
-        // from shared memory once named the program itself, which a later restart killed).
-        let pid = h.pid.load(SeqCst);
-        if h.state.load(SeqCst) == STATE_ALIVE && pid > 0 && pid != old_pid && pid != refused {
+        let new: Vec<i32> = children_of(ck)
+            .into_iter()
+            .filter(|c| !before.contains(c) && in_family(rt, *c))
+            .collect();
+        if let [pid] = new[..] {
             let fd = pidfd_open(pid);
-            if fd >= 0 && in_family(rt, pid) {
+            // Still the copy's child once the pidfd holds it (no pid reuse in between).
+            if fd >= 0 && parent_and_group(pid).is_some_and(|(pp, _)| pp == ck) {
                 p.pidfd.store(fd, SeqCst);
                 p.pid.store(pid, SeqCst);
                 p.watch.pid.store(pid, SeqCst);
@@ -225,15 +227,34 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
                 // SAFETY: closing the pidfd we just opened.
                 unsafe { libc::close(fd) };
             }
-            warn!(
-                "process '{}': pid {pid} was announced as its helper resumed from the checkpoint, but is not one of its processes: ignored",
-                p.name
-            );
-            refused = pid;
         }
-        std::thread::sleep(std::time::Duration::from_micros(20));
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    // Nothing adoptable: whatever the copy started must not serve the region beside the
+    // fresh helper the caller starts next.
+    for c in children_of(ck) {
+        if !before.contains(&c) && in_family(rt, c) {
+            let fd = pidfd_open(c);
+            if fd >= 0 {
+                // SAFETY: signalling through a pidfd of a verified child of the copy, then
+                // closing it.
+                unsafe {
+                    libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0usize, 0u32);
+                    libc::close(fd);
+                }
+            }
+        }
     }
     Err(std::io::Error::other("the checkpoint did not resume"))
+}
+
+/// The children of `pid` (its main thread's, which is the only thread of a frozen copy).
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
 }
 
 struct Child {

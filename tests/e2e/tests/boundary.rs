@@ -180,7 +180,8 @@ fn a_restart_inside_a_module_program_module_chain_does_not_deadlock() {
         &fixture("fx_nest_prog"),
         &["chain"],
     );
-    c.env("FX_CRASH_ONCE", &once);
+    c.env("FX_CRASH_ONCE", &once)
+        .env("FRACTURE_REPORTS", d.path("r.db"));
     let o = run_with(c, b"", Duration::from_secs(60));
     let e = stderr(&o);
     let out = ok(o);
@@ -192,7 +193,22 @@ fn a_restart_inside_a_module_program_module_chain_does_not_deadlock() {
     assert_eq!(out, plain);
     assert!(once.exists(), "the helper never crashed: {e}");
     assert!(e.contains("recovered"), "{e}");
-    // One record per fault: the inner and the outer call saw the same death.
+    // One record per fault, naming the inner call that faulted: the outer call saw the same
+    // death and does not report it again.
+    let crashes: Vec<String> = std::fs::read_dir(d.path("r.db.spool"))
+        .unwrap()
+        .flatten()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.path())
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("\"outcome\":\"crash\""))
+        .collect();
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    assert!(crashes[0].contains("nest_leaf_crashy"), "{crashes:?}");
 }
 
 #[test]
