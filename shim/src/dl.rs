@@ -8,6 +8,12 @@
 //! against the *caller's* RUNPATH and `dlsym(RTLD_NEXT)` relative to the caller, which our
 //! wrapper would otherwise hide.
 //!
+//! `dlclose` is not interposed (glibc's `dlclose` resolves nothing relative to its caller, so
+//! it would need no naked stub, but a wrapper would still miss glibc's internal unloads):
+//! got.rs reads objects only under the loader's lock and notices unloads through glibc's
+//! unload count, so a scan or a slot write never touches an unloaded object and an object
+//! loaded later at a freed address is scanned again.
+//!
 //! # Safety
 //! The naked stubs only move the return address into an argument register and tail-jump;
 //! the stack is untouched, so the callee sees the original caller.

@@ -5,7 +5,7 @@
 //! against the objects really loaded). Never panics: every failure is an error value.
 
 use crate::abi::Layout;
-use crate::got::{self, Maps, Obj, Wanted};
+use crate::got::{self, Maps, Obj, Scanned, Wanted};
 use crate::shm::Region;
 use crate::stats::FnStats;
 use crate::trampoline;
@@ -43,6 +43,9 @@ pub struct Slot {
     pub addr: usize,
     pub func: usize,
     pub prot: i32,
+    /// glibc's unload count of the listing the slot was found in: the slot is written only
+    /// while it is unchanged (see [`got::while_loaded`]).
+    pub unloads: u64,
 }
 
 pub struct ProcRt {
@@ -137,12 +140,13 @@ pub struct Runtime {
     /// Set in a child the program forked: it has no helpers of its own.
     pub detached: AtomicBool,
     pub exe: String,
-    /// Serialises GOT patching with dlopen/dlclose.
+    /// Serialises the scans and routing of startup, helpers, `dlopen` and `dlsym` (dlclose is
+    /// not interposed: see got.rs).
     pub patch_lock: Mutex<()>,
     /// Base address of libfracture.so itself (never patched).
     pub self_base: usize,
-    /// Objects already scanned, by base address.
-    pub patched: Mutex<Vec<usize>>,
+    /// Objects already scanned, by base address (forgotten when an object is unloaded).
+    pub patched: Mutex<Scanned>,
     /// GOT slots of mapped functions found so far.
     pub slots: Mutex<Vec<Slot>>,
     /// Set once routing is in place (just before `main`).
@@ -365,7 +369,7 @@ pub(crate) fn build(
         exe,
         patch_lock: Mutex::new(()),
         self_base: self_base(),
-        patched: Mutex::new(Vec::new()),
+        patched: Mutex::new(Scanned::default()),
         slots: Mutex::new(Vec::new()),
         started: AtomicBool::new(false),
         // SAFETY: getpid has no preconditions.
@@ -480,16 +484,21 @@ impl Runtime {
 
     /// Finds every import of a mapped function in the loaded objects but ours (with
     /// `only_new`, in objects not scanned before), records the slots, and returns them.
+    /// `objs` is one whole listing ([`got::loaded_objects`]). When objects were unloaded since
+    /// the last scan, every object counts as new (one may now sit at a base scanned before)
+    /// and the recorded slots are rebuilt from this scan.
     pub fn scan(&self, objs: &[Obj], only_new: bool) -> Vec<Slot> {
         let wanted = self.wanted();
         let maps = Maps::read();
-        let mut patched = self.patched.lock().unwrap_or_else(|e| e.into_inner());
+        let unloads = objs.iter().map(|o| o.unloads).max().unwrap_or(0);
+        let mut scanned = self.patched.lock().unwrap_or_else(|e| e.into_inner());
+        let rebuild = !scanned.sync(unloads) || !only_new;
         let mut found = Vec::new();
         for o in objs {
             if o.base == self.self_base && self.self_base != 0 {
                 continue;
             }
-            if only_new && patched.contains(&o.base) {
+            if only_new && scanned.contains(o.base) {
                 continue;
             }
             o.for_each_import(|slot, name, ver| {
@@ -511,25 +520,40 @@ impl Runtime {
                     addr: slot,
                     func: f.idx,
                     prot,
+                    unloads: o.unloads,
                 });
             });
-            if !patched.contains(&o.base) {
-                patched.push(o.base);
-            }
+            scanned.insert(o.base);
         }
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(found.iter().copied());
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if rebuild {
+            slots.clear();
+        }
+        slots.extend(found.iter().copied());
         found
     }
 
     /// Points each slot where `slot_target` says for this process. Returns the slots written.
+    /// A slot is written only while its object is still the one scanned (no unload since),
+    /// under the loader's lock; one skipped that way is found again by the next scan.
     pub fn route(&self, slots: &[Slot]) -> usize {
         let mut n = 0;
         for s in slots {
             let target = self.slot_target(&self.fns[s.func]);
-            if target != 0 && got::write_slot_prot(s.addr, s.prot, target).is_some() {
+            if target == 0 {
+                continue;
+            }
+            let patch = got::while_loaded(s.addr, s.unloads, || {
+                // SAFETY: `s.addr` is a JUMP_SLOT/GLOB_DAT slot found by `scan` (8-aligned),
+                // in an object while_loaded keeps loaded and found unchanged since that scan;
+                // `s.prot` was read from /proc/self/maps by the scan; `target` is our stub or
+                // the real function.
+                unsafe { got::patch_slot(s.addr, s.prot, target) }
+            })
+            .flatten();
+            if let Some(p) = patch {
+                // A routed slot stays routed for the process's lifetime.
+                p.keep();
                 n += 1;
             }
         }

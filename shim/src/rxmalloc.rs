@@ -119,7 +119,16 @@ pub fn apply(m: &module_map::Malloc) {
                 "free" => rx_free as *const () as usize,
                 _ => return,
             };
-            crate::got::write_slot(&maps, slot, target);
+            let Some(prot) = crate::got::prot_at(&maps, slot) else {
+                return;
+            };
+            // SAFETY: `slot` is a JUMP_SLOT/GLOB_DAT slot of `o` handed out by
+            // for_each_import, whose walk keeps `o` loaded while this runs; `prot` comes from
+            // /proc/self/maps. The wrappers stand in for glibc's allocator for the helper's
+            // lifetime, so the patch is kept.
+            if let Some(p) = unsafe { crate::got::patch_slot(slot, prot, target) } {
+                p.keep();
+            }
         });
     }
 }
