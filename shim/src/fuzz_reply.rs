@@ -297,7 +297,7 @@ fn peer_main(peer: &Peer) {
         let mut spins = 0u32;
         while peer.finished.load(SeqCst) < round && !peer.stop.load(SeqCst) {
             spins += 1;
-            if spins % 2048 == 0 {
+            if spins.is_multiple_of(2048) {
                 ch.to_prog_ev.fetch_add(1, SeqCst);
                 shm::futex_wake(&ch.to_prog_ev);
             }
