@@ -1054,7 +1054,7 @@ enum Segment {
 enum SetValue {
     Scalar(Scalar),
     Junk(Junk),
-    Env(EnvModel),
+    Env(Box<EnvModel>),
     Text(String),
     Empty,
 }
@@ -1302,7 +1302,7 @@ fn mutated_config_maps_never_panic_or_hang() {
             // Not UTF-8: read from a file, as the shim and the launcher do.
             Err(_) => {
                 not_utf8 += 1;
-                let file = dir.join(format!("{name}"));
+                let file = dir.join(name);
                 std::fs::write(&file, &data).unwrap();
                 let r = dog.run(seed, &show, || parse_map(&file));
                 r.map_err(|e| (e, file))
