@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub fn bisect(args: &RunArgs, confirm: bool) -> Result<i32> {
     let config = std::fs::canonicalize(&args.config)
         .with_context(|| format!("cannot open the map {}", args.config.display()))?;
-    let text = std::fs::read_to_string(&config)?;
+    let text =
+        module_map::read_map(&config).map_err(|e| crate::check::MapRefused(e.to_string()))?;
     let map = module_map::parse_map_str(&text, &config, &args.sets)
         .map_err(|e| crate::check::MapRefused(e.to_string()))?;
     let modules: Vec<String> = map.modules.iter().map(|m| m.name.clone()).collect();

@@ -226,8 +226,7 @@ pub fn check_map(
 }
 
 pub fn main(config: &Path, program: Option<&Path>, sets: &[(String, String)]) -> Result<i32> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| MapRefused(format!("{}: {e}", config.display())))?;
+    let text = module_map::read_map(config).map_err(|e| MapRefused(e.to_string()))?;
     let map =
         module_map::parse_map_str(&text, config, sets).map_err(|e| MapRefused(e.to_string()))?;
     let resolved = program.map(|p| crate::run::find_program(p).unwrap_or_else(|| p.to_path_buf()));

@@ -158,8 +158,7 @@ fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
     let config = std::fs::canonicalize(&args.config)
         .with_context(|| format!("cannot open the map {}", args.config.display()))?;
     let map = module_map::parse_map_str(
-        &std::fs::read_to_string(&config)
-            .with_context(|| format!("cannot read {}", config.display()))?,
+        &module_map::read_map(&config).map_err(|e| anyhow::anyhow!("{e}"))?,
         &config,
         &args.sets,
     )

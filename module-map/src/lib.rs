@@ -5,6 +5,7 @@
 //! Every error names the file, the line and the key.
 #![deny(unsafe_code)]
 
+mod budget;
 mod errno;
 mod glob;
 mod locate;
@@ -13,9 +14,11 @@ mod parse;
 mod spec;
 pub mod vars;
 
+pub use budget::{MAX_MAP_BYTES, MAX_VALUES};
 pub use glob::glob_match;
 pub use parse::{
-    parse_map, parse_map_str, MapError, MapErrorKind, MAX_COUNT, MAX_RETRIES, RLIMIT_NAMES,
+    parse_map, parse_map_str, read_map, MapError, MapErrorKind, MAX_COUNT, MAX_RETRIES,
+    RLIMIT_NAMES,
 };
 pub use spec::{ArgSpec, RetSpec, Size, SizeBase, SpecError};
 

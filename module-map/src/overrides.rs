@@ -8,6 +8,7 @@
 
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::budget::{LoadError, MAX_MAP_BYTES, MAX_VALUES};
 use crate::locate::{join_index, join_key};
 
 /// Applies one override to `root`; returns the canonical dotted path it wrote, so that errors
@@ -17,7 +18,7 @@ pub(crate) fn apply(root: &mut Value, key: &str, value: &str) -> Result<String, 
     if key.is_empty() {
         return Err("empty key; write --set KEY=VALUE, e.g. processes.NAME.timeout_ms=500".into());
     }
-    let value = parse_value(value);
+    let value = parse_value(value)?;
     let mut node = root;
     let mut path = String::new();
     // Plain key names seen so far, to know when the next level holds user-chosen names.
@@ -131,9 +132,21 @@ fn name_level(names: &[String]) -> Option<&'static str> {
 /// VALUE as a YAML scalar or flow collection (`500`, `[a, b]`, `{return: 0, errno: EIO}`);
 /// text that is not valid YAML on its own (`*/file`) is taken as a plain string, and an empty
 /// VALUE means "unset" (the default).
-fn parse_value(text: &str) -> Value {
+/// A VALUE beyond the bounds of [`crate::budget`] is an error, not a string.
+fn parse_value(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
-        return Value::Null;
+        return Ok(Value::Null);
     }
-    serde_yaml_ng::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+    match crate::budget::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(LoadError::Yaml(_)) => Ok(Value::String(text.to_owned())),
+        Err(LoadError::TooLong) => Err(format!(
+            "the value is {} bytes; at most {} MiB are read",
+            text.len(),
+            MAX_MAP_BYTES >> 20
+        )),
+        Err(LoadError::TooLarge { .. }) => Err(format!(
+            "the value expands to more than {MAX_VALUES} YAML values; use fewer aliases of large anchors"
+        )),
+    }
 }

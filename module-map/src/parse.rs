@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+use crate::budget::{LoadError, MAX_MAP_BYTES, MAX_VALUES};
 use crate::errno::errno_from_name;
 use crate::locate::{duplicate_key_line, join_index, join_key, LineIndex};
 use crate::spec::parse_byte_count;
@@ -104,32 +105,82 @@ impl MapError {
 }
 
 impl fmt::Display for MapError {
+    /// Control characters (a newline in a quoted key, in a value quoted back in the message)
+    /// are shown escaped, so the error stays one line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write_one_line(f, &self.file.display().to_string())?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
         if let Some(key) = &self.key {
-            write!(f, ": {key}")?;
+            f.write_str(": ")?;
+            write_one_line(f, key)?;
         }
-        write!(f, ": {}", self.message)
+        f.write_str(": ")?;
+        write_one_line(f, &self.message)
     }
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{85}`).
+fn write_one_line(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for MapError {}
 
 /// Reads and parses the module map at `path` (no overrides).
 pub fn parse_map(path: &Path) -> Result<ModuleMap, MapError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        MapError::new(
-            MapErrorKind::Io,
+    parse_map_str(&read_map(path)?, path, &[])
+}
+
+/// The text of the module map at `path`: at most [`MAX_MAP_BYTES`] bytes are read (so a
+/// device such as `/dev/zero` named as the map is refused, not read forever), and text that
+/// is not UTF-8 is refused with the line of the first bad byte.
+pub fn read_map(path: &Path) -> Result<String, MapError> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_MAP_BYTES as u64 + 1).read_to_end(&mut data))
+        .map_err(|e| {
+            MapError::new(
+                MapErrorKind::Io,
+                path,
+                format!(
+                    "cannot read the module map: {e}; check the path given with -c or FRACTURE_CONFIG"
+                ),
+            )
+        })?;
+    if data.len() > MAX_MAP_BYTES {
+        return Err(MapError::new(
+            MapErrorKind::Invalid,
             path,
             format!(
-                "cannot read the module map: {e}; check the path given with -c or FRACTURE_CONFIG"
+                "the map is larger than {} MiB (a module map is a few KiB); check the path given with -c or FRACTURE_CONFIG",
+                MAX_MAP_BYTES >> 20
             ),
-        )
-    })?;
-    parse_map_str(&text, path, &[])
+        ));
+    }
+    String::from_utf8(data).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let mut err = MapError::new(
+            MapErrorKind::Syntax,
+            path,
+            format!(
+                "the map is not UTF-8 text (byte {:#04x} at offset {at}); save it as UTF-8",
+                bytes.get(at).copied().unwrap_or(0)
+            ),
+        );
+        err.line = Some(1 + bytes[..at].iter().filter(|&&b| b == b'\n').count());
+        err
+    })
 }
 
 /// Parses a module map from `text`; `file` is only used in errors and [`ModuleMap::file`].
@@ -139,8 +190,7 @@ pub fn parse_map_str(
     file: &Path,
     sets: &[(String, String)],
 ) -> Result<ModuleMap, MapError> {
-    let mut root: Value =
-        serde_yaml_ng::from_str(text).map_err(|e| syntax_error(file, text, &e))?;
+    let mut root = load(text, file)?;
     root.apply_merge()
         .map_err(|e| MapError::new(MapErrorKind::Syntax, file, strip_marks(&e.to_string())))?;
     let mut set_paths = Vec::new();
@@ -162,6 +212,31 @@ pub fn parse_map_str(
     let map = cx.map(&root)?;
     cx.cross_check(&map)?;
     Ok(map)
+}
+
+/// The YAML document of `text`, within the bounds of [`crate::budget`].
+fn load(text: &str, file: &Path) -> Result<Value, MapError> {
+    crate::budget::from_str(text).map_err(|e| match e {
+        LoadError::Yaml(e) => syntax_error(file, text, &e),
+        LoadError::TooLong => MapError::new(
+            MapErrorKind::Invalid,
+            file,
+            format!(
+                "the map is {} bytes; at most {} MiB are read (a module map is a few KiB)",
+                text.len(),
+                MAX_MAP_BYTES >> 20
+            ),
+        ),
+        LoadError::TooLarge { line } => {
+            let mut err = MapError::new(
+                MapErrorKind::Invalid,
+                file,
+                format!("the map expands to more than {MAX_VALUES} YAML values (an alias `*NAME` counts its anchor's values once more each time it is used); a module map needs a few hundred, so use fewer aliases of large anchors"),
+            );
+            err.line = line;
+            err
+        }
+    })
 }
 
 /// A YAML syntax error, keeping serde_yaml_ng's line but not its "at line L column C" text.
@@ -764,16 +839,42 @@ impl Cx<'_> {
     /// (`landlock_create_ruleset`, `seccomp`) to the kernel: a sandbox under it could never be
     /// applied, so the map is refused instead of the helper failing at each start.
     fn check_sandbox_wrappers(&self, p: &Process) -> Result<(), MapError> {
-        for (key, env) in p.helper_envs() {
-            let Some(tool) = env.wrapper.first() else {
-                continue;
-            };
-            let base = tool.rsplit('/').next().unwrap_or(tool);
-            if env.sandbox.is_some() && base.starts_with("valgrind") {
-                return Err(self.invalid(
-                    &key,
-                    format!("this environment has both a sandbox and the wrapper `{tool}`, which cannot apply one (valgrind does not pass Landlock and seccomp to the kernel); remove the sandbox or the wrapper from it"),
-                ));
+        // Each combination of [`Process::helper_envs`], without building the merged
+        // environments: replicas times retries can be tens of thousands of them.
+        let base_key = format!("processes.{}", p.name);
+        let (what, replica_envs) = match (&p.replicate, &p.sample) {
+            (Some(r), _) => ("replicate", r.envs.as_slice()),
+            (None, Some(s)) => ("sample", s.envs.as_slice()),
+            (None, None) => ("", &[][..]),
+        };
+        let layers = std::iter::once((None, &p.env))
+            .chain(replica_envs.iter().enumerate().map(|(i, e)| (Some(i), e)));
+        for (replica, env) in layers {
+            let retries =
+                std::iter::once(None).chain(p.on_crash.retry_envs.iter().enumerate().map(Some));
+            for retry in retries {
+                let mut chain = vec![&p.env];
+                if replica.is_some() {
+                    chain.push(env);
+                }
+                if let Some((_, r)) = retry {
+                    chain.push(r);
+                }
+                let Some(tool) = chain.iter().rev().find_map(|e| e.wrapper.first()) else {
+                    continue;
+                };
+                let base = tool.rsplit('/').next().unwrap_or(tool);
+                if chain.iter().any(|e| e.sandbox.is_some()) && base.starts_with("valgrind") {
+                    let key = match (retry, replica) {
+                        (Some((n, _)), _) => format!("{base_key}.on_crash.retry_envs[{n}]"),
+                        (None, Some(i)) => format!("{base_key}.{what}.envs[{i}]"),
+                        (None, None) => format!("{base_key}.env"),
+                    };
+                    return Err(self.invalid(
+                        &key,
+                        format!("this environment has both a sandbox and the wrapper `{tool}`, which cannot apply one (valgrind does not pass Landlock and seccomp to the kernel); remove the sandbox or the wrapper from it"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -960,6 +1061,14 @@ impl Cx<'_> {
         }
         if let Some((v, p)) = f.get("retry_envs") {
             c.retry_envs = self.envs(v, &p)?;
+            // Retry n runs in retry_envs[n-1] and there are at most MAX_RETRIES retries; more
+            // entries are never used, and each multiplies the environments to check.
+            if c.retry_envs.len() as u64 > MAX_RETRIES {
+                return Err(self.invalid(
+                    &p,
+                    format!("{} retry environments; retry n runs in retry_envs[n-1] and at most {MAX_RETRIES} retries are allowed, so give at most {MAX_RETRIES}", c.retry_envs.len()),
+                ));
+            }
         }
         if let Some((v, p)) = f.get("give_up") {
             c.give_up = self.give_up(v, &p)?;

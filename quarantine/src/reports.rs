@@ -352,6 +352,11 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
+/// A count of a `calls` entry: a non-negative integer, else 0.
+fn count(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or(0).max(0)
+}
+
 /// Stores one record; Ok(None) when it is not a valid record; Ok(Some(true)) when new.
 fn store(
     tx: &rusqlite::Transaction,
@@ -475,8 +480,8 @@ fn store(
                             s(c, "process"),
                             s(c, "module"),
                             s(c, "function"),
-                            c.get("calls").and_then(Value::as_i64).unwrap_or(0),
-                            c.get("crashes").and_then(Value::as_i64).unwrap_or(0),
+                            count(c, "calls"),
+                            count(c, "crashes"),
                         ],
                     )?;
                 }
@@ -552,8 +557,11 @@ pub fn summary(dbs: &[Db]) -> Result<Vec<Row>> {
                 signals.entry(key).or_default().insert(sig);
             }
         }
+        // TOTAL, not SUM: SUM fails on integer overflow and the difference of two SUMs turns
+        // into a REAL, either of which would stop `report` for good on this database; the
+        // CAST of a too-large REAL saturates.
         let mut q = db.conn.prepare(
-            "SELECT module, function, SUM(calls) - SUM(crashes) FROM run_calls GROUP BY module, function",
+            "SELECT module, function, CAST(TOTAL(calls) - TOTAL(crashes) AS INTEGER) FROM run_calls GROUP BY module, function",
         )?;
         let it = q.query_map([], |r| {
             Ok((
@@ -570,7 +578,7 @@ pub fn summary(dbs: &[Db]) -> Result<Vec<Row>> {
                 first: f64::MAX,
                 ..Row::default()
             });
-            row.clean_calls += n.max(0) as u64;
+            row.clean_calls = row.clean_calls.saturating_add(n.max(0) as u64);
         }
     }
     Ok(rows
@@ -623,7 +631,7 @@ pub fn module_history(
             }
         }
         let mut q = db.conn.prepare(
-            "SELECT c.module, r.program, SUM(c.calls) - SUM(c.crashes) FROM run_calls c JOIN runs r ON c.run = r.id GROUP BY c.module, r.program",
+            "SELECT c.module, r.program, CAST(TOTAL(c.calls) - TOTAL(c.crashes) AS INTEGER) FROM run_calls c JOIN runs r ON c.run = r.id GROUP BY c.module, r.program",
         )?;
         let it = q.query_map([], |r| {
             Ok((
@@ -635,7 +643,8 @@ pub fn module_history(
         for e in it {
             let (m, prog, n) = e?;
             if program_matches(&prog) {
-                h.entry(m).or_default().1 += n.max(0) as u64;
+                let clean = &mut h.entry(m).or_default().1;
+                *clean = clean.saturating_add(n.max(0) as u64);
             }
         }
     }
@@ -717,6 +726,8 @@ mod tests {
             "{}",
             r#"{"v":"1"}"#,
             r#"{"v":1,"time":"1"}"#,
+            r#"{"v":1,"time":1e400,"kind":"run"}"#,
+            &format!("{}{}", "[".repeat(200), "]".repeat(200)),
         ] {
             text += line;
             text += "\n";
@@ -729,15 +740,39 @@ mod tests {
             r#""kind":"run","calls":[3,"x",{"calls":"many"},{"calls":1e300}],"isolated":5"#,
             r#""kind":"run","calls":{"a":1},"exit":"0""#,
             r#""kind":[1]"#,
+            r#""kind":"run","calls":[{"calls":-5,"crashes":-9223372036854775808}]"#,
         ] {
             text += &format!("{head},{body}}}\n");
         }
         std::fs::write(spool.join("1-1.jsonl"), &text).unwrap();
         let a = Db::open(&db).unwrap();
-        assert_eq!(a.ingested.records, 5, "{:?}", a.ingested);
-        assert_eq!(a.ingested.skipped, 10);
+        assert_eq!(a.ingested.records, 6, "{:?}", a.ingested);
+        assert_eq!(a.ingested.skipped, 12);
         assert_eq!(count_events(&a).unwrap(), 3);
-        summary(&[a]).unwrap();
+        let rows = summary(&[a]).unwrap();
+        assert!(rows.iter().all(|r| r.clean_calls < 1 << 40), "{rows:?}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    // `SUM(calls) - SUM(crashes)` became a REAL past i64 (and SUM fails on overflow), so
+    // two runs with huge counts made `fracture report` and `fracture plan` fail on the
+    // database for good ("Invalid column type Real").
+    #[test]
+    fn clean_calls_past_i64_do_not_break_report_or_plan() {
+        let d = tmp("sum");
+        let db = d.join("r.db");
+        let spool = d.join("r.db.spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let run = r#"{"v":1,"kind":"run","time":1.5,"pid":1,"program":"/bin/x","calls":[{"process":"p","module":"m","function":"f","calls":9223372036854775807,"crashes":-1}]}"#;
+        std::fs::write(spool.join("1-1.jsonl"), format!("{run}\n{run}\n{run}\n")).unwrap();
+        let a = Db::open(&db).unwrap();
+        assert_eq!(a.ingested.records, 3);
+        let dbs = [a];
+        let rows = summary(&dbs).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].clean_calls, i64::MAX as u64);
+        let h = module_history(&dbs, &|_| true).unwrap();
+        assert_eq!(h["m"], (0, i64::MAX as u64));
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -191,8 +191,7 @@ pub fn load() -> Result<Result<Runtime, Inert>, MapError> {
         return Ok(Err(Inert::NoConfig));
     };
     let path = std::path::PathBuf::from(path);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| MapError::at(&path, None, None, format!("cannot read the map: {e}")))?;
+    let text = module_map::read_map(&path)?;
     let map = module_map::parse_map_str(&text, &path, &module_map::vars::sets_from_env())?;
     let exe = exe_path();
     if !map.matches_target(&exe) {
