@@ -59,7 +59,7 @@ const MAX_DEPTH: usize = 32;
 const NO_REGION: u32 = u32::MAX;
 
 thread_local! {
-    static ACTIVE: Cell<[Active; MAX_DEPTH]> = const { Cell::new([Active { owner: 0, region: NO_REGION, ch: 0, top: 0 }; MAX_DEPTH]) };
+    static ACTIVE: RefCell<[Active; MAX_DEPTH]> = const { RefCell::new([Active { owner: 0, region: NO_REGION, ch: 0, top: 0 }; MAX_DEPTH]) };
     static DEPTH: Cell<usize> = const { Cell::new(0) };
     /// Returned strings (`ret: str`), per function, valid until the next call of it here.
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -96,8 +96,10 @@ pub fn nested_mode(m: Nested) -> Nested {
 /// The innermost channel this thread uses that `which` picks.
 fn active_where(which: impl Fn(&Active) -> bool) -> Option<Active> {
     let d = DEPTH.with(|d| d.get());
-    let a = ACTIVE.with(|a| a.get());
-    a[..d].iter().rev().find(|x| which(x)).copied()
+    if d == 0 {
+        return None;
+    }
+    ACTIVE.with(|a| a.borrow()[..d].iter().rev().find(|x| which(x)).copied())
 }
 
 /// The innermost channel this thread uses with a process of `owner` (any of its replicas).
@@ -115,11 +117,7 @@ fn active_push(x: Active) -> bool {
     if d >= MAX_DEPTH {
         return false;
     }
-    ACTIVE.with(|a| {
-        let mut v = a.get();
-        v[d] = x;
-        a.set(v);
-    });
+    ACTIVE.with(|a| a.borrow_mut()[d] = x);
     DEPTH.with(|dd| dd.set(d + 1));
     true
 }
@@ -418,8 +416,8 @@ pub fn client_post(
         };
         bufs[nbufs] = (b.ptr, cursor, b.len, b.copied_back());
         nbufs += 1;
-        m.arg_off[b.arg] = cursor;
-        m.arg_len[b.arg] = b.len;
+        m.arg_off[b.arg as usize] = cursor;
+        m.arg_len[b.arg as usize] = b.len;
         cursor = align8(end);
     }
     m.data_end = cursor.min(DATA_SIZE as u64);

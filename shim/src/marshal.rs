@@ -21,24 +21,35 @@ use std::cell::Cell;
 /// Stack words passed with every call whatever the spec lists: a function declared with
 /// fewer `args` than it takes still gets the stack arguments the ABI may have placed (up to
 /// this many; the caller's stack mapping may allow fewer).
-pub const ABI_STACK: usize = 16;
+pub const ABI_STACK: usize = 6;
 
-/// One non-NULL buffer argument of a call.
+/// Which way a buffer moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// `str` and `in:`: copied in only.
+    In,
+    /// `out:`: copied in (bytes the function does not write keep their values) and back.
+    Out,
+    /// `inout:`: both.
+    InOut,
+}
+
+/// One non-NULL buffer argument of a call (small: a call's walk is made on the hot path).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Buf {
-    /// Argument index in the function's spec.
-    pub arg: usize,
-    pub spec: ArgSpec,
     /// The caller's pointer.
     pub ptr: u64,
     /// Bytes, from the spec and the caller's own memory (a string with its NUL).
     pub len: u64,
+    /// Argument index in the function's spec.
+    pub arg: u16,
+    pub dir: Dir,
 }
 
 impl Buf {
     /// True for `out:` and `inout:` buffers (copied back after a successful call).
     pub fn copied_back(&self) -> bool {
-        matches!(self.spec, ArgSpec::Out(_) | ArgSpec::InOut(_))
+        self.dir != Dir::In
     }
 }
 
@@ -52,10 +63,10 @@ pub struct Walk {
 }
 
 const NO_BUF: Buf = Buf {
-    arg: 0,
-    spec: ArgSpec::Val,
     ptr: 0,
     len: 0,
+    arg: 0,
+    dir: Dir::In,
 };
 
 impl Walk {
@@ -100,10 +111,14 @@ impl Walk {
                 _ => 0,
             };
             w.bufs[w.n] = Buf {
-                arg: i,
-                spec: *spec,
                 ptr: p,
                 len,
+                arg: i as u16,
+                dir: match spec {
+                    ArgSpec::Out(_) => Dir::Out,
+                    ArgSpec::InOut(_) => Dir::InOut,
+                    _ => Dir::In,
+                },
             };
             w.n += 1;
         }
@@ -129,7 +144,7 @@ impl Walk {
     pub fn bytes_in(&self) -> u64 {
         self.bufs()
             .iter()
-            .filter(|b| !matches!(b.spec, ArgSpec::Out(_)))
+            .filter(|b| b.dir != Dir::Out)
             .map(|b| b.len)
             .sum()
     }

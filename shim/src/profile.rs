@@ -9,7 +9,7 @@
 use crate::abi::Frame;
 use crate::dispatch::call_local;
 use crate::runtime::{FnDesc, Runtime};
-use module_map::{ArgSpec, RetSpec};
+use module_map::RetSpec;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub struct Profile {
@@ -49,13 +49,13 @@ impl Profile {
         let walk = crate::marshal::Walk::of(f, frame);
         let (mut bin, mut bout) = (0u64, 0u64);
         for b in walk.bufs() {
-            match b.spec {
-                ArgSpec::Out(_) => bout += b.len,
-                ArgSpec::InOut(_) => {
+            match b.dir {
+                crate::marshal::Dir::Out => bout += b.len,
+                crate::marshal::Dir::InOut => {
                     bin += b.len;
                     bout += b.len;
                 }
-                _ => bin += b.len,
+                crate::marshal::Dir::In => bin += b.len,
             }
         }
         let callee = rt.map.modules.iter().position(|x| x.name == f.module);

@@ -12,9 +12,10 @@ use std::sync::Mutex;
 static RESTART: Mutex<()> = Mutex::new(());
 
 thread_local! {
-    /// The region whose failure a call nested in this thread's outer call reported (see
-    /// `report`); usize::MAX: none.
-    static INNER_REPORTED: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// (region, helper pid) whose failure a call nested in this thread's outer call reported
+    /// (see `report`); usize::MAX: none.
+    static INNER_REPORTED: std::cell::Cell<(usize, i32)> =
+        const { std::cell::Cell::new((usize::MAX, 0)) };
 }
 
 /// Describes a raw wait status: "signal 11 (SIGSEGV)" or "exit status 3".
@@ -184,10 +185,6 @@ pub fn try_call_after(
         };
         let e = match res {
             Ok(_) => {
-                if !dispatch::nested_in(f.owner) {
-                    // Whatever a nested call reported, this call outlived it.
-                    INNER_REPORTED.with(|r| r.set(usize::MAX));
-                }
                 if logged.is_some() {
                     maybe_checkpoint(p);
                 }
@@ -286,9 +283,10 @@ fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &
     // One record per fault: in a module -> program -> same module chain, the inner call that
     // faulted reports it, and the outer call on this thread, failing of the same death, does
     // not report it again.
+    let mark = (p.index, p.pid.load(SeqCst));
     if dispatch::nested_in(f.owner) {
-        INNER_REPORTED.with(|r| r.set(p.index));
-    } else if INNER_REPORTED.with(|r| r.replace(usize::MAX)) == p.index {
+        INNER_REPORTED.with(|r| r.set(mark));
+    } else if INNER_REPORTED.with(|r| r.replace((usize::MAX, 0))) == mark {
         return;
     }
     let died = matches!(e, CallError::Died(_));

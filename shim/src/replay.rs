@@ -10,7 +10,7 @@ use crate::dispatch;
 use crate::handles;
 use crate::marshal::Walk;
 use crate::runtime::{FnDesc, ProcRt, Runtime};
-use module_map::{ArgSpec, RetSpec};
+use module_map::RetSpec;
 use std::cell::Cell;
 
 #[derive(Clone)]
@@ -74,7 +74,7 @@ pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
         .bufs()
         .iter()
         .map(|b| {
-            if matches!(b.spec, ArgSpec::Out(_)) || b.len > crate::shm::DATA_SIZE as u64 {
+            if b.dir == crate::marshal::Dir::Out || b.len > crate::shm::DATA_SIZE as u64 {
                 Vec::new()
             } else {
                 // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
@@ -139,7 +139,7 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             .collect();
         let ptrs: Vec<u64> = copies.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
         for (b, p) in e.walk.bufs().iter().zip(&ptrs) {
-            set_arg(&mut frame, &mut stack, f.layout.args[b.arg].1, *p);
+            set_arg(&mut frame, &mut stack, f.layout.args[b.arg as usize].1, *p);
         }
         let mut walk = e.walk.rebased(&ptrs);
         walk.stack = stack;

@@ -62,7 +62,7 @@ fn private_copy(f: &FnDesc, frame: &Frame, walk: &Walk) -> Private {
             let len = b.len.min(crate::shm::DATA_SIZE as u64) as usize;
             // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
             let v = unsafe { std::slice::from_raw_parts(b.ptr as *const u8, len) }.to_vec();
-            (b.arg, b.spec, v)
+            (b.arg as usize, f.layout.args[b.arg as usize].0, v)
         })
         .collect();
     let mut stack = walk.stack;

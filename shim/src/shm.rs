@@ -22,8 +22,9 @@ use std::time::Duration;
 
 pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
 /// Bumped whenever the layout of the region or a message changes (v2: the zygote's
-/// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach).
-pub const VERSION: u32 = 2;
+/// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach; v3: a message's stack
+/// words follow its common fields).
+pub const VERSION: u32 = 3;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
 /// Bytes of argument and result data per channel (sparse: pages are used only when touched).
@@ -107,16 +108,31 @@ pub struct Msg {
     /// `ms->flags`). Offset (u64::MAX = none) and length in the data area.
     pub mirror_off: u64,
     pub mirror_len: u64,
+    /// A call's stack words (`nstack` of them are copied): right after the common fields,
+    /// so the first ones share the third cache line and the words passed beyond the spec
+    /// cost little.
+    pub stack: [u64; MAX_STACK],
     pub xmm: [[u64; 2]; 8],
     /// Per argument: offset in the data area (u64::MAX = NULL pointer) and length.
     pub arg_off: [u64; MAX_ARGS],
     pub arg_len: [u64; MAX_ARGS],
-    pub stack: [u64; MAX_STACK],
 }
 
-const HOT: usize = std::mem::offset_of!(Msg, xmm);
-const CALL_HOT: usize = std::mem::offset_of!(Msg, arg_off);
-const _: () = assert!(HOT.is_multiple_of(8) && CALL_HOT.is_multiple_of(8) && HOT <= 192);
+const HOT: usize = std::mem::offset_of!(Msg, stack);
+const _: () = assert!(HOT.is_multiple_of(8) && HOT <= 192);
+// The layout is a protocol (tests/c-fixtures/fx_forge.c writes it by hand): bump VERSION when
+// any of these moves.
+const _: () = assert!(std::mem::offset_of!(Msg, data_base) == 24);
+const _: () = assert!(std::mem::offset_of!(Msg, gp) == 40);
+const _: () = assert!(std::mem::offset_of!(Msg, ret_rax) == 96);
+const _: () = assert!(HOT == 176);
+const _: () = assert!(std::mem::offset_of!(Msg, xmm) == 432);
+const _: () = assert!(std::mem::offset_of!(Msg, arg_off) == 560);
+const _: () = assert!(std::mem::offset_of!(Msg, arg_len) == 816);
+const _: () = assert!(std::mem::size_of::<Msg>() == 1072);
+const _: () = assert!(std::mem::offset_of!(Channel, msg) == 32);
+const _: () = assert!(std::mem::offset_of!(Channel, consumed) == 28);
+const _: () = assert!(std::mem::offset_of!(RegionHeader, fault_sig) == 48);
 
 /// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
 ///
@@ -288,31 +304,19 @@ impl Channel {
     pub fn read_msg(&self) -> Msg {
         // SAFETY: Msg is plain data; all-zero is a valid value.
         let mut m: Msg = unsafe { std::mem::zeroed() };
-        let src = self.msg_ptr() as *const u64;
+        let src = self.msg_ptr();
         let dst = &mut m as *mut Msg as *mut u64;
-        // SAFETY: the message lies in the live mapping; every range copied is inside Msg, and
-        // every bit pattern is a valid Msg.
+        // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
+        // counts are bounded by the table sizes), and every bit pattern is a valid Msg.
         unsafe {
-            copy_words(dst, src, HOT / 8);
+            copy_words(dst, src as *const u64, HOT / 8);
             if m.kind == MSG_CALL {
-                copy_words(dst.add(HOT / 8), src.add(HOT / 8), (CALL_HOT - HOT) / 8);
-                let n = (m.nargs as usize).min(MAX_ARGS);
-                copy_words(
-                    m.arg_off.as_mut_ptr(),
-                    std::ptr::addr_of!((*self.msg_ptr()).arg_off) as *const u64,
-                    n,
-                );
-                copy_words(
-                    m.arg_len.as_mut_ptr(),
-                    std::ptr::addr_of!((*self.msg_ptr()).arg_len) as *const u64,
-                    n,
-                );
                 let k = (m.nstack as usize).min(MAX_STACK);
-                copy_words(
-                    m.stack.as_mut_ptr(),
-                    std::ptr::addr_of!((*self.msg_ptr()).stack) as *const u64,
-                    k,
-                );
+                copy_words(m.stack.as_mut_ptr(), std::ptr::addr_of!((*src).stack).cast(), k);
+                copy_words(m.xmm.as_mut_ptr().cast(), std::ptr::addr_of!((*src).xmm).cast(), 16);
+                let n = (m.nargs as usize).min(MAX_ARGS);
+                copy_words(m.arg_off.as_mut_ptr(), std::ptr::addr_of!((*src).arg_off).cast(), n);
+                copy_words(m.arg_len.as_mut_ptr(), std::ptr::addr_of!((*src).arg_len).cast(), n);
             }
         }
         m
@@ -320,32 +324,17 @@ impl Channel {
 
     /// Writes a message into the slot: only the parts its kind uses.
     pub fn write_msg(&self, m: &Msg) {
-        let src = m as *const Msg as *const u64;
-        let dst = self.msg_ptr() as *mut u64;
+        let dst = self.msg_ptr();
         // SAFETY: the slot belongs to us (we are the sender); ranges are inside Msg.
         unsafe {
+            copy_words(dst as *mut u64, m as *const Msg as *const u64, HOT / 8);
             if m.kind == MSG_CALL {
-                copy_words(dst, src, CALL_HOT / 8);
-                let n = (m.nargs as usize).min(MAX_ARGS);
-                let slot = self.msg_ptr();
-                copy_words(
-                    std::ptr::addr_of_mut!((*slot).arg_off) as *mut u64,
-                    m.arg_off.as_ptr(),
-                    n,
-                );
-                copy_words(
-                    std::ptr::addr_of_mut!((*slot).arg_len) as *mut u64,
-                    m.arg_len.as_ptr(),
-                    n,
-                );
                 let k = (m.nstack as usize).min(MAX_STACK);
-                copy_words(
-                    std::ptr::addr_of_mut!((*slot).stack) as *mut u64,
-                    m.stack.as_ptr(),
-                    k,
-                );
-            } else {
-                copy_words(dst, src, HOT / 8);
+                copy_words(std::ptr::addr_of_mut!((*dst).stack).cast(), m.stack.as_ptr(), k);
+                copy_words(std::ptr::addr_of_mut!((*dst).xmm).cast(), m.xmm.as_ptr().cast(), 16);
+                let n = (m.nargs as usize).min(MAX_ARGS);
+                copy_words(std::ptr::addr_of_mut!((*dst).arg_off).cast(), m.arg_off.as_ptr(), n);
+                copy_words(std::ptr::addr_of_mut!((*dst).arg_len).cast(), m.arg_len.as_ptr(), n);
             }
         }
     }

@@ -44,8 +44,8 @@
 #define M_DATA_END 32
 #define M_GP 40
 #define M_RET_RAX 96
-#define M_ARG_OFF 304
-#define M_ARG_LEN 560
+#define M_ARG_OFF 560
+#define M_ARG_LEN 816
 
 #define MSG_CALL 1
 #define MSG_RETURN 2
