@@ -312,11 +312,27 @@ impl Channel {
             copy_words(dst, src as *const u64, HOT / 8);
             if m.kind == MSG_CALL {
                 let k = (m.nstack as usize).min(MAX_STACK);
-                copy_words(m.stack.as_mut_ptr(), std::ptr::addr_of!((*src).stack).cast(), k);
-                copy_words(m.xmm.as_mut_ptr().cast(), std::ptr::addr_of!((*src).xmm).cast(), 16);
+                copy_words(
+                    m.stack.as_mut_ptr(),
+                    std::ptr::addr_of!((*src).stack).cast(),
+                    k,
+                );
+                copy_words(
+                    m.xmm.as_mut_ptr().cast(),
+                    std::ptr::addr_of!((*src).xmm).cast(),
+                    16,
+                );
                 let n = (m.nargs as usize).min(MAX_ARGS);
-                copy_words(m.arg_off.as_mut_ptr(), std::ptr::addr_of!((*src).arg_off).cast(), n);
-                copy_words(m.arg_len.as_mut_ptr(), std::ptr::addr_of!((*src).arg_len).cast(), n);
+                copy_words(
+                    m.arg_off.as_mut_ptr(),
+                    std::ptr::addr_of!((*src).arg_off).cast(),
+                    n,
+                );
+                copy_words(
+                    m.arg_len.as_mut_ptr(),
+                    std::ptr::addr_of!((*src).arg_len).cast(),
+                    n,
+                );
             }
         }
         m
@@ -330,11 +346,27 @@ impl Channel {
             copy_words(dst as *mut u64, m as *const Msg as *const u64, HOT / 8);
             if m.kind == MSG_CALL {
                 let k = (m.nstack as usize).min(MAX_STACK);
-                copy_words(std::ptr::addr_of_mut!((*dst).stack).cast(), m.stack.as_ptr(), k);
-                copy_words(std::ptr::addr_of_mut!((*dst).xmm).cast(), m.xmm.as_ptr().cast(), 16);
+                copy_words(
+                    std::ptr::addr_of_mut!((*dst).stack).cast(),
+                    m.stack.as_ptr(),
+                    k,
+                );
+                copy_words(
+                    std::ptr::addr_of_mut!((*dst).xmm).cast(),
+                    m.xmm.as_ptr().cast(),
+                    16,
+                );
                 let n = (m.nargs as usize).min(MAX_ARGS);
-                copy_words(std::ptr::addr_of_mut!((*dst).arg_off).cast(), m.arg_off.as_ptr(), n);
-                copy_words(std::ptr::addr_of_mut!((*dst).arg_len).cast(), m.arg_len.as_ptr(), n);
+                copy_words(
+                    std::ptr::addr_of_mut!((*dst).arg_off).cast(),
+                    m.arg_off.as_ptr(),
+                    n,
+                );
+                copy_words(
+                    std::ptr::addr_of_mut!((*dst).arg_len).cast(),
+                    m.arg_len.as_ptr(),
+                    n,
+                );
             }
         }
     }
