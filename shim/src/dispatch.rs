@@ -488,14 +488,6 @@ pub fn client_wait(
         let r = ch.read_msg();
         match r.kind {
             MSG_RETURN => {
-                // Copy back out-buffers at the offsets and lengths we chose, never the peer's.
-                for &(p, off, len, back) in &bufs[..nbufs] {
-                    if back {
-                        // SAFETY: same ranges as the copy-in above.
-                        unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
-                        moved.bytes_out += len;
-                    }
-                }
                 frame.ret_rax = r.ret_rax;
                 frame.ret_rdx = r.ret_rdx;
                 frame.ret_xmm0 = r.ret_xmm0;
@@ -506,7 +498,9 @@ pub fn client_wait(
                 }
                 if from_program {
                     if f.ret == RetSpec::Handle {
-                        let tok = if crate::replay::replaying() {
+                        // Replayed calls and replicas other than the answering one get
+                        // fresh tokens, handed over to the program's token afterwards.
+                        let tok = if crate::replay::replaying() || crate::replicas::secondary() {
                             handles::fresh_token(region.key(), r.ret_rax)
                         } else {
                             handles::token_for(region.key(), r.ret_rax)
@@ -538,6 +532,15 @@ pub fn client_wait(
                             };
                             handles::refresh(mirror_token, snap);
                         }
+                    }
+                }
+                // Copy back out-buffers at the offsets and lengths we chose, never the peer's,
+                // and only once the answer is known to be good: a failed call writes nothing.
+                for &(p, off, len, back) in &bufs[..nbufs] {
+                    if back {
+                        // SAFETY: same ranges as the copy-in above.
+                        unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
+                        moved.bytes_out += len;
                     }
                 }
                 set_errno(r.errno);
@@ -1218,7 +1221,7 @@ pub fn pending(ch: &Channel) -> bool {
 
 /// Sends a control message (no function, no data) to the helper of `p` and waits for the
 /// answer. Used for checkpoints, while the caller holds the gate exclusively.
-pub fn control(p: &ProcRt, kind: u32) -> Result<Msg, CallError> {
+pub fn control(p: &ProcRt, kind: u32, limit: Duration) -> Result<Msg, CallError> {
     let c = acquire(p);
     let ch = p.region.channel(c);
     let mut m = fail();
@@ -1230,7 +1233,7 @@ pub fn control(p: &ProcRt, kind: u32) -> Result<Msg, CallError> {
         shm::ring(&p.region.header().doorbell);
     }
     let t0 = Instant::now();
-    let stop = || helper_gone(p) || t0.elapsed() > Duration::from_secs(10);
+    let stop = || helper_gone(p) || t0.elapsed() > limit;
     let r = match ch
         .to_prog()
         .wait(seen, Duration::from_micros(50), SLICE, stop)

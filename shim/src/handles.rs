@@ -168,6 +168,28 @@ pub fn retarget_fresh(old: u64, new: u64) {
     }
 }
 
+/// A replica's (or an observer's) handle for the call whose token the program keeps: `new` is
+/// the fresh token that replica's answer got (never an existing one: a replica returning
+/// another handle's value once moved that handle's bindings, every replica's, onto `keep`),
+/// its one binding moves to `keep`, and its block is freed.
+pub fn adopt_fresh(keep: u64, new: u64) {
+    if new == 0 || keep == 0 || keep == new {
+        return;
+    }
+    let made_for = with(|t| t.by_token.get(&new).and_then(|b| b.first()).map(|b| b.0));
+    retarget_bindings(keep, new);
+    if !is_token(new) {
+        if let Some(key) = made_for {
+            with(|t| {
+                t.made.entry(key).and_modify(|n| *n = n.saturating_sub(1));
+            });
+        }
+        // SAFETY: `new` is a Box<Block> that fresh_token leaked for this call's replica; the
+        // program never saw it and retarget_bindings removed it from the table.
+        unsafe { drop(Box::from_raw(new as *mut Block)) };
+    }
+}
+
 /// As [`retarget`] without the snapshot (a replica's value for a handle replica 0 returned).
 /// Returns false when `new` had no binding.
 pub fn retarget_bindings(old: u64, new: u64) -> bool {

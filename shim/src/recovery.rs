@@ -186,7 +186,7 @@ pub fn try_call_after(
         let e = match res {
             Ok(_) => {
                 if logged.is_some() {
-                    maybe_checkpoint(p);
+                    maybe_checkpoint(rt, p);
                 }
                 if let Some((what, addr)) = first_failure {
                     let env = retry_env(oc, retry);
@@ -329,8 +329,7 @@ pub fn kill_helper(p: &ProcRt) {
     if pid <= 0 {
         return;
     }
-    // SAFETY: signalling the helper we started; its pidfd tells when it is gone.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    crate::zygote::signal(p.pidfd.load(SeqCst), pid, libc::SIGKILL);
     let fd = p.pidfd.load(SeqCst);
     if fd < 0 {
         return;
@@ -375,8 +374,7 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     let old_pid = p.pid.load(SeqCst);
     let old_fd = p.pidfd.swap(-1, SeqCst);
     if old_pid > 0 {
-        // SAFETY: signalling the helper we started.
-        unsafe { libc::kill(old_pid, libc::SIGKILL) };
+        crate::zygote::signal(old_fd, old_pid, libc::SIGKILL);
     }
     let from_ckpt = p.spec.on_crash.restore == module_map::Restore::Checkpoint
         && p.ckpt_len.load(SeqCst) != usize::MAX;
@@ -522,7 +520,7 @@ const CKPT_EVERY: usize = 64;
 
 /// Takes a checkpoint when enough state calls were logged since the last one and no call is
 /// in flight (the gate is free); otherwise tries again after a later call.
-fn maybe_checkpoint(p: &ProcRt) {
+fn maybe_checkpoint(rt: &Runtime, p: &ProcRt) {
     if p.spec.on_crash.restore != module_map::Restore::Checkpoint {
         return;
     }
@@ -535,14 +533,29 @@ fn maybe_checkpoint(p: &ProcRt) {
         return;
     };
     let len = crate::replay::len(p);
-    match dispatch::control(p, crate::shm::MSG_CHECKPOINT) {
-        Ok(m) if m.kind == crate::shm::MSG_RETURN => {
+    // A helper that does not answer holds the exclusive gate no longer than a call may take.
+    let limit = std::time::Duration::from_millis(p.spec.timeout_ms.unwrap_or(10_000).min(10_000));
+    let helper = p.pid.load(SeqCst);
+    match dispatch::control(p, crate::shm::MSG_CHECKPOINT, limit) {
+        // The frozen copy's pid is the helper's word: a child of the helper, in the zygote's
+        // group, or no checkpoint (a pid from there once let a helper name another helper's
+        // processes for `resume` to adopt or kill).
+        Ok(m)
+            if m.kind == crate::shm::MSG_RETURN
+                && crate::zygote::is_child_of(rt, m.ret_rax as i32, helper) =>
+        {
+            p.ckpt.store(m.ret_rax as i32, SeqCst);
             p.ckpt_len.store(len, SeqCst);
             debug!(
                 "process '{}': checkpoint pid {} at log entry {len}",
                 p.name, m.ret_rax
             );
         }
-        _ => debug!("process '{}': no checkpoint this time", p.name),
+        _ => {
+            // Try again 64 logged calls later, not after every call.
+            p.ckpt.store(0, SeqCst);
+            p.ckpt_len.store(len, SeqCst);
+            debug!("process '{}': no checkpoint this time", p.name);
+        }
     }
 }

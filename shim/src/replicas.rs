@@ -328,7 +328,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
         };
         for t in tokens.iter().skip(1) {
             if *t != 0 && *t != keep {
-                handles::retarget_bindings(keep, *t);
+                handles::adopt_fresh(keep, *t);
             }
         }
         if first.is_err() && keep != 0 {
@@ -674,7 +674,7 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
         nested_mode(Nested::Off);
         if let Ok(Ok(())) = res {
             if f.ret == RetSpec::Handle && job.keep != 0 {
-                handles::retarget_bindings(job.keep, job.pv.frame.ret_rax);
+                handles::adopt_fresh(job.keep, job.pv.frame.ret_rax);
             }
         }
     }

@@ -72,6 +72,8 @@ pub struct ProcRt {
     pub gate: std::sync::RwLock<()>,
     /// Log length at the helper's last checkpoint (usize::MAX: no checkpoint).
     pub ckpt_len: std::sync::atomic::AtomicUsize,
+    /// Pid of the frozen copy, verified when it was made (0: none).
+    pub ckpt: AtomicI32,
     /// False while the helper is one resumed from a checkpoint (not the zygote's child).
     pub zygote_child: AtomicBool,
     /// The region's memfd (close-on-exec; an exec-mode helper gets a copy without it).
@@ -114,6 +116,7 @@ impl ProcRt {
             log: Mutex::new(Vec::new()),
             gate: std::sync::RwLock::new(()),
             ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            ckpt: AtomicI32::new(0),
             zygote_child: AtomicBool::new(true),
             region_fd,
             observer: p.sample.as_ref().is_some_and(|s| {

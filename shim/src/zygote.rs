@@ -157,6 +157,23 @@ pub fn in_family(rt: &Runtime, pid: i32) -> bool {
     parent_and_group(pid).is_some_and(|(_, g)| g == z)
 }
 
+/// True when `pid` is a process of the zygote's group whose parent is `parent`.
+pub fn is_child_of(rt: &Runtime, pid: i32, parent: i32) -> bool {
+    in_family(rt, pid) && parent_and_group(pid).is_some_and(|(pp, _)| pp == parent)
+}
+
+/// Sends `sig` to a helper: through its pidfd when the program holds one (a pid may have been
+/// reaped and reused since), else by pid.
+pub fn signal(pidfd: i32, pid: i32, sig: i32) {
+    if pidfd >= 0 {
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, 0usize, 0u32) };
+    } else if pid > 0 {
+        // SAFETY: signalling the helper we started (no pidfd could be opened for it).
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
 /// (parent pid, process group) of `pid`, from /proc.
 fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -193,8 +210,8 @@ pub fn reset_region(p: &crate::runtime::ProcRt) {
 pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     let p = &rt.procs[k];
     let h = p.region.header();
-    // The frozen copy's pid is the helper's word: only a process of the zygote's group.
-    let ck = h.ckpt_pid.load(SeqCst);
+    // The frozen copy the program verified when it was made (a child of the helper then).
+    let ck = p.ckpt.load(SeqCst);
     if !in_family(rt, ck) {
         return Err(std::io::Error::other("no checkpoint"));
     }

@@ -25,6 +25,9 @@ void *forge_handle(long i);
 long forge_recurse(long n);
 void *fx_counter_new(long start);
 long fx_counter_get(const void *c);
+void *forge_obj_new(long v);
+long forge_obj_get(const void *o);
+const char *forge_bad_str(char *out);
 long host_fill(char *buf, long n);
 long host_slen(const char *s);
 
@@ -86,8 +89,18 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 10; i++)
             total += fx_leak(100) != NULL;
         printf("leak: %ld\n", total);
+    } else if (!strcmp(s, "objs")) {
+        void *a = forge_obj_new(10);
+        void *b = forge_obj_new(20);
+        printf("a=%ld b=%ld\n", forge_obj_get(a), forge_obj_get(b));
+        printf("a_again=%ld\n", forge_obj_get(a));
+    } else if (!strcmp(s, "badstr")) {
+        char out[8];
+        memset(out, '.', sizeof out);
+        const char *r = forge_bad_str(out);
+        printf("badstr: %s %.8s\n", r ? r : "NULL", out);
     } else if (!strcmp(s, "flood")) {
-        printf("flood: %ld\n", forge_flood(5));
+        printf("flood: %ld\n", forge_flood(6));
     } else if (!strcmp(s, "regions")) {
         printf("regions: %ld\n", forge_regions());
     } else if (!strcmp(s, "handles")) {

@@ -269,3 +269,45 @@ long forge_recurse(long n) {
         return n;
     return forge_recurse(n + 1) + pad[0];
 }
+
+/* Objects behind handles. In a replica other than the first (its helper is named
+ * "frac-<process>#<n>"), every new object after the first is answered with the first
+ * object's address again: one replica naming another handle's value. */
+static long objs[64];
+static int nobj;
+static int second_replica(void) {
+    char comm[64] = {0};
+    FILE *f = fopen("/proc/self/comm", "r");
+    if (!f)
+        return 0;
+    if (!fgets(comm, sizeof comm, f))
+        comm[0] = 0;
+    fclose(f);
+    return strchr(comm, '#') != NULL;
+}
+void *forge_obj_new(long v) {
+    if (nobj > 0 && second_replica())
+        return &objs[0];
+    if (nobj >= 64)
+        return NULL;
+    objs[nobj] = v;
+    return &objs[nobj++];
+}
+long forge_obj_get(const long *o) { return o ? *o : -1; }
+
+/* Fills its out-buffer (in the data area), then answers by hand with a returned string whose
+ * offset is past the data area, and never returns: the program must take the call for
+ * failed and write nothing into the caller's out-buffer. */
+const char *forge_bad_str(char *out) {
+    if (!setup())
+        return NULL;
+    memset(out, 'E', 8);
+    unsigned char *m = msg(0);
+    *u32at(m, M_KIND) = MSG_RETURN;
+    *u64at(m, 144) = DATA_SIZE + 16; /* ret_off */
+    *u64at(m, 152) = 4;              /* ret_len */
+    *u64at(m, 160) = NULL_OFF;       /* mirror_off */
+    post_to_prog(0);
+    for (;;)
+        pause();
+}

@@ -255,3 +255,36 @@ fn a_panic_in_a_forked_child_never_runs_the_programs_main_again() {
     let o = run_with(c, b"", WATCHDOG);
     assert_eq!(ok(o), plain_boundary("sum8"));
 }
+
+#[test]
+fn a_replica_returning_another_handles_value_cannot_rebind_the_programs_handles() {
+    // Replica 1 answered a new handle with the value of an older one: the program merged the
+    // older token, with every replica's bindings, into the new one; the new handle then named
+    // replica 0's old object and the old token stopped being a token at all.
+    let d = TempDir::new("objs");
+    let map = d.write(
+        "map.yaml",
+        &format!(
+            "modules:\n  forge:\n    object: {}\n    functions:\n      forge_obj_new: {{args: [val], ret: handle}}\n      forge_obj_get: {{args: [handle]}}\n\
+             processes:\n  forger:\n    modules: [forge]\n    replicate: {{count: 2, on_mismatch: first}}\n",
+            fixture("libfx_forge.so").display()
+        ),
+    );
+    let o = run_with(
+        under(&map, &[], &fixture("fx_boundary"), &["objs"]),
+        b"",
+        WATCHDOG,
+    );
+    let e = stderr(&o);
+    assert_eq!(ok(o), plain_boundary("objs"), "{e}");
+}
+
+#[test]
+fn a_call_whose_answer_is_refused_writes_nothing_into_the_callers_out_buffers() {
+    // The out-buffers were copied back before the returned string was checked: an answer
+    // with a string past the data area failed the call after the helper's bytes had already
+    // overwritten the caller's buffer.
+    let o = boundary("boundary-misc.yaml", "badstr");
+    let e = stderr(&o);
+    assert_eq!(ok(o), "badstr: NULL ........\nintact\n", "{e}");
+}
