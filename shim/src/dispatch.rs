@@ -272,7 +272,7 @@ pub fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
         return;
     }
     // Every stack word the caller may have placed, as far as its stack mapping goes.
-    let (_, nstack) = crate::marshal::stack_words(frame, f.layout.nstack);
+    let nstack = crate::marshal::stack_reach(frame, f.layout.nstack);
     // SAFETY: `real` is the address dlsym gave for this very symbol, and the frame's stack
     // pointer is the caller's stack, which holds `nstack` readable words (stack_words
     // bounded them by the mapping).
@@ -1132,8 +1132,8 @@ pub fn death_status(p: &ProcRt) -> i32 {
     if p.zygote_child.load(SeqCst) {
         let t = Instant::now();
         while t.elapsed() < Duration::from_millis(200) {
-            if w.state.load(SeqCst) == shm::STATE_DEAD {
-                return w.wait_status.load(SeqCst);
+            if let Some(st) = w.reaped() {
+                return st;
             }
             std::thread::sleep(Duration::from_micros(50));
         }
@@ -1159,8 +1159,8 @@ pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_,
 /// zygote wrote, or, when its fault handler says it is dying, the signal it recorded (the
 /// helper's own word: it can only fail its own calls with it). No syscall.
 fn known_dead(p: &ProcRt) -> Option<i32> {
-    if p.watch.state.load(SeqCst) == shm::STATE_DEAD {
-        return Some(p.watch.wait_status.load(SeqCst));
+    if let Some(st) = p.watch.reaped() {
+        return Some(st);
     }
     match p.region.header().fault_sig.load(SeqCst) {
         0 => None,

@@ -153,19 +153,7 @@ pub fn retarget_fresh(old: u64, new: u64) {
     if new == 0 || old == new {
         return;
     }
-    let made_for = with(|t| t.by_token.get(&new).and_then(|b| b.first()).map(|b| b.0));
-    retarget(old, new);
-    if !is_token(new) {
-        if let Some(key) = made_for {
-            with(|t| {
-                t.made.entry(key).and_modify(|n| *n = n.saturating_sub(1));
-            });
-        }
-        // SAFETY: `new` is a Box<Block> that fresh_token leaked; the program never saw it
-        // (replayed calls answer no caller) and retarget removed it from the table, so nothing
-        // refers to it any more.
-        unsafe { drop(Box::from_raw(new as *mut Block)) };
-    }
+    hand_over_fresh(old, new, retarget);
 }
 
 /// A replica's (or an observer's) handle for the call whose token the program keeps: `new` is
@@ -176,16 +164,25 @@ pub fn adopt_fresh(keep: u64, new: u64) {
     if new == 0 || keep == 0 || keep == new {
         return;
     }
+    hand_over_fresh(keep, new, |k, n| {
+        retarget_bindings(k, n);
+    });
+}
+
+/// Moves the fresh token `new` onto `old` with `how`, then frees `new` (and its count toward
+/// its region's bound) once it is out of the table.
+fn hand_over_fresh(old: u64, new: u64, how: impl FnOnce(u64, u64)) {
     let made_for = with(|t| t.by_token.get(&new).and_then(|b| b.first()).map(|b| b.0));
-    retarget_bindings(keep, new);
+    how(old, new);
     if !is_token(new) {
         if let Some(key) = made_for {
             with(|t| {
                 t.made.entry(key).and_modify(|n| *n = n.saturating_sub(1));
             });
         }
-        // SAFETY: `new` is a Box<Block> that fresh_token leaked for this call's replica; the
-        // program never saw it and retarget_bindings removed it from the table.
+        // SAFETY: `new` is a Box<Block> that fresh_token leaked for a call no caller saw (a
+        // replayed call, or a replica other than the answering one); `how` removed it from
+        // the table, so nothing refers to it any more.
         unsafe { drop(Box::from_raw(new as *mut Block)) };
     }
 }

@@ -51,6 +51,15 @@ impl Buf {
     pub fn copied_back(&self) -> bool {
         self.dir != Dir::In
     }
+
+    /// A private copy of the caller's bytes (at most a data area's worth: a longer buffer
+    /// cannot be posted anyway).
+    pub fn bytes(&self) -> Vec<u8> {
+        let len = self.len.min(crate::shm::DATA_SIZE as u64) as usize;
+        // SAFETY: the caller's buffer holds `len` bytes or more (the walk measured it from
+        // the spec and the caller's memory before the call).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, len) }.to_vec()
+    }
 }
 
 /// The buffers and stack words of one call, as the caller's side computed them once.
@@ -201,16 +210,15 @@ fn my_stack() -> (u64, u64) {
     })
 }
 
-/// Copies the stack words of a call: at least `want` (the spec's), and up to [`ABI_STACK`]
-/// beyond them as far as the caller's stack mapping reaches (a function declared with fewer
-/// `args` than it takes gets its stack arguments too).
-pub fn stack_words(frame: &Frame, want: usize) -> ([u64; MAX_STACK], usize) {
-    let mut stack = [0u64; MAX_STACK];
+/// How many stack words a call carries: at least `want` (the spec's), and up to
+/// [`ABI_STACK`] whatever the spec lists, as far as the caller's stack mapping reaches (a
+/// function declared with fewer `args` than it takes gets its stack arguments too).
+pub fn stack_reach(frame: &Frame, want: usize) -> usize {
+    let want = want.min(MAX_STACK);
     let sp = frame.stack as u64;
     if sp == 0 {
-        return (stack, want.min(MAX_STACK));
+        return want;
     }
-    let want = want.min(MAX_STACK);
     let (lo, hi) = my_stack();
     // Outside this thread's stack (an alternate signal stack, a coroutine's): as far as the
     // page holding the return address goes, which is mapped.
@@ -220,9 +228,18 @@ pub fn stack_words(frame: &Frame, want: usize) -> ([u64; MAX_STACK], usize) {
         ((sp - 8) | 4095) + 1
     };
     let avail = (end.saturating_sub(sp) / 8) as usize;
-    let n = avail.min(ABI_STACK.max(want)).max(want);
-    // SAFETY: frame.stack points at the caller's stack arguments; the first `want` words
-    // are the spec's (the caller placed them), the rest lie below `end`, inside the mapping.
-    unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), n) };
+    avail.min(ABI_STACK.max(want)).max(want)
+}
+
+/// Copies the [`stack_reach`] stack words of a call.
+pub fn stack_words(frame: &Frame, want: usize) -> ([u64; MAX_STACK], usize) {
+    let mut stack = [0u64; MAX_STACK];
+    let n = stack_reach(frame, want);
+    if !frame.stack.is_null() {
+        // SAFETY: frame.stack points at the caller's stack arguments; the first `want` words
+        // are the spec's (the caller placed them), the rest lie below the end of the mapping
+        // (stack_reach).
+        unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), n) };
+    }
     (stack, n)
 }

@@ -488,8 +488,7 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
 /// The wait status the zygote reported for the helper of `p`, once it reaped it (a helper
 /// resumed from a checkpoint has none).
 fn trusted_status(p: &ProcRt) -> Option<i32> {
-    (p.zygote_child.load(SeqCst) && p.watch.state.load(SeqCst) == crate::shm::STATE_DEAD)
-        .then(|| p.watch.wait_status.load(SeqCst))
+    p.watch.reaped().filter(|_| p.zygote_child.load(SeqCst))
 }
 
 /// True for signals whose default action terminates a process (with or without a core).

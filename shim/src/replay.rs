@@ -74,11 +74,10 @@ pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
         .bufs()
         .iter()
         .map(|b| {
-            if b.dir == crate::marshal::Dir::Out || b.len > crate::shm::DATA_SIZE as u64 {
+            if b.dir == crate::marshal::Dir::Out {
                 Vec::new()
             } else {
-                // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
-                unsafe { std::slice::from_raw_parts(b.ptr as *const u8, b.len as usize) }.to_vec()
+                b.bytes()
             }
         })
         .collect();

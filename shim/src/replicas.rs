@@ -58,12 +58,7 @@ fn private_copy(f: &FnDesc, frame: &Frame, walk: &Walk) -> Private {
     let mut bufs: Vec<(usize, ArgSpec, Vec<u8>)> = walk
         .bufs()
         .iter()
-        .map(|b| {
-            let len = b.len.min(crate::shm::DATA_SIZE as u64) as usize;
-            // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
-            let v = unsafe { std::slice::from_raw_parts(b.ptr as *const u8, len) }.to_vec();
-            (b.arg as usize, f.layout.args[b.arg as usize].0, v)
-        })
+        .map(|b| (b.arg as usize, f.layout.args[b.arg as usize].0, b.bytes()))
         .collect();
     let mut stack = walk.stack;
     let ptrs: Vec<u64> = bufs
@@ -174,11 +169,7 @@ fn caller_outs(walk: &Walk) -> Vec<Vec<u8>> {
     walk.bufs()
         .iter()
         .filter(|b| b.copied_back())
-        .map(|b| {
-            let len = b.len.min(crate::shm::DATA_SIZE as u64) as usize;
-            // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it).
-            unsafe { std::slice::from_raw_parts(b.ptr as *const u8, len) }.to_vec()
-        })
+        .map(|b| b.bytes())
         .collect()
 }
 

@@ -515,6 +515,13 @@ pub struct Watch {
     pub generation: AtomicU32,
 }
 
+impl Watch {
+    /// The wait status, once the zygote reaped the helper.
+    pub fn reaped(&self) -> Option<i32> {
+        (self.state.load(SeqCst) == STATE_DEAD).then(|| self.wait_status.load(SeqCst))
+    }
+}
+
 /// One [`Watch`] per region, in one mapping made before the zygote is forked.
 pub struct Watches {
     base: usize,

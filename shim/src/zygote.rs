@@ -224,15 +224,17 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     h.ckpt_cmd.store(shm::CKPT_RESUME, SeqCst);
     shm::futex_wake(&h.ckpt_cmd);
     let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(2) {
-        let new: Vec<i32> = children_of(ck)
+    let started = || -> Vec<i32> {
+        children_of(ck)
             .into_iter()
             .filter(|c| !before.contains(c) && in_family(rt, *c))
-            .collect();
-        if let [pid] = new[..] {
+            .collect()
+    };
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        if let [pid] = started()[..] {
             let fd = pidfd_open(pid);
             // Still the copy's child once the pidfd holds it (no pid reuse in between).
-            if fd >= 0 && parent_and_group(pid).is_some_and(|(pp, _)| pp == ck) {
+            if fd >= 0 && is_child_of(rt, pid, ck) {
                 p.pidfd.store(fd, SeqCst);
                 p.pid.store(pid, SeqCst);
                 p.watch.pid.store(pid, SeqCst);
@@ -249,17 +251,12 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     }
     // Nothing adoptable: whatever the copy started must not serve the region beside the
     // fresh helper the caller starts next.
-    for c in children_of(ck) {
-        if !before.contains(&c) && in_family(rt, c) {
-            let fd = pidfd_open(c);
-            if fd >= 0 {
-                // SAFETY: signalling through a pidfd of a verified child of the copy, then
-                // closing it.
-                unsafe {
-                    libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0usize, 0u32);
-                    libc::close(fd);
-                }
-            }
+    for c in started() {
+        let fd = pidfd_open(c);
+        if fd >= 0 {
+            signal(fd, c, libc::SIGKILL);
+            // SAFETY: closing the pidfd we just opened.
+            unsafe { libc::close(fd) };
         }
     }
     Err(std::io::Error::other("the checkpoint did not resume"))
