@@ -566,7 +566,7 @@ static OBSERVERS: std::sync::OnceLock<Vec<Observer>> = std::sync::OnceLock::new(
 /// Sampled pure calls an observer may have queued, and their bytes: a sampled call is given
 /// to the observer only while its queue is below both, so a slow tool never holds the
 /// program back; once given, a call is never dropped.
-const SAMPLE_BACKLOG: usize = 64;
+const SAMPLE_BACKLOG: usize = 16;
 const SAMPLE_BYTES: usize = 64 << 20;
 
 /// State calls an observer may lag behind before the program waits for it.
