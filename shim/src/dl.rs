@@ -74,12 +74,7 @@ pub fn real_dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
 }
 
 fn base_of(addr: usize) -> usize {
-    // SAFETY: dladdr only reads loader data; `info` is a local.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 {
-        return 0;
-    }
-    info.dli_fbase as usize
+    crate::sys::dladdr(addr).map_or(0, |o| o.base)
 }
 
 /// Address of `name` (with `version`) as defined by object `o` itself, or 0.

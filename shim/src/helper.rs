@@ -480,17 +480,10 @@ pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
 
 /// Path of libfracture.so itself.
 fn shim_path() -> String {
-    // SAFETY: dladdr on one of our own functions; fills a local.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    if unsafe { libc::dladdr(shim_path as *const libc::c_void, &mut info) } != 0
-        && !info.dli_fname.is_null()
-    {
-        // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
-        return unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
-            .to_string_lossy()
-            .into_owned();
-    }
-    String::new()
+    crate::sys::dladdr(shim_path as fn() -> String as usize)
+        .and_then(|o| o.path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// In the forked child: keep the region's memfd across exec, then exec the plan.

@@ -36,6 +36,7 @@ mod rxmalloc;
 mod sandbox;
 mod shm;
 mod stats;
+mod sys;
 mod trampoline;
 mod valgrind;
 mod zygote;

@@ -382,14 +382,7 @@ pub(crate) fn build(
 }
 
 fn self_base() -> usize {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr on the address of one of our own functions; fills `info`.
-    let ok = unsafe { libc::dladdr(self_base as *const libc::c_void, &mut info) };
-    if ok != 0 {
-        info.dli_fbase as usize
-    } else {
-        0
-    }
+    crate::sys::dladdr(self_base as fn() -> usize as usize).map_or(0, |o| o.base)
 }
 
 impl Runtime {

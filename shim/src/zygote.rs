@@ -73,16 +73,9 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
         let mut st = 0;
         libc::waitpid(pid, &mut st, 0);
     }
-    let mut zpid = 0i32;
-    // SAFETY: receiving at most 4 bytes into a local; the zygote sends its pid first thing.
-    let n = loop {
-        let n = unsafe { libc::recv(sv[0], (&mut zpid as *mut i32).cast(), 4, 0) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break n;
-    };
-    if n != 4 || zpid <= 0 {
+    // The zygote sends its pid first thing.
+    let zpid = crate::sys::recv_i32(sv[0]).unwrap_or(0);
+    if zpid <= 0 {
         // SAFETY: closing our own fd.
         unsafe { libc::close(sv[0]) };
         return Err(std::io::Error::other("the zygote did not start"));
@@ -128,16 +121,8 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     if n != 16 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut pid = 0i32;
-    // SAFETY: receiving at most 4 bytes into a local.
-    let n = loop {
-        let n = unsafe { libc::recv(conn.fd, (&mut pid as *mut i32).cast(), 4, 0) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break n;
-    };
-    if n != 4 || pid <= 0 {
+    let pid = crate::sys::recv_i32(conn.fd).unwrap_or(0);
+    if pid <= 0 {
         return Err(std::io::Error::other("the zygote did not start a helper"));
     }
     p.pidfd.store(pidfd_open(pid), SeqCst);

@@ -1,0 +1,50 @@
+//! Thin, safe wrappers of libc calls that several layers need (the platform layer's start: new
+//! code calls these instead of naming libc).
+//!
+//! # Safety
+//! Each wrapper passes only locals or caller-checked values to the kernel or the loader and
+//! returns owned data; none of them allocates, so they may run after `fork`.
+
+use std::ffi::{c_void, CStr};
+
+/// What the loader knows about an address: the object's path and load base.
+pub struct ObjectOf {
+    pub path: Option<&'static CStr>,
+    pub base: usize,
+}
+
+/// `dladdr`: the loaded object that contains `addr`, if any.
+pub fn dladdr(addr: usize) -> Option<ObjectOf> {
+    // SAFETY: Dl_info is plain data (pointers and integers); all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's lists and fills the local `info`.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 {
+        return None;
+    }
+    let path = if info.dli_fname.is_null() {
+        None
+    } else {
+        // SAFETY: dli_fname is a NUL-terminated path owned by the loader, which keeps it while
+        // the object is loaded (the objects we ask about are never unloaded: our own, or a
+        // module we route).
+        Some(unsafe { CStr::from_ptr(info.dli_fname) })
+    };
+    Some(ObjectOf {
+        path,
+        base: info.dli_fbase as usize,
+    })
+}
+
+/// Receives exactly one native-endian `i32` from a stream socket, retrying on EINTR.
+/// None on end of stream, error or a short read.
+pub fn recv_i32(fd: i32) -> Option<i32> {
+    let mut v = 0i32;
+    loop {
+        // SAFETY: receiving at most 4 bytes into the local `v`.
+        let n = unsafe { libc::recv(fd, (&mut v as *mut i32).cast(), 4, 0) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return (n == 4).then_some(v);
+    }
+}
