@@ -6,50 +6,54 @@
 //! one helper per process of the map. A map that does not apply, or isolates nothing, leaves
 //! the program untouched (no slot is written, no process started).
 //!
-//! Unsafe code lives in `trampoline.rs` (assembly), `got.rs` (GOT slots), `shm.rs` (shared
-//! memory and futexes), `zygote.rs`/`helper.rs` (fork), `dl.rs` (loader entry points) and the
-//! entry points below; each says which invariants it keeps. No panic crosses into the host:
-//! every entry point catches unwinding.
+//! Unsafe code lives in the platform layer (`platform/`: libc wrappers, GOT slots, the
+//! loader, assembly stubs), the shared memory (`transport/region.rs`), the fork and exec paths
+//! (`supervise/zygote.rs`, `supervise/helper.rs`), the dispatcher's frame access
+//! (`call/dispatch.rs`), the loader entry points (`dl.rs`) and the entry points below; each
+//! file says which invariants it keeps, and every block has a `// SAFETY:` comment (denied
+//! otherwise by the workspace lints). No panic crosses into the host: every entry point
+//! catches unwinding.
 
 // Unit tests build without the interposed entry points (a test binary must not wrap its own
 // __libc_start_main), which leaves the code behind them unused there.
 #![cfg_attr(test, allow(dead_code))]
 
+// Layers, dependencies pointing down only (see README "Layout"): the root (this file and
+// dl.rs: the entry points, wiring the hooks) -> policy -> supervise -> call -> plan ->
+// transport -> platform; observe (log, stats) is a leaf anyone may call.
 #[macro_use]
-mod log;
-mod abi;
-mod dispatch;
+mod observe;
+mod call;
 mod dl;
 #[cfg(test)]
-mod fuzz_reply;
-mod got;
-mod handles;
-mod helper;
-mod marshal;
-mod profile;
-mod recovery;
-mod replay;
-mod replicas;
-mod reports;
-mod runtime;
-mod rxmalloc;
-mod sandbox;
-mod shm;
-mod stats;
-mod sys;
-mod trampoline;
-mod valgrind;
-mod zygote;
+mod layers;
+mod plan;
+mod platform;
+mod policy;
+mod supervise;
+mod transport;
 
-use runtime::{Inert, Runtime, PROGRAM};
+use observe::{log, reports};
+use plan::runtime::{self, Inert, Runtime, PROGRAM};
+use platform::got;
+use policy::replicas;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::Ordering::*;
+use supervise::{helper, sandbox, zygote};
 
 /// Load-time setup: runs from `.init_array` when ld.so initialises us.
 extern "C" fn on_load() {
     let _ = std::panic::catch_unwind(|| {
         log::init_from_env();
-        dl::init_real();
+        platform::loader::init_real();
+        // The wiring of the layers: the stubs call the dispatcher; the call layer calls up
+        // into policy and supervision through its upcalls.
+        platform::stubs::set_dispatcher(call::dispatch::fracture_dispatch);
+        call::hooks::set(call::hooks::Upcalls {
+            call_helper: policy::replicas::route,
+            kill_helper: supervise::recovery::kill_helper,
+            profile: policy::profile::count_and_call,
+        });
         match runtime::load() {
             Ok(Ok(rt)) => {
                 if rt.exec_helper.is_none() {
@@ -86,9 +90,9 @@ extern "C" fn on_unload() {
         if let Some(rt) = runtime::get() {
             if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
                 replicas::drain(std::time::Duration::from_secs(120));
-                write_stats(rt);
-                if let Some(p) = &rt.profile {
-                    p.write(rt);
+                plan::stats_file::write(rt);
+                if rt.profiling {
+                    policy::profile::the(rt).write(rt);
                 } else {
                     reports::run_summary(rt);
                 }
@@ -271,97 +275,5 @@ pub unsafe extern "C" fn __libc_start_main(
     } else {
         // SAFETY: passing glibc's arguments through unchanged.
         unsafe { real(main, argc, argv, init, fini, rtld_fini, stack_end) }
-    }
-}
-
-/// Writes `FRACTURE_STATS` (per process and function: calls, bytes, latency percentiles).
-pub(crate) fn write_stats(rt: &Runtime) {
-    let Some(path) = std::env::var_os("FRACTURE_STATS").filter(|p| !p.is_empty()) else {
-        return;
-    };
-    let mut o = String::new();
-    o.push_str(&format!(
-        "{{\n  \"program\": {},\n  \"pid\": {},\n  \"processes\": {{",
-        stats::json_str(&rt.exe),
-        rt.program_pid()
-    ));
-    let mut owners: Vec<(u32, String)> = vec![(PROGRAM, "main".to_string())];
-    owners.extend(
-        rt.procs
-            .iter()
-            .filter(|p| p.replica == 0)
-            .map(|p| (p.primary as u32 + 1, p.name.clone())),
-    );
-    let mut first_p = true;
-    for (owner, name) in owners {
-        let fns: Vec<_> = rt.fns.iter().filter(|f| f.owner == owner).collect();
-        if fns.is_empty() {
-            continue;
-        }
-        if !first_p {
-            o.push(',');
-        }
-        first_p = false;
-        let pid = rt
-            .proc_of(owner)
-            .map(|p| p.pid.load(Relaxed))
-            .unwrap_or(rt.program_pid());
-        let replicas: Vec<String> = match owner.checked_sub(1) {
-            Some(k) if rt.replicas_of(k as usize).nth(1).is_some() => rt
-                .replicas_of(k as usize)
-                .map(|p| {
-                    format!(
-                        "{{\"replica\": {}, \"pid\": {}, \"calls\": {}, \"mismatches\": {}, \"crashes\": {}}}",
-                        p.replica,
-                        p.pid.load(Relaxed),
-                        p.calls.load(Relaxed),
-                        p.mismatches.load(Relaxed),
-                        p.crashes.load(Relaxed)
-                    )
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        o.push_str(&format!(
-            "\n    {}: {{\n      \"pid\": {pid},\n      \"replicas\": [{}],\n      \"functions\": {{",
-            stats::json_str(&name),
-            replicas.join(", ")
-        ));
-        for (i, f) in fns.iter().enumerate() {
-            let s = &f.stats;
-            o.push_str(&format!(
-                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"unsampled\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
-                if i > 0 { "," } else { "" },
-                stats::json_str(&f.name),
-                stats::json_str(&f.module),
-                if f.pure { "pure" } else { "state" },
-                s.calls.load(Relaxed),
-                s.bytes_in.load(Relaxed),
-                s.bytes_out.load(Relaxed),
-                s.failures.load(Relaxed),
-                s.crashes.load(Relaxed),
-                s.restarts.load(Relaxed),
-                s.retries.load(Relaxed),
-                s.give_ups.load(Relaxed),
-                s.recovered.load(Relaxed),
-                match s.succeeded_env.load(Relaxed) {
-                    u64::MAX => "null".to_string(),
-                    0 => "\"env\"".to_string(),
-                    n => format!("\"retry_envs[{}]\"", n - 1),
-                },
-                s.nested.load(Relaxed),
-                s.unsampled.load(Relaxed),
-                s.percentile_us(0.5),
-                s.percentile_us(0.99),
-            ));
-        }
-        o.push_str("\n      }\n    }");
-    }
-    o.push_str("\n  }\n}\n");
-    if let Err(e) = std::fs::write(&path, o) {
-        warn!(
-            "cannot write the statistics to {}: {e}",
-            std::path::Path::new(&path).display()
-        );
     }
 }

@@ -6,9 +6,9 @@
 //! sleeps: isolated, that call would wake a sleeping helper. At exit the counters go to
 //! `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
 
-use crate::abi::Frame;
-use crate::dispatch::call_local;
-use crate::runtime::{FnDesc, Runtime};
+use crate::call::dispatch::call_local;
+use crate::plan::runtime::{FnDesc, Runtime};
+use crate::platform::abi::Frame;
 use module_map::RetSpec;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -19,6 +19,18 @@ pub struct Profile {
     /// Per module of the map: when its last call ended (ns since `start`, +1; 0: never).
     last: Vec<AtomicU64>,
     start: std::time::Instant,
+}
+
+static PROFILE: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
+
+/// The profile of this run (`fracture profile`), made at the first use.
+pub fn the(rt: &Runtime) -> &'static Profile {
+    PROFILE.get_or_init(|| Profile::new(rt.fns.len(), rt.map.modules.len()))
+}
+
+/// The call layer's profile upcall: count the call, run it here.
+pub fn count_and_call(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
+    the(rt).call(rt, f, frame)
 }
 
 impl Profile {
@@ -38,7 +50,7 @@ impl Profile {
         // SAFETY: the trampoline's frame.stack is the caller's rsp + 8 at the call: the word
         // below it is the return address the call pushed.
         let ret = unsafe { *frame.stack.sub(1) } as usize;
-        let caller = crate::reports::module_of_fn(rt, ret);
+        let caller = crate::observe::reports::module_of_fn(rt, ret);
         let nmods = rt.map.modules.len();
         let m = rt
             .map
@@ -46,23 +58,23 @@ impl Profile {
             .iter()
             .position(|x| x.name == caller)
             .unwrap_or(nmods);
-        let walk = crate::marshal::Walk::of(f, frame);
+        let walk = crate::call::marshal::Walk::of(f, frame);
         let (mut bin, mut bout) = (0u64, 0u64);
         for b in walk.bufs() {
             match b.dir {
-                crate::marshal::Dir::Out => bout += b.len,
-                crate::marshal::Dir::InOut => {
+                crate::call::marshal::Dir::Out => bout += b.len,
+                crate::call::marshal::Dir::InOut => {
                     bin += b.len;
                     bout += b.len;
                 }
-                crate::marshal::Dir::In => bin += b.len,
+                crate::call::marshal::Dir::In => bin += b.len,
             }
         }
         let callee = rt.map.modules.iter().position(|x| x.name == f.module);
         let now = self.start.elapsed().as_nanos() as u64 + 1;
         let prev = callee.map_or(0, |i| self.last[i].load(Relaxed));
-        let cold =
-            prev == 0 || now.saturating_sub(prev) > crate::dispatch::SERVER_SPIN.as_nanos() as u64;
+        let cold = prev == 0
+            || now.saturating_sub(prev) > crate::call::dispatch::SERVER_SPIN.as_nanos() as u64;
         call_local(rt, f, frame);
         if let Some(i) = callee {
             self.last[i].store(self.start.elapsed().as_nanos() as u64 + 1, Relaxed);

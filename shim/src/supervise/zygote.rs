@@ -14,8 +14,8 @@
 //! Runs in freshly forked children of a single-threaded process: no lock can be held by a
 //! thread that no longer exists. Raw syscalls are used on fds this module owns.
 
-use crate::runtime::Runtime;
-use crate::shm::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
+use crate::plan::runtime::Runtime;
+use crate::transport::region::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 use std::sync::Mutex;
 
@@ -62,7 +62,7 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
             libc::close(sv[0]);
             let z = libc::fork();
             if z == 0 {
-                child_entry(|| zygote_main(rt, sv[1]));
+                crate::platform::sys::child_entry(|| zygote_main(rt, sv[1]));
             }
             libc::_exit(0);
         }
@@ -74,7 +74,7 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
         libc::waitpid(pid, &mut st, 0);
     }
     // The zygote sends its pid first thing.
-    let zpid = crate::sys::recv_i32(sv[0]).unwrap_or(0);
+    let zpid = crate::platform::sys::recv_i32(sv[0]).unwrap_or(0);
     if zpid <= 0 {
         // SAFETY: closing our own fd.
         unsafe { libc::close(sv[0]) };
@@ -83,16 +83,6 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
     ZYGOTE.store(zpid, SeqCst);
     *CONN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn { fd: sv[0] });
     Ok(())
-}
-
-/// Runs the body of a freshly forked child of ours (zygote, helper, checkpoint) and never
-/// returns into the code that forked it: a panic ends the child with status 70 instead of
-/// unwinding into the program's `main`, which would then run a second time (a panic in an
-/// exec-mode helper's plan once did exactly that).
-pub fn child_entry(body: impl FnOnce()) -> ! {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-    // SAFETY: leaving the child without running anything of the program's.
-    unsafe { libc::_exit(70) }
 }
 
 /// Forgets the zygote in a child the program forked: its end of the socket is closed so the
@@ -121,7 +111,7 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     if n != 16 {
         return Err(std::io::Error::last_os_error());
     }
-    let pid = crate::sys::recv_i32(conn.fd).unwrap_or(0);
+    let pid = crate::platform::sys::recv_i32(conn.fd).unwrap_or(0);
     if pid <= 0 {
         return Err(std::io::Error::other("the zygote did not start a helper"));
     }
@@ -169,7 +159,7 @@ fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
 }
 
 /// Prepares a region for a new helper: nothing sent before is served again.
-pub fn reset_region(p: &crate::runtime::ProcRt) {
+pub fn reset_region(p: &crate::plan::runtime::ProcRt) {
     let h = p.region.header();
     h.state.store(STATE_NONE, SeqCst);
     h.pid.store(0, SeqCst);
@@ -178,7 +168,7 @@ pub fn reset_region(p: &crate::runtime::ProcRt) {
     h.fault_sig.store(0, SeqCst);
     h.fault_addr.store(0, SeqCst);
     h.fault_channel.store(-1, SeqCst);
-    for c in 0..shm::CHANNELS {
+    for c in 0..region::CHANNELS {
         let ch = p.region.channel(c);
         ch.served.store(0, SeqCst);
         ch.consumed.store(ch.to_helper_seq.load(SeqCst), SeqCst);
@@ -206,8 +196,8 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     let before = children_of(ck);
     reset_region(p);
     h.ckpt_env.store(env, SeqCst);
-    h.ckpt_cmd.store(shm::CKPT_RESUME, SeqCst);
-    shm::futex_wake(&h.ckpt_cmd);
+    h.ckpt_cmd.store(region::CKPT_RESUME, SeqCst);
+    region::futex_wake(&h.ckpt_cmd);
     let t = std::time::Instant::now();
     let started = || -> Vec<i32> {
         children_of(ck)
@@ -311,19 +301,19 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
             }
             if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {
                 let k = cmd[1] as usize;
-                let env = crate::helper::env_for(&rt.procs[k], cmd[2]);
+                let env = crate::supervise::helper::env_for(&rt.procs[k], cmd[2]);
                 // Exec-mode: everything the child needs is built before the fork.
                 let exec = env
                     .exec_mode()
-                    .then(|| crate::helper::exec_plan(rt, k, cmd[2], &env));
+                    .then(|| crate::supervise::helper::exec_plan(rt, k, cmd[2], &env));
                 // SAFETY: fork of the single-threaded zygote.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
                     // SAFETY: closing the zygote's end of the socket in the helper.
                     unsafe { libc::close(sock) };
-                    child_entry(|| match &exec {
-                        Some(plan) => crate::helper::exec(rt, k, plan),
-                        None => crate::helper::main(rt, k, cmd[2]),
+                    crate::platform::sys::child_entry(|| match &exec {
+                        Some(plan) => crate::supervise::helper::exec(rt, k, plan),
+                        None => crate::supervise::helper::main(rt, k, cmd[2]),
                     });
                 }
                 let pidfd = if pid > 0 { pidfd_open(pid) } else { -1 };
@@ -354,10 +344,10 @@ fn reap(rt: &Runtime, c: &mut Child) {
     if w.pid.load(SeqCst) == c.pid {
         w.wait_status.store(st, SeqCst);
         w.state.store(STATE_DEAD, SeqCst);
-        for i in 0..shm::CHANNELS {
+        for i in 0..region::CHANNELS {
             let ch = rt.procs[c.k].region.channel(i);
             ch.to_prog_ev.fetch_add(1, SeqCst);
-            shm::futex_wake(&ch.to_prog_ev);
+            region::futex_wake(&ch.to_prog_ev);
         }
     }
     // SAFETY: closing the pidfd we opened; the caller drops the entry.
@@ -372,8 +362,8 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
     for p in &rt.procs {
         let h = p.region.header();
         h.shutdown.store(1, SeqCst);
-        shm::ring(&h.doorbell);
-        shm::futex_wake(&h.ckpt_cmd);
+        region::ring(&h.doorbell);
+        region::futex_wake(&h.ckpt_cmd);
     }
     // Wait for them on their pidfds (at most 5 s), then kill what remains.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -13,8 +13,8 @@
 //! arguments (`strlen`), the 64-bit sizes behind `*argN`, and the stack words above the
 //! caller's return address, bounded by the caller's stack mapping ([`stack_words`]).
 
-use crate::abi::{arg_value, Frame, MAX_ARGS, MAX_STACK};
-use crate::runtime::FnDesc;
+use crate::plan::runtime::FnDesc;
+use crate::platform::abi::{arg_value, Frame, MAX_ARGS, MAX_STACK};
 use module_map::{ArgSpec, Size, SizeBase};
 use std::cell::Cell;
 
@@ -55,7 +55,7 @@ impl Buf {
     /// A private copy of the caller's bytes (at most a data area's worth: a longer buffer
     /// cannot be posted anyway).
     pub fn bytes(&self) -> Vec<u8> {
-        let len = self.len.min(crate::shm::DATA_SIZE as u64) as usize;
+        let len = self.len.min(crate::transport::region::DATA_SIZE as u64) as usize;
         // SAFETY: the caller's buffer holds `len` bytes or more (the walk measured it from
         // the spec and the caller's memory before the call).
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, len) }.to_vec()

@@ -4,14 +4,29 @@
 //! - A stub is entered only through a patched GOT slot or a pointer `dlsym` handed out, i.e.
 //!   as an ordinary SysV call: rsp ≡ 8 (mod 16), arguments in rdi…r9, xmm0–7, al and the
 //!   caller's stack. The common entry saves all of them into a [`Frame`] on its own stack,
-//!   calls the dispatcher with a 16-byte aligned stack, and returns rax, rdx, xmm0, xmm1 from
+//!   calls the dispatcher (through [`set_dispatcher`]'s word, set before any slot is routed) with a 16-byte aligned stack, and returns rax, rdx, xmm0, xmm1 from
 //!   the frame. Callee-saved registers are preserved by the dispatcher (a Rust `extern "C"`
 //!   function) and by the stub itself (rbp only).
 //! - [`replay`] calls `target` with the registers of a frame and `nstack` stack words copied
 //!   from `frame.stack`; the caller guarantees `frame.stack` points to `nstack` readable words
 //!   and `target` is a function with a SysV signature matching the frame.
 
-use crate::abi::Frame;
+use crate::platform::abi::Frame;
+use std::sync::atomic::{AtomicUsize, Ordering::Release};
+
+/// The function every stub calls with (function index, frame): the call layer's dispatcher,
+/// set by the root before any slot points to a stub. Read by the stubs' common entry with one
+/// rip-relative load (no export, no relocation).
+pub type Dispatcher = unsafe extern "C" fn(u32, *mut Frame);
+
+static FRACTURE_DISPATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the dispatcher the stubs call. Must happen before a stub address is handed out.
+pub fn set_dispatcher(d: Dispatcher) {
+    // SYNC POINT: pairs with the stubs' load, which runs only after a routed slot (written
+    // later, under the patch lock, with a release store) or a `dlsym` answer led there.
+    FRACTURE_DISPATCH.store(d as usize, Release);
+}
 
 /// Number of stubs, i.e. of mapped functions a map may list.
 pub const MAX_FNS: usize = 1024;
@@ -57,7 +72,7 @@ std::arch::global_asm!(
     "movq %r10, 240(%rsp)",
     "movl %r11d, %edi",
     "movq %rsp, %rsi",
-    "call {dispatch}",
+    "call *{dispatch}(%rip)",
     "movq 192(%rsp), %rax",
     "movq 200(%rsp), %rdx",
     "movdqu 208(%rsp), %xmm0",
@@ -114,7 +129,7 @@ std::arch::global_asm!(
     "ret",
     ".popsection",
     max = const MAX_FNS,
-    dispatch = sym crate::dispatch::fracture_dispatch,
+    dispatch = sym FRACTURE_DISPATCH,
     options(att_syntax)
 );
 

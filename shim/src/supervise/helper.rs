@@ -5,9 +5,9 @@
 //! Runs in a child of the zygote. Everything the program sent is trusted here (the program
 //! is the trusted side); the data area is used in place.
 
-use crate::dispatch;
-use crate::runtime::Runtime;
-use crate::shm::{self, Dir, MSG_CALL, MSG_FAIL};
+use crate::call::dispatch;
+use crate::plan::runtime::Runtime;
+use crate::transport::region::{self, Dir, MSG_CALL, MSG_FAIL};
 use module_map::Env;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
         rt.route_inherited();
     }
-    crate::sandbox::enter(&env, &p.name);
+    crate::supervise::sandbox::enter(&env, &p.name);
     debug!(
         "helper '{}' ready (env #{env_idx}) in {:?}",
         p.name,
@@ -75,7 +75,7 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
         ev: &h.doorbell,
         sleeping: &h.doorbell_sleeping,
     };
-    let mut started = [false; shm::CHANNELS];
+    let mut started = [false; region::CHANNELS];
     // Channel 0 serves the first calling thread: its serving thread starts at once, so the
     // first call after a (re)start does not wait for a thread to be made.
     started[0] = spawn_server(rt, k, 0);
@@ -83,7 +83,7 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
         let seen = h.doorbell.load(SeqCst);
         if h.shutdown.load(SeqCst) != 0 {
             // Under valgrind, its leak check would scan the queue region (256 MiB).
-            crate::valgrind::forget_range(region.key(), shm::REGION_SIZE);
+            crate::supervise::valgrind::forget_range(region.key(), region::REGION_SIZE);
             finish();
         }
         for (c, st) in started.iter_mut().enumerate() {
@@ -136,7 +136,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     SERVING.with(|s| s.set(c as i32));
     // The fault handler runs on it, so a module that overflows its stack is reported like
     // any other crash (threads the module starts itself have none).
-    crate::reports::altstack_for_this_thread();
+    crate::observe::reports::altstack_for_this_thread();
     let region = rt.procs[k].region;
     let h = region.header();
     let ch = region.channel(c);
@@ -158,11 +158,11 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
             dispatch::serve(rt, &region, c, &m, true)
-        } else if m.kind == shm::MSG_CHECKPOINT {
+        } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)
         } else {
             // SAFETY: Msg is plain data.
-            let mut f: shm::Msg = unsafe { std::mem::zeroed() };
+            let mut f: region::Msg = unsafe { std::mem::zeroed() };
             f.kind = MSG_FAIL;
             f
         };
@@ -174,7 +174,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
 /// The environment of a helper of region `p` on retry `n` (0: no retry): the process's
 /// `env`, merged with the replica's entry of `replicate.envs`/`sample.envs`, merged with
 /// `retry_envs[n-1]`.
-pub fn env_for(p: &crate::runtime::ProcRt, n: u32) -> Env {
+pub fn env_for(p: &crate::plan::runtime::ProcRt, n: u32) -> Env {
     let spec = &p.spec;
     let replica_envs = spec
         .replicate
@@ -219,7 +219,7 @@ fn apply_env(env: &Env) {
         // SAFETY: setrlimit with a local struct.
         unsafe { libc::setrlimit(res, &lim) };
     }
-    crate::rxmalloc::apply(&env.malloc);
+    crate::supervise::rxmalloc::apply(&env.malloc);
 }
 
 /// Orderly exit: flush what the module wrote through stdio, then leave without the
@@ -243,10 +243,10 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     if h != 0 {
         // SAFETY: ctx is this handler's ucontext; FAULT_HDR is the live region header.
         unsafe {
-            let (pc, sp) = crate::reports::pc_sp(ctx);
-            let mut fr = [0u64; crate::reports::MAX_FRAMES];
-            let n = crate::reports::scan_stack(pc, sp, &mut fr);
-            let h = &*(h as *const shm::RegionHeader);
+            let (pc, sp) = crate::observe::reports::pc_sp(ctx);
+            let mut fr = [0u64; crate::observe::reports::MAX_FRAMES];
+            let n = crate::observe::reports::scan_stack(pc, sp, &mut fr);
+            let h = &*(h as *const region::RegionHeader);
             for (slot, v) in h.fault_frames.iter().zip(fr.iter()) {
                 slot.store(*v, SeqCst);
             }
@@ -255,7 +255,7 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         // SAFETY: FAULT_HDR points to the live region header (set before the handler was
         // installed); `info` is the kernel's siginfo for this signal.
         unsafe {
-            let h = &*(h as *const shm::RegionHeader);
+            let h = &*(h as *const region::RegionHeader);
             let addr = if info.is_null() {
                 0
             } else {
@@ -275,11 +275,11 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         // This helper's own region: a replica's is not its primary's (which it does not
         // even have mapped).
         // SAFETY: h is the live header of this helper's region (FAULT_HDR).
-        let region = unsafe { shm::Region::from_header(&*(h as *const shm::RegionHeader)) };
-        for i in 0..shm::CHANNELS {
+        let region = unsafe { region::Region::from_header(&*(h as *const region::RegionHeader)) };
+        for i in 0..region::CHANNELS {
             let ch = region.channel(i);
             ch.to_prog_ev.fetch_add(1, SeqCst);
-            shm::futex_wake(&ch.to_prog_ev);
+            region::futex_wake(&ch.to_prog_ev);
         }
     }
     // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
@@ -295,8 +295,11 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     }
 }
 
-fn install_fault_handlers(region: &crate::shm::Region) {
-    FAULT_HDR.store(region.header() as *const shm::RegionHeader as usize, SeqCst);
+fn install_fault_handlers(region: &crate::transport::region::Region) {
+    FAULT_HDR.store(
+        region.header() as *const region::RegionHeader as usize,
+        SeqCst,
+    );
     region.header().fault_sig.store(0, SeqCst);
     region.header().fault_addr.store(0, SeqCst);
     region.header().fault_channel.store(-1, SeqCst);
@@ -325,15 +328,15 @@ fn install_fault_handlers(region: &crate::shm::Region) {
 /// Forks a frozen copy of this helper (the program sends the request only while no call is in
 /// flight, so no other thread holds a lock the copy would need). The copy waits until the
 /// program asks it to resume; the previous copy is killed. Answers with the copy's pid.
-fn checkpoint(rt: &'static Runtime, k: usize) -> shm::Msg {
+fn checkpoint(rt: &'static Runtime, k: usize) -> region::Msg {
     let h = rt.procs[k].region.header();
     // SAFETY: Msg is plain data.
-    let mut r: shm::Msg = unsafe { std::mem::zeroed() };
+    let mut r: region::Msg = unsafe { std::mem::zeroed() };
     r.kind = MSG_FAIL;
     // SAFETY: fork of a quiescent helper; the child only waits, then becomes a helper.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        crate::zygote::child_entry(|| checkpoint_wait(rt, k));
+        crate::platform::sys::child_entry(|| checkpoint_wait(rt, k));
     }
     if pid < 0 {
         return r;
@@ -348,7 +351,7 @@ fn checkpoint(rt: &'static Runtime, k: usize) -> shm::Msg {
             libc::waitpid(old, &mut st, libc::__WALL);
         }
     }
-    r.kind = shm::MSG_RETURN;
+    r.kind = region::MSG_RETURN;
     r.ret_rax = pid as u64;
     r
 }
@@ -374,20 +377,22 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
         }
         // SAFETY: kill with signal 0 only checks that the program exists. A sandboxed copy
         // may not signal the program (EPERM): only ESRCH says it is gone.
-        if unsafe { libc::kill(program, 0) } != 0 && crate::sandbox::last_errno() == libc::ESRCH {
+        if unsafe { libc::kill(program, 0) } != 0
+            && crate::supervise::sandbox::last_errno() == libc::ESRCH
+        {
             // SAFETY: the program is gone.
             unsafe { libc::_exit(0) };
         }
-        if h.ckpt_cmd.load(SeqCst) == shm::CKPT_RESUME && h.ckpt_pid.load(SeqCst) == my_pid() {
-            h.ckpt_cmd.store(shm::CKPT_IDLE, SeqCst);
+        if h.ckpt_cmd.load(SeqCst) == region::CKPT_RESUME && h.ckpt_pid.load(SeqCst) == my_pid() {
+            h.ckpt_cmd.store(region::CKPT_IDLE, SeqCst);
             // SAFETY: the frozen copy is single-threaded.
             let child = unsafe { libc::fork() };
             if child == 0 {
-                crate::zygote::child_entry(|| resume(rt, k));
+                crate::platform::sys::child_entry(|| resume(rt, k));
             }
             continue;
         }
-        shm::futex_wait(&h.ckpt_cmd, shm::CKPT_IDLE, Duration::from_millis(200));
+        region::futex_wait(&h.ckpt_cmd, region::CKPT_IDLE, Duration::from_millis(200));
     }
 }
 
@@ -405,9 +410,9 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     install_fault_handlers(&p.region);
     apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
-    crate::sandbox::enter(&env_for(p, h.ckpt_env.load(SeqCst)), &p.name);
+    crate::supervise::sandbox::enter(&env_for(p, h.ckpt_env.load(SeqCst)), &p.name);
     h.pid.store(my_pid(), SeqCst);
-    h.state.store(shm::STATE_ALIVE, SeqCst);
+    h.state.store(region::STATE_ALIVE, SeqCst);
     serve_loop(rt, k)
 }
 
@@ -480,7 +485,7 @@ pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
 
 /// Path of libfracture.so itself.
 fn shim_path() -> String {
-    crate::sys::dladdr(shim_path as fn() -> String as usize)
+    crate::platform::sys::dladdr(shim_path as fn() -> String as usize)
         .and_then(|o| o.path)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -524,7 +529,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     );
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let objs = crate::got::loaded_objects();
+        let objs = crate::platform::got::loaded_objects();
         for e in rt.resolve(&objs) {
             error!("{e}");
         }
@@ -538,7 +543,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         vars: Default::default(),
         ..env
     });
-    crate::sandbox::enter(&env_for(p, env_idx), &p.name);
+    crate::supervise::sandbox::enter(&env_for(p, env_idx), &p.name);
     debug!("exec-mode helper '{}' ready", p.name);
     serve_loop(rt, k)
 }

@@ -9,12 +9,12 @@
 //! when no replica answered. Every replica gets a call at once and they work in parallel; the
 //! program takes their answers in order.
 
-use crate::abi::{arg_value, set_arg, Frame};
-use crate::dispatch::{nested_mode, Nested};
-use crate::handles;
-use crate::marshal::Walk;
-use crate::recovery::{self, try_call, try_call_after, Attempt, Done};
-use crate::runtime::{FnDesc, ProcRt, Runtime};
+use crate::call::dispatch::{nested_mode, Nested};
+use crate::call::handles;
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{FnDesc, ProcRt, Runtime};
+use crate::platform::abi::{arg_value, set_arg, Frame};
+use crate::supervise::recovery::{self, try_call, try_call_after, Attempt, Done};
 use module_map::{ArgSpec, OnMismatch, Pick, RetSpec};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -22,15 +22,16 @@ static ROUND_ROBIN: AtomicU64 = AtomicU64::new(0);
 /// Consecutive pure calls a sampled replica answers before the next one's turn.
 const RR_BATCH: u64 = 16;
 
-thread_local! {
-    /// Set while this thread runs a call in a second (third...) replica: the function's
-    /// statistics count the program's call once, not once per replica.
-    static SECONDARY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// True while the current call is a copy sent to another replica than the one answering.
-pub fn secondary() -> bool {
-    SECONDARY.with(|s| s.get())
+/// The program's way into a helper (the call layer's `call_helper` upcall): every replica,
+/// or one sample, when the map asks for several; otherwise one call with restarts and
+/// retries as `on_crash` says.
+pub fn route(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
+    // The one buffer walk of this call: every later step uses these lengths.
+    let walk = Walk::of(f, frame);
+    if rt.procs.len() > rt.map.processes.len() && rt.replicas_of(p.primary).nth(1).is_some() {
+        return call(rt, f, p.primary, frame, &walk);
+    }
+    recovery::call_helper(rt, f, p, frame, &walk)
 }
 
 /// What one replica answered, in comparable form.
@@ -116,9 +117,9 @@ fn run_private(
 ) -> Option<(Answer, u64)> {
     pv.frame.stack = pv.walk.stack.as_ptr();
     let (first, string) = split_first(first);
-    SECONDARY.with(|s| s.set(true));
+    crate::call::hooks::set_secondary(true);
     let res = try_call_after(rt, f, p, &mut pv.frame, &pv.walk, first);
-    SECONDARY.with(|s| s.set(false));
+    crate::call::hooks::set_secondary(false);
     match res {
         Ok(()) => {
             let rax = pv.frame.ret_rax;
@@ -157,7 +158,7 @@ fn split_first(first: Option<(Done, Option<Vec<u8>>)>) -> (Option<Done>, Option<
 }
 
 /// Ends recording nested calls; what was recorded.
-fn take_record() -> Vec<crate::dispatch::NestedRec> {
+fn take_record() -> Vec<crate::call::dispatch::NestedRec> {
     match nested_mode(Nested::Off) {
         Nested::Record(r) => r,
         _ => Vec::new(),
@@ -248,7 +249,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     }
     let mut attempts = attempts.into_iter();
     let outer = nested_mode(Nested::Record(Vec::new()));
-    crate::replay::take_last(k);
+    crate::supervise::replay::take_last(k);
     let done0 = attempts.next().flatten().map(|a| {
         with_string(
             f,
@@ -257,9 +258,9 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
         )
     });
     let record = take_record();
-    let logged0 = crate::replay::take_last(k);
+    let logged0 = crate::supervise::replay::take_last(k);
     let mut done: Vec<Option<(Done, Option<Vec<u8>>)>> = Vec::with_capacity(reps.len());
-    SECONDARY.with(|s| s.set(true));
+    crate::call::hooks::set_secondary(true);
     for ((p, pv), a) in reps.iter().skip(1).zip(copies.iter_mut()).zip(attempts) {
         nested_mode(Nested::Replay(record.clone(), 0));
         done.push(a.map(|a| {
@@ -267,17 +268,17 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
             with_string(f, d, pv.frame.ret_rax)
         }));
     }
-    SECONDARY.with(|s| s.set(false));
+    crate::call::hooks::set_secondary(false);
     // A retry of replica 0 records afresh: the record is what its answering attempt did.
     let ok0 = done0.as_ref().is_some_and(|d| d.0.ok());
     nested_mode(Nested::Record(if ok0 { record } else { Vec::new() }));
     let (done0, string0) = split_first(done0);
-    crate::replay::take_last(k);
+    crate::supervise::replay::take_last(k);
     let first = try_call_after(rt, f, reps[0], frame, walk, done0);
     // The entry replica 0 logged for this call (in `complete` or in its retry).
-    let own_entry = crate::replay::take_last(k).or(logged0);
+    let own_entry = crate::supervise::replay::take_last(k).or(logged0);
     let record = take_record();
-    let errno0 = crate::dispatch::get_errno();
+    let errno0 = crate::call::dispatch::get_errno();
     let mut answers: Vec<Option<Answer>> = vec![None; reps.len()];
     let mut tokens: Vec<u64> = vec![0; reps.len()];
     let mut failure = None;
@@ -294,7 +295,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     }
     let answer0 = *frame;
     // A replica restarted to retry this call replays the log without this call's own entry.
-    crate::replay::skip_entry(k, own_entry);
+    crate::supervise::replay::skip_entry(k, own_entry);
     for (((r, p), pv), d) in reps.iter().enumerate().skip(1).zip(copies).zip(done) {
         nested_mode(Nested::Replay(record.clone(), 0));
         if let Some((a, tok)) = run_private(rt, f, p, pv, d) {
@@ -302,13 +303,13 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
             tokens[r] = tok;
         }
     }
-    crate::replay::skip_entry(k, None);
+    crate::supervise::replay::skip_entry(k, None);
     nested_mode(outer);
     *frame = answer0;
-    crate::dispatch::set_errno(errno0);
+    crate::call::dispatch::set_errno(errno0);
     if let Some(Some(s)) = answers[0].as_ref().map(|a| a.string.as_ref()) {
         // The other replicas' strings went through the same per-thread buffer.
-        frame.ret_rax = crate::dispatch::set_ret_str(f, s);
+        frame.ret_rax = crate::call::dispatch::set_ret_str(f, s);
     }
     // Handles: the program keeps one token, bound to each replica's own value.
     if f.ret == RetSpec::Handle {
@@ -400,7 +401,7 @@ fn vote(
         }
     }
     let detail = format!("{}({}): {}", f.name, args, desc.join("; "));
-    crate::reports::event(&crate::reports::Event {
+    crate::observe::reports::event(&crate::observe::reports::Event {
         outcome: "mismatch",
         process: &reps[0].spec.name,
         module: &f.module,
@@ -413,8 +414,8 @@ fn vote(
     });
     match on_mismatch {
         OnMismatch::Abort => {
-            crate::log::emit(
-                crate::log::ERROR,
+            crate::observe::log::emit(
+                crate::observe::log::ERROR,
                 format_args!(
                     "mismatch in {}({}): {}; on_mismatch: abort",
                     f.name,
@@ -422,7 +423,7 @@ fn vote(
                     desc.join("; ")
                 ),
             );
-            crate::write_stats(rt);
+            crate::plan::stats_file::write(rt);
             // SAFETY: ending the program as configured.
             unsafe { libc::abort() };
         }
@@ -470,7 +471,7 @@ fn apply(f: &FnDesc, a: &Answer, frame: &mut Frame, walk: &Walk) {
         _ => {}
     }
     if let Some(s) = &a.string {
-        frame.ret_rax = crate::dispatch::set_ret_str(f, s);
+        frame.ret_rax = crate::call::dispatch::set_ret_str(f, s);
     }
     // Out-buffers: into the caller's own, within the lengths measured before the call.
     let mut outs = a.outs.iter();
@@ -540,7 +541,7 @@ struct Job {
     /// The token the program got for a returned handle: the observer's value is bound to it.
     keep: u64,
     /// The answering replica's nested calls: the observer's are answered from it.
-    record: Vec<crate::dispatch::NestedRec>,
+    record: Vec<crate::call::dispatch::NestedRec>,
 }
 
 // SAFETY: see `Private`: every pointer in the job points into the job's own allocations.
@@ -604,9 +605,9 @@ fn observe(
     p: &ProcRt,
     pv: Private,
     keep: u64,
-    record: Vec<crate::dispatch::NestedRec>,
+    record: Vec<crate::call::dispatch::NestedRec>,
 ) {
-    let rt: &'static Runtime = match crate::runtime::get() {
+    let rt: &'static Runtime = match crate::plan::runtime::get() {
         Some(r) if std::ptr::eq(r, rt) => r,
         _ => return,
     };
@@ -657,11 +658,11 @@ fn serve_observer(rt: &'static Runtime, idx: usize) {
         let f = &rt.fns[job.func];
         job.pv.frame.stack = job.pv.walk.stack.as_ptr();
         nested_mode(Nested::Replay(std::mem::take(&mut job.record), 0));
-        SECONDARY.with(|s| s.set(true));
+        crate::call::hooks::set_secondary(true);
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             try_call(rt, f, p, &mut job.pv.frame, &job.pv.walk)
         }));
-        SECONDARY.with(|s| s.set(false));
+        crate::call::hooks::set_secondary(false);
         nested_mode(Nested::Off);
         if let Ok(Ok(())) = res {
             if f.ret == RetSpec::Handle && job.keep != 0 {

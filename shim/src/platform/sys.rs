@@ -48,3 +48,13 @@ pub fn recv_i32(fd: i32) -> Option<i32> {
         return (n == 4).then_some(v);
     }
 }
+
+/// Runs the body of a freshly forked child of ours (zygote, helper, checkpoint) and never
+/// returns into the code that forked it: a panic ends the child with status 70 instead of
+/// unwinding into the program's `main`, which would then run a second time (a panic in an
+/// exec-mode helper's plan once did exactly that).
+pub fn child_entry(body: impl FnOnce()) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    // SAFETY: leaving the child without running anything of the program's.
+    unsafe { libc::_exit(70) }
+}

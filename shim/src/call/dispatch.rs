@@ -9,11 +9,14 @@
 //! Must never panic across the FFI boundary: [`fracture_dispatch`] catches unwinding.
 //! Nothing here runs after `fork` in a child or in a signal handler of ours.
 
-use crate::abi::{arg_value, set_arg, Frame, MAX_STACK};
-use crate::marshal::Walk;
-use crate::runtime::{self, FnDesc, ProcRt, Runtime, PROGRAM};
-use crate::shm::{self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF};
-use crate::{handles, trampoline};
+use crate::call::handles;
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{self, FnDesc, ProcRt, Runtime, PROGRAM};
+use crate::platform::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::platform::stubs;
+use crate::transport::region::{
+    self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF,
+};
 use module_map::{ArgSpec, RetSpec};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::*;
@@ -193,8 +196,11 @@ fn dispatch(idx: usize, frame: &mut Frame) {
         call_local(rt, f, frame);
         return;
     }
-    if let Some(prof) = &rt.profile {
-        prof.call(rt, f, frame);
+    if rt.profiling {
+        match crate::call::hooks::get() {
+            Some(u) => (u.profile)(rt, f, frame),
+            None => call_local(rt, f, frame),
+        }
         return;
     }
     if me == PROGRAM {
@@ -202,7 +208,17 @@ fn dispatch(idx: usize, frame: &mut Frame) {
             call_local(rt, f, frame);
             return;
         };
-        crate::recovery::call_helper(rt, f, p, frame);
+        match crate::call::hooks::get() {
+            Some(u) => (u.call_helper)(rt, f, p, frame),
+            None => {
+                error!(
+                    "internal error: no call path to helpers; {} fails with EIO",
+                    f.name
+                );
+                frame.ret_rax = 0;
+                set_errno(libc::EIO);
+            }
+        }
     } else {
         // In a helper: the call goes back to the program over the channel this thread serves.
         match active_find(PROGRAM) {
@@ -244,7 +260,7 @@ fn dispatch(idx: usize, frame: &mut Frame) {
 
 /// True when a `handle` argument of the call in `frame` is one of the program's tokens.
 fn passes_a_token(f: &FnDesc, frame: &Frame) -> bool {
-    let (stack, _) = crate::marshal::stack_words(frame, f.layout.nstack);
+    let (stack, _) = crate::call::marshal::stack_words(frame, f.layout.nstack);
     f.layout.args.iter().any(|(spec, loc)| {
         *spec == ArgSpec::Handle && handles::is_token(arg_value(frame, &stack, *loc))
     })
@@ -256,7 +272,7 @@ pub fn ensure_real(rt: &Runtime, f: &FnDesc) -> usize {
     if a != 0 {
         return a;
     }
-    crate::dl::load_for(rt, f);
+    crate::plan::load::load_for(rt, f);
     f.real.load(Acquire)
 }
 
@@ -272,11 +288,11 @@ pub fn call_local(rt: &Runtime, f: &FnDesc, frame: &mut Frame) {
         return;
     }
     // Every stack word the caller may have placed, as far as its stack mapping goes.
-    let nstack = crate::marshal::stack_reach(frame, f.layout.nstack);
+    let nstack = crate::call::marshal::stack_reach(frame, f.layout.nstack);
     // SAFETY: `real` is the address dlsym gave for this very symbol, and the frame's stack
     // pointer is the caller's stack, which holds `nstack` readable words (stack_words
     // bounded them by the mapping).
-    unsafe { trampoline::replay(real, frame, nstack) }
+    unsafe { stubs::replay(real, frame, nstack) }
 }
 
 fn align8(n: u64) -> u64 {
@@ -322,7 +338,7 @@ pub fn client_call(
 pub struct Posted {
     c: usize,
     /// (caller pointer, offset, length, copy back?) per non-NULL buffer argument.
-    bufs: [(u64, u64, u64, bool); crate::abi::MAX_ARGS],
+    bufs: [(u64, u64, u64, bool); crate::platform::abi::MAX_ARGS],
     nbufs: usize,
     /// First byte after the marshalled buffers: a returned string or mirror lies beyond.
     cursor: u64,
@@ -381,8 +397,8 @@ pub fn client_post(
         rax: frame_in.rax,
         xmm: frame_in.xmm,
         stack,
-        arg_off: [NULL_OFF; crate::abi::MAX_ARGS],
-        arg_len: [0; crate::abi::MAX_ARGS],
+        arg_off: [NULL_OFF; crate::platform::abi::MAX_ARGS],
+        arg_len: [0; crate::platform::abi::MAX_ARGS],
         ret_rax: 0,
         ret_rdx: 0,
         ret_xmm0: [0; 2],
@@ -392,7 +408,7 @@ pub fn client_post(
         mirror_off: NULL_OFF,
         mirror_len: 0,
     };
-    let mut bufs = [(0u64, 0u64, 0u64, false); crate::abi::MAX_ARGS];
+    let mut bufs = [(0u64, 0u64, 0u64, false); crate::platform::abi::MAX_ARGS];
     let mut nbufs = 0;
     let mut cursor = align8(base);
     let moved = Moved {
@@ -432,7 +448,7 @@ pub fn client_post(
     ch.write_msg(&m);
     send.post();
     if from_program && ch.served.load(SeqCst) == 0 {
-        shm::ring(&region.header().doorbell);
+        region::ring(&region.header().doorbell);
     }
     Ok(Posted {
         c,
@@ -500,11 +516,12 @@ pub fn client_wait(
                     if f.ret == RetSpec::Handle {
                         // Replayed calls and replicas other than the answering one get
                         // fresh tokens, handed over to the program's token afterwards.
-                        let tok = if crate::replay::replaying() || crate::replicas::secondary() {
-                            handles::fresh_token(region.key(), r.ret_rax)
-                        } else {
-                            handles::token_for(region.key(), r.ret_rax)
-                        };
+                        let tok =
+                            if crate::call::hooks::replaying() || crate::call::hooks::secondary() {
+                                handles::fresh_token(region.key(), r.ret_rax)
+                            } else {
+                                handles::token_for(region.key(), r.ret_rax)
+                            };
                         let Some(tok) = tok else {
                             warn!(
                                 "{} returned a new handle after {} others: refused",
@@ -598,7 +615,7 @@ fn take_ret_str(
     if off < lo || end > DATA_SIZE as u64 {
         return Err(CallError::BadReply);
     }
-    if crate::replay::replaying() {
+    if crate::call::hooks::replaying() {
         // A replayed call's string is nobody's: the program's copy from an earlier call of
         // `f` stays valid, as the spec promises.
         return Ok(1);
@@ -653,7 +670,7 @@ fn sizes_match(f: &FnDesc, m: &Msg, nargs: usize, private: &[(usize, Vec<u8>)]) 
         if m.arg_off[i] == NULL_OFF {
             continue;
         }
-        if crate::marshal::size_of(sz, arg, deref) != Some(m.arg_len[i]) {
+        if crate::call::marshal::size_of(sz, arg, deref) != Some(m.arg_len[i]) {
             return false;
         }
     }
@@ -727,7 +744,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         xmm: m.xmm,
         ..Frame::default()
     };
-    let nargs = (m.nargs as usize).min(crate::abi::MAX_ARGS);
+    let nargs = (m.nargs as usize).min(crate::platform::abi::MAX_ARGS);
     let mut private: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, (spec, loc)) in f.layout.args.iter().enumerate() {
         if !spec.is_buffer() {
@@ -841,7 +858,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
             return fail();
         }
         // SAFETY: real is the function the spec describes; `stack` holds `nstack` words.
-        unsafe { trampoline::replay(real, &mut frame, nstack) };
+        unsafe { stubs::replay(real, &mut frame, nstack) };
     } else {
         // The program forwards a helper's call to the process that owns the function.
         dispatch(f.idx, &mut frame);
@@ -1085,7 +1102,9 @@ pub fn call_finish(
         }
         if timeout.is_some_and(|t| t0.elapsed() >= t) {
             timed_out.set(true);
-            crate::recovery::kill_helper(p);
+            if let Some(u) = crate::call::hooks::get() {
+                (u.kill_helper)(p);
+            }
             return true;
         }
         false
@@ -1114,7 +1133,7 @@ pub fn call_finish(
     }
     if let (Ok(m), false) = (
         &r,
-        crate::replay::replaying() || crate::replicas::secondary(),
+        crate::call::hooks::replaying() || crate::call::hooks::secondary(),
     ) {
         f.stats
             .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
@@ -1148,7 +1167,7 @@ pub fn death_status(p: &ProcRt) -> i32 {
 /// Holds the gate of `p` shared for one call, unless this thread already runs under it (a
 /// nested call, or a replay under the exclusive gate).
 pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
-    if crate::replay::replaying() || active_find(owner).is_some() {
+    if crate::call::hooks::replaying() || active_find(owner).is_some() {
         None
     } else {
         Some(p.gate.read().unwrap_or_else(|e| e.into_inner()))
@@ -1230,7 +1249,7 @@ pub fn control(p: &ProcRt, kind: u32, limit: Duration) -> Result<Msg, CallError>
     ch.write_msg(&m);
     ch.to_helper().post();
     if ch.served.load(SeqCst) == 0 {
-        shm::ring(&p.region.header().doorbell);
+        region::ring(&p.region.header().doorbell);
     }
     let t0 = Instant::now();
     let stop = || helper_gone(p) || t0.elapsed() > limit;

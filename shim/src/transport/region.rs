@@ -16,7 +16,7 @@
 //! The zygote bumps `to_prog_ev` of every channel when the helper dies, so a program thread
 //! asleep in a call wakes at once.
 
-use crate::abi::{MAX_ARGS, MAX_STACK};
+use crate::platform::abi::{MAX_ARGS, MAX_STACK};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
 pub const VERSION: u32 = 3;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
+/// Frames of a helper's fault kept per crash record (the faulting pc first, then return
+/// addresses); the region holds that many words per channel.
+pub const MAX_FRAMES: usize = 16;
 /// Bytes of argument and result data per channel (sparse: pages are used only when touched).
 pub const DATA_SIZE: usize = 16 << 20;
 const HEADER_SIZE: usize = 4096;
@@ -71,7 +74,7 @@ pub struct RegionHeader {
     pub ckpt_env: AtomicU32,
     /// Written by the helper's fatal-signal handler: the faulting pc and return addresses
     /// found on the faulting thread's stack (for crash reports), and how many there are.
-    pub fault_frames: [AtomicU64; crate::reports::MAX_FRAMES],
+    pub fault_frames: [AtomicU64; MAX_FRAMES],
     pub fault_nframes: AtomicU32,
 }
 

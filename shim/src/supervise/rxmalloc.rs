@@ -100,9 +100,11 @@ pub fn apply(m: &module_map::Malloc) {
     PAD.store(pad, Relaxed);
     ZERO.store(zero, Relaxed);
     DELAY.store(delay, Relaxed);
-    let maps = crate::got::Maps::read();
-    let me = crate::runtime::get().map(|r| r.self_base).unwrap_or(0);
-    for o in crate::got::loaded_objects() {
+    let maps = crate::platform::got::Maps::read();
+    let me = crate::plan::runtime::get()
+        .map(|r| r.self_base)
+        .unwrap_or(0);
+    for o in crate::platform::got::loaded_objects() {
         let file = o.path.rsplit('/').next().unwrap_or("");
         if o.base == me
             || file.starts_with("libc.so")
@@ -119,14 +121,14 @@ pub fn apply(m: &module_map::Malloc) {
                 "free" => rx_free as *const () as usize,
                 _ => return,
             };
-            let Some(prot) = crate::got::prot_at(&maps, slot) else {
+            let Some(prot) = crate::platform::got::prot_at(&maps, slot) else {
                 return;
             };
             // SAFETY: `slot` is a JUMP_SLOT/GLOB_DAT slot of `o` handed out by
             // for_each_import, whose walk keeps `o` loaded while this runs; `prot` comes from
             // /proc/self/maps. The wrappers stand in for glibc's allocator for the helper's
             // lifetime, so the patch is kept.
-            if let Some(p) = unsafe { crate::got::patch_slot(slot, prot, target) } {
+            if let Some(p) = unsafe { crate::platform::got::patch_slot(slot, prot, target) } {
                 p.keep();
             }
         });

@@ -5,13 +5,14 @@
 //! crashed call is never applied twice. Handles returned by logged calls are re-pointed at the
 //! new helper's values, so the tokens the program holds stay valid.
 
-use crate::abi::{set_arg, Frame};
-use crate::dispatch;
-use crate::handles;
-use crate::marshal::Walk;
-use crate::runtime::{FnDesc, ProcRt, Runtime};
+use crate::call::dispatch;
+use crate::call::handles;
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{FnDesc, ProcRt, Runtime};
+use crate::platform::abi::{set_arg, Frame};
 use module_map::RetSpec;
 use std::cell::Cell;
+use std::sync::Mutex;
 
 #[derive(Clone)]
 pub struct Entry {
@@ -32,7 +33,6 @@ unsafe impl Send for Entry {}
 
 thread_local! {
     /// Set while this thread replays: replayed calls are neither logged nor counted.
-    static REPLAYING: Cell<bool> = const { Cell::new(false) };
     /// The log entry this thread appended last: (process, index in its log).
     static LAST: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
     /// A log entry this thread's replays leave out (see [`skip_entry`]).
@@ -55,7 +55,7 @@ pub fn skip_entry(k: usize, i: Option<usize>) {
 }
 
 pub fn replaying() -> bool {
-    REPLAYING.with(|r| r.get())
+    crate::call::hooks::replaying()
 }
 
 /// True when calls of `f` in `p` must be logged.
@@ -74,7 +74,7 @@ pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
         .bufs()
         .iter()
         .map(|b| {
-            if b.dir == crate::marshal::Dir::Out {
+            if b.dir == crate::call::marshal::Dir::Out {
                 Vec::new()
             } else {
                 b.bytes()
@@ -97,7 +97,7 @@ pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
     if f.ret == RetSpec::Handle {
         e.ret_token = frame_after.ret_rax;
     }
-    let mut log = p.log.lock().unwrap_or_else(|x| x.into_inner());
+    let mut log = log_of(p.index).lock().unwrap_or_else(|x| x.into_inner());
     log.push(e);
     LAST.with(|l| l.set(Some((p.primary, log.len() - 1))));
 }
@@ -105,11 +105,9 @@ pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
 /// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
 /// helper failed during the replay.
 pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
-    let log = rt.procs[p.primary]
-        .log
-        .lock()
-        .unwrap_or_else(|x| x.into_inner());
-    REPLAYING.with(|r| r.set(true));
+    let _ = rt;
+    let log = log_of(p.primary).lock().unwrap_or_else(|x| x.into_inner());
+    crate::call::hooks::set_replaying(true);
     let skip = SKIP
         .with(|s| s.get())
         .filter(|(k, _)| *k == p.primary)
@@ -132,7 +130,10 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             .zip(&e.inputs)
             .map(|(b, v)| {
                 let mut v = v.clone();
-                v.resize(b.len.min(crate::shm::DATA_SIZE as u64) as usize, 0);
+                v.resize(
+                    b.len.min(crate::transport::region::DATA_SIZE as u64) as usize,
+                    0,
+                );
                 v
             })
             .collect();
@@ -153,11 +154,25 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             handles::retarget_fresh(e.ret_token, frame.ret_rax);
         }
     }
-    REPLAYING.with(|r| r.set(false));
+    crate::call::hooks::set_replaying(false);
     ok
 }
 
 /// Number of entries logged so far (in the process's primary region's log).
 pub fn len(p: &ProcRt) -> usize {
-    p.log.lock().unwrap_or_else(|x| x.into_inner()).len()
+    log_of(p.index)
+        .lock()
+        .unwrap_or_else(|x| x.into_inner())
+        .len()
+}
+
+/// The log of region `index` (`Runtime::procs`): successful state calls, program side.
+/// Made at first use and kept for the life of the process.
+fn log_of(index: usize) -> &'static Mutex<Vec<Entry>> {
+    static LOGS: Mutex<Vec<&'static Mutex<Vec<Entry>>>> = Mutex::new(Vec::new());
+    let mut logs = LOGS.lock().unwrap_or_else(|x| x.into_inner());
+    while logs.len() <= index {
+        logs.push(Box::leak(Box::new(Mutex::new(Vec::new()))));
+    }
+    logs[index]
 }

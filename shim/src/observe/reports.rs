@@ -27,8 +27,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering::*};
 use std::sync::OnceLock;
 
-/// Frames kept per record (the faulting pc first, then return addresses).
-pub const MAX_FRAMES: usize = 16;
+pub use crate::transport::region::MAX_FRAMES;
 
 /// A loaded object: its executable ranges and the map module it belongs to ("main": none).
 struct ObjInfo {
@@ -127,7 +126,7 @@ pub fn init(exe: &str, map_modules: &[module_map::Module]) {
             dirs.push(c);
         }
     }
-    let objs = crate::got::loaded_objects();
+    let objs = crate::platform::got::loaded_objects();
     let build_id = objs
         .first()
         .map(|o| o.build_id.iter().map(|b| format!("{b:02x}")).collect())
@@ -156,11 +155,11 @@ pub fn init(exe: &str, map_modules: &[module_map::Module]) {
 /// Rebuilds the object table (after a dlopen).
 pub fn refresh() {
     if let Some(s) = SETUP.get() {
-        refresh_with(&crate::got::loaded_objects(), &s.program);
+        refresh_with(&crate::platform::got::loaded_objects(), &s.program);
     }
 }
 
-fn refresh_with(objs: &[crate::got::Obj], exe: &str) {
+fn refresh_with(objs: &[crate::platform::got::Obj], exe: &str) {
     let Some(s) = SETUP.get() else { return };
     let t = Table {
         objs: objs
@@ -196,7 +195,7 @@ fn refresh_with(objs: &[crate::got::Obj], exe: &str) {
 
 /// Every JUMP_SLOT / GLOB_DAT slot of a mapped function in `objs` (versions matched as the
 /// router matches them), sorted by address.
-fn mapped_slots(objs: &[crate::got::Obj], fns: &[MappedFn]) -> Vec<(usize, usize)> {
+fn mapped_slots(objs: &[crate::platform::got::Obj], fns: &[MappedFn]) -> Vec<(usize, usize)> {
     let mut by_name: std::collections::HashMap<&str, Vec<usize>> = Default::default();
     for (i, f) in fns.iter().enumerate() {
         by_name.entry(f.symbol.as_str()).or_default().push(i);
@@ -245,7 +244,7 @@ pub fn module_of(addr: usize) -> &'static str {
 
 /// As [`module_of`], and where several modules share the object, the module of the mapped
 /// function nearest below `addr` (object + symbol → module). Not for signal handlers.
-pub fn module_of_fn(rt: &crate::runtime::Runtime, addr: usize) -> &str {
+pub fn module_of_fn(rt: &crate::plan::runtime::Runtime, addr: usize) -> &str {
     let Some(o) = obj_of(addr) else {
         return "main";
     };
@@ -622,7 +621,7 @@ fn append(rec: &[u8]) {
 }
 
 /// The run summary at exit: per isolated function, calls and crashes.
-pub fn run_summary(rt: &crate::runtime::Runtime) {
+pub fn run_summary(rt: &crate::plan::runtime::Runtime) {
     if SETUP.get().is_none() {
         return;
     }

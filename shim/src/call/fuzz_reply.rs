@@ -13,11 +13,11 @@
 //!
 //! Raw pointers here are the test's own buffers and the region's mapping.
 
-use crate::abi::Frame;
-use crate::dispatch::client_call;
-use crate::marshal::Walk;
-use crate::runtime::{self, Runtime};
-use crate::shm::{self, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF};
+use crate::call::dispatch::client_call;
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{self, Runtime};
+use crate::platform::abi::Frame;
+use crate::transport::region::{self, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF};
 use arbitrary::{Arbitrary, Unstructured};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -240,7 +240,7 @@ fn peer_main(peer: &Peer) {
             for n in reply.nested.iter().take(4) {
                 write_data(&peer.region, n.at.get(), &n.bytes);
                 // SAFETY: Msg is plain data; all-zero is a valid value.
-                let mut m: shm::Msg = unsafe { std::mem::zeroed() };
+                let mut m: region::Msg = unsafe { std::mem::zeroed() };
                 m.kind = MSG_CALL;
                 m.func = n.func as u32 % 8;
                 m.nargs = n.nargs as u32;
@@ -250,7 +250,7 @@ fn peer_main(peer: &Peer) {
                 for (g, v) in m.gp.iter_mut().zip(&n.gp) {
                     *g = v.get();
                 }
-                m.arg_off = [NULL_OFF; crate::abi::MAX_ARGS];
+                m.arg_off = [NULL_OFF; crate::platform::abi::MAX_ARGS];
                 for i in 0..5 {
                     m.arg_off[i] = n.off[i].get();
                     m.arg_len[i] = n.len[i].get();
@@ -268,7 +268,7 @@ fn peer_main(peer: &Peer) {
             let a = &reply.answer;
             write_data(&peer.region, a.at.get(), &a.bytes);
             // SAFETY: Msg is plain data; all-zero is a valid value.
-            let mut m: shm::Msg = unsafe { std::mem::zeroed() };
+            let mut m: region::Msg = unsafe { std::mem::zeroed() };
             m.kind = match a.kind % 8 {
                 0..=4 => MSG_RETURN,
                 5 => MSG_FAIL,
@@ -285,7 +285,7 @@ fn peer_main(peer: &Peer) {
             ch.to_prog().post();
             for _ in 0..a.scribble % 16 {
                 let msg = ch.msg_ptr() as *mut u64;
-                let w = (rng(&mut st) % (std::mem::size_of::<shm::Msg>() as u64 / 8)) as usize;
+                let w = (rng(&mut st) % (std::mem::size_of::<region::Msg>() as u64 / 8)) as usize;
                 // SAFETY: w < size_of::<Msg>() / 8: a word of the slot (volatile: racing).
                 unsafe { std::ptr::write_volatile(msg.add(w), rng(&mut st)) };
             }
@@ -299,7 +299,7 @@ fn peer_main(peer: &Peer) {
             spins += 1;
             if spins.is_multiple_of(2048) {
                 ch.to_prog_ev.fetch_add(1, SeqCst);
-                shm::futex_wake(&ch.to_prog_ev);
+                region::futex_wake(&ch.to_prog_ev);
             }
             std::hint::spin_loop();
         }
@@ -353,7 +353,7 @@ fn fuzz_runtime() -> Runtime {
 
 #[test]
 fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
-    crate::log::set_level(0);
+    crate::observe::log::set_level(0);
     let iters: u64 = std::env::var("FRACTURE_FUZZ_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,10 +1,10 @@
 //! What the program does when a helper fails a call: restart it from the zygote and retry
 //! (`on_crash`), and give up as configured.
 
-use crate::abi::Frame;
-use crate::dispatch::{self, CallError};
-use crate::marshal::Walk;
-use crate::runtime::{FnDesc, ProcRt, Runtime};
+use crate::call::dispatch::{self, CallError};
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{FnDesc, ProcRt, Runtime};
+use crate::platform::abi::Frame;
 use module_map::GiveUp;
 use std::sync::atomic::Ordering::*;
 use std::sync::Mutex;
@@ -50,13 +50,8 @@ pub fn signal_name(s: i32) -> &'static str {
 
 /// Program side: call `f` in the helper process that owns it (all its replicas, or one of its
 /// samples, when the map asks for several), restarting and retrying per `on_crash`.
-pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
-    // The one buffer walk of this call: every later step uses these lengths.
-    let walk = Walk::of(f, frame);
-    if rt.procs.len() > rt.map.processes.len() && rt.replicas_of(p.primary).nth(1).is_some() {
-        return crate::replicas::call(rt, f, p.primary, frame, &walk);
-    }
-    if let Err((status, what)) = try_call(rt, f, p, frame, &walk) {
+pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame, walk: &Walk) {
+    if let Err((status, what)) = try_call(rt, f, p, frame, walk) {
         if dispatch::nested_in(f.owner) {
             // A call made while serving a nested call of the same process (module ->
             // program -> same module): the outermost call owns the restart and the retry;
@@ -91,13 +86,13 @@ pub fn try_call(
 pub struct Attempt<'a> {
     begun: dispatch::Begun,
     gate: std::sync::RwLockReadGuard<'a, ()>,
-    logged: Option<crate::replay::Entry>,
+    logged: Option<crate::supervise::replay::Entry>,
 }
 
 /// The outcome of a first attempt that [`complete`] waited for.
 pub struct Done {
     result: Result<dispatch::Moved, dispatch::CallError>,
-    logged: Option<crate::replay::Entry>,
+    logged: Option<crate::supervise::replay::Entry>,
 }
 
 impl Done {
@@ -112,7 +107,7 @@ impl Done {
 /// while somebody wants the gate exclusively (a thread never blocks on a gate while it holds
 /// another's). The ordinary call also reports what stopped a post (no helper, too large).
 pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame, walk: &Walk) -> Option<Attempt<'a>> {
-    if dispatch::nested_in(f.owner) || crate::replay::replaying() {
+    if dispatch::nested_in(f.owner) || crate::supervise::replay::replaying() {
         return None;
     }
     let gate = match p.gate.try_read() {
@@ -120,7 +115,8 @@ pub fn post<'a>(f: &FnDesc, p: &'a ProcRt, frame: &Frame, walk: &Walk) -> Option
         Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return None,
     };
-    let logged = crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame, walk));
+    let logged = crate::supervise::replay::wanted(f, p)
+        .then(|| crate::supervise::replay::capture(f, frame, walk));
     let begun = dispatch::call_post(f, p, frame, walk).ok()?;
     Some(Attempt {
         begun,
@@ -139,7 +135,7 @@ pub fn complete(rt: &Runtime, f: &FnDesc, p: &ProcRt, a: Attempt<'_>, frame: &mu
     } = a;
     let result = dispatch::call_finish(rt, f, p, begun, frame);
     if let (Ok(_), Some(entry)) = (&result, logged.as_ref()) {
-        crate::replay::record(p, f, entry.clone(), frame);
+        crate::supervise::replay::record(p, f, entry.clone(), frame);
     }
     drop(gate);
     Done { result, logged }
@@ -166,7 +162,8 @@ pub fn try_call_after(
         Some(d) => (Some(d.result), d.logged),
         None => (
             None,
-            crate::replay::wanted(f, p).then(|| crate::replay::capture(f, frame, walk)),
+            crate::supervise::replay::wanted(f, p)
+                .then(|| crate::supervise::replay::capture(f, frame, walk)),
         ),
     };
     loop {
@@ -178,7 +175,7 @@ pub fn try_call_after(
                 let _gate = dispatch::gate_for(p, f.owner);
                 let r = dispatch::call_once(rt, f, p, frame, walk);
                 if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
-                    crate::replay::record(p, f, entry.clone(), frame);
+                    crate::supervise::replay::record(p, f, entry.clone(), frame);
                 }
                 r
             }
@@ -218,7 +215,7 @@ pub fn try_call_after(
             CallError::Bystander(s) => format!("died of {} in another call", describe(s)),
             CallError::TooLarge(n) => format!(
                 "could not take an argument of {n} bytes (over {} MiB)",
-                crate::shm::DATA_SIZE >> 20
+                crate::transport::region::DATA_SIZE >> 20
             ),
             CallError::BadReply => "answered with garbage".into(),
             CallError::Refused => "refused the call".into(),
@@ -301,7 +298,7 @@ fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &
         0
     };
     let h = p.region.header();
-    let mut frames = [0u64; crate::reports::MAX_FRAMES];
+    let mut frames = [0u64; crate::observe::reports::MAX_FRAMES];
     let n = if died {
         (h.fault_nframes.load(SeqCst) as usize).min(frames.len())
     } else {
@@ -310,7 +307,7 @@ fn report(p: &ProcRt, f: &FnDesc, e: &CallError, status: i32, addr: u64, what: &
     for (i, fr) in frames.iter_mut().enumerate().take(n) {
         *fr = h.fault_frames[i].load(SeqCst);
     }
-    crate::reports::event(&crate::reports::Event {
+    crate::observe::reports::event(&crate::observe::reports::Event {
         outcome,
         process: &p.spec.name,
         module: &f.module,
@@ -329,7 +326,7 @@ pub fn kill_helper(p: &ProcRt) {
     if pid <= 0 {
         return;
     }
-    crate::zygote::signal(p.pidfd.load(SeqCst), pid, libc::SIGKILL);
+    crate::supervise::zygote::signal(p.pidfd.load(SeqCst), pid, libc::SIGKILL);
     let fd = p.pidfd.load(SeqCst);
     if fd < 0 {
         return;
@@ -374,18 +371,18 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     let old_pid = p.pid.load(SeqCst);
     let old_fd = p.pidfd.swap(-1, SeqCst);
     if old_pid > 0 {
-        crate::zygote::signal(old_fd, old_pid, libc::SIGKILL);
+        crate::supervise::zygote::signal(old_fd, old_pid, libc::SIGKILL);
     }
     let from_ckpt = p.spec.on_crash.restore == module_map::Restore::Checkpoint
         && p.ckpt_len.load(SeqCst) != usize::MAX;
     let started = if from_ckpt {
-        crate::zygote::resume(rt, k, env).map(|pid| (pid, p.ckpt_len.load(SeqCst)))
+        crate::supervise::zygote::resume(rt, k, env).map(|pid| (pid, p.ckpt_len.load(SeqCst)))
     } else {
         Err(std::io::Error::other("no checkpoint"))
     };
     let started = match started {
         Ok(x) => Ok(x),
-        Err(_) => crate::zygote::spawn(rt, k, env).map(|pid| (pid, 0)),
+        Err(_) => crate::supervise::zygote::spawn(rt, k, env).map(|pid| (pid, 0)),
     };
     if old_fd >= 0 {
         let mut pfd = libc::pollfd {
@@ -402,10 +399,10 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     match started {
         Ok((pid, from)) => {
             if p.spec.on_crash.restore == module_map::Restore::None {
-                crate::handles::forget_region(p.region.key());
+                crate::call::handles::forget_region(p.region.key());
             } else {
-                let n = crate::replay::len(&rt.procs[p.primary]);
-                if !crate::replay::replay(rt, p, from) {
+                let n = crate::supervise::replay::len(&rt.procs[p.primary]);
+                if !crate::supervise::replay::replay(rt, p, from) {
                     warn!(
                         "process '{}': the replay of logged calls {from}..{n} failed",
                         p.name
@@ -435,7 +432,7 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
     } else {
         0
     };
-    crate::reports::event(&crate::reports::Event {
+    crate::observe::reports::event(&crate::observe::reports::Event {
         outcome: "gave-up",
         process: &p.spec.name,
         module: &f.module,
@@ -454,12 +451,12 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
         }
         GiveUp::Crash => {
             if log_enabled_error() {
-                crate::log::emit(
-                    crate::log::ERROR,
+                crate::observe::log::emit(
+                    crate::observe::log::ERROR,
                     format_args!("process '{}' {what} during {}; giving up", p.name, f.name),
                 );
             }
-            crate::write_stats(rt);
+            crate::plan::stats_file::write(rt);
             if sig != 0 && ends_the_process(sig) {
                 // SAFETY: ending the program the way the helper ended: the default action
                 // of a signal whose default action ends a process.
@@ -510,7 +507,7 @@ pub fn ends_the_process(sig: i32) -> bool {
 }
 
 fn log_enabled_error() -> bool {
-    crate::log::enabled(crate::log::ERROR)
+    crate::observe::log::enabled(crate::observe::log::ERROR)
 }
 
 /// Logged calls between two checkpoints (`restore: checkpoint`): bounds what a restart
@@ -524,24 +521,24 @@ fn maybe_checkpoint(rt: &Runtime, p: &ProcRt) {
         return;
     }
     let last = p.ckpt_len.load(SeqCst);
-    let len = crate::replay::len(p);
+    let len = crate::supervise::replay::len(p);
     if last != usize::MAX && len < last + CKPT_EVERY {
         return;
     }
     let Ok(_gate) = p.gate.try_write() else {
         return;
     };
-    let len = crate::replay::len(p);
+    let len = crate::supervise::replay::len(p);
     // A helper that does not answer holds the exclusive gate no longer than a call may take.
     let limit = std::time::Duration::from_millis(p.spec.timeout_ms.unwrap_or(10_000).min(10_000));
     let helper = p.pid.load(SeqCst);
-    match dispatch::control(p, crate::shm::MSG_CHECKPOINT, limit) {
+    match dispatch::control(p, crate::transport::region::MSG_CHECKPOINT, limit) {
         // The frozen copy's pid is the helper's word: a child of the helper, in the zygote's
         // group, or no checkpoint (a pid from there once let a helper name another helper's
         // processes for `resume` to adopt or kill).
         Ok(m)
-            if m.kind == crate::shm::MSG_RETURN
-                && crate::zygote::is_child_of(rt, m.ret_rax as i32, helper) =>
+            if m.kind == crate::transport::region::MSG_RETURN
+                && crate::supervise::zygote::is_child_of(rt, m.ret_rax as i32, helper) =>
         {
             p.ckpt.store(m.ret_rax as i32, SeqCst);
             p.ckpt_len.store(len, SeqCst);

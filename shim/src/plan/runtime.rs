@@ -4,11 +4,11 @@
 //! Built once, before `main`, from `FRACTURE_CONFIG` (stage two of configuration: the map
 //! against the objects really loaded). Never panics: every failure is an error value.
 
-use crate::abi::Layout;
-use crate::got::{self, Maps, Obj, Scanned, Wanted};
-use crate::shm::Region;
-use crate::stats::FnStats;
-use crate::trampoline;
+use crate::observe::stats::FnStats;
+use crate::platform::abi::Layout;
+use crate::platform::got::{self, Maps, Obj, Scanned, Wanted};
+use crate::platform::stubs;
+use crate::transport::region::Region;
 use module_map::{MapError, ModuleMap, RetSpec};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -65,8 +65,6 @@ pub struct ProcRt {
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
     pub spec: module_map::Process,
-    /// Successful state calls, for `restore: replay` / `checkpoint` (program side).
-    pub log: Mutex<Vec<crate::replay::Entry>>,
     /// Calls hold it shared; a restart holds it exclusively while it starts the new helper
     /// and replays, so no call reaches a helper whose state is not rebuilt yet.
     pub gate: std::sync::RwLock<()>,
@@ -79,7 +77,7 @@ pub struct ProcRt {
     /// The region's memfd (close-on-exec; an exec-mode helper gets a copy without it).
     pub region_fd: i32,
     /// The zygote's word on this region's helper (never mapped in a helper).
-    pub watch: &'static crate::shm::Watch,
+    pub watch: &'static crate::transport::region::Watch,
     /// A sampled replica under a `wrapper` (a tool such as valgrind), beside replicas without
     /// one: it observes in the background and never makes the program wait (see replicas.rs).
     pub observer: bool,
@@ -93,7 +91,7 @@ impl ProcRt {
         index: usize,
         primary: usize,
         replica: usize,
-        watch: &'static crate::shm::Watch,
+        watch: &'static crate::transport::region::Watch,
     ) -> ProcRt {
         ProcRt {
             watch,
@@ -111,9 +109,8 @@ impl ProcRt {
             region,
             pid: AtomicI32::new(0),
             pidfd: AtomicI32::new(-1),
-            free: AtomicU32::new(((1u64 << crate::shm::CHANNELS) - 1) as u32),
+            free: AtomicU32::new(((1u64 << crate::transport::region::CHANNELS) - 1) as u32),
             spec: p.clone(),
-            log: Mutex::new(Vec::new()),
             gate: std::sync::RwLock::new(()),
             ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),
             ckpt: AtomicI32::new(0),
@@ -156,10 +153,10 @@ pub struct Runtime {
     pub started: AtomicBool,
     /// Pid of the program (the process that read the map).
     pub program_pid: AtomicI32,
-    /// `fracture profile`: per (calling module, function) counters; calls run in place.
-    pub profile: Option<crate::profile::Profile>,
-    /// The zygote's word on each region's helper (see [`crate::shm::Watch`]).
-    pub watches: &'static crate::shm::Watches,
+    /// `fracture profile`: every call is counted (policy/profile.rs) and run in place.
+    pub profiling: bool,
+    /// The zygote's word on each region's helper (see [`crate::transport::region::Watch`]).
+    pub watches: &'static crate::transport::region::Watches,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -242,12 +239,12 @@ pub(crate) fn build(
             let key = format!("modules.{}.functions.{}", m.name, f.name);
             let layout = Layout::of(f)
                 .map_err(|e| MapError::at(&path, Some(f.line), Some(key.clone()), e))?;
-            if fns.len() >= trampoline::MAX_FNS {
+            if fns.len() >= stubs::MAX_FNS {
                 return Err(MapError::at(
                     &path,
                     Some(f.line),
                     Some(key),
-                    format!("more than {} functions", trampoline::MAX_FNS),
+                    format!("more than {} functions", stubs::MAX_FNS),
                 ));
             }
             let cname = CString::new(f.symbol()).map_err(|_| {
@@ -309,8 +306,8 @@ pub(crate) fn build(
         ));
     }
     // Mapped once for the process's lifetime (helpers unmap it after their fork).
-    let watches: &'static crate::shm::Watches = Box::leak(Box::new(
-        crate::shm::Watches::create(layout.len()).map_err(|e| {
+    let watches: &'static crate::transport::region::Watches = Box::leak(Box::new(
+        crate::transport::region::Watches::create(layout.len()).map_err(|e| {
             MapError::at(
                 &path,
                 None,
@@ -357,9 +354,8 @@ pub(crate) fn build(
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if procs.len() > map.processes.len() && procs.len() + 1 > cpus {
-        crate::shm::CROWDED.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::transport::region::CROWDED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let (nfns, nmods) = (fns.len(), map.modules.len());
     Ok(Runtime {
         exec_helper,
         my_region: std::sync::atomic::AtomicUsize::new(0),
@@ -376,13 +372,13 @@ pub(crate) fn build(
         started: AtomicBool::new(false),
         // SAFETY: getpid has no preconditions.
         program_pid: AtomicI32::new(unsafe { libc::getpid() }),
-        profile: profiling.then(|| crate::profile::Profile::new(nfns, nmods)),
+        profiling,
         watches,
     })
 }
 
 fn self_base() -> usize {
-    crate::sys::dladdr(self_base as fn() -> usize as usize).map_or(0, |o| o.base)
+    crate::platform::sys::dladdr(self_base as fn() -> usize as usize).map_or(0, |o| o.base)
 }
 
 impl Runtime {
@@ -434,7 +430,8 @@ impl Runtime {
             else {
                 continue;
             };
-            let addr = crate::dl::lookup_in(o, i == 0, &f.cname, f.version.as_deref());
+            let addr =
+                crate::platform::loader::lookup_in(o, i == 0, &f.cname, f.version.as_deref());
             if addr == 0 {
                 errors.push(MapError::at(
                     self.file(),
@@ -471,7 +468,7 @@ impl Runtime {
     /// process owns it, the real function where we do (0: leave the slot alone).
     pub fn slot_target(&self, f: &FnDesc) -> usize {
         if f.owner != self.me() {
-            trampoline::stub_addr(f.idx)
+            stubs::stub_addr(f.idx)
         } else {
             f.real.load(Acquire)
         }

@@ -77,12 +77,12 @@ pub fn emit(level: u8, args: std::fmt::Arguments<'_>) {
 
 macro_rules! log {
     ($lvl:expr, $($arg:tt)*) => {
-        if $crate::log::enabled($lvl) {
-            $crate::log::emit($lvl, format_args!($($arg)*))
+        if $crate::observe::log::enabled($lvl) {
+            $crate::observe::log::emit($lvl, format_args!($($arg)*))
         }
     };
 }
-macro_rules! error { ($($arg:tt)*) => { log!($crate::log::ERROR, $($arg)*) }; }
-macro_rules! warn { ($($arg:tt)*) => { log!($crate::log::WARN, $($arg)*) }; }
-macro_rules! info { ($($arg:tt)*) => { log!($crate::log::INFO, $($arg)*) }; }
-macro_rules! debug { ($($arg:tt)*) => { log!($crate::log::DEBUG, $($arg)*) }; }
+macro_rules! error { ($($arg:tt)*) => { log!($crate::observe::log::ERROR, $($arg)*) }; }
+macro_rules! warn { ($($arg:tt)*) => { log!($crate::observe::log::WARN, $($arg)*) }; }
+macro_rules! info { ($($arg:tt)*) => { log!($crate::observe::log::INFO, $($arg)*) }; }
+macro_rules! debug { ($($arg:tt)*) => { log!($crate::observe::log::DEBUG, $($arg)*) }; }

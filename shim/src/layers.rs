@@ -1,0 +1,147 @@
+//! The shim's layering, checked: every `crate::LAYER::MODULE` path in a file names a module of
+//! its own layer or of a layer below, and modules form no import circle. (A test, reading the
+//! sources; the README's "The shim's layers" draws the same picture.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Rank of each layer: a module may name modules of its own rank or lower.
+const LAYERS: &[(&str, u32)] = &[
+    ("platform", 0),
+    ("transport", 1),
+    ("observe", 2),
+    ("plan", 3),
+    ("call", 4),
+    ("supervise", 5),
+    ("policy", 6),
+];
+
+/// Known exception: the crash reporter names functions through the plan (README "Left").
+const EXCEPTIONS: &[(&str, &str)] = &[("observe::reports", "plan::runtime")];
+
+fn rank(layer: &str) -> u32 {
+    LAYERS
+        .iter()
+        .find(|(l, _)| *l == layer)
+        .map_or(u32::MAX, |(_, r)| *r)
+}
+
+fn strip_comments(s: &str) -> String {
+    s.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (module path, text) of every layered module file.
+fn modules(src: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (layer, _) in LAYERS {
+        let dir = src.join(layer);
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.unwrap().path();
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            if p.extension().is_some_and(|x| x == "rs") && name != "mod" {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.insert(format!("{layer}::{name}"), strip_comments(&text));
+            }
+        }
+    }
+    out
+}
+
+/// Module-to-module edges from `crate::a::b` paths.
+fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, text) in mods {
+        let set = e.entry(m.clone()).or_default();
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + 7..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut parts = path.split("::");
+            if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+                let t = format!("{a}::{b}");
+                if mods.contains_key(&t) && &t != m {
+                    set.insert(t);
+                }
+            }
+        }
+    }
+    e
+}
+
+fn has_cycle(e: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        e: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> bool {
+        match state.get(n) {
+            Some(1) => {
+                stack.push(n.to_string());
+                return true;
+            }
+            Some(2) => return false,
+            _ => {}
+        }
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        for m in e.get(n).into_iter().flatten() {
+            if visit(m, e, state, stack) {
+                return true;
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+        false
+    }
+    let mut state = BTreeMap::new();
+    for n in e.keys() {
+        let mut stack = Vec::new();
+        if visit(n, e, &mut state, &mut stack) {
+            return Some(stack);
+        }
+    }
+    None
+}
+
+#[test]
+fn shim_layers_point_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    assert!(
+        mods.len() > 15,
+        "layer folders not found under {}",
+        src.display()
+    );
+    let e = edges(&mods);
+    let mut upward = Vec::new();
+    for (m, targets) in &e {
+        let from = rank(m.split("::").next().unwrap());
+        for t in targets {
+            let to = rank(t.split("::").next().unwrap());
+            if to > from && !EXCEPTIONS.contains(&(m.as_str(), t.as_str())) {
+                upward.push(format!("{m} -> {t}"));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "upward imports: {upward:#?}");
+    assert_eq!(has_cycle(&e), None, "an import circle");
+}
+
+#[test]
+fn the_layer_check_sees_an_upward_edge_and_a_circle() {
+    let mut mods = BTreeMap::new();
+    mods.insert("call::a".to_string(), "use crate::policy::b;".to_string());
+    mods.insert("policy::b".to_string(), "crate::call::a::f()".to_string());
+    let e = edges(&mods);
+    assert!(e["call::a"].contains("policy::b"));
+    assert!(has_cycle(&e).is_some());
+}

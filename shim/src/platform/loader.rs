@@ -1,0 +1,91 @@
+//! The dynamic loader's real entry points (ours interpose `dlopen` and `dlsym`, see dl.rs) and
+//! looking a symbol up in the object that defines it.
+//!
+//! # Safety
+//! glibc's `dlopen`/`dlsym` are found once with `dlvsym(RTLD_NEXT)` and called through
+//! pointers of their C signatures; every name passed is NUL-terminated.
+
+use crate::platform::got::Obj;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+
+type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+
+/// Address of glibc's `dlsym`, read by the naked `dlsym` stub for RTLD_NEXT (not exported,
+/// so the stub can address it rip-relative).
+pub static FRACTURE_REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
+static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
+
+fn next(name: &CStr, versions: &[&CStr]) -> usize {
+    for v in versions {
+        // SAFETY: dlvsym with NUL-terminated names; RTLD_NEXT from our object finds libc's.
+        let p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr(), v.as_ptr()) };
+        if !p.is_null() {
+            return p as usize;
+        }
+    }
+    0
+}
+
+/// Resolves glibc's dlopen and dlsym once (idempotent, callable from any thread).
+pub fn init_real() {
+    if FRACTURE_REAL_DLSYM.load(Acquire) == 0 {
+        FRACTURE_REAL_DLSYM.store(next(c"dlsym", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]), Release);
+    }
+    if REAL_DLOPEN.load(Acquire) == 0 {
+        REAL_DLOPEN.store(next(c"dlopen", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]), Release);
+    }
+}
+
+pub fn real_dlsym(h: *mut c_void, name: *const c_char) -> *mut c_void {
+    init_real();
+    let f = FRACTURE_REAL_DLSYM.load(Acquire);
+    if f == 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: f is glibc's dlsym.
+    unsafe { std::mem::transmute::<usize, DlsymFn>(f)(h, name) }
+}
+
+pub fn real_dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
+    init_real();
+    let f = REAL_DLOPEN.load(Acquire);
+    if f == 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: f is glibc's dlopen.
+    unsafe { std::mem::transmute::<usize, DlopenFn>(f)(name, flags) }
+}
+
+pub fn base_of(addr: usize) -> usize {
+    crate::platform::sys::dladdr(addr).map_or(0, |o| o.base)
+}
+
+/// Address of `name` (with `version`) as defined by object `o` itself, or 0.
+pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) -> usize {
+    let h = if is_main {
+        real_dlopen(std::ptr::null(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
+    } else {
+        let Ok(p) = CString::new(o.path.as_str()) else {
+            return 0;
+        };
+        real_dlopen(p.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
+    };
+    if h.is_null() {
+        return 0;
+    }
+    let a = match version {
+        // SAFETY: dlvsym on a handle we hold, with NUL-terminated names.
+        Some(v) => unsafe { libc::dlvsym(h, name.as_ptr(), v.as_ptr()) },
+        None => real_dlsym(h, name.as_ptr()),
+    } as usize;
+    // SAFETY: balancing the RTLD_NOLOAD open above (it took a reference).
+    unsafe { libc::dlclose(h) };
+    // The executable's lookup searches the global scope; a library's must be its own symbol.
+    if a != 0 && (is_main || base_of(a) == o.base) {
+        a
+    } else {
+        0
+    }
+}

@@ -1,0 +1,14 @@
+//! The platform: everything that names libc, the loader or the CPU. Nothing here knows what
+//! a module map is, except `abi` (which turns a function's specs into a register layout).
+//!
+//! - `sys`: safe wrappers of libc calls shared by the layers above.
+//! - `loader`: glibc's real `dlopen`/`dlsym`, symbol lookup in one object.
+//! - `got`: the loader's object list and GOT slots (reading, patching under a guard).
+//! - `abi`: the x86_64 SysV call frame the stubs save and replay.
+//! - `stubs`: per-function entry stubs and frame replay, in assembly.
+
+pub mod abi;
+pub mod got;
+pub mod loader;
+pub mod stubs;
+pub mod sys;

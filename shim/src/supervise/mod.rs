@@ -1,0 +1,11 @@
+//! Supervision: the zygote and helpers (`zygote`, `helper`), the helper's environment
+//! (`sandbox`, `rxmalloc`, `valgrind`), liveness, restart and retry (`recovery`), and module
+//! state rebuilt after a restart (`replay`; checkpoints live in `zygote` and `recovery`).
+
+pub mod helper;
+pub mod recovery;
+pub mod replay;
+pub mod rxmalloc;
+pub mod sandbox;
+pub mod valgrind;
+pub mod zygote;
