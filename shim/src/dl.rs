@@ -18,6 +18,8 @@
 //! The naked stubs only move the return address into an argument register and tail-jump;
 //! the stack is untouched, so the callee sees the original caller.
 
+#![allow(unsafe_code)]
+
 use crate::plan::load::after_load;
 use crate::plan::runtime;
 use crate::platform::got;

@@ -8,6 +8,16 @@
 //!
 //! Must never panic across the FFI boundary: [`fracture_dispatch`] catches unwinding.
 //! Nothing here runs after `fork` in a child or in a signal handler of ours.
+//!
+//! # Safety
+//! Frames come from the stubs (exclusive, live for the call); reads of the data area use offsets
+//! and lengths validated against `DATA_SIZE` after one copy of the message; buffers of the
+//! program are written only with the lengths the walk measured before the call; the real function
+//! is replayed with the stack words the spec or the ABI bound allows (`marshal::stack_reach`);
+//! `read_self` reads our own memory with `process_vm_readv`, so an unmapped address is an error,
+//! not a fault.
+
+#![allow(unsafe_code)]
 
 use crate::call::handles;
 use crate::call::marshal::Walk;

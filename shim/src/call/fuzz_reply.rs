@@ -12,6 +12,12 @@
 //! 100 000; 1 000 000 and more for a longer run), `FRACTURE_FUZZ_SEED` the seed.
 //!
 //! Raw pointers here are the test's own buffers and the region's mapping.
+//!
+//! # Safety
+//! A test: the hostile peer writes into a region the test created, through the same layout the
+//! transport asserts.
+
+#![allow(unsafe_code)]
 
 use crate::call::dispatch::client_call;
 use crate::call::marshal::Walk;

@@ -8,6 +8,13 @@
 //! instead of faulting. A token is bound to one value per helper region (replicas each have
 //! their own), translated back on every call, and re-pointed when a restarted helper's
 //! allocations differ.
+//!
+//! # Safety
+//! Token blocks are allocated here (`Box`) and freed only here; the mirror bytes copied into a
+//! token are at most `MIRROR` bytes from a snapshot of that size, and a token is rewritten only
+//! while its binding says it is ours.
+
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;

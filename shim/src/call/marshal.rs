@@ -13,6 +13,8 @@
 //! arguments (`strlen`), the 64-bit sizes behind `*argN`, and the stack words above the
 //! caller's return address, bounded by the caller's stack mapping ([`stack_words`]).
 
+#![allow(unsafe_code)]
+
 use crate::plan::runtime::FnDesc;
 use crate::platform::abi::{arg_value, Frame, MAX_ARGS, MAX_STACK};
 use module_map::{ArgSpec, Size, SizeBase};

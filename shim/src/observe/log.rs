@@ -60,8 +60,7 @@ pub fn emit(level: u8, args: std::fmt::Arguments<'_>) {
         INFO => "info",
         _ => "debug",
     };
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = crate::platform::sys::getpid();
     let _ = write!(b, "fracture[{pid}]: {name}: ");
     let _ = b.write_fmt(args);
     if b.len == b.buf.len() {
@@ -69,10 +68,7 @@ pub fn emit(level: u8, args: std::fmt::Arguments<'_>) {
     }
     b.buf[b.len] = b'\n';
     b.len += 1;
-    // SAFETY: writing our own stack buffer to fd 2.
-    unsafe {
-        libc::write(2, b.buf.as_ptr().cast(), b.len);
-    }
+    crate::platform::sys::write_stderr(&b.buf[..b.len]);
 }
 
 macro_rules! log {

@@ -22,6 +22,13 @@
 //! program starts have none (glibc gives them none and the shim interposes nothing on
 //! `pthread_create`), so a stack overflow in such a thread still kills the program unrecorded;
 //! any other fault there is recorded on the thread's own stack, as before.
+//!
+//! # Safety
+//! The crash handler runs in a signal handler: it uses only a preallocated buffer and
+//! `write`/`open`/`rename` system calls; stacks are read with `process_vm_readv`, so a bad stack
+//! pointer costs a failed call, not a fault.
+
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering::*};

@@ -3,6 +3,12 @@
 //!
 //! Built once, before `main`, from `FRACTURE_CONFIG` (stage two of configuration: the map
 //! against the objects really loaded). Never panics: every failure is an error value.
+//!
+//! # Safety
+//! The only unsafe operation is writing a routed GOT slot through `got::patch_slot`, under the
+//! patch lock, for a slot found by the loader scan while its object is still loaded.
+
+#![allow(unsafe_code)]
 
 use crate::observe::stats::FnStats;
 use crate::platform::abi::Layout;
@@ -370,8 +376,7 @@ pub(crate) fn build(
         patched: Mutex::new(Scanned::default()),
         slots: Mutex::new(Vec::new()),
         started: AtomicBool::new(false),
-        // SAFETY: getpid has no preconditions.
-        program_pid: AtomicI32::new(unsafe { libc::getpid() }),
+        program_pid: AtomicI32::new(crate::platform::sys::getpid()),
         profiling,
         watches,
     })

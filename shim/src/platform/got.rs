@@ -37,6 +37,8 @@
 //! Not covered: glibc lists an object another thread's `dlopen` has mapped but not yet
 //! relocated; a scan that meets it then races with ld.so's own writes of its GOT.
 
+#![allow(unsafe_code)]
+
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

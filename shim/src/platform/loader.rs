@@ -5,6 +5,8 @@
 //! glibc's `dlopen`/`dlsym` are found once with `dlvsym(RTLD_NEXT)` and called through
 //! pointers of their C signatures; every name passed is NUL-terminated.
 
+#![allow(unsafe_code)]
+
 use crate::platform::got::Obj;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering::*};

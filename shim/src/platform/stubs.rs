@@ -11,6 +11,8 @@
 //!   from `frame.stack`; the caller guarantees `frame.stack` points to `nstack` readable words
 //!   and `target` is a function with a SysV signature matching the frame.
 
+#![allow(unsafe_code)]
+
 use crate::platform::abi::Frame;
 use std::sync::atomic::{AtomicUsize, Ordering::Release};
 

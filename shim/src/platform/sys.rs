@@ -5,6 +5,8 @@
 //! Each wrapper passes only locals or caller-checked values to the kernel or the loader and
 //! returns owned data; none of them allocates, so they may run after `fork`.
 
+#![allow(unsafe_code)]
+
 use std::ffi::{c_void, CStr};
 
 /// What the loader knows about an address: the object's path and load base.
@@ -57,4 +59,67 @@ pub fn child_entry(body: impl FnOnce()) -> ! {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     // SAFETY: leaving the child without running anything of the program's.
     unsafe { libc::_exit(70) }
+}
+
+/// The calling process's pid.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// Writes `bytes` to stderr with one `write` (no buffer, no lock: usable after fork and in
+/// signal handlers); a short or failed write is ignored.
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: the pointer and length come from one live slice.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Waits up to `ms` for `fd` (a pidfd) to become readable.
+pub fn wait_readable(fd: i32, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one local pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// Waits up to `ms` for `fd` (a pidfd) to become readable, then closes it.
+pub fn wait_then_close(fd: i32, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one local pollfd; closing an fd the caller owns and gives up.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+        libc::close(fd);
+    }
+}
+
+/// Ends this process the way another one ended: by `sig`'s default action (the caller checks
+/// that it ends a process), or with the exit status in `status`, or 70 when neither is known.
+pub fn end_like(sig: i32, status: i32) -> ! {
+    if sig != 0 {
+        // SAFETY: restoring the default action and unblocking `sig` only affect this thread's
+        // signal state; `set` is a local initialised by sigemptyset.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+            libc::_exit(128 + sig);
+        }
+    }
+    // SAFETY: _exit has no preconditions.
+    unsafe {
+        if status >= 0 && libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        libc::_exit(70)
+    }
 }

@@ -5,6 +5,13 @@
 //! is also counted *cold* when its module had no call for longer than a helper spins before it
 //! sleeps: isolated, that call would wake a sleeping helper. At exit the counters go to
 //! `$FRACTURE_PROFILE` as JSON; the launcher adds the calibration.
+//!
+//! # Safety
+//! Reads the return address the stub's frame sits above (`frame.stack - 1`, written by the call
+//! instruction) and the length of a `str` the real function returned (NUL-terminated by the `ret:
+//! str` contract).
+
+#![allow(unsafe_code)]
 
 use crate::call::dispatch::call_local;
 use crate::plan::runtime::{FnDesc, Runtime};

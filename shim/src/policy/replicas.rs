@@ -8,6 +8,14 @@
 //! is recovered under `on_crash` while the others' answer stands; the program gives up only
 //! when no replica answered. Every replica gets a call at once and they work in parallel; the
 //! program takes their answers in order.
+//!
+//! # Safety
+//! Strings and buffers read here are the program's own (a `ret: str` the primary returned, out-
+//! buffers measured by the walk before the call); copies back write at most the walked lengths
+//! into those buffers; `Job` is `Send` because its pointers name the program's buffers, which the
+//! waiting call keeps alive until the job is done or dropped.
+
+#![allow(unsafe_code)]
 
 use crate::call::dispatch::{nested_mode, Nested};
 use crate::call::handles;

@@ -4,6 +4,14 @@
 //!
 //! Runs in a child of the zygote. Everything the program sent is trusted here (the program
 //! is the trusted side); the data area is used in place.
+//!
+//! # Safety
+//! Runs in the forked helper: it maps and unmaps regions by the sizes the transport defines,
+//! closes descriptors of other regions it inherited, installs signal handlers on an alternate
+//! stack of its own, and ends with `_exit`; nothing here allocates after a fork before the
+//! helper's own threads exist, and no panic leaves a child (`platform::sys::child_entry`).
+
+#![allow(unsafe_code)]
 
 use crate::call::dispatch;
 use crate::plan::runtime::Runtime;

@@ -331,13 +331,8 @@ pub fn kill_helper(p: &ProcRt) {
     if fd < 0 {
         return;
     }
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polling our own pidfd, at most 2 s.
-    unsafe { libc::poll(&mut pfd, 1, 2000) };
+    // Our own pidfd, at most 2 s.
+    crate::platform::sys::wait_readable(fd, 2000);
 }
 
 /// The environment of retry `n`: retry_envs[n-1] while there is one, else the process's.
@@ -385,16 +380,8 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
         Err(_) => crate::supervise::zygote::spawn(rt, k, env).map(|pid| (pid, 0)),
     };
     if old_fd >= 0 {
-        let mut pfd = libc::pollfd {
-            fd: old_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: waiting (at most 2 s) on, then closing, the old helper's pidfd we own.
-        unsafe {
-            libc::poll(&mut pfd, 1, 2000);
-            libc::close(old_fd);
-        }
+        // The old helper's pidfd, which we own: at most 2 s.
+        crate::platform::sys::wait_then_close(old_fd, 2000);
     }
     match started {
         Ok((pid, from)) => {
@@ -458,26 +445,13 @@ pub fn give_up(rt: &Runtime, f: &FnDesc, p: &ProcRt, status: i32, what: &str, fr
             }
             crate::plan::stats_file::write(rt);
             if sig != 0 && ends_the_process(sig) {
-                // SAFETY: ending the program the way the helper ended: the default action
-                // of a signal whose default action ends a process.
-                unsafe {
-                    libc::signal(sig, libc::SIG_DFL);
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, sig);
-                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-                    libc::raise(sig);
-                    libc::_exit(128 + sig);
-                }
+                // The program ends the way the helper ended: a signal whose default action
+                // ends a process.
+                crate::platform::sys::end_like(sig, status);
             }
-            // SAFETY: ending the program with the helper's exit status, or 70 when the
-            // helper's end is unknown (or named a signal that would not end a process).
-            unsafe {
-                if sig == 0 && status >= 0 && libc::WIFEXITED(status) {
-                    libc::_exit(libc::WEXITSTATUS(status));
-                }
-                libc::_exit(70)
-            }
+            // The helper's exit status, or 70 when its end is unknown (or named a signal
+            // that would not end a process).
+            crate::platform::sys::end_like(0, if sig == 0 { status } else { -1 })
         }
     }
 }

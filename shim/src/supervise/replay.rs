@@ -4,6 +4,13 @@
 //! before the crashed call is retried. A call enters the log only after it returned, so the
 //! crashed call is never applied twice. Handles returned by logged calls are re-pointed at the
 //! new helper's values, so the tokens the program holds stay valid.
+//!
+//! # Safety
+//! `Entry` is `Send` although its walk holds the caller's buffer addresses: they are only
+//! compared and counted after the call returned, never dereferenced on another thread (the copied
+//! bytes live in the entry).
+
+#![allow(unsafe_code)]
 
 use crate::call::dispatch;
 use crate::call::handles;

@@ -11,6 +11,8 @@
 //! never panic, and forward to glibc's own functions. The delay queue is a fixed array guarded
 //! by a spin flag (no allocation).
 
+#![allow(unsafe_code)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
 static PAD: AtomicUsize = AtomicUsize::new(0);

@@ -31,6 +31,8 @@
 //! module runs in a helper after its fork, where allocating is allowed (the zygote is
 //! single-threaded), and never in a signal handler.
 
+#![allow(unsafe_code)]
+
 use module_map::{Env, MapError, Sandbox};
 
 use landlock::{

@@ -2,6 +2,12 @@
 //! request is valgrind's "special instruction" sequence: rotations of rdi by 128 bits in all
 //! (a no-op on the real CPU) followed by `xchg rbx, rbx`; natively nothing happens and the
 //! default result is returned.
+//!
+//! # Safety
+//! The one block is valgrind's client-request sequence: it leaves every register it touches as it
+//! was when valgrind is absent, and valgrind reads only the local request array.
+
+#![allow(unsafe_code)]
 
 /// Memcheck's VG_USERREQ__MAKE_MEM_NOACCESS: (('M' << 24) | ('C' << 16)) + 0.
 const MAKE_MEM_NOACCESS: u64 = 0x4d43_0000;

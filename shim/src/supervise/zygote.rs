@@ -14,6 +14,8 @@
 //! Runs in freshly forked children of a single-threaded process: no lock can be held by a
 //! thread that no longer exists. Raw syscalls are used on fds this module owns.
 
+#![allow(unsafe_code)]
+
 use crate::plan::runtime::Runtime;
 use crate::transport::region::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
 use std::sync::atomic::{AtomicI32, Ordering::*};

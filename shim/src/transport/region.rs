@@ -16,6 +16,8 @@
 //! The zygote bumps `to_prog_ev` of every channel when the helper dies, so a program thread
 //! asleep in a call wakes at once.
 
+#![allow(unsafe_code)]
+
 use crate::platform::abi::{MAX_ARGS, MAX_STACK};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;

@@ -1,0 +1,255 @@
+//! The entry points the loader and glibc call: `.init_array`/`.fini_array`, the interposed
+//! `__libc_start_main` with its wrapper of `main`, the exec-mode helper's `main`, the
+//! post-fork handler; and the wiring of the layers at load.
+//!
+//! # Safety
+//! Every entry point catches unwinding; `__libc_start_main` passes glibc's own arguments on
+//! unchanged to glibc's function found with `dlvsym(RTLD_NEXT)`; a forked child that reaches
+//! the `main` wrapper leaves with `_exit` instead of running the program's `main` again.
+
+#![allow(unsafe_code)]
+
+use crate::observe::{log, reports};
+use crate::plan::runtime::{self, Inert, Runtime, PROGRAM};
+use crate::platform::got;
+use crate::policy::replicas;
+use crate::supervise::{helper, sandbox, zygote};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::Ordering::*;
+
+/// Load-time setup: runs from `.init_array` when ld.so initialises us.
+extern "C" fn on_load() {
+    let _ = std::panic::catch_unwind(|| {
+        log::init_from_env();
+        crate::platform::loader::init_real();
+        // The wiring of the layers: the stubs call the dispatcher; the call layer calls up
+        // into policy and supervision through its upcalls.
+        crate::platform::stubs::set_dispatcher(crate::call::dispatch::fracture_dispatch);
+        crate::call::hooks::set(crate::call::hooks::Upcalls {
+            call_helper: crate::policy::replicas::route,
+            kill_helper: crate::supervise::recovery::kill_helper,
+            profile: crate::policy::profile::count_and_call,
+        });
+        match runtime::load() {
+            Ok(Ok(rt)) => {
+                if rt.exec_helper.is_none() {
+                    reports::init(&rt.exe, &rt.map.modules);
+                }
+                runtime::install(rt);
+            }
+            Ok(Err(Inert::NothingIsolated(modules))) => {
+                debug!("the map isolates nothing: nothing is routed");
+                reports::init(&runtime::exe_path(), &modules);
+            }
+            Ok(Err(_)) => {}
+            Err(e) => {
+                emit_fatal(&e.to_string());
+                // SAFETY: leaving before main, as SPEC.md says: status 127.
+                unsafe { libc::_exit(127) };
+            }
+        }
+    });
+}
+
+fn emit_fatal(msg: &str) {
+    let line = format!("fracture: error: {msg}\n");
+    // SAFETY: writing a local buffer to stderr.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = on_load;
+
+extern "C" fn on_unload() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(rt) = runtime::get() {
+            if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
+                replicas::drain(std::time::Duration::from_secs(120));
+                crate::plan::stats_file::write(rt);
+                if rt.profiling {
+                    crate::policy::profile::the(rt).write(rt);
+                } else {
+                    reports::run_summary(rt);
+                }
+            }
+        }
+    });
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = on_unload;
+
+type MainFn = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
+type StartMainFn = unsafe extern "C" fn(
+    MainFn,
+    c_int,
+    *mut *mut c_char,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+static REAL_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// (process << 32 | env) of an exec-mode helper.
+static EXEC_HELPER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// In an exec-mode helper the shim serves requests in place of the program's `main`.
+unsafe extern "C" fn exec_helper_main(
+    _argc: c_int,
+    _argv: *mut *mut c_char,
+    _envp: *mut *mut c_char,
+) -> c_int {
+    let v = EXEC_HELPER.load(Acquire);
+    match runtime::get() {
+        Some(rt) => helper::exec_main(rt, v >> 32, (v & 0xffff_ffff) as u32),
+        None => 70,
+    }
+}
+
+/// Routes the GOT, forks the zygote and the helpers: everything that must happen after the
+/// constructors and before the program's first thread.
+fn start(rt: &'static Runtime) -> Result<(), String> {
+    let objs = got::loaded_objects();
+    let errors = rt.resolve(&objs);
+    if !errors.is_empty() {
+        return Err(errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\nfracture: error: "));
+    }
+    sandbox::check(&rt.map)?;
+    // Scan once, before the zygote exists: helpers inherit the slot list and only re-point
+    // the slots of functions they do not own (their GOT is still the original one).
+    let slots = {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        rt.scan(&objs, false)
+    };
+    if !rt.procs.is_empty() {
+        zygote::start(rt).map_err(|e| format!("cannot start the zygote: {e}"))?;
+    }
+    for k in 0..rt.procs.len() {
+        zygote::spawn(rt, k, 0)
+            .map_err(|e| format!("cannot start helper '{}': {e}", rt.procs[k].name))?;
+    }
+    {
+        let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let n = rt.route(&slots);
+        debug!("routed {n} GOT slots in {} objects", objs.len());
+    }
+    rt.started.store(true, Release);
+    // SAFETY: registering a fork handler with a plain extern "C" function.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    Ok(())
+}
+
+extern "C" fn after_fork_child() {
+    if let Some(rt) = runtime::get() {
+        if rt.me() == PROGRAM {
+            // A child of the program has no helpers of its own: mapped calls run in place.
+            rt.detached.store(true, Relaxed);
+            zygote::forget_in_child();
+        }
+    }
+}
+
+unsafe extern "C" fn main_wrapper(
+    argc: c_int,
+    argv: *mut *mut c_char,
+    envp: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let r = std::panic::catch_unwind(|| {
+        if let Some(rt) = runtime::get() {
+            if let Err(e) = start(rt) {
+                emit_fatal(&e);
+                // SAFETY: a map naming what this program lacks stops it before main (SPEC.md).
+                unsafe { libc::_exit(127) };
+            }
+        }
+    });
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != me {
+        // A forked child of ours got here: it must never run the program's main.
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(70) };
+    }
+    if r.is_err() {
+        emit_fatal("internal error while starting; running the program without fracture");
+    }
+    let main = REAL_MAIN.load(Acquire);
+    // SAFETY: REAL_MAIN holds the program's main, stored by __libc_start_main below.
+    unsafe { std::mem::transmute::<usize, MainFn>(main)(argc, argv, envp) }
+}
+
+/// Interposed: wraps `main` so that routing and the zygote happen after every constructor.
+///
+/// # Safety
+/// Called by the program's `_start` with glibc's own arguments, which are passed on.
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn __libc_start_main(
+    main: MainFn,
+    argc: c_int,
+    argv: *mut *mut c_char,
+    init: *mut c_void,
+    fini: *mut c_void,
+    rtld_fini: *mut c_void,
+    stack_end: *mut c_void,
+) -> c_int {
+    // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
+    let real = unsafe {
+        libc::dlvsym(
+            libc::RTLD_NEXT,
+            c"__libc_start_main".as_ptr(),
+            c"GLIBC_2.34".as_ptr(),
+        )
+    };
+    let real = if real.is_null() {
+        // SAFETY: as above, older symbol version.
+        unsafe {
+            libc::dlvsym(
+                libc::RTLD_NEXT,
+                c"__libc_start_main".as_ptr(),
+                c"GLIBC_2.2.5".as_ptr(),
+            )
+        }
+    } else {
+        real
+    };
+    if real.is_null() {
+        emit_fatal("cannot find glibc's __libc_start_main");
+        // SAFETY: nothing else can start the program.
+        unsafe { libc::_exit(127) };
+    }
+    // SAFETY: `real` is glibc's __libc_start_main with this signature.
+    let real: StartMainFn = unsafe { std::mem::transmute(real) };
+    if let Some((k, env)) = runtime::get().and_then(|rt| rt.exec_helper) {
+        EXEC_HELPER.store((k << 32) | env as usize, Release);
+        // SAFETY: same arguments; our helper entry in place of main (glibc is fully set up).
+        return unsafe {
+            real(
+                exec_helper_main,
+                argc,
+                argv,
+                init,
+                fini,
+                rtld_fini,
+                stack_end,
+            )
+        };
+    }
+    let wrap = runtime::get().is_some();
+    if wrap {
+        REAL_MAIN.store(main as usize, Release);
+        // SAFETY: same arguments, our wrapper in place of main.
+        unsafe { real(main_wrapper, argc, argv, init, fini, rtld_fini, stack_end) }
+    } else {
+        // SAFETY: passing glibc's arguments through unchanged.
+        unsafe { real(main, argc, argv, init, fini, rtld_fini, stack_end) }
+    }
+}
