@@ -59,8 +59,8 @@ fn caller_relative(name: &CStr, caller: usize) -> Option<CString> {
     None
 }
 
-fn dlopen_impl(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void {
-    let r = std::panic::catch_unwind(|| {
+entry_point! {
+fn dlopen_entry(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void = std::ptr::null_mut(); {
         let resolved = if name.is_null() {
             None
         } else {
@@ -77,12 +77,11 @@ fn dlopen_impl(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void 
             }
         }
         h
-    });
-    r.unwrap_or(std::ptr::null_mut())
+}
 }
 
-fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mut c_void {
-    let r = std::panic::catch_unwind(|| {
+entry_point! {
+fn dlsym_entry(handle: *mut c_void, name: *const c_char) -> *mut c_void = std::ptr::null_mut(); {
         let a = real_dlsym(handle, name);
         let Some(rt) = runtime::get() else { return a };
         if a.is_null() || !rt.started() || rt.detached.load(Relaxed) {
@@ -101,16 +100,7 @@ fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mut c_void {
             Some(f) if f.owner != rt.me() => stubs::stub_addr(f.idx) as *mut c_void,
             _ => a,
         }
-    });
-    r.unwrap_or(std::ptr::null_mut())
 }
-
-extern "C" fn dlopen_entry(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void {
-    dlopen_impl(name, flags, caller)
-}
-
-extern "C" fn dlsym_entry(handle: *mut c_void, name: *const c_char) -> *mut c_void {
-    dlsym_impl(handle, name)
 }
 
 /// Interposed `dlopen`: passes the caller's return address on as a third argument.
@@ -122,7 +112,7 @@ pub unsafe extern "C" fn dlopen(_name: *const c_char, _flags: c_int) -> *mut c_v
 }
 
 /// Interposed `dlsym`: RTLD_NEXT goes straight to glibc (which must see the real caller);
-/// everything else through [`dlsym_impl`].
+/// everything else through [`dlsym_entry`].
 #[cfg(not(test))]
 #[unsafe(naked)]
 #[no_mangle]

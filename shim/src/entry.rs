@@ -17,9 +17,9 @@ use crate::supervise::{helper, sandbox, zygote};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::Ordering::*;
 
+entry_point! {
 /// Load-time setup: runs from `.init_array` when ld.so initialises us.
-extern "C" fn on_load() {
-    let _ = std::panic::catch_unwind(|| {
+fn on_load() {
         log::init_from_env();
         crate::platform::loader::init_real();
         // The wiring of the layers: the stubs call the dispatcher; the call layer calls up
@@ -48,7 +48,7 @@ extern "C" fn on_load() {
                 unsafe { libc::_exit(127) };
             }
         }
-    });
+}
 }
 
 fn emit_fatal(msg: &str) {
@@ -61,8 +61,8 @@ fn emit_fatal(msg: &str) {
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = on_load;
 
-extern "C" fn on_unload() {
-    let _ = std::panic::catch_unwind(|| {
+entry_point! {
+fn on_unload() {
         if let Some(rt) = runtime::get() {
             if rt.me() == PROGRAM && !rt.detached.load(Relaxed) {
                 replicas::drain(std::time::Duration::from_secs(120));
@@ -74,7 +74,7 @@ extern "C" fn on_unload() {
                 }
             }
         }
-    });
+}
 }
 
 #[used]
@@ -146,7 +146,8 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
     Ok(())
 }
 
-extern "C" fn after_fork_child() {
+entry_point! {
+fn after_fork_child() {
     if let Some(rt) = runtime::get() {
         if rt.me() == PROGRAM {
             // A child of the program has no helpers of its own: mapped calls run in place.
@@ -154,6 +155,7 @@ extern "C" fn after_fork_child() {
             zygote::forget_in_child();
         }
     }
+}
 }
 
 unsafe extern "C" fn main_wrapper(

@@ -24,15 +24,16 @@
 // dl.rs: the entry points, wiring the hooks) -> policy -> supervise -> call -> plan ->
 // transport -> platform; observe (log, stats) is a leaf anyone may call.
 #[macro_use]
+mod platform;
+#[macro_use]
 mod observe;
+
 mod call;
 mod dl;
+mod entry;
 #[cfg(test)]
 mod layers;
 mod plan;
-mod platform;
 mod policy;
 mod supervise;
 mod transport;
-
-mod entry;

@@ -1,6 +1,7 @@
 //! The platform: everything that names libc, the loader or the CPU. Nothing here knows what
 //! a module map is, except `abi` (which turns a function's specs into a register layout).
 //!
+//! - `entry`: the `entry_point!` macro: extern "C" entries that never unwind into C.
 //! - `sys`: safe wrappers of libc calls shared by the layers above.
 //! - `loader`: glibc's real `dlopen`/`dlsym`, symbol lookup in one object.
 //! - `got`: the loader's object list and GOT slots (reading, patching under a guard).
@@ -8,6 +9,8 @@
 //! - `stubs`: per-function entry stubs and frame replay, in assembly.
 
 pub mod abi;
+#[macro_use]
+pub mod entry;
 pub mod got;
 pub mod loader;
 pub mod stubs;

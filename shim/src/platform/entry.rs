@@ -1,0 +1,54 @@
+//! Entry points the host calls (the loader, glibc, the program through `dlopen`/`dlsym`, fork
+//! handlers): their bodies must never unwind into C.
+//!
+//! [`entry_point!`] declares an `extern "C" fn` whose body runs under [`guard`]: a panic is
+//! caught, reported in one line without allocating, and the entry returns its fallback value.
+
+/// Runs `body`; if it panics, writes one line naming `what` and returns `fallback()`.
+pub fn guard<R>(what: &str, body: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            crate::platform::sys::write_stderr(b"fracture: internal error in ");
+            crate::platform::sys::write_stderr(what.as_bytes());
+            crate::platform::sys::write_stderr(b"; going on without it\n");
+            fallback()
+        }
+    }
+}
+
+/// `entry_point! { fn name(args) -> Ret = fallback; { body } }` declares
+/// `extern "C" fn name(args) -> Ret` running `body` under [`guard`] (a panic returns
+/// `fallback`). For entries without a result, leave out `-> Ret = fallback`.
+macro_rules! entry_point {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $fallback:expr; $body:block) => {
+        $(#[$m])*
+        $vis extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::platform::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
+        }
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis extern "C" fn $name($($arg: $ty),*) {
+            $crate::platform::entry::guard(stringify!($name), move || $body, || ())
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    entry_point! {
+        fn panics_inside(x: i32) -> i32 = -1; {
+            if x > 0 {
+                panic!("boom");
+            }
+            x
+        }
+    }
+
+    #[test]
+    fn a_panicking_entry_point_returns_its_fallback_instead_of_unwinding_into_c() {
+        assert_eq!(panics_inside(0), 0);
+        assert_eq!(panics_inside(5), -1);
+    }
+}
