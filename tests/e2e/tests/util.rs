@@ -71,11 +71,19 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `cmd` with `stdin` as input; kills it after `limit` (a watchdog, not a timing test).
+/// Runs `cmd` with `stdin` as input and returns what it printed once it has exited and its
+/// stdout and stderr are closed. The watchdog (not a timing test): when that takes longer than
+/// `limit` (a hung program, or a process left behind that still holds the output pipes), the
+/// whole process group of `cmd` is killed and the test fails with what was printed so far.
 pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    // Its own process group, so that the watchdog reaches the program and helpers under
+    // fracture too (they hold the pipes).
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = cmd.spawn().expect("spawn");
     // Input and output move on their own threads, so a program that writes more than a pipe
     // holds before it has read its input cannot deadlock with us.
@@ -84,41 +92,63 @@ pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = si.write_all(&input);
     });
+    // Read in chunks into a shared buffer: what was printed is there even if the pipe is
+    // never closed.
     let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut v);
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let t = std::thread::spawn(move || {
+            let Some(mut r) = r else { return };
+            let mut chunk = [0u8; 8192];
+            loop {
+                match r.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
             }
-            v
-        })
+        });
+        (t, buf)
     };
     let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
     let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
     let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
+    let mut status = None;
+    loop {
+        if status.is_none() {
+            status = child.try_wait().unwrap();
+        }
+        if status.is_some() && out.0.is_finished() && err.0.is_finished() {
+            break;
         }
         if start.elapsed() > limit {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.kill();
             let _ = child.wait();
-            let (o, e) = (out.join().unwrap(), err.join().unwrap());
+            let what = match status {
+                None => "still running".to_string(),
+                Some(st) => format!("exited ({st:?}) but its output is still held open"),
+            };
             panic!(
-                "watchdog: {:?} still running after {:?}\nstdout: {}\nstderr: {}",
-                cmd,
-                limit,
-                String::from_utf8_lossy(&o),
-                String::from_utf8_lossy(&e)
+                "watchdog: {cmd:?} {what} after {limit:?}\nstdout: {}\nstderr: {}",
+                text(&out.1),
+                text(&err.1)
             );
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = writer.join();
+    }
+    if writer.is_finished() {
+        let _ = writer.join();
+    }
+    let _ = (out.0.join(), err.0.join());
+    let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
     Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        status: status.unwrap(),
+        stdout: take(&out.1),
+        stderr: take(&err.1),
     }
 }
 
@@ -503,4 +533,57 @@ fn diff_shows_the_changed_lines_with_their_context() {
         "  ...\n  2\n  3\n  4\n- 5\n+ five\n  6\n  7\n  8\n  9\n+ ten\n"
     );
     assert!(diff("a", "a\n").contains("final newline"));
+}
+
+// The watchdog killed only the direct child and then waited without bound for the output
+// pipes, which the processes that child had started still held: the test hung.
+#[test]
+fn the_watchdog_kills_a_hung_program_and_what_it_started() {
+    // A shell that starts a sleep (which holds the output pipes too) and hangs.
+    let t = TempDir::new("watchdog");
+    let pidfile = t.path("pid");
+    let script = format!(
+        "echo started; sleep 600 & echo $! > {}; sleep 600",
+        pidfile.display()
+    );
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", &script]);
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_with(c, b"", Duration::from_secs(1))
+    }))
+    .expect_err("the watchdog fired");
+    let msg = e.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("still running") && msg.contains("stdout: started"),
+        "{msg}"
+    );
+    let sleep = std::fs::read_to_string(&pidfile).unwrap();
+    let proc_ = PathBuf::from(format!("/proc/{}", sleep.trim()));
+    let t0 = Instant::now();
+    while proc_.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stat = std::fs::read_to_string(proc_.join("stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "the background sleep survived: {stat}"
+    );
+}
+
+// Once the child had exited, its output was read without a bound: a process it left behind
+// holding the pipes hung the test.
+#[test]
+fn the_watchdog_fires_when_a_process_left_behind_holds_the_output() {
+    // The shell exits at once; the sleep it started keeps stdout open.
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "sleep 600 & echo bye"]);
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_with(c, b"", Duration::from_secs(1))
+    }))
+    .expect_err("the watchdog fired");
+    let msg = e.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("but its output is still held open") && msg.contains("stdout: bye"),
+        "{msg}"
+    );
 }
