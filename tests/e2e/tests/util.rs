@@ -146,7 +146,8 @@ pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
     let _ = (out.0.join(), err.0.join());
     let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
     Output {
-        status: status.unwrap(),
+        // Already reaped by try_wait: wait() answers its status at once.
+        status: child.wait().unwrap(),
         stdout: take(&out.1),
         stderr: take(&err.1),
     }
