@@ -3,7 +3,7 @@
 //! the program. Each test is named after the bug it pins; every scenario is one run of
 //! `fx_boundary` (or `fx_nest_prog`) under `fracture run`, compared with what it must print.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::time::Duration;
 
 fn boundary(map: &str, scenario: &str) -> std::process::Output {
@@ -14,12 +14,9 @@ fn boundary(map: &str, scenario: &str) -> std::process::Output {
     )
 }
 
-fn plain_boundary(scenario: &str) -> String {
-    ok(run_with(
-        plain(&fixture("fx_boundary"), &[scenario]),
-        b"",
-        WATCHDOG,
-    ))
+/// `fx_boundary SCENARIO` under `map` (in configs/) prints what it prints plain.
+fn boundary_same_as_plain(map: &str, scenario: &str) {
+    same_as_plain(&config(map), &fixture("fx_boundary"), &[scenario], b"");
 }
 
 #[test]
@@ -156,16 +153,14 @@ fn each_replica_has_only_its_own_queue_mapped() {
 fn replicated_calls_keep_the_buffer_lengths_measured_before_the_call() {
     // After the call, replicas recomputed `out:*arg1` from the length the function had just
     // reported (16 MiB) and read 16 MiB of a 64-byte buffer: the program crashed.
-    let o = boundary("boundary-honest.yaml", "need");
-    assert_eq!(ok(o), plain_boundary("need"));
+    boundary_same_as_plain("boundary-honest.yaml", "need");
 }
 
 #[test]
 fn a_function_declared_with_no_args_still_gets_its_stack_arguments() {
     // fx_sum8 (eight longs, two on the stack) mapped as {effect: pure}: the stack words the
     // spec did not list were not passed, and the sum came out wrong.
-    let o = boundary("boundary-honest.yaml", "sum8");
-    assert_eq!(ok(o), plain_boundary("sum8"));
+    boundary_same_as_plain("boundary-honest.yaml", "sum8");
 }
 
 #[test]
@@ -174,23 +169,17 @@ fn a_restart_inside_a_module_program_module_chain_does_not_deadlock() {
     // the gate exclusively while the outer call on the same thread held it shared.
     let d = TempDir::new("chain");
     let once = d.path("crashed-once");
-    let mut c = under(
+    let o = Twin::new(
         &config("nest-restart.yaml"),
-        &[],
         &fixture("fx_nest_prog"),
         &["chain"],
-    );
-    c.env("FX_CRASH_ONCE", &once)
-        .env("FRACTURE_REPORTS", d.path("r.db"));
-    let o = run_with(c, b"", Duration::from_secs(60));
+    )
+    .env("FX_CRASH_ONCE", &once)
+    .env("FRACTURE_REPORTS", d.path("r.db"))
+    .fracture_speaks()
+    .watchdog(Duration::from_secs(60))
+    .same_as_plain();
     let e = stderr(&o);
-    let out = ok(o);
-    let plain = ok(run_with(
-        plain(&fixture("fx_nest_prog"), &["chain"]),
-        b"",
-        WATCHDOG,
-    ));
-    assert_eq!(out, plain);
     assert!(once.exists(), "the helper never crashed: {e}");
     assert!(e.contains("recovered"), "{e}");
     // One record per fault, naming the inner call that faulted: the outer call saw the same
@@ -250,10 +239,9 @@ fn a_panic_in_a_forked_child_never_runs_the_programs_main_again() {
             fixture("libfx.so").parent().unwrap().display()
         ),
     );
-    let mut c = under(&map, &[], &fixture("fx_boundary"), &["sum8"]);
-    c.env("FX_NOT_UTF8", std::ffi::OsStr::from_bytes(b"caf\xe9 \xff"));
-    let o = run_with(c, b"", WATCHDOG);
-    assert_eq!(ok(o), plain_boundary("sum8"));
+    Twin::new(&map, &fixture("fx_boundary"), &["sum8"])
+        .env("FX_NOT_UTF8", std::ffi::OsStr::from_bytes(b"caf\xe9 \xff"))
+        .same_as_plain();
 }
 
 #[test]
@@ -270,13 +258,10 @@ fn a_replica_returning_another_handles_value_cannot_rebind_the_programs_handles(
             fixture("libfx_forge.so").display()
         ),
     );
-    let o = run_with(
-        under(&map, &[], &fixture("fx_boundary"), &["objs"]),
-        b"",
-        WATCHDOG,
-    );
-    let e = stderr(&o);
-    assert_eq!(ok(o), plain_boundary("objs"), "{e}");
+    // Fracture warns of the replicas' disagreement and answers with replica 0's value.
+    Twin::new(&map, &fixture("fx_boundary"), &["objs"])
+        .fracture_speaks()
+        .same_as_plain();
 }
 
 #[test]

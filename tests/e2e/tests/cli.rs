@@ -1,7 +1,7 @@
 //! `fracture symbols` and `fracture check` on the fixtures and real objects. Golden files
 //! live in tests/e2e/golden; regenerate with FRACTURE_BLESS=1.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::process::Command;
 
 fn fracture_cmd(args: &[&str]) -> std::process::Output {

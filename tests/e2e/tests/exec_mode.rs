@@ -2,7 +2,7 @@
 //! `library_path` runs the helper as a fresh execution of the program in which the shim serves
 //! requests in place of `main`.
 
-use fracture_e2e::*;
+use crate::util::*;
 
 #[test]
 fn an_exec_mode_helper_answers_like_a_fork_mode_one() {
@@ -59,25 +59,12 @@ fn valgrind_on_the_isolated_slice_only() {
     // heap overflow of the isolated functions; the program's output is unchanged.
     let t = TempDir::new("vg");
     let st = t.path("s.json");
-    let input = b"leak 1000\noverflow 24\n";
-    let want = ok(run_with(plain(&fixture("fx_heap"), &[]), input, WATCHDOG));
-    let o = run_with(
-        under(
-            &config("fx.yaml"),
-            &[
-                "--stats",
-                st.to_str().unwrap(),
-                "--set",
-                "processes.fxhelper.env={wrapper: [valgrind, --leak-check=full, -q]}",
-            ],
-            &fixture("fx_heap"),
-            &[],
-        ),
-        input,
-        WATCHDOG,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want);
+    let o = Twin::new(&config("fx.yaml"), &fixture("fx_heap"), &[])
+        .stdin(b"leak 1000\noverflow 24\n")
+        .stats(&st)
+        .set("processes.fxhelper.env={wrapper: [valgrind, --leak-check=full, -q]}")
+        .fracture_speaks()
+        .same_as_plain();
     let e = stderr(&o);
     assert!(
         e.contains("Invalid write") && e.contains("fx_overflow"),

@@ -1,26 +1,15 @@
 //! The C fixtures: every spec kind, nested calls, threads, dlopen/dlsym, crashes.
 
-use fracture_e2e::*;
+use crate::util::*;
 
-fn same_as_plain(map: &str, prog: &str, args: &[&str]) -> String {
-    let p = fixture(prog);
-    let want = ok(run_with(plain(&p, args), b"", WATCHDOG));
-    let (k, mark) = marker(prog);
-    let mut cmd = under(&config(map), &[], &p, args);
-    cmd.env(&k, &mark);
-    let got = ok(run_with(cmd, b"", WATCHDOG));
-    assert_eq!(got, want, "{prog} under {map}");
-    assert!(
-        leftovers(&mark).is_empty(),
-        "left behind: {:?}",
-        leftovers(&mark)
-    );
-    got
+/// `prog` under `map` prints what it prints plain; returns its stdout.
+fn fixture_same_as_plain(map: &str, prog: &str, args: &[&str]) -> String {
+    stdout(&same_as_plain(&config(map), &fixture(prog), args, b""))
 }
 
 #[test]
 fn every_spec_kind_returns_what_the_program_would_have_seen() {
-    let out = same_as_plain("fx.yaml", "fx_demo", &[]);
+    let out = fixture_same_as_plain("fx.yaml", "fx_demo", &[]);
     assert!(out.lines().count() > 15, "{out}");
 }
 
@@ -42,7 +31,7 @@ fn fx_demo_runs_its_library_in_the_helper() {
 
 #[test]
 fn glob_dat_calls_of_a_no_plt_build_are_routed() {
-    same_as_plain("fx.yaml", "fx_demo_noplt", &[]);
+    fixture_same_as_plain("fx.yaml", "fx_demo_noplt", &[]);
     let o = ok(run_with(
         under(
             &config("fx.yaml"),
@@ -84,32 +73,21 @@ fn stats_count_calls_bytes_and_latency() {
 
 #[test]
 fn a_map_that_isolates_nothing_starts_no_process() {
-    let (k, mark) = marker("none");
-    let p = fixture("fx_demo");
-    let want = ok(run_with(plain(&p, &["--where"]), b"", WATCHDOG));
-    let mut cmd = preloaded(&config("fx-none.yaml"), &p, &["--where"]);
-    cmd.env(&k, &mark);
-    let got = ok(run_with(cmd, b"", WATCHDOG));
-    assert_eq!(got, want);
-    assert!(got.ends_with("where: program\n"));
+    let o = Twin::new(&config("fx-none.yaml"), &fixture("fx_demo"), &["--where"])
+        .preloaded()
+        .same_as_plain();
+    assert!(stdout(&o).ends_with("where: program\n"));
 }
 
 #[test]
 fn nested_calls_run_where_their_module_lives() {
     let p = fixture("fx_nest_prog");
     let plain_o = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
-    let o = ok(run_with(
-        under(&config("nest.yaml"), &[], &p, &[]),
-        b"",
-        WATCHDOG,
-    ));
-    let strip = |s: &str| {
-        s.lines()
-            .filter(|l| !l.starts_with("nest_in_helper"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(strip(&o), strip(&plain_o));
+    let o = stdout(
+        &Twin::new(&config("nest.yaml"), &p, &[])
+            .ignoring_lines(|l| l.starts_with("nest_in_helper"))
+            .same_as_plain(),
+    );
     assert!(o.contains("outer: 41"), "{o}");
     assert!(
         o.contains("count: 2") && o.contains("host_count: 3"),
@@ -150,20 +128,11 @@ fn many_threads_call_the_helper_at_once() {
 
 #[test]
 fn dlopen_and_dlsym_are_routed() {
-    let p = fixture("fx_dlopen_prog");
-    let plain_o = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
-    let o = ok(run_with(
-        under(&config("plugin.yaml"), &[], &p, &[]),
-        b"",
-        WATCHDOG,
-    ));
-    let strip = |s: &str| {
-        s.lines()
-            .filter(|l| !l.contains("where"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(strip(&o), strip(&plain_o));
+    let o = stdout(
+        &Twin::new(&config("plugin.yaml"), &fixture("fx_dlopen_prog"), &[])
+            .ignoring_lines(|l| l.contains("where"))
+            .same_as_plain(),
+    );
     assert!(
         o.contains("plugin_where: helper"),
         "a dlopen'd object's calls are routed: {o}"

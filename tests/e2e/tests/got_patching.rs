@@ -1,6 +1,6 @@
 //! GOT patching across the loader's life: objects closed and opened again.
 
-use fracture_e2e::*;
+use crate::util::*;
 
 const MAP: &str = r#"# libfx.so in a helper; the plugin reaches fx_pid through its own GOT.
 target: "*/fx_reload_prog"

@@ -1,7 +1,7 @@
 //! A broken map is refused with a message naming the file, line and key, and the program is
 //! never started.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::path::Path;
 
 fn refused(map_text: &str, expect: &[&str]) {

@@ -2,7 +2,7 @@
 //! on the event-loop fixture fx_chat (16 modules: ui, util, 14 dlopen'd protocol plugins;
 //! p11 crashes on a rare input, p05 leaks, p03 calls util for every character).
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -493,19 +493,11 @@ fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
         "{d}"
     );
     // The map it wrote runs the workload with the pair in one helper.
-    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
     let st = t.path("s.json");
-    let o = run_with(
-        under(
-            &map,
-            &["--stats", st.to_str().unwrap()],
-            &fixture("fx_chat"),
-            &[],
-        ),
-        &input,
-        WATCHDOG,
-    );
-    assert_eq!(ok(o), want);
+    Twin::new(&map, &fixture("fx_chat"), &[])
+        .stdin(&input)
+        .stats(&st)
+        .same_as_plain();
     let s = stats(&st);
     assert!(calls(&s, "isolated_p03", "p03_parse") > 0);
     // Bad input: an unknown module, a graph that is not one.
@@ -539,26 +531,14 @@ fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
 #[test]
 fn the_leaky_plugin_is_found_by_valgrind_in_a_sampled_helper() {
     let input = workload(3000, false);
-    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
     let t = TempDir::new("chat-vg");
     let st = t.path("s.json");
-    let o = run_with(
-        under(
-            &config("chat.yaml"),
-            &[
-                "--stats",
-                st.to_str().unwrap(),
-                "--set",
-                "processes={p05: {modules: [p05], sample: {count: 2, envs: [{}, {wrapper: [valgrind, --leak-check=full, -q]}]}}}",
-            ],
-            &fixture("fx_chat"),
-            &[],
-        ),
-        &input,
-        WATCHDOG,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want, "the program's output is unchanged");
+    let o = Twin::new(&config("chat.yaml"), &fixture("fx_chat"), &[])
+        .stdin(&input)
+        .stats(&st)
+        .set("processes={p05: {modules: [p05], sample: {count: 2, envs: [{}, {wrapper: [valgrind, --leak-check=full, -q]}]}}}")
+        .fracture_speaks()
+        .same_as_plain();
     let e = stderr(&o);
     assert!(
         e.contains("definitely lost") && e.contains("p05_parse (plugin.c"),
@@ -793,6 +773,8 @@ fn optimistic_plan_with_a_profile_isolates_the_culprit_with_its_chatty_neighbour
         .collect();
     assert_eq!(mods, ["p03", "util"]);
     // And the planned map runs the workload as a plain run prints it.
-    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
-    assert_eq!(ok(run_reported(&next, &db, &input)), want);
+    Twin::new(&next, &fixture("fx_chat"), &[])
+        .stdin(&input)
+        .env("FRACTURE_REPORTS", &db)
+        .same_as_plain();
 }

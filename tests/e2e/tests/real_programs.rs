@@ -1,7 +1,7 @@
 //! Real programs nobody here wrote, run plain and under fracture: same output, and the
 //! statistics show the isolated functions answered by the helper.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::path::Path;
 
 /// A list of real files of many kinds (ELF, scripts, text, symlinks, compressed docs).
@@ -32,21 +32,14 @@ fn file_with_libmagic_isolated_prints_what_plain_file_prints() {
     let files = real_files(150);
     let list = t.write("files", &(files.join("\n") + "\n"));
     let st = t.path("stats.json");
-    let (k, mark) = marker("file");
-    let plain_out = ok(run_with(
-        plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]),
-        b"",
-        WATCHDOG,
-    ));
-    let mut cmd = under(
+    // `file` as PATH finds it: the launcher's own search.
+    Twin::new(
         &config("file-magic.yaml"),
-        &["--stats", st.to_str().unwrap()],
         Path::new("file"),
         &["-f", list.to_str().unwrap()],
-    );
-    cmd.env(&k, &mark);
-    let out = ok(run_with(cmd, b"", WATCHDOG));
-    assert_eq!(out, plain_out);
+    )
+    .stats(&st)
+    .same_as_plain();
     let s = stats(&st);
     assert_eq!(
         calls(&s, "parser", "magic_file"),
@@ -58,11 +51,6 @@ fn file_with_libmagic_isolated_prints_what_plain_file_prints() {
         s["processes"]["parser"]["pid"], s["pid"],
         "the helper is another process"
     );
-    assert!(
-        leftovers(&mark).is_empty(),
-        "processes left behind: {:?}",
-        leftovers(&mark)
-    );
 }
 
 #[test]
@@ -71,28 +59,17 @@ fn file_under_plain_ld_preload_behaves_the_same() {
     let files = real_files(30);
     let list = t.write("files", &(files.join("\n") + "\n"));
     let st = t.path("stats.json");
-    let (k, mark) = marker("file-preload");
-    let plain_out = ok(run_with(
-        plain(Path::new("/usr/bin/file"), &["-f", list.to_str().unwrap()]),
-        b"",
-        WATCHDOG,
-    ));
-    let mut cmd = preloaded(
+    Twin::new(
         &config("file-magic.yaml"),
         Path::new("/usr/bin/file"),
         &["-f", list.to_str().unwrap()],
-    );
-    cmd.env("FRACTURE_STATS", &st).env(&k, &mark);
-    let out = ok(run_with(cmd, b"", WATCHDOG));
-    assert_eq!(out, plain_out);
+    )
+    .preloaded()
+    .env("FRACTURE_STATS", &st)
+    .same_as_plain();
     assert_eq!(
         calls(&stats(&st), "parser", "magic_file"),
         files.len() as u64
-    );
-    assert!(
-        leftovers(&mark).is_empty(),
-        "processes left behind: {:?}",
-        leftovers(&mark)
     );
 }
 
@@ -104,22 +81,12 @@ fn file_with_a_raw_flag_sees_the_handle_fields() {
     for flags in [&["-r"][..], &[][..]] {
         let mut args: Vec<&str> = flags.to_vec();
         args.push(name.to_str().unwrap());
-        let want = ok(run_with(
-            plain(Path::new("/usr/bin/file"), &args),
+        same_as_plain(
+            &config("file-magic.yaml"),
+            Path::new("/usr/bin/file"),
+            &args,
             b"",
-            WATCHDOG,
-        ));
-        let got = ok(run_with(
-            under(
-                &config("file-magic.yaml"),
-                &[],
-                Path::new("/usr/bin/file"),
-                &args,
-            ),
-            b"",
-            WATCHDOG,
-        ));
-        assert_eq!(got, want, "flags {flags:?}");
+        );
     }
 }
 
@@ -149,17 +116,9 @@ fn python_zlib_checksums_run_in_the_helper() {
     let t = TempDir::new("py");
     let st = t.path("stats.json");
     let py = python();
-    let (k, mark) = marker("py");
-    let want = ok(run_with(plain(Path::new(&py), &["-c", PY]), b"", WATCHDOG));
-    let mut cmd = under(
-        &config("python-zlib.yaml"),
-        &["--stats", st.to_str().unwrap()],
-        Path::new(&py),
-        &["-c", PY],
-    );
-    cmd.env(&k, &mark);
-    let got = ok(run_with(cmd, b"", WATCHDOG));
-    assert_eq!(got, want);
+    Twin::new(&config("python-zlib.yaml"), Path::new(&py), &["-c", PY])
+        .stats(&st)
+        .same_as_plain();
     let s = stats(&st);
     assert_eq!(calls(&s, "zhelper", "crc32"), 2);
     // Python's call, and zlib's own calls from compress() (unmapped, run in the program):
@@ -172,7 +131,6 @@ fn python_zlib_checksums_run_in_the_helper() {
             .unwrap()
             >= 256_000
     );
-    assert!(leftovers(&mark).is_empty());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Helpers that crash, exit, hang: restart, retry (Rx environments), give up as configured.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::os::unix::process::ExitStatusExt;
 
 fn crashy(sets: &[&str], input: &[u8]) -> std::process::Output {

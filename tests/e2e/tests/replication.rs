@@ -2,7 +2,7 @@
 //! call and the answers are voted on; sampled replicas share the pure calls, so an expensive
 //! tool (valgrind) runs on one of them only.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::path::Path;
 
 /// Files whose description depends on the magic database: ELF programs and shell scripts.
@@ -33,27 +33,21 @@ fn file_replicated_three_ways_with_one_faulty_replica_prints_what_plain_file_pri
     );
     let files = some_files();
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
-    let want = ok(run_with(
-        plain(Path::new("/usr/bin/file"), &args),
-        b"",
-        WATCHDOG,
-    ));
     let st = t.path("s.json");
     let envs = format!(
         "processes.parser.replicate.envs=[{{}}, {{}}, {{vars: {{MAGIC: \"{}\"}}}}]",
         magic.display()
     );
-    let (k, mark) = marker("file-rep");
-    let mut cmd = under(
+    // The majority answers.
+    let o = Twin::new(
         &config("file-replicate.yaml"),
-        &["--stats", st.to_str().unwrap(), "--set", &envs],
         Path::new("/usr/bin/file"),
         &args,
-    );
-    cmd.env(&k, &mark);
-    let o = run_with(cmd, b"", WATCHDOG);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want, "the majority answers");
+    )
+    .stats(&st)
+    .set(&envs)
+    .fracture_speaks()
+    .same_as_plain();
     let e = stderr(&o);
     assert!(
         e.contains("warn: mismatch in magic_file(handle ")
@@ -71,29 +65,18 @@ fn file_replicated_three_ways_with_one_faulty_replica_prints_what_plain_file_pri
     for r in reps {
         assert!(r["calls"].as_u64().unwrap() >= files.len() as u64, "{r}");
     }
-    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
 }
 
 #[test]
 fn n_version_replica_with_another_build_of_the_library() {
     // The third replica loads target/fixtures/v2/libfx.so (library_path: an exec-mode helper);
     // its fx_checksum has a regression. Handles (fx_counter) are translated per replica.
-    let p = fixture("fx_demo");
-    let want = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
     let t = TempDir::new("nv");
     let st = t.path("s.json");
-    let o = run_with(
-        under(
-            &config("fx-nversion.yaml"),
-            &["--stats", st.to_str().unwrap()],
-            &p,
-            &[],
-        ),
-        b"",
-        WATCHDOG,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want);
+    let o = Twin::new(&config("fx-nversion.yaml"), &fixture("fx_demo"), &[])
+        .stats(&st)
+        .fracture_speaks()
+        .same_as_plain();
     let e = stderr(&o);
     let line = e
         .lines()
@@ -176,37 +159,31 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
-/// fx_envbug replicated with `sets` on `input`: what a plain run with FX_SAFE prints, the
-/// replicated run, its stats; no process is left behind.
+/// fx_envbug replicated with `sets` on `input` prints what a plain run with FX_SAFE prints:
+/// the replicated run and its stats.
 fn envbug_replicated(
     tag: &str,
     input: &[u8],
     sets: &[&str],
-) -> (String, std::process::Output, serde_json::Value) {
-    let p = fixture("fx_envbug");
-    let mut safe = plain(&p, &[]);
-    safe.env("FX_SAFE", "1");
-    let want = ok(run_with(safe, input, WATCHDOG));
+) -> (std::process::Output, serde_json::Value) {
     let t = TempDir::new(tag);
     let st = t.path("s.json");
-    let (k, mark) = marker(tag);
-    let mut args = vec!["--stats", st.to_str().unwrap()];
+    let mut twin = Twin::new(&config("fx.yaml"), &fixture("fx_envbug"), &[])
+        .stdin(input)
+        .plain_env("FX_SAFE", "1")
+        .stats(&st)
+        .fracture_speaks();
     for s in sets {
-        args.extend(["--set", s]);
+        twin = twin.set(s);
     }
-    let mut cmd = under(&config("fx.yaml"), &args, &p, &[]);
-    cmd.env(&k, &mark);
-    let o = run_with(cmd, input, WATCHDOG);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(leftovers(&mark).is_empty(), "{:?}", leftovers(&mark));
-    let s = stats(&st);
-    (want, o, s)
+    let o = twin.same_as_plain();
+    (o, stats(&st))
 }
 
 #[test]
 fn a_crashing_replica_is_restarted_while_the_others_answer() {
     // fx_envbug crashes on "envbug" unless FX_SAFE is set: replica 2 lacks it.
-    let (want, o, s) = envbug_replicated(
+    let (_, s) = envbug_replicated(
         "rep-crash",
         b"a\nenvbug\nb\nenvbug\nc\n",
         &[
@@ -214,7 +191,6 @@ fn a_crashing_replica_is_restarted_while_the_others_answer() {
             "processes.fxhelper.replicate={count: 3, on_mismatch: majority, envs: [{vars: {FX_SAFE: \"1\"}}, {vars: {FX_SAFE: \"1\"}}, {}]}",
         ],
     );
-    assert_eq!(stdout(&o), want);
     let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
     assert_eq!(reps[0]["crashes"], 0);
     assert_eq!(reps[1]["crashes"], 0);
@@ -227,7 +203,7 @@ fn a_hanging_replica_is_cut_off_while_the_others_answer() {
     // replicas 0 and 2 answer, replica 1 is killed after timeout_ms, restarted, hangs again on
     // its retry and gives up: the two that answered agree, so the program goes on. Its
     // restart replays the log without the call it retries (replica 0 logged it first).
-    let (want, o, s) = envbug_replicated(
+    let (o, s) = envbug_replicated(
         "rep-hang",
         b"a\nenvhang\nb\n",
         &[
@@ -236,7 +212,6 @@ fn a_hanging_replica_is_cut_off_while_the_others_answer() {
             "processes.fxhelper.replicate={count: 3, envs: [{vars: {FX_SAFE: \"1\"}}, {}, {vars: {FX_SAFE: \"1\"}}]}",
         ],
     );
-    assert_eq!(stdout(&o), want);
     let e = stderr(&o);
     assert!(
         e.contains("hung (no answer within timeout_ms 300; killed)"),
@@ -251,28 +226,13 @@ fn a_hanging_replica_is_cut_off_while_the_others_answer() {
 
 #[test]
 fn sampling_sends_each_pure_call_to_one_replica_and_state_calls_to_all() {
-    let p = fixture("fx_demo");
-    let want = ok(run_with(plain(&p, &[]), b"", WATCHDOG));
     let t = TempDir::new("sample");
     let st = t.path("s.json");
-    let o = run_with(
-        under(
-            &config("fx.yaml"),
-            &[
-                "--stats",
-                st.to_str().unwrap(),
-                "--set",
-                "processes.fxhelper.sample={count: 2, pick: round-robin}",
-            ],
-            &p,
-            &[],
-        ),
-        b"",
-        WATCHDOG,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
     // fx_pid is pure: it answers from one replica, which is still a helper.
-    assert_eq!(stdout(&o), want);
+    Twin::new(&config("fx.yaml"), &fixture("fx_demo"), &[])
+        .stats(&st)
+        .set("processes.fxhelper.sample={count: 2, pick: round-robin}")
+        .same_as_plain();
     let s = stats(&st);
     let reps = s["processes"]["fxhelper"]["replicas"].as_array().unwrap();
     let (a, b) = (
@@ -332,27 +292,14 @@ fn sampling_sends_each_pure_call_to_one_replica_and_state_calls_to_all() {
 
 #[test]
 fn valgrind_on_one_of_four_sampled_replicas_finds_the_leak_and_the_overflow() {
-    let input = b"leak 1000\noverflow 24\n";
-    let want = ok(run_with(plain(&fixture("fx_heap"), &[]), input, WATCHDOG));
     let t = TempDir::new("vg-sample");
     let st = t.path("s.json");
-    let o = run_with(
-        under(
-            &config("fx.yaml"),
-            &[
-                "--stats",
-                st.to_str().unwrap(),
-                "--set",
-                "processes.fxhelper.sample={count: 4, envs: [{}, {}, {}, {wrapper: [valgrind, --leak-check=full, -q]}]}",
-            ],
-            &fixture("fx_heap"),
-            &[],
-        ),
-        input,
-        WATCHDOG,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), want);
+    let o = Twin::new(&config("fx.yaml"), &fixture("fx_heap"), &[])
+        .stdin(b"leak 1000\noverflow 24\n")
+        .stats(&st)
+        .set("processes.fxhelper.sample={count: 4, envs: [{}, {}, {}, {wrapper: [valgrind, --leak-check=full, -q]}]}")
+        .fracture_speaks()
+        .same_as_plain();
     let e = stderr(&o);
     assert!(
         e.contains("Invalid write") && e.contains("fx_overflow (fx.c"),

@@ -3,7 +3,7 @@
 //! The probes are real syscalls from a C fixture (libfx_sandbox.so); one that worked where it
 //! must not (a SIGKILL of the program) ends the program, so the test fails loudly.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::path::Path;
 
 /// The fixture's functions: every probe in module `box`, a pid in module `peer`.
@@ -248,18 +248,7 @@ fn file_with_libmagic_in_a_sandbox_prints_what_plain_file_prints() {
         .collect();
     names.sort();
     let args: Vec<&str> = names.iter().map(String::as_str).collect();
-    let want = ok(run_with(
-        plain(Path::new("/usr/bin/file"), &args),
-        b"",
-        WATCHDOG,
-    ));
-    let o = run_with(
-        under(&m, &[], Path::new("/usr/bin/file"), &args),
-        b"",
-        WATCHDOG,
-    );
-    let got = ok(o);
-    assert_eq!(got, want);
+    same_as_plain(&m, Path::new("/usr/bin/file"), &args, b"");
     // A file outside the sandbox: libmagic's open fails inside the helper and `file` says
     // so, where plain `file` reads it.
     let o = ok(run_with(

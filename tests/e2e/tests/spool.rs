@@ -2,7 +2,7 @@
 //! fault handler) and what `fracture report`, `plan` and `run` make of a spool that holds
 //! something the shim never wrote.
 
-use fracture_e2e::*;
+use crate::util::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
