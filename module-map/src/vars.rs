@@ -116,4 +116,49 @@ mod tests {
         assert_eq!(enc.lines().count(), sets.len(), "{enc}");
         assert_eq!(decode_sets(&enc), sets);
     }
+
+    #[test]
+    fn decoding_skips_lines_without_a_key_and_keeps_unknown_escapes() {
+        let text = "a=1\nno equals sign\nb=x=y\nc=\\q\\\nd=\\\\n\n=empty key";
+        let want = [
+            ("a", "1"),
+            ("b", "x=y"),
+            ("c", "\\q\\"),
+            ("d", "\\n"),
+            ("", "empty key"),
+        ];
+        let got = decode_sets(text);
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, want);
+        assert_eq!(encode_sets(&[]), "");
+        assert_eq!(decode_sets(""), vec![]);
+    }
+
+    #[test]
+    fn every_short_string_of_the_special_characters_survives_as_key_and_value() {
+        // Every string of up to four characters over the characters the encoding treats
+        // specially (and their neighbours): 1555 strings, each as a value and as a key.
+        let alphabet = ['\\', '\n', '\r', 'n', '=', 'é'];
+        let mut strings = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(last.iter().cloned());
+        }
+        assert_eq!(strings.len(), 1555);
+        for s in &strings {
+            let sets = vec![
+                ("k".to_string(), s.clone()),
+                // A key cannot hold `=`.
+                (s.replace('=', ""), "v".to_string()),
+                (s.replace('=', ""), s.clone()),
+            ];
+            let enc = encode_sets(&sets);
+            assert_eq!(enc.split('\n').count(), sets.len(), "{s:?}: {enc:?}");
+            assert_eq!(decode_sets(&enc), sets, "{s:?}: {enc:?}");
+        }
+    }
 }

@@ -819,4 +819,95 @@ mod tests {
         assert_eq!(count_events(&last).unwrap(), 800);
         let _ = std::fs::remove_dir_all(d);
     }
+
+    /// `f()` on another thread, failing the test if it has not answered within a minute (a
+    /// watchdog: the reads below once blocked forever).
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("watchdog: still reading after a minute")
+    }
+
+    fn read_outcome(path: &Path) -> String {
+        let p = path.to_path_buf();
+        bounded(move || match read_spool_file(&p) {
+            SpoolRead::Ok { data, .. } => format!("ok {} bytes", data.len()),
+            SpoolRead::Gone => "gone".into(),
+            SpoolRead::Bad(why) => format!("bad {why}"),
+            SpoolRead::Unreadable(why) => format!("unreadable {why}"),
+        })
+    }
+
+    #[test]
+    fn spool_reader_reads_regular_files_only_and_never_blocks() {
+        let d = tmp("kinds");
+        let file = d.join("1-1.jsonl");
+        std::fs::write(&file, event(1, "a")).unwrap();
+        assert_eq!(
+            read_outcome(&file),
+            format!("ok {} bytes", event(1, "a").len())
+        );
+        assert_eq!(read_outcome(&d.join("missing.jsonl")), "gone");
+        let fifo = d.join("f.jsonl");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(read_outcome(&fifo), "bad is a FIFO");
+        let link = d.join("l.jsonl");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_outcome(&link), "bad is a symbolic link");
+        let dir = d.join("d.jsonl");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(read_outcome(&dir), "bad is a directory");
+        // One byte over the bound, sparse: refused from its size, never read.
+        let big = d.join("big.jsonl");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_SPOOL_FILE + 1)
+            .unwrap();
+        assert!(
+            read_outcome(&big).starts_with("bad is larger than 64 MiB"),
+            "{}",
+            read_outcome(&big)
+        );
+        let at_bound = d.join("at.jsonl");
+        std::fs::File::create(&at_bound)
+            .unwrap()
+            .set_len(MAX_SPOOL_FILE)
+            .unwrap();
+        assert_eq!(
+            read_outcome(&at_bound),
+            format!("ok {MAX_SPOOL_FILE} bytes")
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn has_events_reads_only_the_pids_own_files_and_ignores_run_summaries() {
+        let d = tmp("has");
+        let db = d.join("r.db");
+        assert_eq!(spool_dir_of(&db), d.join("r.db.spool"));
+        assert!(!has_events(&db, 1), "no spool directory");
+        let spool = spool_dir_of(&db);
+        std::fs::create_dir_all(&spool).unwrap();
+        let run = "{\"v\":1,\"kind\":\"run\",\"time\":1.5,\"pid\":1,\"calls\":[]}\n";
+        std::fs::write(spool.join("1-5.jsonl"), format!("{run}not json\n")).unwrap();
+        // Pid 12's file starts with "1" but is not pid 1's.
+        std::fs::write(spool.join("12-5.jsonl"), event(12, "m")).unwrap();
+        assert!(!has_events(&db, 1), "a run summary only");
+        assert!(has_events(&db, 12));
+        assert!(!has_events(&db, 2));
+        // A line still being written is no event yet; once complete, it is.
+        let partial = event(1, "m");
+        std::fs::write(spool.join("1-6.jsonl"), &partial[..partial.len() - 10]).unwrap();
+        assert!(!has_events(&db, 1));
+        std::fs::write(spool.join("1-6.jsonl"), &partial).unwrap();
+        assert!(has_events(&db, 1));
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

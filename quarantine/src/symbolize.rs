@@ -93,4 +93,34 @@ mod tests {
         assert!(size > 0);
         assert_eq!(s.symbol("/nonexistent", 10), None);
     }
+
+    #[test]
+    fn objects_that_are_not_regular_files_give_no_symbols() {
+        let d = std::env::temp_dir().join(format!("quarantine-sym-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let fifo = d.join("fifo.so");
+        let _ = std::fs::remove_file(&fifo);
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // On another thread with a bound: opening a FIFO for reading without O_NONBLOCK
+        // would wait for a writer forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.to_string_lossy().into_owned();
+        std::thread::spawn(move || {
+            let mut s = Symbolizer::default();
+            let _ = tx.send((
+                s.symbol(&f, 16),
+                s.symbol("/dev/zero", 16),
+                s.symbol("/", 16),
+            ));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("watchdog: still reading after a minute");
+        assert_eq!(got, (None, None, None));
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
