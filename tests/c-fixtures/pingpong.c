@@ -1,6 +1,7 @@
 /* pingpong MODE N: round trip between two processes, the baselines of make bench.
  *   pipe   one byte back and forth over two pipes
  *   futex  a word in a MAP_SHARED page, futex wait/wake, no spinning
+ *   spin   the same words, both sides busy-poll (the floor of a shared-memory round trip)
  *   fork   fork + _exit + waitpid (the floor of any restart) */
 #define _GNU_SOURCE
 #include <linux/futex.h>
@@ -39,6 +40,7 @@ int main(int argc, char **argv) {
     if (argc < 3)
         return 2;
     int pipe_mode = !strcmp(argv[1], "pipe");
+    int spin_mode = !strcmp(argv[1], "spin");
     long n = atol(argv[2]);
     double *s = calloc((size_t)n, sizeof *s);
     if (!strcmp(argv[1], "fork")) {
@@ -65,6 +67,10 @@ int main(int argc, char **argv) {
             if (pipe_mode) {
                 if (read(a[0], &c, 1) != 1 || write(b[1], &c, 1) != 1)
                     _exit(1);
+            } else if (spin_mode) {
+                while (__atomic_load_n(&w[0], __ATOMIC_ACQUIRE) == (uint32_t)i)
+                    __builtin_ia32_pause();
+                __atomic_store_n(&w[1], (uint32_t)i + 1, __ATOMIC_RELEASE);
             } else {
                 fwait(&w[0], (uint32_t)i);
                 fwake(&w[1], (uint32_t)i + 1);
@@ -78,6 +84,10 @@ int main(int argc, char **argv) {
         if (pipe_mode) {
             if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1)
                 return 1;
+        } else if (spin_mode) {
+            __atomic_store_n(&w[0], (uint32_t)i + 1, __ATOMIC_RELEASE);
+            while (__atomic_load_n(&w[1], __ATOMIC_ACQUIRE) == (uint32_t)i)
+                __builtin_ia32_pause();
         } else {
             fwake(&w[0], (uint32_t)i + 1);
             fwait(&w[1], (uint32_t)i);

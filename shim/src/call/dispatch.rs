@@ -339,7 +339,7 @@ pub fn client_call(
     from_program: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
-    let posted = client_post(f, region, c, base, frame, walk, from_program)?;
+    let posted = client_post(f, region, c, base, frame, walk, from_program, false)?;
     client_wait(rt, f, region, posted, frame, from_program, stop)
 }
 
@@ -356,11 +356,17 @@ pub struct Posted {
     /// The answer direction's sequence when we posted.
     seen: u32,
     moved: Moved,
+    /// How long the caller spins before it sleeps (see `call::colocate`).
+    spin: Duration,
+    /// The CPU hint the call carries (0: none).
+    hint: u32,
 }
 
 /// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
 /// frame and buffers are only read, at the places and lengths `walk` computed before.
-/// [`client_wait`] takes the answer.
+/// [`client_wait`] takes the answer. `colocate`: a caller that sleeps asks the helper onto
+/// its CPU (not for replicas, which must run side by side).
+#[allow(clippy::too_many_arguments)]
 pub fn client_post(
     f: &FnDesc,
     region: &Region,
@@ -369,6 +375,7 @@ pub fn client_post(
     frame: &Frame,
     walk: &Walk,
     from_program: bool,
+    colocate: bool,
 ) -> Result<Posted, CallError> {
     let ch = region.channel(c);
     let data = region.data(c);
@@ -394,13 +401,24 @@ pub fn client_post(
         }
     }
     let frame_in = &tf;
+    // The caller's wait, decided once per call: spin, or sleep with the helper on our CPU.
+    let spin = if from_program {
+        f.stats.spin_budget()
+    } else {
+        crate::call::colocate::server_spin(SERVER_SPIN)
+    };
+    let spin_hint = if from_program && colocate {
+        crate::call::colocate::hint_for(spin)
+    } else {
+        0
+    };
     let mut m: Msg = Msg {
         kind: MSG_CALL,
         func: f.idx as u32,
         errno: get_errno(),
         nstack: nstack as u32,
         nargs: f.layout.args.len() as u32,
-        _pad: 0,
+        hint: spin_hint,
         data_base: base,
         data_end: base,
         gp: frame_in.gp,
@@ -468,6 +486,8 @@ pub fn client_post(
         mirror_token,
         seen,
         moved,
+        spin,
+        hint: spin_hint,
     })
 }
 
@@ -490,7 +510,10 @@ pub fn client_wait(
         mut mirror_token,
         mut seen,
         mut moved,
+        spin,
+        hint,
     } = posted;
+    let _stay = crate::call::colocate::stay_for(hint);
     let ch = region.channel(c);
     let data = region.data(c);
     let (send, recv) = if from_program {
@@ -499,11 +522,6 @@ pub fn client_wait(
         (ch.to_prog(), ch.to_helper())
     };
     loop {
-        let spin = if from_program {
-            f.stats.spin_budget()
-        } else {
-            SERVER_SPIN
-        };
         let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
             return Err(CallError::Died(-1));
@@ -1065,7 +1083,8 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<B
         return Err(CallError::Bystander(st));
     }
     let t0 = Instant::now();
-    match client_post(f, &p.region, c, base, frame, walk, true) {
+    let colocate = p.spec.replicate.is_none() && p.spec.sample.is_none();
+    match client_post(f, &p.region, c, base, frame, walk, true, colocate) {
         Ok(posted) => Ok(Begun {
             c,
             base,

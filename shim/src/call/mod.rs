@@ -2,6 +2,7 @@
 //! over a channel and nested calls (`dispatch`), handle translation (`handles`), and the
 //! hooks through which the layers above take part in a call (`hooks`).
 
+pub mod colocate;
 pub mod dispatch;
 #[cfg(test)]
 mod fuzz_reply;

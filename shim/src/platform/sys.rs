@@ -123,3 +123,44 @@ pub fn end_like(sig: i32, status: i32) -> ! {
         libc::_exit(70)
     }
 }
+
+/// The CPU the calling thread runs on now (a hint: it may move right after).
+pub fn current_cpu() -> Option<u32> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    u32::try_from(c).ok()
+}
+
+/// The calling thread's CPU affinity mask.
+pub fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; the size is the local set's.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+/// Sets the calling thread's CPU affinity mask; false when the kernel refused.
+pub fn set_affinity(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: pid 0 is the calling thread; the set is a live local of the caller's.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+/// True when `cpu` is in `set`.
+pub fn cpu_in(set: &libc::cpu_set_t, cpu: u32) -> bool {
+    (cpu as usize) < libc::CPU_SETSIZE as usize && {
+        // SAFETY: CPU_ISSET reads one bit of the set, in bounds (checked above).
+        unsafe { libc::CPU_ISSET(cpu as usize, set) }
+    }
+}
+
+/// The set holding `cpu` alone.
+pub fn only_cpu(cpu: u32) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if (cpu as usize) < libc::CPU_SETSIZE as usize {
+        // SAFETY: CPU_SET writes one bit of the local set, in bounds (checked above).
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    }
+    set
+}

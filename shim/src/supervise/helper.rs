@@ -153,7 +153,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let seen = ch.consumed.load(SeqCst);
         let Some(s) = dir.wait(
             seen,
-            dispatch::SERVER_SPIN,
+            crate::call::colocate::server_spin(dispatch::SERVER_SPIN),
             Duration::from_millis(200),
             || h.shutdown.load(SeqCst) != 0,
         ) else {
@@ -165,6 +165,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         ch.consumed.store(s, SeqCst);
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
+            crate::call::colocate::follow(m.hint);
             dispatch::serve(rt, &region, c, &m, true)
         } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)

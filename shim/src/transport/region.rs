@@ -95,7 +95,10 @@ pub struct Msg {
     pub nstack: u32,
     /// Entries of `arg_off`/`arg_len` in use (calls).
     pub nargs: u32,
-    pub _pad: u32,
+    /// Written by the program in a call, read by the helper as a scheduling hint only: 0 when
+    /// the caller spins for the answer, else the caller's CPU + 1 when it sleeps (the serving
+    /// thread then runs on that CPU, see `call::colocate`). A helper ignores anything else.
+    pub hint: u32,
     /// Data of this message lies in `[data_base, data_end)` of the channel's data area.
     pub data_base: u64,
     pub data_end: u64,

@@ -1,0 +1,132 @@
+//! Waiting that costs no CPU: a caller that sleeps for its answer has the helper's serving
+//! thread brought onto its own CPU.
+//!
+//! Measured on this kind of machine (2 virtual CPUs), a futex round trip between two
+//! processes costs ~65 us across CPUs (waking an idle virtual CPU) and ~5 us on one CPU
+//! (`pingpong futex` under `taskset -c 0`). A caller that spins for a long call burns a CPU for
+//! its whole length; one that sleeps pays the cross-CPU wake-up. So the program decides per
+//! function ([`crate::observe::stats::FnStats::spin_budget`]): it spins when most recent
+//! calls were short, else it sleeps and writes its CPU into the call's `hint`. The helper's
+//! serving thread follows that hint: it restricts itself to the caller's CPU (inside the
+//! affinity it started with) while the caller sleeps, and returns to its full affinity as
+//! soon as a caller spins again (a spinner beside it on one CPU would keep it from running).
+//! A synchronous call leaves nothing to run in parallel: while the helper works the caller
+//! waits, so sharing the CPU costs nothing and the wake-up becomes a local one.
+//!
+//! While pinned, the serving thread does not spin either (its peer is on its own CPU).
+
+use crate::platform::sys;
+use std::cell::Cell;
+use std::time::Duration;
+
+thread_local! {
+    /// The CPU (+ 1) this serving thread is pinned to, 0 when it runs with its own affinity.
+    static PINNED: Cell<u32> = const { Cell::new(0) };
+    /// The affinity the thread had before its first pin.
+    static ORIGINAL: Cell<Option<libc::cpu_set_t>> = const { Cell::new(None) };
+}
+
+/// The hint a caller writes into its call: its CPU + 1 when it will sleep for the answer.
+pub fn hint_for(spin: Duration) -> u32 {
+    if !spin.is_zero() {
+        return 0;
+    }
+    sys::current_cpu().map_or(0, |c| c.saturating_add(1))
+}
+
+/// The caller's side of a sleeping wait: the calling thread stays on its CPU until the answer
+/// came (else the scheduler wakes it on the other, idle CPU, and the helper chases it there on
+/// every call), then gets its own affinity back. Made by [`stay_for`].
+pub struct Stay(Option<libc::cpu_set_t>);
+
+/// Keeps the calling thread on CPU `hint - 1` while the returned guard lives (nothing for a
+/// hint of 0: the caller spins).
+pub fn stay_for(hint: u32) -> Stay {
+    if hint == 0 {
+        return Stay(None);
+    }
+    let Some(own) = sys::affinity() else {
+        return Stay(None);
+    };
+    if sys::cpu_in(&own, hint - 1) && sys::set_affinity(&sys::only_cpu(hint - 1)) {
+        Stay(Some(own))
+    } else {
+        Stay(None)
+    }
+}
+
+impl Drop for Stay {
+    fn drop(&mut self) {
+        if let Some(own) = &self.0 {
+            sys::set_affinity(own);
+        }
+    }
+}
+
+/// Helper side, for each call received: follow the caller's hint.
+pub fn follow(hint: u32) {
+    let pinned = PINNED.with(|p| p.get());
+    if hint == pinned {
+        return;
+    }
+    let original = ORIGINAL.with(|o| {
+        if o.get().is_none() {
+            o.set(sys::affinity());
+        }
+        o.get()
+    });
+    let Some(original) = original else {
+        return;
+    };
+    if hint == 0 {
+        if sys::set_affinity(&original) {
+            PINNED.with(|p| p.set(0));
+        }
+        return;
+    }
+    let cpu = hint - 1;
+    // Only inside the affinity the helper was given (a lying or stale hint changes nothing).
+    if sys::cpu_in(&original, cpu) && sys::set_affinity(&sys::only_cpu(cpu)) {
+        PINNED.with(|p| p.set(hint));
+    }
+}
+
+/// How long this serving thread spins for its peer before sleeping.
+pub fn server_spin(normal: Duration) -> Duration {
+    if PINNED.with(|p| p.get()) != 0 {
+        Duration::ZERO
+    } else {
+        normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serving_thread_follows_a_sleeping_caller_and_lets_go_for_a_spinning_one() {
+        std::thread::spawn(|| {
+            let before = sys::affinity().expect("affinity");
+            let cpu = sys::current_cpu().expect("cpu");
+            follow(cpu + 1);
+            let now = sys::affinity().expect("affinity");
+            assert!(sys::cpu_in(&now, cpu));
+            assert_eq!(server_spin(Duration::from_micros(60)), Duration::ZERO);
+            follow(0);
+            let after = sys::affinity().expect("affinity");
+            let same = (0..libc::CPU_SETSIZE as u32)
+                .all(|c| sys::cpu_in(&before, c) == sys::cpu_in(&after, c));
+            assert!(same, "the original affinity is restored");
+            assert_eq!(
+                server_spin(Duration::from_micros(60)),
+                Duration::from_micros(60)
+            );
+            // A CPU outside the thread's affinity is not followed.
+            follow(100_000);
+            assert_eq!(PINNED.with(|p| p.get()), 0);
+        })
+        .join()
+        .unwrap();
+    }
+}
