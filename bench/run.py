@@ -122,6 +122,29 @@ def main():
         "plain file -f, CPU", statistics.median(plain_c) * 1e3, "<= 1.2 x")
     rows[-1]["ratio"] = statistics.median(cpu_r)
 
+    # 4b. callbacks: a call whose module fires a program hook (module -> program -> module)
+    #     next to a plain isolated call, paired in one run; pyexpat parsing a ~1 MB XML file
+    #     with Python handlers, libexpat isolated vs plain (parse timed inside the program)
+    cbb = [run_json([FRACTURE, "run", "-c", os.path.join(CFG, "fx-cb.yaml"), "--",
+                     os.path.join(FX, "fx_cb_prog"), "bench", "20000"]) for _ in range(RUNS)]
+    row("call firing one callback, median", med(cbb, "callback_call_ns"), "ns",
+        "isolated scalar call, same run", med(cbb, "scalar_call_ns"), "<= 2 x")
+    xml = "/usr/share/xml/iso-codes/iso_639-3.xml"
+    walk = os.path.join(ROOT, "tests", "data", "expat_walk.py")
+    if os.path.exists(xml) and os.path.exists("/usr/bin/python3"):
+        def parse_s(cmd):
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+            return float(r.stderr.strip().split()[-1])
+        ratios, pl, isx = [], [], []
+        for _ in range(RUNS):
+            a = parse_s(["/usr/bin/python3", walk, xml, "--time"])
+            b = parse_s([FRACTURE, "run", "-c", os.path.join(CFG, "python-expat.yaml"), "--",
+                         "/usr/bin/python3", walk, xml, "--time"])
+            pl.append(a); isx.append(b); ratios.append(b / a)
+        row("pyexpat parse of 1 MB XML, handlers on every element and text, libexpat isolated",
+            statistics.median(isx) * 1e3, "ms", "plain python3", statistics.median(pl) * 1e3, "<= 2 x")
+        rows[-1]["ratio"] = statistics.median(ratios)
+
     # 5. restart latency: helper killed mid-call -> the call answered by a fresh helper, then
     #    one call on it; next to fork + waitpid
     forkw = [run_json([os.path.join(FX, "pingpong"), "fork", "200"]) for _ in range(RUNS)]

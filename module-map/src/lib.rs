@@ -44,8 +44,23 @@ pub struct Module {
     /// soname, file name or path, or `main`.
     pub object: String,
     pub functions: Vec<Function>,
+    /// Function-pointer types the module calls back into the program (SPEC.md, "Callbacks");
+    /// `cb:NAME` arguments refer to them by index.
+    pub callbacks: Vec<Callback>,
     pub capabilities: Vec<String>,
     /// 1-based line of the module's key in the file (0 when a `--set` added the module).
+    pub line: usize,
+}
+
+/// One callback type: the signature of a function pointer the program passes as `cb:NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    pub name: String,
+    /// Arguments as the module passes them to the program's function: `val`, `f64`, `str`,
+    /// `in:`/`out:`/`inout:` and `strv` (copied helper -> program, out-buffers back).
+    pub args: Vec<ArgSpec>,
+    pub ret: RetSpec,
+    /// 1-based line of the callback's key in the file (0 when a `--set` added it).
     pub line: usize,
 }
 

@@ -125,6 +125,7 @@ fn name_level(names: &[String]) -> Option<&'static str> {
         [m] if m == "modules" => Some("module"),
         [p] if p == "processes" => Some("process"),
         [m, _, f] if m == "modules" && f == "functions" => Some("function"),
+        [m, _, c] if m == "modules" && c == "callbacks" => Some("callback"),
         _ => None,
     }
 }

@@ -18,8 +18,8 @@ use crate::errno::errno_from_name;
 use crate::locate::{duplicate_key_line, join_index, join_key, LineIndex};
 use crate::spec::parse_byte_count;
 use crate::{
-    ArgSpec, Env, FileRules, Function, GiveUp, Malloc, Module, ModuleMap, OnCrash, OnMismatch,
-    Pick, Process, Replicate, Restore, RetSpec, Sample, Sandbox, SizeBase,
+    ArgSpec, Callback, Env, FileRules, Function, GiveUp, Malloc, Module, ModuleMap, OnCrash,
+    OnMismatch, Pick, Process, Replicate, Restore, RetSpec, Sample, Sandbox, SizeBase,
 };
 
 /// What kind of problem a [`MapError`] reports.
@@ -334,7 +334,8 @@ impl<'v> Fields<'v> {
 }
 
 const TOP_KEYS: &[&str] = &["target", "modules", "processes"];
-const MODULE_KEYS: &[&str] = &["object", "functions", "capabilities"];
+const MODULE_KEYS: &[&str] = &["object", "functions", "callbacks", "capabilities"];
+const CALLBACK_KEYS: &[&str] = &["args", "ret"];
 const FUNCTION_KEYS: &[&str] = &["args", "ret", "effect"];
 const PROCESS_KEYS: &[&str] = &[
     "modules",
@@ -623,10 +624,17 @@ impl Cx<'_> {
                 ))
             }
         };
+        let mut callbacks = Vec::new();
+        if let Some((v, p)) = f.get("callbacks") {
+            for (cname, cv) in self.entries(v, &p, "callbacks")? {
+                callbacks.push(self.callback(&cname, cv, &join_key(&p, &cname))?);
+            }
+        }
+        let names: Vec<&str> = callbacks.iter().map(|c| c.name.as_str()).collect();
         let mut functions = Vec::new();
         if let Some((v, p)) = f.get("functions") {
             for (fname, fv) in self.entries(v, &p, "functions")? {
-                functions.push(self.function(&fname, fv, &join_key(&p, &fname))?);
+                functions.push(self.function(&fname, fv, &join_key(&p, &fname), &names)?);
             }
         }
         let capabilities = match f.get("capabilities") {
@@ -637,12 +645,80 @@ impl Cx<'_> {
             name: name.to_owned(),
             object,
             functions,
+            callbacks,
             capabilities,
             line: self.index.line_of(path).unwrap_or(0),
         })
     }
 
-    fn function(&self, name: &str, v: &Value, path: &str) -> Result<Function, MapError> {
+    /// One entry of a module's `callbacks`: `args` and `ret` as a function's, limited to what
+    /// can be copied from the helper to the program (no `handle`, no `cb`).
+    fn callback(&self, name: &str, v: &Value, path: &str) -> Result<Callback, MapError> {
+        check_name(self, name, path, "callback")?;
+        let f = self.fields(v, path, "a callback", CALLBACK_KEYS)?;
+        let mut args = Vec::new();
+        if let Some((v, p)) = f.get("args") {
+            let Value::Sequence(items) = v else {
+                return Err(self.schema(
+                    &p,
+                    format!("expected a list of argument specs such as [val, str, \"strv:arg1\"], found {}", describe(v)),
+                ));
+            };
+            for (i, item) in items.iter().enumerate() {
+                let ip = join_index(&p, i);
+                let a = self.arg_spec(item, &ip, &[])?;
+                match a {
+                    ArgSpec::Handle => {
+                        return Err(self.schema(&ip, "a callback's argument cannot be `handle`: the program receives the module's pointer as it is; write `val`"))
+                    }
+                    ArgSpec::Cb(_) => {
+                        return Err(self.schema(&ip, "a callback's argument cannot be a callback (`cb`); write `val`"))
+                    }
+                    _ => args.push(a),
+                }
+            }
+            self.check_sizes(&args, &p)?;
+        }
+        let ret = match f.get("ret") {
+            Some((v, p)) => {
+                let r = self.ret_spec(v, &p)?;
+                if r == RetSpec::Handle {
+                    return Err(self.schema(&p, "a callback cannot return `handle`; write `val`"));
+                }
+                r
+            }
+            None => RetSpec::Val,
+        };
+        Ok(Callback {
+            name: name.to_owned(),
+            args,
+            ret,
+            line: self.index.line_of(path).unwrap_or(0),
+        })
+    }
+
+    fn ret_spec(&self, v: &Value, p: &str) -> Result<RetSpec, MapError> {
+        match v {
+            Value::String(s) => s
+                .parse::<RetSpec>()
+                .map_err(|e| self.schema(p, e.message())),
+            other => Err(self.schema(
+                p,
+                format!(
+                    "expected a return spec (val, handle, str, void), found {}",
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
+    fn function(
+        &self,
+        name: &str,
+        v: &Value,
+        path: &str,
+        callbacks: &[&str],
+    ) -> Result<Function, MapError> {
         check_name(self, name, path, "function")?;
         if name.starts_with('@') || name.ends_with('@') {
             return Err(self.schema(
@@ -660,25 +736,12 @@ impl Cx<'_> {
                 ));
             };
             for (i, item) in items.iter().enumerate() {
-                args.push(self.arg_spec(item, &join_index(&p, i))?);
+                args.push(self.arg_spec(item, &join_index(&p, i), callbacks)?);
             }
             self.check_sizes(&args, &p)?;
         }
         let ret = match f.get("ret") {
-            Some((v, p)) => match v {
-                Value::String(s) => s
-                    .parse::<RetSpec>()
-                    .map_err(|e| self.schema(&p, e.message()))?,
-                other => {
-                    return Err(self.schema(
-                        &p,
-                        format!(
-                            "expected a return spec (val, handle, str, void), found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            },
+            Some((v, p)) => self.ret_spec(v, &p)?,
             None => RetSpec::Val,
         };
         let pure = match f.get("effect") {
@@ -694,9 +757,10 @@ impl Cx<'_> {
         })
     }
 
-    fn arg_spec(&self, v: &Value, path: &str) -> Result<ArgSpec, MapError> {
+    fn arg_spec(&self, v: &Value, path: &str, callbacks: &[&str]) -> Result<ArgSpec, MapError> {
         match v {
-            Value::String(s) => s.parse().map_err(|e: crate::SpecError| self.schema(path, e.message())),
+            Value::String(s) => ArgSpec::parse_in(s, callbacks)
+                .map_err(|e: crate::SpecError| self.schema(path, e.message())),
             // `[in: 64]` is a one-entry mapping in YAML flow syntax: say how to write it.
             Value::Mapping(m) if m.len() == 1 => {
                 let (k, val) = m.iter().next().map(|(k, v)| (describe_plain(k), describe_plain(v))).unwrap_or_default();

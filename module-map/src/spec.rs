@@ -36,9 +36,13 @@ pub enum ArgSpec {
     In(Size),
     Out(Size),
     InOut(Size),
-    /// A function pointer; the helper calls back into the program. Accepted by the parser so
-    /// maps can be written ahead of time, but a later milestone: the shim refuses to route it.
-    Cb,
+    /// An array of string pointers (`strv:SIZE`, SIZE counting entries; `strv`: up to a NULL
+    /// entry): the array and each string are copied to the callee, NULL entries stay NULL.
+    Strv(Option<Size>),
+    /// A function pointer the module may call back (SPEC.md, "Callbacks"): `cb:NAME` names
+    /// entry `Some(i)` of the module's `callbacks`; bare `cb` (`None`) has all-`val` arguments
+    /// and return.
+    Cb(Option<u16>),
 }
 
 impl ArgSpec {
@@ -46,7 +50,7 @@ impl ArgSpec {
     pub fn is_buffer(&self) -> bool {
         matches!(
             self,
-            ArgSpec::Str | ArgSpec::In(_) | ArgSpec::Out(_) | ArgSpec::InOut(_)
+            ArgSpec::Str | ArgSpec::In(_) | ArgSpec::Out(_) | ArgSpec::InOut(_) | ArgSpec::Strv(_)
         )
     }
 }
@@ -89,24 +93,46 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-const ARG_SPECS: &str = "val, handle, str, cb, f64, in:SIZE, out:SIZE, inout:SIZE";
+const ARG_SPECS: &str =
+    "val, handle, str, f64, in:SIZE, out:SIZE, inout:SIZE, strv, strv:SIZE, cb, cb:NAME";
 const SIZE_FORMS: &str = "64, 4KiB, arg2, *arg1, arg2*8, *arg1*4";
 
 impl FromStr for ArgSpec {
     type Err = SpecError;
 
-    /// Parses one `args` entry. `cb` is accepted so maps can be written ahead of time, but
-    /// callbacks are a later milestone: the shim refuses to route a function with a `cb` argument.
+    /// Parses one `args` entry of a module that declares no callbacks (see [`ArgSpec::parse_in`]).
     fn from_str(s: &str) -> Result<ArgSpec, SpecError> {
+        ArgSpec::parse_in(s, &[])
+    }
+}
+
+impl ArgSpec {
+    /// Parses one `args` entry of a module whose `callbacks` are named `callbacks`, in order
+    /// (`cb:NAME` resolves to its index there).
+    pub fn parse_in(s: &str, callbacks: &[&str]) -> Result<ArgSpec, SpecError> {
         let s = s.trim();
+        if let Some(name) = s.strip_prefix("cb:") {
+            let name = name.trim();
+            return match callbacks.iter().position(|c| *c == name) {
+                Some(i) => Ok(ArgSpec::Cb(Some(i as u16))),
+                None if callbacks.is_empty() => Err(SpecError::new(format!(
+                    "unknown callback type `{name}` in `{s}`: the module declares no `callbacks`; declare it under the module's `callbacks:` or write bare `cb`"
+                ))),
+                None => Err(SpecError::new(format!(
+                    "unknown callback type `{name}` in `{s}`; the module declares: {}",
+                    callbacks.join(", ")
+                ))),
+            };
+        }
         if let Some((kind, size)) = s.split_once(':') {
             let size: Size = size.parse()?;
             return match kind.trim() {
                 "in" => Ok(ArgSpec::In(size)),
                 "out" => Ok(ArgSpec::Out(size)),
                 "inout" => Ok(ArgSpec::InOut(size)),
+                "strv" => Ok(ArgSpec::Strv(Some(size))),
                 other => Err(SpecError::new(format!(
-                    "unknown buffer direction `{other}` in argument spec `{s}`; expected in:SIZE, out:SIZE or inout:SIZE"
+                    "unknown buffer direction `{other}` in argument spec `{s}`; expected in:SIZE, out:SIZE, inout:SIZE, strv:SIZE or cb:NAME"
                 ))),
             };
         }
@@ -114,7 +140,8 @@ impl FromStr for ArgSpec {
             "val" => Ok(ArgSpec::Val),
             "handle" => Ok(ArgSpec::Handle),
             "str" => Ok(ArgSpec::Str),
-            "cb" => Ok(ArgSpec::Cb),
+            "strv" => Ok(ArgSpec::Strv(None)),
+            "cb" => Ok(ArgSpec::Cb(None)),
             "f64" | "double" | "f32" | "float" => Ok(ArgSpec::Float),
             "in" | "out" | "inout" => Err(SpecError::new(format!(
                 "argument spec `{s}` needs a size; write `{s}:SIZE`, e.g. `{s}:64` or `{s}:arg2`"
@@ -284,7 +311,11 @@ impl fmt::Display for ArgSpec {
             ArgSpec::In(s) => write!(f, "in:{s}"),
             ArgSpec::Out(s) => write!(f, "out:{s}"),
             ArgSpec::InOut(s) => write!(f, "inout:{s}"),
-            ArgSpec::Cb => f.write_str("cb"),
+            ArgSpec::Strv(None) => f.write_str("strv"),
+            ArgSpec::Strv(Some(s)) => write!(f, "strv:{s}"),
+            ArgSpec::Cb(None) => f.write_str("cb"),
+            // The module's callback types are not known here: their index stands in.
+            ArgSpec::Cb(Some(i)) => write!(f, "cb:#{i}"),
         }
     }
 }
@@ -302,10 +333,13 @@ impl fmt::Display for RetSpec {
 }
 
 impl ArgSpec {
-    /// The buffer size of `in`/`out`/`inout`, `None` for the other specs.
+    /// The buffer size of `in`/`out`/`inout` (bytes) and `strv:SIZE` (entries), `None` for
+    /// the other specs.
     pub fn size(&self) -> Option<Size> {
         match self {
-            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => Some(*s),
+            ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) | ArgSpec::Strv(Some(s)) => {
+                Some(*s)
+            }
             _ => None,
         }
     }
@@ -424,7 +458,26 @@ mod tests {
         assert_eq!("val".parse(), Ok(ArgSpec::Val));
         assert_eq!(" handle ".parse(), Ok(ArgSpec::Handle));
         assert_eq!("str".parse(), Ok(ArgSpec::Str));
-        assert_eq!("cb".parse(), Ok(ArgSpec::Cb));
+        assert_eq!("cb".parse(), Ok(ArgSpec::Cb(None)));
+        assert_eq!("strv".parse(), Ok(ArgSpec::Strv(None)));
+        assert_eq!(
+            "strv:arg1".parse(),
+            Ok(ArgSpec::Strv(Some(Size {
+                base: SizeBase::Arg(1),
+                mul: 1
+            })))
+        );
+        assert_eq!(
+            ArgSpec::parse_in("cb:row", &["destroy", "row"]),
+            Ok(ArgSpec::Cb(Some(1)))
+        );
+        let e = ArgSpec::parse_in("cb:rows", &["destroy", "row"]).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "unknown callback type `rows` in `cb:rows`; the module declares: destroy, row"
+        );
+        let e = "cb:row".parse::<ArgSpec>().unwrap_err();
+        assert!(e.message().contains("declares no `callbacks`"), "{e}");
         for f in ["f64", "double", "f32", "float"] {
             assert_eq!(f.parse(), Ok(ArgSpec::Float));
         }
@@ -440,7 +493,7 @@ mod tests {
         let e = "strr".parse::<ArgSpec>().unwrap_err();
         assert_eq!(
             e.message(),
-            "unknown argument spec `strr`; expected one of: val, handle, str, cb, f64, in:SIZE, out:SIZE, inout:SIZE"
+            "unknown argument spec `strr`; expected one of: val, handle, str, f64, in:SIZE, out:SIZE, inout:SIZE, strv, strv:SIZE, cb, cb:NAME"
         );
         let e = "in".parse::<ArgSpec>().unwrap_err();
         assert!(e.message().contains("write `in:SIZE`"), "{e}");
@@ -472,6 +525,8 @@ mod tests {
             "handle",
             "str",
             "cb",
+            "strv",
+            "strv:arg1",
             "in:64",
             "out:arg2",
             "inout:*arg1*4",

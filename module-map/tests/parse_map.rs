@@ -235,7 +235,7 @@ modules:
             ArgSpec::Float,
         ]
     );
-    assert_eq!(f[3].args, [ArgSpec::Cb, ArgSpec::Handle]);
+    assert_eq!(f[3].args, [ArgSpec::Cb(None), ArgSpec::Handle]);
 }
 
 #[test]

@@ -37,6 +37,17 @@ pub const SERVER_SPIN: Duration = Duration::from_micros(60);
 /// Sleep slice between liveness checks of the peer.
 const SLICE: Duration = Duration::from_millis(50);
 
+/// A callback slot as the program sends it to the helper: this tag or'ed with the slot's
+/// function index (a non-canonical address, never a real pointer).
+const CB_TAG: u64 = 0xfc00_0000_0000_0000;
+const CB_TAG_MASK: u64 = 0xffff_0000_0000_0000;
+
+/// A value that can be a function of the program: not NULL, not a small or negative
+/// sentinel (`SQLITE_TRANSIENT` is -1), inside the user half of the address space.
+fn is_code_pointer(v: u64) -> bool {
+    (4096..1 << 47).contains(&v)
+}
+
 /// Why a call could not be answered by its owner.
 #[derive(Debug, Clone, Copy)]
 pub enum CallError {
@@ -99,6 +110,54 @@ pub enum Nested {
     Off,
     Record(Vec<NestedRec>),
     Replay(Vec<NestedRec>, usize),
+}
+
+/// Where the nested calls of one call begin in this thread's record (see [`nested_since`]).
+pub struct NestedMark {
+    start: usize,
+    /// The mode was off: recording was switched on for this call alone.
+    own: bool,
+}
+
+/// Starts keeping the nested calls (callbacks included) the next call makes, for its replay
+/// log entry: a replayed call is answered from them, so a restart does not run the program's
+/// callbacks twice. Inside a replicated call the replicas' record is shared.
+pub fn nested_mark() -> NestedMark {
+    NESTED.with(|n| {
+        let mut n = n.borrow_mut();
+        match &*n {
+            Nested::Record(r) => NestedMark {
+                start: r.len(),
+                own: false,
+            },
+            Nested::Off => {
+                *n = Nested::Record(Vec::new());
+                NestedMark {
+                    start: 0,
+                    own: true,
+                }
+            }
+            Nested::Replay(..) => NestedMark {
+                start: usize::MAX,
+                own: false,
+            },
+        }
+    })
+}
+
+/// The nested calls made since `mark`; ends the recording [`nested_mark`] started.
+pub fn nested_since(mark: NestedMark) -> Vec<NestedRec> {
+    NESTED.with(|n| {
+        let mut n = n.borrow_mut();
+        let recs = match &*n {
+            Nested::Record(r) => r.get(mark.start..).map(|s| s.to_vec()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if mark.own {
+            *n = Nested::Off;
+        }
+        recs
+    })
 }
 
 /// Sets this thread's nested-call mode; returns the previous one.
@@ -257,6 +316,17 @@ fn dispatch(idx: usize, frame: &mut Frame) {
                     set_errno(libc::EIO);
                 }
             }
+            None if f.callback.is_some() => {
+                let ty = f.callback.as_ref().map_or("cb", |c| c.ty.as_str());
+                error!(
+                    "callback `{ty}` of module `{}` was called in process '{}' while no call from the program is in flight (a thread the module started?): the helper stops",
+                    f.module,
+                    rt.procs[rt.my_region()].name
+                );
+                // A crash of the helper: the program's recovery takes it from here.
+                // SAFETY: abort has no preconditions.
+                unsafe { libc::abort() }
+            }
             None => {
                 warn!(
                     "{} called from a thread the helper made itself; running it in the helper",
@@ -398,6 +468,28 @@ pub fn client_post(
                     handles::remote_of(region.key(), v),
                 );
             }
+        }
+    }
+    // Program side: function pointers passed as `cb` become callback slots, which the helper
+    // turns into stubs of its own (see `serve`).
+    if from_program && !f.cb_args.is_empty() {
+        let rt = runtime::get().ok_or(CallError::Refused)?;
+        for &(i, first) in &f.cb_args {
+            let loc = f.layout.args[i].1;
+            let v = arg_value(frame, &walk.stack, loc);
+            if !is_code_pointer(v) {
+                continue; // NULL and sentinels such as SQLITE_TRANSIENT pass as they are
+            }
+            let Some(slot) = rt.cb_slot(first, v as usize) else {
+                warn!(
+                    "{}: more than {} distinct functions were passed as callback `{}`: the call is refused",
+                    f.name,
+                    runtime::CB_SLOTS,
+                    rt.fns[first].callback.as_ref().map_or("cb", |c| c.ty.as_str())
+                );
+                return Err(CallError::Refused);
+            };
+            set_arg(&mut tf, &mut stack, loc, CB_TAG | slot as u64);
         }
     }
     let frame_in = &tf;
@@ -756,6 +848,19 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         );
         return fail();
     }
+    // A callback: only a slot the program bound itself, for the process it passed it to.
+    if let Some(cb) = &f.callback {
+        if zero_copy || f.real.load(Acquire) == 0 || cb.process != peer {
+            warn!(
+                "refused a call of callback `{}` of module `{}` from process '{}': the program never passed that function to it",
+                cb.ty,
+                f.module,
+                rt.procs.get(peer_region as usize).map_or("?", |p| &p.name)
+            );
+            return fail();
+        }
+        f.stats.calls.fetch_add(1, Relaxed);
+    }
     if DEPTH.with(|d| d.get()) + 2 > MAX_DEPTH {
         warn!(
             "refused a nested call of {}: calls nest deeper than {}",
@@ -794,7 +899,50 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         if off < m.data_base || end > m.data_end {
             return fail();
         }
-        let ptr = if zero_copy {
+        let ptr = if let (ArgSpec::Strv(count), true) = (spec, zero_copy) {
+            // SAFETY: [off, end) lies inside the data area (checked above); the program wrote
+            // it and waits for the answer.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(data.add(off as usize), len as usize) };
+            let _ = count;
+            match crate::call::marshal::unpack_strv(bytes) {
+                Some((arr, _)) => arr,
+                None => return fail(),
+            }
+        } else if let ArgSpec::Strv(count) = spec {
+            // SAFETY: in bounds (checked above); copied once into memory the peer cannot touch.
+            let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }
+                .to_vec();
+            let Some((arr, n)) = crate::call::marshal::unpack_strv(&mut v) else {
+                warn!(
+                    "refused a nested call of {}: argument {i} is not a well-formed string array",
+                    f.name
+                );
+                return fail();
+            };
+            if let Some(sz) = count {
+                let orig = Frame {
+                    gp: m.gp,
+                    xmm: m.xmm,
+                    ..Frame::default()
+                };
+                let arg = |j: usize| {
+                    f.layout
+                        .args
+                        .get(j)
+                        .map_or(0, |a| arg_value(&orig, &m.stack, a.1))
+                };
+                if crate::call::marshal::size_of(sz, arg, |_| None) != Some(n as u64) {
+                    warn!(
+                        "refused a nested call of {}: argument {i} has {n} strings, not the count its spec gives",
+                        f.name
+                    );
+                    return fail();
+                }
+            }
+            private.push((i, v));
+            arr
+        } else if zero_copy {
             if *spec == ArgSpec::Str && len > 0 {
                 // SAFETY: inside the data area (checked); the program wrote the NUL, but the
                 // string must end inside its slot whatever happened.
@@ -818,6 +966,20 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
             p
         };
         set_arg(&mut frame, &mut stack, *loc, ptr);
+    }
+    if zero_copy {
+        for &(i, first) in &f.cb_args {
+            let loc = f.layout.args[i].1;
+            let v = arg_value(&frame, &stack, loc);
+            if v & CB_TAG_MASK != CB_TAG {
+                continue;
+            }
+            let slot = (v & !CB_TAG_MASK) as usize;
+            if !(first..first + runtime::CB_SLOTS).contains(&slot) {
+                return fail();
+            }
+            set_arg(&mut frame, &mut stack, loc, stubs::stub_addr(slot) as u64);
+        }
     }
     if !zero_copy && !sizes_match(f, m, nargs, &private) {
         warn!(

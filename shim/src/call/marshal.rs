@@ -20,10 +20,7 @@ use crate::platform::abi::{arg_value, Frame, MAX_ARGS, MAX_STACK};
 use module_map::{ArgSpec, Size, SizeBase};
 use std::cell::Cell;
 
-/// Stack words passed with every call whatever the spec lists: a function declared with
-/// fewer `args` than it takes still gets the stack arguments the ABI may have placed (up to
-/// this many; the caller's stack mapping may allow fewer).
-pub const ABI_STACK: usize = 6;
+pub use crate::platform::abi::ABI_STACK;
 
 /// Which way a buffer moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +34,7 @@ pub enum Dir {
 }
 
 /// One non-NULL buffer argument of a call (small: a call's walk is made on the hot path).
+/// A `strv` argument is one `in` buffer: the packed form [`pack_strv`] made of the array.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Buf {
     /// The caller's pointer.
@@ -46,6 +44,8 @@ pub struct Buf {
     /// Argument index in the function's spec.
     pub arg: u16,
     pub dir: Dir,
+    /// `strv`: the bytes are the walk's own packed copy, at this offset of `Walk::packed`.
+    pub packed_at: Option<u32>,
 }
 
 impl Buf {
@@ -65,12 +65,33 @@ impl Buf {
 }
 
 /// The buffers and stack words of one call, as the caller's side computed them once.
-#[derive(Clone, Copy)]
 pub struct Walk {
     pub stack: [u64; MAX_STACK],
     pub nstack: usize,
     bufs: [Buf; MAX_ARGS],
     n: usize,
+    /// The packed copies of `strv` arguments (empty, no allocation, for other calls).
+    packed: Vec<u8>,
+}
+
+impl Clone for Walk {
+    /// A clone's `strv` buffers point into its own packed copies.
+    fn clone(&self) -> Walk {
+        let mut w = Walk {
+            stack: self.stack,
+            nstack: self.nstack,
+            bufs: self.bufs,
+            n: self.n,
+            packed: self.packed.clone(),
+        };
+        let base = w.packed.as_ptr() as u64;
+        for b in &mut w.bufs[..w.n] {
+            if let Some(at) = b.packed_at {
+                b.ptr = base + at as u64;
+            }
+        }
+        w
+    }
 }
 
 const NO_BUF: Buf = Buf {
@@ -78,7 +99,79 @@ const NO_BUF: Buf = Buf {
     len: 0,
     arg: 0,
     dir: Dir::In,
+    packed_at: None,
 };
+
+/// Most entries a `strv` array may have (a NULL-terminated one without its NULL within this
+/// many is refused as too large).
+pub const MAX_STRV: usize = 1 << 16;
+const NULL_ENTRY: u64 = u64::MAX;
+
+/// The packed form of a string array, as it travels: word 0 the entry count n, words 1..=n each
+/// entry's offset from the start (`u64::MAX`: NULL), word n+1 zero (room for the terminating
+/// NULL), then the strings with their NULs. [`unpack_strv`] turns it into a `char **` in place.
+/// `entries` are the array's pointers; `strlen_of` measures one.
+pub fn pack_strv(entries: &[u64], out: &mut Vec<u8>, strlen_of: impl Fn(u64) -> usize) {
+    let n = entries.len();
+    let head = 8 * (n + 2);
+    let start = out.len();
+    out.resize(start + head, 0);
+    out[start..start + 8].copy_from_slice(&(n as u64).to_le_bytes());
+    for (i, &p) in entries.iter().enumerate() {
+        let at = start + 8 * (i + 1);
+        let word = if p == 0 {
+            NULL_ENTRY
+        } else {
+            let off = (out.len() - start) as u64;
+            let len = strlen_of(p);
+            // SAFETY: `p` is a NUL-terminated string of the caller's of `len` bytes (its
+            // length was just measured).
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
+            out.push(0);
+            off
+        };
+        out[at..at + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    while !(out.len() - start).is_multiple_of(8) {
+        out.push(0);
+    }
+}
+
+/// Turns a packed string array (see [`pack_strv`]) that lies at its own address into the
+/// `char **` the callee gets: returns (address of the array, entry count), or None when the
+/// bytes are not a well-formed packed array (an entry outside the strings, a string without
+/// its NUL). The array is NULL-terminated whatever the spec.
+pub fn unpack_strv(buf: &mut [u8]) -> Option<(u64, usize)> {
+    let word = |b: &[u8], i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            b.get(8 * i..8 * i + 8)?.try_into().ok()?,
+        ))
+    };
+    let n = usize::try_from(word(buf, 0)?).ok()?;
+    if n > MAX_STRV {
+        return None;
+    }
+    let head = 8 * (n + 2);
+    if buf.len() < head {
+        return None;
+    }
+    let base = buf.as_ptr() as u64;
+    for i in 1..=n {
+        let w = word(buf, i)?;
+        let p = if w == NULL_ENTRY {
+            0
+        } else {
+            let off = usize::try_from(w).ok()?;
+            if off < head || off >= buf.len() || !buf[off..].contains(&0) {
+                return None;
+            }
+            base + off as u64
+        };
+        buf[8 * i..8 * i + 8].copy_from_slice(&p.to_le_bytes());
+    }
+    buf[8 * (n + 1)..8 * (n + 2)].copy_from_slice(&0u64.to_le_bytes());
+    Some((base + 8, n))
+}
 
 impl Walk {
     /// The walk of the call in `frame` of `f`, read from the caller's memory.
@@ -89,6 +182,7 @@ impl Walk {
             nstack,
             bufs: [NO_BUF; MAX_ARGS],
             n: 0,
+            packed: Vec::new(),
         };
         let arg = |i: usize| {
             f.layout
@@ -113,6 +207,30 @@ impl Walk {
             if p == 0 {
                 continue; // NULL passes NULL
             }
+            if let ArgSpec::Strv(count) = spec {
+                let at = w.packed.len();
+                let len = match strv_entries(p, count.as_ref().map(|s| size_of(s, arg, deref))) {
+                    Some(entries) => {
+                        pack_strv(&entries, &mut w.packed, |e| {
+                            // SAFETY: a non-NULL entry of a `strv` array is a string of the
+                            // caller's.
+                            unsafe { libc::strlen(e as *const libc::c_char) }
+                        });
+                        (w.packed.len() - at) as u64
+                    }
+                    // Too many entries (or an unreadable count): too large to post.
+                    None => u64::MAX,
+                };
+                w.bufs[w.n] = Buf {
+                    ptr: 0,
+                    len,
+                    arg: i as u16,
+                    dir: Dir::In,
+                    packed_at: Some(at as u32),
+                };
+                w.n += 1;
+                continue;
+            }
             let len = match spec {
                 // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
                 ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
@@ -130,8 +248,16 @@ impl Walk {
                     ArgSpec::InOut(_) => Dir::InOut,
                     _ => Dir::In,
                 },
+                packed_at: None,
             };
             w.n += 1;
+        }
+        // The packed copies are final: point their buffers at them.
+        let base = w.packed.as_ptr() as u64;
+        for b in &mut w.bufs[..w.n] {
+            if let Some(at) = b.packed_at {
+                b.ptr = base + at as u64;
+            }
         }
         w
     }
@@ -144,7 +270,7 @@ impl Walk {
     /// The same walk over other buffers of the same lengths (private copies): `ptrs[j]` for
     /// the j-th buffer.
     pub fn rebased(&self, ptrs: &[u64]) -> Walk {
-        let mut w = *self;
+        let mut w = self.clone();
         for (b, p) in w.bufs[..w.n].iter_mut().zip(ptrs) {
             b.ptr = *p;
         }
@@ -158,6 +284,35 @@ impl Walk {
             .filter(|b| b.dir != Dir::Out)
             .map(|b| b.len)
             .sum()
+    }
+}
+
+/// The entries of the string array at `p`: `count` of them (`strv:SIZE`, evaluated), or up
+/// to its NULL (`strv`). None when there are more than [`MAX_STRV`].
+fn strv_entries(p: u64, count: Option<Option<u64>>) -> Option<Vec<u64>> {
+    let read = |i: usize| {
+        // SAFETY: the caller passed an array of string pointers of this many entries (its
+        // spec), or NULL-terminated: entry i is read only while no NULL came before.
+        unsafe { std::ptr::read_unaligned((p as *const u64).add(i)) }
+    };
+    match count {
+        Some(n) => {
+            let n = usize::try_from(n?).ok().filter(|n| *n <= MAX_STRV)?;
+            Some((0..n).map(read).collect())
+        }
+        None => {
+            let mut v = Vec::new();
+            loop {
+                let e = read(v.len());
+                if e == 0 {
+                    return Some(v);
+                }
+                if v.len() == MAX_STRV {
+                    return None;
+                }
+                v.push(e);
+            }
+        }
     }
 }
 
@@ -244,4 +399,74 @@ pub fn stack_words(frame: &Frame, want: usize) -> ([u64; MAX_STACK], usize) {
         unsafe { std::ptr::copy_nonoverlapping(frame.stack, stack.as_mut_ptr(), n) };
     }
     (stack, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(strs: &[Option<&str>]) -> Vec<u8> {
+        let owned: Vec<Option<std::ffi::CString>> = strs
+            .iter()
+            .map(|s| s.map(|s| std::ffi::CString::new(s).unwrap()))
+            .collect();
+        let ptrs: Vec<u64> = owned
+            .iter()
+            .map(|s| s.as_ref().map_or(0, |c| c.as_ptr() as u64))
+            .collect();
+        let mut out = Vec::new();
+        pack_strv(&ptrs, &mut out, |p| {
+            // SAFETY: test strings are CStrings alive in `owned`.
+            unsafe { libc::strlen(p as *const libc::c_char) }
+        });
+        out
+    }
+
+    #[test]
+    fn a_packed_string_array_unpacks_to_the_same_strings_and_nulls() {
+        let mut b = pack(&[Some("id"), None, Some(""), Some("name")]);
+        let (arr, n) = unpack_strv(&mut b).expect("well formed");
+        assert_eq!(n, 4);
+        let got: Vec<Option<String>> = (0..=n)
+            .map(|i| {
+                // SAFETY: unpack_strv made n + 1 pointers at `arr`, inside `b`.
+                let p = unsafe { *(arr as *const u64).add(i) };
+                (p != 0).then(|| {
+                    // SAFETY: each non-NULL entry points at a NUL-terminated string in `b`.
+                    unsafe { std::ffi::CStr::from_ptr(p as *const libc::c_char) }
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Some("id".into()),
+                None,
+                Some("".into()),
+                Some("name".into()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forged_packed_array_is_refused_not_followed() {
+        let good = pack(&[Some("abc")]);
+        // An entry pointing into the header, past the end, or at a string without its NUL.
+        for (word, value) in [(1usize, 0u64), (1, 4096), (1, u64::MAX - 1), (0, 1 << 40)] {
+            let mut b = good.clone();
+            b[8 * word..8 * word + 8].copy_from_slice(&value.to_le_bytes());
+            assert!(unpack_strv(&mut b).is_none(), "word {word} = {value}");
+        }
+        let mut cut = good.clone();
+        let last = cut.len() - 1;
+        cut.truncate(last - 4); // the string's NUL and padding gone
+        for byte in cut.iter_mut().skip(24) {
+            *byte = b'x';
+        }
+        assert!(unpack_strv(&mut cut).is_none());
+        assert!(unpack_strv(&mut [0u8; 4]).is_none());
+    }
 }

@@ -15,7 +15,7 @@ use crate::platform::abi::Layout;
 use crate::platform::got::{self, Maps, Obj, Scanned, Wanted};
 use crate::platform::stubs;
 use crate::transport::region::Region;
-use module_map::{MapError, ModuleMap, RetSpec};
+use module_map::{ArgSpec, MapError, ModuleMap, RetSpec};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
@@ -39,8 +39,27 @@ pub struct FnDesc {
     pub pure: bool,
     pub line: usize,
     /// Address of the real function in this process; 0 while its object is not loaded.
+    /// For a callback slot: the program's function passed into it (0: free).
     pub real: AtomicUsize,
     pub stats: FnStats,
+    /// Set when this entry is a callback slot rather than a mapped function.
+    pub callback: Option<CbSlot>,
+    /// Per `cb` argument of a mapped function: (argument index, index of the first of the
+    /// [`CB_SLOTS`] slots of its callback type).
+    pub cb_args: Vec<(usize, usize)>,
+}
+
+/// Distinct program functions one callback type can hold per process (SPEC.md, "Callbacks":
+/// the bound). A program function passed again reuses its slot.
+pub const CB_SLOTS: usize = 32;
+
+/// One slot of a callback type: a stub index the helper calls, bound to one program function
+/// the first time the program passes it (`FnDesc::real`, set once, never cleared).
+pub struct CbSlot {
+    /// The callback type's name (`row`), or `cb` for bare ones.
+    pub ty: String,
+    /// Owner id of the process the module runs in: the only one that may call the slot.
+    pub process: u32,
 }
 
 /// One GOT slot of a mapped function, and its page's protection when it was found.
@@ -241,6 +260,7 @@ pub(crate) fn build(
             None if profiling => PROFILED,
             None => PROGRAM,
         };
+        let first_fn = fns.len();
         for f in &m.functions {
             let key = format!("modules.{}.functions.{}", m.name, f.name);
             let layout = Layout::of(f)
@@ -275,7 +295,105 @@ pub(crate) fn build(
                 line: f.line,
                 real: AtomicUsize::new(0),
                 stats: FnStats::default(),
+                callback: None,
+                cb_args: Vec::new(),
             });
+        }
+        // Callback slots: only where the module runs in a helper (elsewhere the program's
+        // pointer is passed as it is). Types in declaration order, then bare `cb` if used.
+        if owner == PROGRAM || owner == PROFILED {
+            continue;
+        }
+        let bare_used = m
+            .functions
+            .iter()
+            .any(|f| f.args.contains(&ArgSpec::Cb(None)));
+        let mut types: Vec<(String, module_map::Function)> = m
+            .callbacks
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    module_map::Function {
+                        name: c.name.clone(),
+                        args: c.args.clone(),
+                        ret: c.ret,
+                        pure: false,
+                        line: c.line,
+                    },
+                )
+            })
+            .collect();
+        if bare_used {
+            types.push((
+                "cb".to_string(),
+                module_map::Function {
+                    name: "cb".to_string(),
+                    args: vec![ArgSpec::Val; 6],
+                    ret: RetSpec::Val,
+                    pure: false,
+                    line: m.line,
+                },
+            ));
+        }
+        let mut firsts = Vec::new();
+        for (name, sig) in &types {
+            let key = format!("modules.{}.callbacks.{name}", m.name);
+            let mut layout = Layout::of(sig)
+                .map_err(|e| MapError::at(&path, Some(sig.line), Some(key.clone()), e))?;
+            if name == "cb" {
+                // Bare: every stack word the ABI may have placed.
+                layout.nstack = layout.nstack.max(crate::platform::abi::ABI_STACK);
+            }
+            if fns.len() + CB_SLOTS > stubs::MAX_FNS {
+                return Err(MapError::at(
+                    &path,
+                    Some(sig.line),
+                    Some(key),
+                    format!(
+                        "more than {} functions and callback slots ({CB_SLOTS} per callback type)",
+                        stubs::MAX_FNS
+                    ),
+                ));
+            }
+            firsts.push(fns.len());
+            for k in 0..CB_SLOTS {
+                let label = format!("callback {}.{name}#{k}", m.name);
+                fns.push(FnDesc {
+                    idx: fns.len(),
+                    cname: CString::new(label.clone()).unwrap_or_default(),
+                    name: label,
+                    version: None,
+                    module: m.name.clone(),
+                    object: String::new(),
+                    owner: PROGRAM,
+                    layout: layout.clone(),
+                    ret: sig.ret,
+                    pure: false,
+                    line: sig.line,
+                    real: AtomicUsize::new(0),
+                    stats: FnStats::default(),
+                    callback: Some(CbSlot {
+                        ty: name.clone(),
+                        process: owner,
+                    }),
+                    cb_args: Vec::new(),
+                });
+            }
+        }
+        let bare_first = bare_used.then(|| firsts[firsts.len() - 1]);
+        for (j, f) in m.functions.iter().enumerate() {
+            let d = &mut fns[first_fn + j];
+            for (i, a) in f.args.iter().enumerate() {
+                let first = match a {
+                    ArgSpec::Cb(Some(t)) => firsts.get(*t as usize).copied(),
+                    ArgSpec::Cb(None) => bare_first,
+                    _ => None,
+                };
+                if let Some(first) = first {
+                    d.cb_args.push((i, first));
+                }
+            }
         }
     }
     // An exec-mode helper (FRACTURE_HELPER=k:env, FRACTURE_REGION_FD=fd) attaches to the
@@ -425,7 +543,7 @@ impl Runtime {
     pub fn resolve(&self, objs: &[Obj]) -> Vec<MapError> {
         let mut errors = Vec::new();
         for f in &self.fns {
-            if f.real.load(Relaxed) != 0 {
+            if f.real.load(Relaxed) != 0 || f.callback.is_some() {
                 continue;
             }
             let Some((i, o)) = objs
@@ -463,7 +581,7 @@ impl Runtime {
     /// The name → function table used to match imports.
     fn wanted(&self) -> Wanted<'_> {
         let mut w: Wanted<'_> = HashMap::new();
-        for f in &self.fns {
+        for f in self.fns.iter().filter(|f| f.callback.is_none()) {
             w.entry(f.name.as_str()).or_default().push(f.idx);
         }
         w
@@ -581,6 +699,23 @@ impl Runtime {
         if addr == 0 {
             return None;
         }
-        self.fns.iter().find(|f| f.real.load(Relaxed) == addr)
+        self.fns
+            .iter()
+            .find(|f| f.callback.is_none() && f.real.load(Relaxed) == addr)
+    }
+
+    /// Program side: the callback slot of type `first` (see [`FnDesc::cb_args`]) that holds
+    /// program function `addr`, binding a free one to it the first time. None when all
+    /// [`CB_SLOTS`] are bound to other functions.
+    pub fn cb_slot(&self, first: usize, addr: usize) -> Option<usize> {
+        let slots = self.fns.get(first..first + CB_SLOTS)?;
+        for s in slots {
+            match s.real.compare_exchange(0, addr, AcqRel, Acquire) {
+                Ok(_) => return Some(s.idx),
+                Err(held) if held == addr => return Some(s.idx),
+                Err(_) => continue,
+            }
+        }
+        None
     }
 }

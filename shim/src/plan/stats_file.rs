@@ -24,7 +24,15 @@ pub fn write(rt: &Runtime) {
     );
     let mut first_p = true;
     for (owner, name) in owners {
-        let fns: Vec<_> = rt.fns.iter().filter(|f| f.owner == owner).collect();
+        // A process's section lists its functions and the callbacks the program served for it.
+        let fns: Vec<_> = rt
+            .fns
+            .iter()
+            .filter(|f| match &f.callback {
+                Some(c) => c.process == owner && f.real.load(Relaxed) != 0,
+                None => f.owner == owner,
+            })
+            .collect();
         if fns.is_empty() {
             continue;
         }

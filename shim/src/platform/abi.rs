@@ -65,6 +65,11 @@ pub enum Loc {
     Stack(u16),
 }
 
+/// Stack words passed with every call whatever the spec lists: a function declared with
+/// fewer `args` than it takes still gets the stack arguments the ABI may have placed (up to
+/// this many; the caller's stack mapping may allow fewer).
+pub const ABI_STACK: usize = 6;
+
 /// Most stack words a call may carry (arguments past the registers).
 pub const MAX_STACK: usize = 32;
 /// Most arguments a function spec may list.

@@ -43,6 +43,9 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+/// A data word holding a symbol's address (`S + A`): a table of function pointers such as
+/// pyexpat's handler setters. Routed only with addend 0 (the function itself).
+const R_X86_64_64: u32 = 1;
 const R_X86_64_GLOB_DAT: u32 = 6;
 const DT_NULL: i64 = 0;
 const DT_STRTAB: i64 = 5;
@@ -320,7 +323,8 @@ impl Tables {
         None
     }
 
-    /// Every JUMP_SLOT / GLOB_DAT slot: `f(slot address, symbol name, required version)`.
+    /// Every JUMP_SLOT / GLOB_DAT slot, and every R_X86_64_64 word with addend 0:
+    /// `f(slot address, symbol name, required version)`.
     fn for_each_import(&self, f: &mut dyn FnMut(usize, &str, Option<&str>)) {
         for &(addr, size) in &self.rels {
             let n = size / std::mem::size_of::<Rela>();
@@ -329,7 +333,8 @@ impl Tables {
                 // the walk runs.
                 let r = unsafe { &*((addr + i * std::mem::size_of::<Rela>()) as *const Rela) };
                 let ty = (r.info & 0xffff_ffff) as u32;
-                if ty != R_X86_64_JUMP_SLOT && ty != R_X86_64_GLOB_DAT {
+                let word = ty == R_X86_64_64 && r.addend == 0;
+                if ty != R_X86_64_JUMP_SLOT && ty != R_X86_64_GLOB_DAT && !word {
                     continue;
                 }
                 let sym = (r.info >> 32) as usize;

@@ -133,9 +133,11 @@ pub fn complete(rt: &Runtime, f: &FnDesc, p: &ProcRt, a: Attempt<'_>, frame: &mu
         gate,
         logged,
     } = a;
+    let mark = logged.is_some().then(dispatch::nested_mark);
     let result = dispatch::call_finish(rt, f, p, begun, frame);
+    let nested = mark.map(dispatch::nested_since).unwrap_or_default();
     if let (Ok(_), Some(entry)) = (&result, logged.as_ref()) {
-        crate::supervise::replay::record(p, f, entry.clone(), frame);
+        crate::supervise::replay::record(p, f, entry.clone(), frame, nested);
     }
     drop(gate);
     Done { result, logged }
@@ -173,9 +175,11 @@ pub fn try_call_after(
             Some(r) => r,
             None => {
                 let _gate = dispatch::gate_for(p, f.owner);
+                let mark = logged.is_some().then(dispatch::nested_mark);
                 let r = dispatch::call_once(rt, f, p, frame, walk);
+                let nested = mark.map(dispatch::nested_since).unwrap_or_default();
                 if let (Ok(_), Some(entry)) = (&r, logged.as_ref()) {
-                    crate::supervise::replay::record(p, f, entry.clone(), frame);
+                    crate::supervise::replay::record(p, f, entry.clone(), frame, nested);
                 }
                 r
             }

@@ -32,6 +32,9 @@ pub struct Entry {
     inputs: Vec<Vec<u8>>,
     /// The token the program got back (ret: handle), re-pointed on replay.
     ret_token: u64,
+    /// What the program answered to the call's nested calls and callbacks: a replay is
+    /// answered from it, so the program's functions do not run twice.
+    nested: Vec<dispatch::NestedRec>,
 }
 
 // SAFETY: an Entry's frame has its stack pointer nulled at capture (the stack words are
@@ -93,17 +96,25 @@ pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
     Entry {
         func: f.idx,
         frame,
-        walk: *walk,
+        walk: walk.clone(),
         inputs,
         ret_token: 0,
+        nested: Vec::new(),
     }
 }
 
 /// Appends a call that returned to the log of `p`.
-pub fn record(p: &ProcRt, f: &FnDesc, mut e: Entry, frame_after: &Frame) {
+pub fn record(
+    p: &ProcRt,
+    f: &FnDesc,
+    mut e: Entry,
+    frame_after: &Frame,
+    nested: Vec<dispatch::NestedRec>,
+) {
     if f.ret == RetSpec::Handle {
         e.ret_token = frame_after.ret_rax;
     }
+    e.nested = nested;
     let mut log = log_of(p.index).lock().unwrap_or_else(|x| x.into_inner());
     log.push(e);
     LAST.with(|l| l.set(Some((p.primary, log.len() - 1))));
@@ -151,7 +162,10 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
         let mut walk = e.walk.rebased(&ptrs);
         walk.stack = stack;
         frame.stack = walk.stack.as_ptr();
-        if let Err(e) = dispatch::call_once(rt, f, p, &mut frame, &walk) {
+        let outer = dispatch::nested_mode(dispatch::Nested::Replay(e.nested.clone(), 0));
+        let r = dispatch::call_once(rt, f, p, &mut frame, &walk);
+        dispatch::nested_mode(outer);
+        if let Err(e) = r {
             debug!("replay of {} into '{}' failed: {e:?}", f.name, p.name);
             ok = false;
             break;

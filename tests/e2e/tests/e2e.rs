@@ -11,6 +11,7 @@
 mod util;
 
 mod boundary;
+mod callbacks;
 mod cli;
 mod exec_mode;
 mod fixtures;
