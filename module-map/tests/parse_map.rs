@@ -331,7 +331,7 @@ modules:
     assert_eq!(e.key(), Some("modules.m.functions.f.args[1]"));
     assert_eq!(
         e.to_string(),
-        "map.yaml:5: modules.m.functions.f.args[1]: unknown argument spec `strr`; expected one of: val, handle, str, cb, f64, in:SIZE, out:SIZE, inout:SIZE"
+        "map.yaml:5: modules.m.functions.f.args[1]: unknown argument spec `strr`; expected one of: val, handle, str, f64, in:SIZE, out:SIZE, inout:SIZE, strv, strv:SIZE, cb, cb:NAME"
     );
 
     // Block-style list: the item's own line.
