@@ -140,3 +140,50 @@ fn python_pyexpat_handlers_run_in_the_program_while_libexpat_runs_in_a_helper() 
     assert_eq!(calls(&s, "xmlhelper", "callback expat.end#0"), 7911);
     assert!(calls(&s, "xmlhelper", "callback expat.text#0") > 10_000);
 }
+
+/// A C program on the system's libsqlite3: its scalar and aggregate SQL functions, its
+/// collation and its sqlite3_exec row callback run in the program while sqlite runs in a helper.
+#[test]
+fn sqlite_functions_collation_and_exec_rows_are_the_programs_own_while_sqlite_is_isolated() {
+    let dir = TempDir::new("cb-sqlite");
+    let st = dir.path("stats.json");
+    let o = Twin::new(&config("sqlite-cb.yaml"), &fixture("fx_sql_prog"), &[])
+        .stats(&st)
+        .same_as_plain();
+    assert!(stdout(&o).contains("rows 24, function calls 41"), "{}", stdout(&o));
+    let s = stats(&st);
+    assert_eq!(calls(&s, "sqlhelper", "sqlite3_exec"), 7);
+    assert_eq!(calls(&s, "sqlhelper", "callback sql.row#0"), 24);
+    assert_eq!(calls(&s, "sqlhelper", "callback sql.final#0"), 3);
+    assert!(calls(&s, "sqlhelper", "callback sql.collate#0") > 0);
+    // The SQL functions' own calls back into sqlite were nested calls into the helper.
+    assert_eq!(calls(&s, "sqlhelper", "sqlite3_result_text"), 20);
+}
+
+#[test]
+fn replicated_callbacks_run_once_in_the_program() {
+    // Replica 0's callbacks run in the program, the others are answered from the record:
+    // the program's own counters show every callback ran once.
+    Twin::new(&config("fx-cb.yaml"), &fixture("fx_cb_prog"), &["all"])
+        .set("processes.cbhelper.replicate={count: 3, on_mismatch: majority}")
+        .same_as_plain();
+}
+
+#[test]
+fn a_checkpointed_helper_keeps_its_callbacks_across_a_restart() {
+    let o = under(
+        &config("fx-cb.yaml"),
+        &["--set", "processes.cbhelper.on_crash.restore=checkpoint"],
+        &fixture("fx_cb_prog"),
+        &["late"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "hook: fired #1 v=1 (program calls so far 1)\nfire 1 -> 2\nhook: fired #2 v=2 (program calls so far 2)\nfire 2 -> 4\nprogram callbacks ran: 2\n",
+        "{}",
+        stderr(&o)
+    );
+}
