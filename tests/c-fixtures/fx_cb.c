@@ -38,7 +38,13 @@ void fxcb_set_hook(hook_fn h) { hook = h; }
 long fxcb_fire(long v) {
     char msg[64];
     fired++;
+#ifdef FX_V2
+    /* The "second version" (target/fixtures/v2/libfx_cb.so): the hook hears another message,
+     * the answer stays the same; only the callbacks tell the versions apart. */
+    snprintf(msg, sizeof msg, "fired no. %ld", fired);
+#else
     snprintf(msg, sizeof msg, "fired #%ld", fired);
+#endif
     if (hook)
         hook(msg, v);
     return v * 2;

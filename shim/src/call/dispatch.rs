@@ -89,6 +89,8 @@ thread_local! {
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     /// Nested calls of a replicated call (see [`Nested`]).
     static NESTED: RefCell<Nested> = const { RefCell::new(Nested::Off) };
+    /// Digest of the nested calls served for the replica now answering (see [`take_seen`]).
+    static SEEN: Cell<u64> = const { Cell::new(0) };
 }
 
 /// A nested call the program served for replica 0 of a replicated call: what it answered.
@@ -100,6 +102,53 @@ pub struct NestedRec {
     /// (argument index, bytes) of the out/inout buffers after the call.
     outs: Vec<(usize, Vec<u8>)>,
     ret_str: Option<Vec<u8>>,
+    /// What the call asked: its function and the bytes of its buffers (see [`asked`]).
+    asked: u64,
+}
+
+/// One nested call as the program saw it, for comparing replicas: the function and the bytes
+/// of its buffer arguments. `val` arguments are left out: they may be the replica's own
+/// pointers (a `sqlite3_context *`), which differ between helpers that agree.
+fn asked(f: &FnDesc, private: &[(usize, Vec<u8>)]) -> u64 {
+    let mut h = fold(0xcbf2_9ce4_8422_2325, f.idx as u64);
+    for (i, v) in private {
+        h = fold(h, *i as u64);
+        // A string array's pointer words are this process's addresses: only its count (word
+        // 0, kept by `unpack_strv`) and its strings are compared.
+        let skip = match f.layout.args.get(*i) {
+            Some((ArgSpec::Strv(_), _)) => v
+                .get(..8)
+                .and_then(|w| w.try_into().ok())
+                .map(u64::from_le_bytes)
+                .map_or(0, |n| (n as usize).saturating_add(2).saturating_mul(8)),
+            _ => 0,
+        };
+        h = fold(h, v.len() as u64);
+        for &b in v.get(skip..).unwrap_or_default() {
+            h = fold(h, u64::from(b));
+        }
+    }
+    h
+}
+
+fn fold(acc: u64, x: u64) -> u64 {
+    (acc ^ x).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// The digest of a sequence of nested calls (what replica 0 did, from its record).
+pub fn nested_digest(recs: &[NestedRec]) -> u64 {
+    recs.iter().fold(0, |acc, r| fold(acc, r.asked))
+}
+
+/// Starts this thread's digest of the nested calls it serves (see [`take_seen`]).
+pub fn set_seen(d: u64) {
+    SEEN.with(|s| s.set(d));
+}
+
+/// The digest of the nested calls served since [`set_seen`]: a replica whose callbacks differ
+/// from replica 0's gets a different digest, and its answer loses the vote.
+pub fn take_seen() -> u64 {
+    SEEN.with(|s| s.replace(0))
 }
 
 /// While a replicated call runs: replica 0's nested calls into the program are executed and
@@ -997,6 +1046,10 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         top: m.data_end,
     });
     set_errno(m.errno);
+    let asked_now = if zero_copy { 0 } else { asked(f, &private) };
+    if !zero_copy {
+        SEEN.with(|s| s.set(fold(s.get(), asked_now)));
+    }
     // Replicated call, program side: answer from the record, or record what ran.
     let replaying = !zero_copy && NESTED.with(|n| matches!(*n.borrow(), Nested::Replay(..)));
     let recorded: Option<NestedRec> = if replaying {
@@ -1071,6 +1124,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
                         })
                         .cloned()
                         .collect(),
+                    asked: asked_now,
                     ret_str: (f.ret == RetSpec::Str && frame.ret_rax != 0).then(|| {
                         // SAFETY: the function returned a NUL-terminated string (its spec).
                         unsafe { std::ffi::CStr::from_ptr(frame.ret_rax as *const libc::c_char) }

@@ -49,6 +49,8 @@ struct Answer {
     rax: [u64; 2],
     string: Option<Vec<u8>>,
     outs: Vec<Vec<u8>>,
+    /// Digest of the nested calls and callbacks the replica made (`dispatch::nested_digest`).
+    nested: u64,
 }
 
 /// A frame whose buffer arguments point at private copies of the caller's buffers.
@@ -135,6 +137,7 @@ fn run_private(
                 rax: value_of(f, &pv.frame),
                 string: string.unwrap_or_else(|| returned_string(f, rax)),
                 outs: outs_of(&pv.bufs),
+                nested: crate::call::dispatch::take_seen(),
             };
             Some((a, if f.ret == RetSpec::Handle { rax } else { 0 }))
         }
@@ -269,12 +272,15 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     let logged0 = crate::supervise::replay::take_last(k);
     let mut done: Vec<Option<(Done, Option<Vec<u8>>)>> = Vec::with_capacity(reps.len());
     crate::call::hooks::set_secondary(true);
+    let mut seen_first: Vec<u64> = Vec::with_capacity(reps.len());
     for ((p, pv), a) in reps.iter().skip(1).zip(copies.iter_mut()).zip(attempts) {
         nested_mode(Nested::Replay(record.clone(), 0));
+        crate::call::dispatch::set_seen(0);
         done.push(a.map(|a| {
             let d = recovery::complete(rt, f, p, a, &mut pv.frame);
             with_string(f, d, pv.frame.ret_rax)
         }));
+        seen_first.push(crate::call::dispatch::take_seen());
     }
     crate::call::hooks::set_secondary(false);
     // A retry of replica 0 records afresh: the record is what its answering attempt did.
@@ -297,6 +303,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
                 rax: value_of(f, frame),
                 string: string0.unwrap_or_else(|| returned_string(f, rax)),
                 outs: caller_outs(walk),
+                nested: crate::call::dispatch::nested_digest(&record),
             });
         }
         Err(e) => failure = Some(e.clone()),
@@ -304,8 +311,18 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     let answer0 = *frame;
     // A replica restarted to retry this call replays the log without this call's own entry.
     crate::supervise::replay::skip_entry(k, own_entry);
-    for (((r, p), pv), d) in reps.iter().enumerate().skip(1).zip(copies).zip(done) {
+    for ((((r, p), pv), d), seen) in reps
+        .iter()
+        .enumerate()
+        .skip(1)
+        .zip(copies)
+        .zip(done)
+        .zip(seen_first)
+    {
         nested_mode(Nested::Replay(record.clone(), 0));
+        // A first attempt that succeeded keeps its digest; a retry starts afresh.
+        let ok = d.as_ref().is_some_and(|x| x.0.ok());
+        crate::call::dispatch::set_seen(if ok { seen } else { 0 });
         if let Some((a, tok)) = run_private(rt, f, p, pv, d) {
             answers[r] = Some(a);
             tokens[r] = tok;
@@ -538,6 +555,9 @@ fn describe_answer(f: &FnDesc, a: &Answer) -> String {
             (h ^ *b as u64).wrapping_mul(0x100000001b3)
         });
         s.push_str(&format!(" (out-buffers {sum:016x})"));
+    }
+    if a.nested != 0 {
+        s.push_str(&format!(" (nested calls and callbacks {:016x})", a.nested));
     }
     s
 }

@@ -150,7 +150,11 @@ fn sqlite_functions_collation_and_exec_rows_are_the_programs_own_while_sqlite_is
     let o = Twin::new(&config("sqlite-cb.yaml"), &fixture("fx_sql_prog"), &[])
         .stats(&st)
         .same_as_plain();
-    assert!(stdout(&o).contains("rows 24, function calls 41"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("rows 24, function calls 41"),
+        "{}",
+        stdout(&o)
+    );
     let s = stats(&st);
     assert_eq!(calls(&s, "sqlhelper", "sqlite3_exec"), 7);
     assert_eq!(calls(&s, "sqlhelper", "callback sql.row#0"), 24);
@@ -186,4 +190,33 @@ fn a_checkpointed_helper_keeps_its_callbacks_across_a_restart() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn a_replica_whose_callbacks_differ_is_a_mismatch_and_is_outvoted() {
+    // The third replica loads a build of libfx_cb whose fxcb_fire returns the same value but
+    // tells the hook another message: only its callbacks differ.
+    let dir = TempDir::new("cb-nversion");
+    let st = dir.path("stats.json");
+    let v2 = root().join("target/fixtures/v2");
+    let set = format!(
+        "processes.cbhelper.replicate={{count: 3, on_mismatch: majority, envs: [{{}}, {{}}, {{library_path: {}}}]}}",
+        v2.display()
+    );
+    let o = Twin::new(&config("fx-cb.yaml"), &fixture("fx_cb_prog"), &["all"])
+        .set(&set)
+        .stats(&st)
+        .fracture_speaks()
+        .same_as_plain();
+    let err = stderr(&o);
+    assert!(
+        err.contains("mismatch in fxcb_fire(1): replicas [0, 1] answered 2"),
+        "{err}"
+    );
+    assert!(!err.contains("mismatch in fxcb_each"), "{err}");
+    let s = stats(&st);
+    let reps = s["processes"]["cbhelper"]["replicas"].as_array().unwrap();
+    assert_eq!(reps[2]["mismatches"], 4, "{s}");
+    assert_eq!(reps[0]["mismatches"], 0, "{s}");
+    assert_eq!(reps[1]["mismatches"], 0, "{s}");
 }
