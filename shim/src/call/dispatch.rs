@@ -91,6 +91,8 @@ thread_local! {
     static NESTED: RefCell<Nested> = const { RefCell::new(Nested::Off) };
     /// Digest of the nested calls served for the replica now answering (see [`take_seen`]).
     static SEEN: Cell<u64> = const { Cell::new(0) };
+    /// Set while a replicated call runs (see [`digests`]).
+    static DIGESTS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A nested call the program served for replica 0 of a replicated call: what it answered.
@@ -124,11 +126,23 @@ fn asked(f: &FnDesc, private: &[(usize, Vec<u8>)]) -> u64 {
             _ => 0,
         };
         h = fold(h, v.len() as u64);
-        for &b in v.get(skip..).unwrap_or_default() {
+        let bytes = v.get(skip..).unwrap_or_default();
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = fold(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        }
+        for &b in words.remainder() {
             h = fold(h, u64::from(b));
         }
     }
     h
+}
+
+/// Compares replicas' nested calls only while a replicated call runs (the digest costs a
+/// pass over every buffer of every nested call). Returns the previous setting, which the
+/// caller restores (a replicated call may nest in another one's callback).
+pub fn digests(on: bool) -> bool {
+    DIGESTS.with(|d| d.replace(on))
 }
 
 fn fold(acc: u64, x: u64) -> u64 {
@@ -442,6 +456,8 @@ unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
 pub struct Moved {
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// How long the helper says it took (ns; 0: not said).
+    pub served_ns: u64,
 }
 
 /// Sends the call in `frame` to the peer on channel `c` of `region` and waits for the answer,
@@ -479,6 +495,8 @@ pub struct Posted {
     spin: Duration,
     /// The CPU hint the call carries (0: none).
     hint: u32,
+    /// Spin yielding the CPU (the serving thread may be on ours).
+    yielding: bool,
 }
 
 /// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
@@ -553,6 +571,16 @@ pub fn client_post(
     } else {
         0
     };
+    // A caller about to spin while the serving thread sits on its CPU (sent there by a sleeping
+    // call before) yields while it spins: the helper must get the CPU to answer (and, told
+    // hint 0, moves off it).
+    let yielding = from_program
+        && !spin.is_zero()
+        && ch.last_hint.load(Relaxed) != 0
+        && crate::call::colocate::hint_for(Duration::ZERO) == ch.last_hint.load(Relaxed);
+    if from_program {
+        ch.last_hint.store(spin_hint, Relaxed);
+    }
     let mut m: Msg = Msg {
         kind: MSG_CALL,
         func: f.idx as u32,
@@ -583,6 +611,7 @@ pub fn client_post(
     let moved = Moved {
         bytes_in: walk.bytes_in(),
         bytes_out: 0,
+        served_ns: 0,
     };
     for b in walk.bufs() {
         let end = cursor
@@ -629,6 +658,7 @@ pub fn client_post(
         moved,
         spin,
         hint: spin_hint,
+        yielding,
     })
 }
 
@@ -653,6 +683,7 @@ pub fn client_wait(
         mut moved,
         spin,
         hint,
+        yielding,
     } = posted;
     let _stay = crate::call::colocate::stay_for(hint);
     let ch = region.channel(c);
@@ -663,7 +694,7 @@ pub fn client_wait(
         (ch.to_prog(), ch.to_helper())
     };
     loop {
-        let Some(s) = recv.wait(seen, spin, SLICE, stop) else {
+        let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
             return Err(CallError::Died(-1));
         };
@@ -673,6 +704,7 @@ pub fn client_wait(
         let r = ch.read_msg();
         match r.kind {
             MSG_RETURN => {
+                moved.served_ns = u64::from(r.hint);
                 frame.ret_rax = r.ret_rax;
                 frame.ret_rdx = r.ret_rdx;
                 frame.ret_xmm0 = r.ret_xmm0;
@@ -1046,8 +1078,12 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         top: m.data_end,
     });
     set_errno(m.errno);
-    let asked_now = if zero_copy { 0 } else { asked(f, &private) };
-    if !zero_copy {
+    let asked_now = if zero_copy || !DIGESTS.with(|d| d.get()) {
+        0
+    } else {
+        asked(f, &private)
+    };
+    if asked_now != 0 {
         SEEN.with(|s| s.set(fold(s.get(), asked_now)));
     }
     // Replicated call, program side: answer from the record, or record what ran.
@@ -1380,8 +1416,10 @@ pub fn call_finish(
         &r,
         crate::call::hooks::replaying() || crate::call::hooks::secondary(),
     ) {
+        let ns = t0.elapsed().as_nanos() as u64;
+        f.stats.record(ns, m.bytes_in, m.bytes_out);
         f.stats
-            .record(t0.elapsed().as_nanos() as u64, m.bytes_in, m.bytes_out);
+            .note_service(if m.served_ns != 0 { m.served_ns } else { ns });
     }
     r
 }
@@ -1500,7 +1538,7 @@ pub fn control(p: &ProcRt, kind: u32, limit: Duration) -> Result<Msg, CallError>
     let stop = || helper_gone(p) || t0.elapsed() > limit;
     let r = match ch
         .to_prog()
-        .wait(seen, Duration::from_micros(50), SLICE, stop)
+        .wait(seen, Duration::from_micros(50), false, SLICE, stop)
     {
         Some(_) => Ok(ch.read_msg()),
         None => Err(CallError::Died(-1)),

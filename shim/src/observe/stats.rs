@@ -82,6 +82,13 @@ impl FnStats {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
         self.hist[bucket_of(ns)].fetch_add(1, Relaxed);
+    }
+
+    /// Notes how long the helper took to serve one call (its own word, from the answer; the
+    /// caller's elapsed time when it gave none): what [`FnStats::spin_budget`] decides from.
+    /// The service time, not the caller's elapsed time, so that a function slept for (and
+    /// slower for it) is spun for again once its calls turn out short.
+    pub fn note_service(&self, ns: u64) {
         // Capped, so that a few slow calls do not turn spinning off for the fast majority.
         let sample = ns.min(300_000);
         let old = self.ewma_ns.load(Relaxed);
@@ -177,21 +184,21 @@ mod tests {
             "a new function spins"
         );
         for _ in 0..50 {
-            s.record(2_000, 0, 0);
+            s.note_service(2_000);
         }
         let short = s.spin_budget();
         assert!(short >= std::time::Duration::from_micros(30), "{short:?}");
         for _ in 0..50 {
-            s.record(900_000, 0, 0);
+            s.note_service(900_000);
         }
         assert_eq!(s.spin_budget(), std::time::Duration::ZERO);
         // A mix where most calls are short again spins again.
         for _ in 0..50 {
-            s.record(5_000, 0, 0);
+            s.note_service(5_000);
         }
         assert!(s.spin_budget() > std::time::Duration::ZERO);
         // One slow call among fast ones does not turn spinning off.
-        s.record(5_000_000, 0, 0);
+        s.note_service(5_000_000);
         assert!(s.spin_budget() > std::time::Duration::ZERO);
     }
 

@@ -260,6 +260,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     }
     let mut attempts = attempts.into_iter();
     let outer = nested_mode(Nested::Record(Vec::new()));
+    let outer_digests = crate::call::dispatch::digests(true);
     crate::supervise::replay::take_last(k);
     let done0 = attempts.next().flatten().map(|a| {
         with_string(
@@ -330,6 +331,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     }
     crate::supervise::replay::skip_entry(k, None);
     nested_mode(outer);
+    crate::call::dispatch::digests(outer_digests);
     *frame = answer0;
     crate::call::dispatch::set_errno(errno0);
     if let Some(Some(s)) = answers[0].as_ref().map(|a| a.string.as_ref()) {

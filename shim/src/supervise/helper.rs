@@ -112,9 +112,13 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
                 }
             }
         }
-        bell.wait(seen, Duration::ZERO, Duration::from_millis(200), || {
-            h.shutdown.load(SeqCst) != 0
-        });
+        bell.wait(
+            seen,
+            Duration::ZERO,
+            false,
+            Duration::from_millis(200),
+            || h.shutdown.load(SeqCst) != 0,
+        );
     }
 }
 
@@ -154,6 +158,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let Some(s) = dir.wait(
             seen,
             crate::call::colocate::server_spin(dispatch::SERVER_SPIN),
+            false,
             Duration::from_millis(200),
             || h.shutdown.load(SeqCst) != 0,
         ) else {
@@ -166,7 +171,12 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
             crate::call::colocate::follow(m.hint);
-            dispatch::serve(rt, &region, c, &m, true)
+            let t = std::time::Instant::now();
+            let mut r = dispatch::serve(rt, &region, c, &m, true);
+            r.hint = u32::try_from(t.elapsed().as_nanos())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            r
         } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)
         } else {

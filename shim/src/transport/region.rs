@@ -95,9 +95,11 @@ pub struct Msg {
     pub nstack: u32,
     /// Entries of `arg_off`/`arg_len` in use (calls).
     pub nargs: u32,
-    /// Written by the program in a call, read by the helper as a scheduling hint only: 0 when
+    /// In a call, written by the program, read by the helper as a scheduling hint only: 0 when
     /// the caller spins for the answer, else the caller's CPU + 1 when it sleeps (the serving
-    /// thread then runs on that CPU, see `call::colocate`). A helper ignores anything else.
+    /// thread then runs on that CPU, see `call::colocate`). In an answer, written by the
+    /// helper: how long it took to serve the call, in ns (0: not said), read by the program for
+    /// its wait policy only.
     pub hint: u32,
     /// Data of this message lies in `[data_base, data_end)` of the channel's data area.
     pub data_base: u64,
@@ -177,6 +179,10 @@ pub struct Channel {
     /// `to_helper_seq` before starting a new helper, so nothing is served twice).
     pub consumed: AtomicU32,
     pub msg: Msg,
+    /// The hint of the program's last call on this channel (see `Msg::hint`): where the
+    /// serving thread went. Written and read by the program; a helper that scribbles on it
+    /// changes only how the program waits.
+    pub last_hint: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<RegionHeader>() <= HEADER_SIZE);
@@ -431,10 +437,12 @@ impl Dir<'_> {
     /// Waits until `seq` differs from `seen`, spinning for `spin` first, then sleeping in
     /// slices of `slice`; between slices `give_up()` may end the wait (peer dead).
     /// Returns the new sequence, or None when `give_up` said so.
+    /// `yielding`: the peer may be waiting for this very CPU; yield between short rounds.
     pub fn wait(
         &self,
         seen: u32,
         spin: Duration,
+        yielding: bool,
         slice: Duration,
         mut give_up: impl FnMut() -> bool,
     ) -> Option<u32> {
@@ -442,7 +450,7 @@ impl Dir<'_> {
             let start = std::time::Instant::now();
             // A round of `pause`s lasts ~50 ns each here: when crowded, yield after a few, so a
             // peer with work is not kept off its CPU for microseconds.
-            let crowded = CROWDED.load(Relaxed);
+            let crowded = yielding || CROWDED.load(Relaxed);
             let round = if crowded { CROWDED_ROUND } else { 64 };
             'spin: loop {
                 for _ in 0..round {
