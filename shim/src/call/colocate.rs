@@ -26,6 +26,31 @@ thread_local! {
     static ORIGINAL: Cell<Option<libc::cpu_set_t>> = const { Cell::new(None) };
 }
 
+thread_local! {
+    /// Helper side: when this thread last heard from the program (a call, or the answer to a
+    /// nested call it made).
+    static HEARD: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+}
+
+/// Helper side: a message from the program just arrived.
+pub fn heard() {
+    HEARD.with(|h| h.set(Some(std::time::Instant::now())));
+}
+
+/// Helper side, for a message to the program: how long this thread worked since it last
+/// heard from it, in ns (1 at least; 0 when unknown). The program's wait policy reads it: each
+/// wait of a call (for a nested call, a callback or the answer) is as long as the work
+/// between two messages, whatever the program's callbacks took in between.
+pub fn worked_ns() -> u32 {
+    HEARD.with(|h| {
+        h.get().map_or(0, |t| {
+            u32::try_from(t.elapsed().as_nanos())
+                .unwrap_or(u32::MAX)
+                .max(1)
+        })
+    })
+}
+
 /// The hint a caller writes into its call: its CPU + 1 when it will sleep for the answer.
 pub fn hint_for(spin: Duration) -> u32 {
     if !spin.is_zero() {

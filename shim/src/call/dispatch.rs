@@ -566,10 +566,14 @@ pub fn client_post(
     } else {
         crate::call::colocate::server_spin(SERVER_SPIN)
     };
+    // Program: where it waits (see `call::colocate`). Helper: how long it worked since the
+    // program last spoke to it (for the program's wait policy).
     let spin_hint = if from_program && colocate {
         crate::call::colocate::hint_for(spin)
-    } else {
+    } else if from_program {
         0
+    } else {
+        crate::call::colocate::worked_ns()
     };
     // A caller about to spin while the serving thread sits on its CPU (sent there by a sleeping
     // call before) yields while it spins: the helper must get the CPU to answer (and, told
@@ -702,6 +706,14 @@ pub fn client_wait(
             ch.consumed.store(s, SeqCst);
         }
         let r = ch.read_msg();
+        if from_program {
+            // The helper's word on how long this wait was work (policy only).
+            if r.hint != 0 {
+                f.stats.note_service(u64::from(r.hint));
+            }
+        } else {
+            crate::call::colocate::heard();
+        }
         match r.kind {
             MSG_RETURN => {
                 moved.served_ns = u64::from(r.hint);
@@ -1418,8 +1430,10 @@ pub fn call_finish(
     ) {
         let ns = t0.elapsed().as_nanos() as u64;
         f.stats.record(ns, m.bytes_in, m.bytes_out);
-        f.stats
-            .note_service(if m.served_ns != 0 { m.served_ns } else { ns });
+        if m.served_ns == 0 {
+            // The helper said nothing: the caller's own elapsed time stands in.
+            f.stats.note_service(ns);
+        }
     }
     r
 }

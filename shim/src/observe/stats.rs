@@ -24,8 +24,6 @@ pub struct FnStats {
     /// Environment of the last successful retry: 0 = the process's env, n = retry_envs[n-1];
     /// u64::MAX while no retry succeeded.
     pub succeeded_env: AtomicU64,
-    /// Moving average of the call latency (ns), for the caller's spin budget.
-    pub ewma_ns: AtomicU64,
     /// Running share of calls answered within [`SHORT_NS`], in 1/1024ths (starts at "all").
     short_share: AtomicU64,
     hist: [AtomicU64; BUCKETS],
@@ -40,7 +38,6 @@ impl Default for FnStats {
             failures: AtomicU64::new(0),
             nested: AtomicU64::new(0),
             unsampled: AtomicU64::new(0),
-            ewma_ns: AtomicU64::new(0),
             short_share: AtomicU64::new(1024),
             crashes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
@@ -89,15 +86,6 @@ impl FnStats {
     /// The service time, not the caller's elapsed time, so that a function slept for (and
     /// slower for it) is spun for again once its calls turn out short.
     pub fn note_service(&self, ns: u64) {
-        // Capped, so that a few slow calls do not turn spinning off for the fast majority.
-        let sample = ns.min(300_000);
-        let old = self.ewma_ns.load(Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            (old * 7 + sample) / 8
-        };
-        self.ewma_ns.store(new, Relaxed);
         // Share of short calls, a moving average over about the last 16 calls.
         let short = if ns <= SHORT_NS { 1024 } else { 0 };
         let old = self.short_share.load(Relaxed);
@@ -105,21 +93,16 @@ impl FnStats {
     }
 
     /// How long a caller should spin before sleeping. Spinning pays only when the answer is
-    /// due within a wake-up's cost: when fewer than a quarter of the recent calls were that
-    /// short, the caller sleeps at once (a spin that rarely ends in an answer burns a CPU for
-    /// the whole call, `file -f` with libmagic isolated cost twice the CPU of plain `file`);
-    /// otherwise it spins for about twice the usual latency (30-500 µs), then sleeps.
+    /// due within a wake-up's cost: when fewer than half of the recent waits were that short
+    /// ([`SHORT_NS`] of the helper's own work), the caller sleeps at once (a spin that rarely
+    /// ends in an answer burns a CPU for the whole call: `file -f` with libmagic isolated cost
+    /// twice the CPU of plain `file`); otherwise it spins as long as a short wait takes, twice
+    /// over, and sleeps if the answer is not there by then (the call is a long one).
     pub fn spin_budget(&self) -> std::time::Duration {
         if self.short_share.load(Relaxed) < 512 {
             return std::time::Duration::ZERO;
         }
-        let e = self.ewma_ns.load(Relaxed);
-        let us = if e == 0 {
-            30
-        } else {
-            (e * 2 / 1000).clamp(30, 500)
-        };
-        std::time::Duration::from_micros(us)
+        std::time::Duration::from_nanos(2 * SHORT_NS)
     }
 
     /// Latency percentile in microseconds (bucket midpoint, ±12%).
@@ -187,7 +170,7 @@ mod tests {
             s.note_service(2_000);
         }
         let short = s.spin_budget();
-        assert!(short >= std::time::Duration::from_micros(30), "{short:?}");
+        assert!(short >= std::time::Duration::from_micros(20), "{short:?}");
         for _ in 0..50 {
             s.note_service(900_000);
         }

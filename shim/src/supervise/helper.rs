@@ -170,12 +170,10 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         ch.consumed.store(s, SeqCst);
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
+            crate::call::colocate::heard();
             crate::call::colocate::follow(m.hint);
-            let t = std::time::Instant::now();
             let mut r = dispatch::serve(rt, &region, c, &m, true);
-            r.hint = u32::try_from(t.elapsed().as_nanos())
-                .unwrap_or(u32::MAX)
-                .max(1);
+            r.hint = crate::call::colocate::worked_ns();
             r
         } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)
