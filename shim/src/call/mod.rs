@@ -1,7 +1,10 @@
-//! Calls: the one buffer walk of a call (`marshal`), the client and server sides of a call
-//! over a channel and nested calls (`dispatch`), handle translation (`handles`), and the
-//! hooks through which the layers above take part in a call (`hooks`).
+//! Calls: the entry from a trampoline (`dispatch`), the one buffer walk of a call
+//! (`marshal`), the client and server sides of a call over a channel (`client`, `server`),
+//! the records of nested calls and callbacks (`nested`), where a waiting caller and its
+//! helper run (`colocate`), handle translation (`handles`), and the hooks through which the
+//! layers above take part in a call (`hooks`).
 
+mod client;
 pub mod colocate;
 pub mod dispatch;
 #[cfg(test)]
@@ -9,3 +12,5 @@ mod fuzz_reply;
 pub mod handles;
 pub mod hooks;
 pub mod marshal;
+mod nested;
+mod server;

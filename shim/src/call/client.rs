@@ -1,0 +1,691 @@
+//! The client side of a call: marshals a frame into a channel, posts it, and waits for the
+//! answer, serving the peer's nested calls meanwhile; the program's side of a call to a helper
+//! (channels, the gate, statistics, a dead helper's status).
+//!
+//! # Safety
+//! The caller's buffers are read at the lengths the walk measured before the call and written
+//! back only after a good answer, at the offsets we chose; returned strings and mirrors are
+//! read from the data area only inside bounds checked against `DATA_SIZE`.
+
+#![allow(unsafe_code)]
+
+use super::dispatch::{
+    active_find, active_find_region, active_pop, active_push, align8, copy, get_errno,
+    is_code_pointer, set_errno, Active, CallError, CB_TAG, SERVER_SPIN, SLICE,
+};
+use super::server::{fail, serve};
+use crate::call::handles;
+use crate::call::marshal::Walk;
+use crate::plan::runtime::{self, FnDesc, ProcRt, Runtime};
+use crate::platform::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::transport::region::{
+    self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF,
+};
+use module_map::{ArgSpec, RetSpec};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering::*;
+use std::time::{Duration, Instant};
+thread_local! {
+    /// Returned strings (`ret: str`), per function, valid until the next call of it here.
+    static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Totals of one call, for the statistics.
+#[derive(Default, Clone, Copy)]
+pub struct Moved {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// How long the helper says it took (ns; 0: not said).
+    pub served_ns: u64,
+}
+
+/// Sends the call in `frame` to the peer on channel `c` of `region` and waits for the answer,
+/// serving the peer's nested calls meanwhile. `from_program` says which side we are.
+#[allow(clippy::too_many_arguments)]
+pub fn client_call(
+    rt: &Runtime,
+    f: &FnDesc,
+    region: &Region,
+    c: usize,
+    base: u64,
+    frame: &mut Frame,
+    walk: &Walk,
+    from_program: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Moved, CallError> {
+    let posted = client_post(f, region, c, base, frame, walk, from_program, false)?;
+    client_wait(rt, f, region, posted, frame, from_program, stop)
+}
+
+/// A call marshalled into a channel and posted to the peer, not yet answered: what the
+/// answer's copy-back needs (the caller's buffers, at the offsets we chose).
+pub struct Posted {
+    c: usize,
+    /// (caller pointer, offset, length, copy back?) per non-NULL buffer argument.
+    bufs: [(u64, u64, u64, bool); crate::platform::abi::MAX_ARGS],
+    nbufs: usize,
+    /// First byte after the marshalled buffers: a returned string or mirror lies beyond.
+    cursor: u64,
+    mirror_token: u64,
+    /// The answer direction's sequence when we posted.
+    seen: u32,
+    moved: Moved,
+    /// How long the caller spins before it sleeps (see `call::colocate`).
+    spin: Duration,
+    /// The CPU hint the call carries (0: none).
+    hint: u32,
+    /// Spin yielding the CPU (the serving thread may be on ours).
+    yielding: bool,
+}
+
+/// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
+/// frame and buffers are only read, at the places and lengths `walk` computed before.
+/// [`client_wait`] takes the answer. `colocate`: a caller that sleeps asks the helper onto
+/// its CPU (not for replicas, which must run side by side).
+#[allow(clippy::too_many_arguments)]
+pub fn client_post(
+    f: &FnDesc,
+    region: &Region,
+    c: usize,
+    base: u64,
+    frame: &Frame,
+    walk: &Walk,
+    from_program: bool,
+    colocate: bool,
+) -> Result<Posted, CallError> {
+    let ch = region.channel(c);
+    let data = region.data(c);
+    let mut stack = walk.stack;
+    let nstack = walk.nstack.min(MAX_STACK);
+    // Program side: handle tokens go back to the helper's own values.
+    let mut tf = *frame;
+    let mut mirror_token = 0u64;
+    if from_program {
+        for (spec, loc) in &f.layout.args {
+            if *spec == ArgSpec::Handle {
+                let v = arg_value(frame, &walk.stack, *loc);
+                if mirror_token == 0 && handles::is_token(v) {
+                    mirror_token = v;
+                }
+                set_arg(
+                    &mut tf,
+                    &mut stack,
+                    *loc,
+                    handles::remote_of(region.key(), v),
+                );
+            }
+        }
+    }
+    // Program side: function pointers passed as `cb` become callback slots, which the helper
+    // turns into stubs of its own (see `serve`).
+    if from_program && !f.cb_args.is_empty() {
+        let rt = runtime::get().ok_or(CallError::Refused)?;
+        for &(i, first) in &f.cb_args {
+            let loc = f.layout.args[i].1;
+            let v = arg_value(frame, &walk.stack, loc);
+            if !is_code_pointer(v) {
+                continue; // NULL and sentinels such as SQLITE_TRANSIENT pass as they are
+            }
+            let Some(slot) = rt.cb_slot(first, v as usize) else {
+                warn!(
+                    "{}: more than {} distinct functions were passed as callback `{}`: the call is refused",
+                    f.name,
+                    runtime::CB_SLOTS,
+                    rt.fns[first].callback.as_ref().map_or("cb", |c| c.ty.as_str())
+                );
+                return Err(CallError::Refused);
+            };
+            set_arg(&mut tf, &mut stack, loc, CB_TAG | slot as u64);
+        }
+    }
+    let frame_in = &tf;
+    // The caller's wait, decided once per call: spin, or sleep with the helper on our CPU.
+    let spin = if from_program {
+        f.stats.spin_budget()
+    } else {
+        crate::call::colocate::server_spin(SERVER_SPIN)
+    };
+    // Program: where it waits (see `call::colocate`). Helper: how long it worked since the
+    // program last spoke to it (for the program's wait policy).
+    let spin_hint = if from_program && colocate {
+        crate::call::colocate::hint_for(spin)
+    } else if from_program {
+        0
+    } else {
+        crate::call::colocate::worked_ns()
+    };
+    // A caller about to spin while the serving thread sits on its CPU (sent there by a sleeping
+    // call before) yields while it spins: the helper must get the CPU to answer (and, told
+    // hint 0, moves off it).
+    let yielding = from_program
+        && !spin.is_zero()
+        && ch.last_hint.load(Relaxed) != 0
+        && crate::call::colocate::hint_for(Duration::ZERO) == ch.last_hint.load(Relaxed);
+    if from_program {
+        ch.last_hint.store(spin_hint, Relaxed);
+    }
+    let mut m: Msg = Msg {
+        kind: MSG_CALL,
+        func: f.idx as u32,
+        errno: get_errno(),
+        nstack: nstack as u32,
+        nargs: f.layout.args.len() as u32,
+        hint: spin_hint,
+        data_base: base,
+        data_end: base,
+        gp: frame_in.gp,
+        rax: frame_in.rax,
+        xmm: frame_in.xmm,
+        stack,
+        arg_off: [NULL_OFF; crate::platform::abi::MAX_ARGS],
+        arg_len: [0; crate::platform::abi::MAX_ARGS],
+        ret_rax: 0,
+        ret_rdx: 0,
+        ret_xmm0: [0; 2],
+        ret_xmm1: [0; 2],
+        ret_off: NULL_OFF,
+        ret_len: 0,
+        mirror_off: NULL_OFF,
+        mirror_len: 0,
+    };
+    let mut bufs = [(0u64, 0u64, 0u64, false); crate::platform::abi::MAX_ARGS];
+    let mut nbufs = 0;
+    let mut cursor = align8(base);
+    let moved = Moved {
+        bytes_in: walk.bytes_in(),
+        bytes_out: 0,
+        served_ns: 0,
+    };
+    for b in walk.bufs() {
+        let end = cursor
+            .checked_add(b.len)
+            .filter(|e| *e <= DATA_SIZE as u64)
+            .ok_or(CallError::TooLarge(b.len))?;
+        // Out-buffers are copied in too: bytes the function does not write keep their values.
+        // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it before the
+        // call); the destination lies in the channel's data area (end <= DATA_SIZE, checked).
+        unsafe {
+            copy(
+                data.add(cursor as usize),
+                b.ptr as *const u8,
+                b.len as usize,
+            )
+        };
+        bufs[nbufs] = (b.ptr, cursor, b.len, b.copied_back());
+        nbufs += 1;
+        m.arg_off[b.arg as usize] = cursor;
+        m.arg_len[b.arg as usize] = b.len;
+        cursor = align8(end);
+    }
+    m.data_end = cursor.min(DATA_SIZE as u64);
+    let (send, recv) = if from_program {
+        (ch.to_helper(), ch.to_prog())
+    } else {
+        (ch.to_prog(), ch.to_helper())
+    };
+    let seen = recv.seq.load(SeqCst);
+    // The channel is ours for this call (acquired, or nested on it); the message slot
+    // belongs to the sender until the peer answers.
+    ch.write_msg(&m);
+    send.post();
+    if from_program && ch.served.load(SeqCst) == 0 {
+        region::ring(&region.header().doorbell);
+    }
+    Ok(Posted {
+        c,
+        bufs,
+        nbufs,
+        cursor,
+        mirror_token,
+        seen,
+        moved,
+        spin,
+        hint: spin_hint,
+        yielding,
+    })
+}
+
+/// Waits for the answer to a call [`client_post`] sent, serving the peer's nested calls
+/// meanwhile, and copies the results into `frame` and the caller's out-buffers.
+pub fn client_wait(
+    rt: &Runtime,
+    f: &FnDesc,
+    region: &Region,
+    posted: Posted,
+    frame: &mut Frame,
+    from_program: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Moved, CallError> {
+    let Posted {
+        c,
+        bufs,
+        nbufs,
+        cursor,
+        mut mirror_token,
+        mut seen,
+        mut moved,
+        spin,
+        hint,
+        yielding,
+    } = posted;
+    let _stay = crate::call::colocate::stay_for(hint);
+    let ch = region.channel(c);
+    let data = region.data(c);
+    let (send, recv) = if from_program {
+        (ch.to_helper(), ch.to_prog())
+    } else {
+        (ch.to_prog(), ch.to_helper())
+    };
+    loop {
+        let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
+            // The program side (call_once) finds the status; a helper just fails the call.
+            return Err(CallError::Died(-1));
+        };
+        if !from_program {
+            ch.consumed.store(s, SeqCst);
+        }
+        let r = ch.read_msg();
+        if from_program {
+            // The helper's word on how long this wait was work (policy only).
+            if r.hint != 0 {
+                f.stats.note_service(u64::from(r.hint));
+            }
+        } else {
+            crate::call::colocate::heard();
+        }
+        match r.kind {
+            MSG_RETURN => {
+                moved.served_ns = u64::from(r.hint);
+                frame.ret_rax = r.ret_rax;
+                frame.ret_rdx = r.ret_rdx;
+                frame.ret_xmm0 = r.ret_xmm0;
+                frame.ret_xmm1 = r.ret_xmm1;
+                if f.ret == RetSpec::Str {
+                    frame.ret_rax =
+                        take_ret_str(f, data, cursor, r.ret_off, r.ret_len, &mut moved)?;
+                }
+                if from_program {
+                    if f.ret == RetSpec::Handle {
+                        // Replayed calls and replicas other than the answering one get
+                        // fresh tokens, handed over to the program's token afterwards.
+                        let tok =
+                            if crate::call::hooks::replaying() || crate::call::hooks::secondary() {
+                                handles::fresh_token(region.key(), r.ret_rax)
+                            } else {
+                                handles::token_for(region.key(), r.ret_rax)
+                            };
+                        let Some(tok) = tok else {
+                            warn!(
+                                "{} returned a new handle after {} others: refused",
+                                f.name,
+                                handles::MAX_TOKENS
+                            );
+                            return Err(CallError::BadReply);
+                        };
+                        frame.ret_rax = tok;
+                        mirror_token = frame.ret_rax;
+                    }
+                    if mirror_token != 0 && r.mirror_off != NULL_OFF {
+                        let ok = r.mirror_len as usize <= handles::MIRROR
+                            && r.mirror_off >= cursor
+                            && r.mirror_off
+                                .checked_add(r.mirror_len)
+                                .is_some_and(|e| e <= DATA_SIZE as u64);
+                        if ok {
+                            // SAFETY: the range lies inside the data area (checked above).
+                            let snap = unsafe {
+                                std::slice::from_raw_parts(
+                                    data.add(r.mirror_off as usize),
+                                    r.mirror_len as usize,
+                                )
+                            };
+                            handles::refresh(mirror_token, snap);
+                        }
+                    }
+                }
+                // Copy back out-buffers at the offsets and lengths we chose, never the peer's,
+                // and only once the answer is known to be good: a failed call writes nothing.
+                for &(p, off, len, back) in &bufs[..nbufs] {
+                    if back {
+                        // SAFETY: same ranges as the copy-in above.
+                        unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
+                        moved.bytes_out += len;
+                    }
+                }
+                set_errno(r.errno);
+                return Ok(moved);
+            }
+            MSG_CALL => {
+                // A nested call of the peer: serve it and keep waiting for our answer.
+                let reply = serve(rt, region, c, &r, !from_program);
+                // Serving it may have made calls of its own on this channel (module ->
+                // program -> same module), whose answers moved the sequence past `seen`: the
+                // peer posts nothing more until it has our reply, so take the sequence now.
+                seen = recv.seq.load(SeqCst);
+                ch.write_msg(&reply);
+                send.post();
+                // A peer that keeps sending nested calls never lets the wait reach its
+                // sleeping path, where `stop` is asked: ask it here too (timeout_ms holds).
+                if stop() {
+                    return Err(CallError::Died(-1));
+                }
+            }
+            MSG_FAIL => return Err(CallError::Refused),
+            _ => return Err(CallError::BadReply),
+        }
+    }
+}
+
+/// Puts `s` into this thread's returned-string buffer for `f`; returns its address.
+pub fn set_ret_str(f: &FnDesc, s: &[u8]) -> u64 {
+    RET_STR.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() <= f.idx {
+            r.resize_with(f.idx + 1, Vec::new);
+        }
+        let buf = &mut r[f.idx];
+        buf.clear();
+        buf.extend_from_slice(s);
+        buf.push(0);
+        buf.as_ptr() as u64
+    })
+}
+
+/// Copies a returned string out of the data area into this thread's buffer for `f`.
+pub(super) fn take_ret_str(
+    f: &FnDesc,
+    data: *mut u8,
+    lo: u64,
+    off: u64,
+    len: u64,
+    moved: &mut Moved,
+) -> Result<u64, CallError> {
+    if off == NULL_OFF {
+        return Ok(0);
+    }
+    let end = off.checked_add(len).ok_or(CallError::BadReply)?;
+    if off < lo || end > DATA_SIZE as u64 {
+        return Err(CallError::BadReply);
+    }
+    if crate::call::hooks::replaying() {
+        // A replayed call's string is nobody's: the program's copy from an earlier call of
+        // `f` stays valid, as the spec promises.
+        return Ok(1);
+    }
+    RET_STR.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() <= f.idx {
+            r.resize_with(f.idx + 1, Vec::new);
+        }
+        let buf = &mut r[f.idx];
+        buf.clear();
+        // SAFETY: [off, end) lies inside the data area (checked above); copied once.
+        let src = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) };
+        let n = src.iter().position(|&b| b == 0).unwrap_or(src.len());
+        buf.extend_from_slice(&src[..n]);
+        buf.push(0);
+        moved.bytes_out += n as u64;
+        Ok(buf.as_ptr() as u64)
+    })
+}
+
+/// The program side of one call to a helper: pick a channel, call, record statistics.
+pub fn call_once(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    frame: &mut Frame,
+    walk: &Walk,
+) -> Result<Moved, CallError> {
+    let c = call_post(f, p, frame, walk)?;
+    call_finish(rt, f, p, c, frame)
+}
+
+/// A call of the program's posted to a helper (see [`call_post`]).
+pub struct Begun {
+    c: usize,
+    base: u64,
+    acquired: bool,
+    t0: Instant,
+    posted: Posted,
+}
+
+/// True when this thread is inside a call of `owner` (serving its nested call): a new call
+/// of it goes on the same channel, and must be waited for before anything else is posted.
+pub fn nested_in(owner: u32) -> bool {
+    active_find(owner).is_some()
+}
+
+/// Picks a channel of `p` and posts the call in `frame` there; [`call_finish`] waits for the
+/// answer. Several calls to different helpers may be posted before the first is finished.
+pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<Begun, CallError> {
+    if p.pid.load(Acquire) <= 0 {
+        return Err(CallError::NoHelper);
+    }
+    let (c, base, acquired) = match active_find_region(p.index as u32) {
+        Some(a) => (a.ch as usize, a.top, false),
+        None => (acquire(p), 0, true),
+    };
+    // A helper that died before this call was sent (checked once the channel is ours, so a
+    // fault recorded for an earlier call on it is seen): not this call's fault. Posted, the
+    // call would be taken for the faulting one and use up its retries.
+    if let Some(st) = known_dead(p) {
+        if acquired {
+            release(p, c);
+        }
+        return Err(CallError::Bystander(st));
+    }
+    let t0 = Instant::now();
+    let colocate = p.spec.replicate.is_none() && p.spec.sample.is_none();
+    match client_post(f, &p.region, c, base, frame, walk, true, colocate) {
+        Ok(posted) => Ok(Begun {
+            c,
+            base,
+            acquired,
+            t0,
+            posted,
+        }),
+        Err(e) => {
+            if acquired {
+                release(p, c);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Waits for the answer of a call [`call_post`] sent to `p`, serving its nested calls.
+pub fn call_finish(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &ProcRt,
+    b: Begun,
+    frame: &mut Frame,
+) -> Result<Moved, CallError> {
+    let Begun {
+        c,
+        base,
+        acquired,
+        t0,
+        posted,
+    } = b;
+    let pushed = active_push(Active {
+        owner: f.owner,
+        region: p.index as u32,
+        ch: c as u16,
+        top: base,
+    });
+    let region = &p.region;
+    let timeout = p.spec.timeout_ms.map(Duration::from_millis);
+    let timed_out = Cell::new(false);
+    let stop = || {
+        if helper_gone(p) {
+            return true;
+        }
+        if timeout.is_some_and(|t| t0.elapsed() >= t) {
+            timed_out.set(true);
+            if let Some(u) = crate::call::hooks::get() {
+                (u.kill_helper)(p);
+            }
+            return true;
+        }
+        false
+    };
+    let r = client_wait(rt, f, region, posted, frame, true, &stop);
+    let r = match r {
+        Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
+            timeout.map_or(0, |t| t.as_millis() as u64),
+        )),
+        Err(CallError::Died(_)) => {
+            let st = death_status(p);
+            let fc = region.header().fault_channel.load(SeqCst);
+            if fc >= 0 && fc as usize != c {
+                Err(CallError::Bystander(st))
+            } else {
+                Err(CallError::Died(st))
+            }
+        }
+        r => r,
+    };
+    if pushed {
+        active_pop();
+    }
+    if acquired {
+        release(p, c);
+    }
+    if let (Ok(m), false) = (
+        &r,
+        crate::call::hooks::replaying() || crate::call::hooks::secondary(),
+    ) {
+        let ns = t0.elapsed().as_nanos() as u64;
+        f.stats.record(ns, m.bytes_in, m.bytes_out);
+        if m.served_ns == 0 {
+            // The helper said nothing: the caller's own elapsed time stands in.
+            f.stats.note_service(ns);
+        }
+    }
+    r
+}
+
+/// The wait status of a helper that died, as the zygote reaped it; it writes it just after
+/// the pidfd says the helper is gone, so wait for it briefly. A helper resumed from a
+/// checkpoint is nobody's child that we can ask: only the signal its fatal-signal handler
+/// recorded is known, and it is the helper's word (callers re-raise only signals that end a
+/// process, see `recovery::give_up`).
+pub fn death_status(p: &ProcRt) -> i32 {
+    let w = p.watch;
+    if p.zygote_child.load(SeqCst) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(200) {
+            if let Some(st) = w.reaped() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        return -1;
+    }
+    match p.region.header().fault_sig.load(SeqCst) {
+        sig if sig > 0 && sig < 65 => sig, // a raw wait status of "killed by sig"
+        _ => -1,
+    }
+}
+
+/// Holds the gate of `p` shared for one call, unless this thread already runs under it (a
+/// nested call, or a replay under the exclusive gate).
+pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+    if crate::call::hooks::replaying() || active_find(owner).is_some() {
+        None
+    } else {
+        Some(p.gate.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The status of the helper of `p` when it is known to have died: the wait status the
+/// zygote wrote, or, when its fault handler says it is dying, the signal it recorded (the
+/// helper's own word: it can only fail its own calls with it). No syscall.
+pub(super) fn known_dead(p: &ProcRt) -> Option<i32> {
+    if let Some(st) = p.watch.reaped() {
+        return Some(st);
+    }
+    match p.region.header().fault_sig.load(SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// True when the helper serving `p` has died (the zygote says so, or its pidfd does).
+pub fn helper_gone(p: &ProcRt) -> bool {
+    if known_dead(p).is_some() {
+        return true;
+    }
+    let fd = p.pidfd.load(Relaxed);
+    if fd < 0 {
+        return false;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polling one pidfd we own, without blocking.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+pub(super) fn acquire(p: &ProcRt) -> usize {
+    let mut spins = 0u32;
+    loop {
+        let free = p.free.load(Acquire);
+        if free != 0 {
+            let i = free.trailing_zeros();
+            if p.free
+                .compare_exchange(free, free & !(1 << i), AcqRel, Relaxed)
+                .is_ok()
+            {
+                return i as usize;
+            }
+            continue;
+        }
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+pub(super) fn release(p: &ProcRt, c: usize) {
+    p.free.fetch_or(1 << c, Release);
+}
+
+/// True when `ch` is idle for a new server thread (used by the helper's main loop).
+pub fn pending(ch: &Channel) -> bool {
+    ch.to_helper_seq.load(SeqCst) != ch.consumed.load(SeqCst)
+}
+
+/// Sends a control message (no function, no data) to the helper of `p` and waits for the
+/// answer. Used for checkpoints, while the caller holds the gate exclusively.
+pub fn control(p: &ProcRt, kind: u32, limit: Duration) -> Result<Msg, CallError> {
+    let c = acquire(p);
+    let ch = p.region.channel(c);
+    let mut m = fail();
+    m.kind = kind;
+    let seen = ch.to_prog_seq.load(SeqCst);
+    ch.write_msg(&m);
+    ch.to_helper().post();
+    if ch.served.load(SeqCst) == 0 {
+        region::ring(&p.region.header().doorbell);
+    }
+    let t0 = Instant::now();
+    let stop = || helper_gone(p) || t0.elapsed() > limit;
+    let r = match ch
+        .to_prog()
+        .wait(seen, Duration::from_micros(50), false, SLICE, stop)
+    {
+        Some(_) => Ok(ch.read_msg()),
+        None => Err(CallError::Died(-1)),
+    };
+    release(p, c);
+    r
+}
