@@ -96,17 +96,22 @@ static REAL_MAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// (process << 32 | env) of an exec-mode helper.
 static EXEC_HELPER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+entry_point! {
 /// In an exec-mode helper the shim serves requests in place of the program's `main`.
-unsafe extern "C" fn exec_helper_main(
+///
+/// # Safety
+/// Called by glibc's `__libc_start_main` as `main`; the arguments are not read.
+unsafe fn exec_helper_main(
     _argc: c_int,
     _argv: *mut *mut c_char,
     _envp: *mut *mut c_char,
-) -> c_int {
+) -> c_int = 70; {
     let v = EXEC_HELPER.load(Acquire);
     match runtime::get() {
         Some(rt) => helper::exec_main(rt, v >> 32, (v & 0xffff_ffff) as u32),
         None => 70,
     }
+}
 }
 
 /// Routes the GOT, forks the zygote and the helpers: everything that must happen after the
@@ -158,11 +163,18 @@ fn after_fork_child() {
 }
 }
 
-unsafe extern "C" fn main_wrapper(
+entry_point! {
+/// The program's `main`, wrapped: fracture starts (routing, zygote, helpers), then `main` runs.
+/// A panic in fracture's part has been reported and the program runs without it; this guard
+/// only keeps anything else from unwinding into glibc.
+///
+/// # Safety
+/// Called by glibc's `__libc_start_main` as `main`, with `main`'s arguments, passed on.
+unsafe fn main_wrapper(
     argc: c_int,
     argv: *mut *mut c_char,
     envp: *mut *mut c_char,
-) -> c_int {
+) -> c_int = 70; {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let r = std::panic::catch_unwind(|| {
@@ -187,14 +199,16 @@ unsafe extern "C" fn main_wrapper(
     // SAFETY: REAL_MAIN holds the program's main, stored by __libc_start_main below.
     unsafe { std::mem::transmute::<usize, MainFn>(main)(argc, argv, envp) }
 }
+}
 
+entry_point! {
 /// Interposed: wraps `main` so that routing and the zygote happen after every constructor.
 ///
 /// # Safety
 /// Called by the program's `_start` with glibc's own arguments, which are passed on.
 #[cfg(not(test))]
 #[no_mangle]
-pub unsafe extern "C" fn __libc_start_main(
+pub unsafe fn __libc_start_main(
     main: MainFn,
     argc: c_int,
     argv: *mut *mut c_char,
@@ -202,7 +216,10 @@ pub unsafe extern "C" fn __libc_start_main(
     fini: *mut c_void,
     rtld_fini: *mut c_void,
     stack_end: *mut c_void,
-) -> c_int {
+) -> c_int = {
+    // SAFETY: nothing can start the program after a failure this early.
+    unsafe { libc::_exit(127) }
+}; {
     // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
     let real = unsafe {
         libc::dlvsym(
@@ -254,4 +271,5 @@ pub unsafe extern "C" fn __libc_start_main(
         // SAFETY: passing glibc's arguments through unchanged.
         unsafe { real(main, argc, argv, init, fini, rtld_fini, stack_end) }
     }
+}
 }

@@ -141,22 +141,26 @@ pub fn set_errno(e: i32) {
     unsafe { *errno_ptr() = e }
 }
 
-/// Entry from the trampoline of mapped function `idx`.
+entry_point! {
+/// Entry from the trampoline of mapped function `idx` (the stubs' dispatcher).
 ///
 /// # Safety
 /// `frame` points to the frame the trampoline built on its stack.
-pub unsafe extern "C" fn fracture_dispatch(idx: u32, frame: *mut Frame) {
-    // SAFETY: the trampoline passes a pointer to its own live, exclusive frame.
-    let frame = unsafe { &mut *frame };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(idx as usize, frame)
-    }));
-    if r.is_err() {
-        error!("internal error in the call of mapped function #{idx}; returning 0 with errno EIO");
+pub unsafe fn fracture_dispatch(idx: u32, frame: *mut Frame) -> () = {
+    error!("internal error in the call of mapped function #{idx}; returning 0 with errno EIO");
+    // SAFETY: the trampoline's frame outlives the call; the body that panicked no longer
+    // holds it.
+    if let Some(frame) = unsafe { frame.as_mut() } {
         frame.ret_rax = 0;
         frame.ret_rdx = 0;
-        set_errno(libc::EIO);
     }
+    set_errno(libc::EIO);
+}; {
+    // SAFETY: the trampoline passes a pointer to its own live, exclusive frame.
+    if let Some(frame) = unsafe { frame.as_mut() } {
+        dispatch(idx as usize, frame)
+    }
+}
 }
 
 pub(super) fn dispatch(idx: usize, frame: &mut Frame) {

@@ -33,9 +33,25 @@ macro_rules! entry_point {
             $crate::platform::entry::guard(stringify!($name), move || $body, || ())
         }
     };
+    // The same for entries that take raw pointers (`unsafe extern "C"`; their `# Safety`
+    // section goes in the attributes). The body's unsafe operations still need their own
+    // `unsafe` blocks, with their `// SAFETY:` comments.
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $fallback:expr; $body:block) => {
+        $(#[$m])*
+        $vis unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::platform::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
+        }
+    };
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis unsafe extern "C" fn $name($($arg: $ty),*) {
+            $crate::platform::entry::guard(stringify!($name), move || $body, || ())
+        }
+    };
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // an `unsafe` entry point under test
 mod tests {
     entry_point! {
         fn panics_inside(x: i32) -> i32 = -1; {
@@ -46,9 +62,27 @@ mod tests {
         }
     }
 
+    entry_point! {
+        /// # Safety
+        /// `p` is valid for writes.
+        unsafe fn writes_then_panics(p: *mut i32) -> i32 = {
+            // SAFETY: the test passes a live local.
+            unsafe { *p = -7 };
+            -2
+        }; {
+            // SAFETY: the caller passes a valid pointer.
+            unsafe { *p = 1 };
+            panic!("boom")
+        }
+    }
+
     #[test]
     fn a_panicking_entry_point_returns_its_fallback_instead_of_unwinding_into_c() {
         assert_eq!(panics_inside(0), 0);
         assert_eq!(panics_inside(5), -1);
+        let mut x = 0;
+        // SAFETY: a live local.
+        assert_eq!(unsafe { writes_then_panics(&mut x) }, -2);
+        assert_eq!(x, -7, "the fallback ran after the body's panic");
     }
 }

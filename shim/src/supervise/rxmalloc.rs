@@ -26,7 +26,8 @@ static QUEUE: [AtomicUsize; RING] = [const { AtomicUsize::new(0) }; RING];
 static HEAD: AtomicUsize = AtomicUsize::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn rx_malloc(n: usize) -> *mut libc::c_void {
+entry_point! {
+fn rx_malloc(n: usize) -> *mut libc::c_void = std::ptr::null_mut(); {
     let pad = PAD.load(Relaxed);
     // SAFETY: glibc's malloc.
     let p = unsafe { libc::malloc(n.saturating_add(pad)) };
@@ -40,21 +41,27 @@ extern "C" fn rx_malloc(n: usize) -> *mut libc::c_void {
     }
     p
 }
+}
 
-extern "C" fn rx_calloc(n: usize, size: usize) -> *mut libc::c_void {
+entry_point! {
+fn rx_calloc(n: usize, size: usize) -> *mut libc::c_void = std::ptr::null_mut(); {
     let Some(total) = n.checked_mul(size) else {
         return std::ptr::null_mut();
     };
     // SAFETY: glibc's calloc (zeroed already).
     unsafe { libc::calloc(1, total.saturating_add(PAD.load(Relaxed))) }
 }
+}
 
-extern "C" fn rx_realloc(p: *mut libc::c_void, n: usize) -> *mut libc::c_void {
+entry_point! {
+fn rx_realloc(p: *mut libc::c_void, n: usize) -> *mut libc::c_void = std::ptr::null_mut(); {
     // SAFETY: glibc's realloc on a block of glibc's.
     unsafe { libc::realloc(p, n.saturating_add(PAD.load(Relaxed))) }
 }
+}
 
-extern "C" fn rx_free(p: *mut libc::c_void) {
+entry_point! {
+fn rx_free(p: *mut libc::c_void) {
     let perturb = PERTURB.load(Relaxed);
     if !p.is_null() && perturb != 0 {
         // SAFETY: p is a live block of glibc's; malloc_usable_size bytes are ours to write.
@@ -84,6 +91,7 @@ extern "C" fn rx_free(p: *mut libc::c_void) {
         // SAFETY: a block freed `delay` frees ago, now really freed.
         unsafe { libc::free(old as *mut libc::c_void) };
     }
+}
 }
 
 /// Applies `m` in this helper: mallopt for perturb, GOT routing for the rest.
