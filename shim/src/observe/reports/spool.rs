@@ -1,0 +1,547 @@
+//! Spool records: the fixed buffer a record is formatted into ([`Line`]), the records
+//! (events and the run summary) and the append to this process's spool file.
+//!
+//! # Safety
+//! [`event`] may run in the fault handler: its record is formatted into a [`Line`] on the
+//! stack, without allocating. The unsafe blocks are plain system calls: `clock_gettime` and
+//! `getpid` write only locals (or have no preconditions); `mkdir` and `open` take C strings
+//! prepared at start or NUL-terminated in a local [`Line`]; `flock` and `write` take the
+//! spool file's descriptor (opened here, kept in `SPOOL_FD`) and a buffer owned by the
+//! caller.
+
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicI32, Ordering::*};
+
+use super::{obj_of, Runtime, SETUP};
+
+/// The spool file of this process (-1: not opened yet) and the pid that opened it.
+static SPOOL_FD: AtomicI32 = AtomicI32::new(-1);
+static SPOOL_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Longest record, newline included: what one spool line may take.
+pub const LINE_MAX: usize = 8192;
+/// Longest string value written whole (escaped bytes); a longer one is cut and ends in
+/// `...`, so that a long detail or path cannot crowd out the rest of the record.
+const STRING_MAX: usize = 2048;
+/// Room kept free for closing a cut record: `]`, `,"truncated":true`, `}` and the newline.
+const CLOSE_ROOM: usize = 24;
+
+/// A fixed buffer a record is formatted into without allocating. Whatever is written, the
+/// finished line is one valid JSON object of at most [`LINE_MAX`] bytes: strings are cut to
+/// fit, and a write that does not fit cuts the record back to its last complete top-level
+/// field or array element (a `commit`), closes it and marks it `"truncated":true`.
+pub struct Line {
+    b: [u8; LINE_MAX],
+    n: usize,
+    /// A write did not fit: everything after `mark` is dropped by `finish`.
+    over: bool,
+    /// An array is open at the current position.
+    in_array: bool,
+    /// Length, and whether an array was open, at the last complete field or element.
+    mark: usize,
+    mark_in_array: bool,
+}
+
+impl Line {
+    pub fn new() -> Line {
+        Line {
+            b: [0; LINE_MAX],
+            n: 0,
+            over: false,
+            in_array: false,
+            mark: 0,
+            mark_in_array: false,
+        }
+    }
+    /// Room left for content.
+    fn room(&self) -> usize {
+        (LINE_MAX - CLOSE_ROOM).saturating_sub(self.n)
+    }
+    /// Appends `s` whole, or nothing (and the record is cut at the last commit).
+    fn raw(&mut self, s: &[u8]) {
+        if self.over || s.len() > self.room() {
+            self.over = true;
+            return;
+        }
+        self.b[self.n..self.n + s.len()].copy_from_slice(s);
+        self.n += s.len();
+    }
+    /// The record so far is complete up to here: a cut keeps it.
+    fn commit(&mut self) {
+        if !self.over {
+            self.mark = self.n;
+            self.mark_in_array = self.in_array;
+        }
+    }
+    fn num(&mut self, mut v: u64) {
+        let mut d = [0u8; 20];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.raw(&d[i..]);
+    }
+    fn int(&mut self, v: i64) {
+        if v < 0 {
+            self.raw(b"-");
+        }
+        self.num(v.unsigned_abs());
+    }
+    /// `"0x…"`, written whole.
+    fn hex(&mut self, v: u64) {
+        const H: &[u8; 16] = b"0123456789abcdef";
+        let mut d = [0u8; 16];
+        let mut i = d.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            d[i] = H[(v & 15) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        let k = d.len() - i;
+        let mut out = [0u8; 20];
+        out[..3].copy_from_slice(b"\"0x");
+        out[3..3 + k].copy_from_slice(&d[i..]);
+        out[3 + k] = b'"';
+        self.raw(&out[..4 + k]);
+    }
+    /// A JSON string of `s`, cut (ending in `...`) past [`STRING_MAX`] escaped bytes or where
+    /// the record has no more room.
+    fn string(&mut self, s: &[u8]) {
+        self.string_max(s, STRING_MAX);
+    }
+    /// As [`Line::string`], cut past `max` escaped bytes.
+    fn string_max(&mut self, s: &[u8], max: usize) {
+        // Both quotes and the ellipsis must fit, or nothing is written.
+        if self.over || self.room() < 5 {
+            self.over = true;
+            return;
+        }
+        let limit = max.min(self.room() - 5);
+        self.raw(b"\"");
+        let start = self.n;
+        for &c in s {
+            let mut e = [0u8; 6];
+            let k = escape(c, &mut e);
+            if self.n - start + k > limit {
+                self.raw(b"...");
+                break;
+            }
+            self.raw(&e[..k]);
+        }
+        self.raw(b"\"");
+    }
+    /// Starts a top-level field (the previous one is complete).
+    fn key(&mut self, k: &str) {
+        self.commit();
+        if self.n > 1 {
+            self.raw(b",");
+        }
+        self.string(k.as_bytes());
+        self.raw(b":");
+    }
+    fn open_array(&mut self) {
+        self.raw(b"[");
+        if !self.over {
+            self.in_array = true;
+        }
+        self.commit();
+    }
+    /// Starts an array element (the previous one is complete).
+    fn element(&mut self, first: &mut bool) {
+        self.commit();
+        if !*first {
+            self.raw(b",");
+        }
+        *first = false;
+    }
+    fn close_array(&mut self) {
+        self.raw(b"]");
+        if !self.over {
+            self.in_array = false;
+        }
+    }
+    /// The record as one line: cut back to its last complete part when something did not fit.
+    fn finish(&mut self) -> &[u8] {
+        let close = |l: &mut Line, s: &[u8]| {
+            // CLOSE_ROOM was kept free for exactly this.
+            l.b[l.n..l.n + s.len()].copy_from_slice(s);
+            l.n += s.len();
+        };
+        if self.over {
+            self.n = self.mark;
+            if self.mark_in_array {
+                close(self, b"]");
+            }
+            close(self, b",\"truncated\":true");
+        }
+        close(self, b"}\n");
+        &self.b[..self.n]
+    }
+}
+
+/// `c` escaped for a JSON string into `out`; returns its length. Control and non-ASCII bytes
+/// become \u00XX (the JSON text stays valid UTF-8).
+fn escape(c: u8, out: &mut [u8; 6]) -> usize {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    match c {
+        b'"' | b'\\' => {
+            out[0] = b'\\';
+            out[1] = c;
+            2
+        }
+        b'\n' => {
+            out[..2].copy_from_slice(b"\\n");
+            2
+        }
+        0..=0x1f | 0x7f..=0xff => {
+            *out = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                H[(c >> 4) as usize],
+                H[(c & 15) as usize],
+            ];
+            6
+        }
+        _ => {
+            out[0] = c;
+            1
+        }
+    }
+}
+
+/// What happened, for a record.
+pub struct Event<'a> {
+    pub outcome: &'a str,
+    pub process: &'a str,
+    pub module: &'a str,
+    pub function: &'a str,
+    pub signal: i32,
+    pub fault_addr: u64,
+    pub env: &'a str,
+    pub detail: &'a str,
+    pub frames: &'a [u64],
+}
+
+fn now(l: &mut Line) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the local timespec; async-signal-safe.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    l.num(ts.tv_sec as u64);
+    l.raw(b".");
+    let ms = (ts.tv_nsec / 1_000_000) as u64;
+    l.raw(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+    ]);
+}
+
+fn head(l: &mut Line, kind: &str) {
+    let Some(s) = SETUP.get() else { return };
+    l.raw(b"{\"v\":1");
+    l.key("kind");
+    l.string(kind.as_bytes());
+    l.key("time");
+    now(l);
+    l.key("program");
+    // Plans match programs by path: a path is kept whole up to PATH_MAX.
+    l.string_max(s.program.as_bytes(), libc::PATH_MAX as usize);
+    l.key("build_id");
+    l.string(s.build_id.as_bytes());
+    l.key("pid");
+    // SAFETY: getpid has no preconditions.
+    l.num(unsafe { libc::getpid() } as u64);
+}
+
+fn frames(l: &mut Line, frames: &[u64]) {
+    l.key("frames");
+    l.open_array();
+    let mut first = true;
+    for &a in frames {
+        let Some(o) = obj_of(a as usize) else {
+            continue;
+        };
+        l.element(&mut first);
+        l.raw(b"{\"obj\":");
+        // Whole or useless (the ingester reads the object for symbols).
+        l.string_max(o.path.as_bytes(), libc::PATH_MAX as usize);
+        l.raw(b",\"off\":");
+        l.hex(a - o.base as u64);
+        l.raw(b",\"module\":");
+        l.string(o.module.as_bytes());
+        l.raw(b"}");
+    }
+    l.close_array();
+}
+
+/// Formats an event record (async-signal-safe).
+fn format_event(l: &mut Line, e: &Event) {
+    head(l, "event");
+    for (k, v) in [
+        ("outcome", e.outcome),
+        ("process", e.process),
+        ("module", e.module),
+        ("function", e.function),
+    ] {
+        l.key(k);
+        l.string(v.as_bytes());
+    }
+    l.key("signal");
+    l.int(e.signal as i64);
+    l.key("fault_addr");
+    l.hex(e.fault_addr);
+    frames(l, e.frames);
+    // Last: the free-form fields are the ones cut when the record is long.
+    l.key("env");
+    l.string(e.env.as_bytes());
+    l.key("detail");
+    l.string(e.detail.as_bytes());
+}
+
+/// Records an event (normal context or signal handler).
+pub fn event(e: &Event) {
+    if SETUP.get().is_none() {
+        return;
+    }
+    let mut l = Line::new();
+    format_event(&mut l, e);
+    append(l.finish());
+}
+
+/// Appends one record to this process's spool file (async-signal-safe).
+fn append(rec: &[u8]) {
+    let Some(s) = SETUP.get().filter(|s| !s.spool.is_empty()) else {
+        return;
+    };
+    // SAFETY: plain syscalls on prepared C strings and a local buffer.
+    unsafe {
+        let pid = libc::getpid();
+        let mut fd = SPOOL_FD.load(Acquire);
+        if fd < 0 || SPOOL_PID.load(Acquire) != pid {
+            // 0700 / 0600: records hold paths, arguments and addresses (existing directories
+            // keep their mode).
+            for d in &s.dirs {
+                libc::mkdir(d.as_ptr(), 0o700);
+            }
+            let mut name = Line::new();
+            name.raw(&s.spool);
+            name.num(pid as u64);
+            name.raw(b"-");
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+            name.num(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            name.raw(b".jsonl\0");
+            if name.over {
+                return;
+            }
+            // A fresh file of our own: never one that exists (or a symlink planted there).
+            fd = libc::open(
+                name.b.as_ptr().cast(),
+                libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOFOLLOW
+                    | libc::O_APPEND
+                    | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd < 0 {
+                return;
+            }
+            // Held for the life of the process: the ingester deletes the file only when it
+            // can take the lock exclusively, i.e. when nobody writes to it any more.
+            libc::flock(fd, libc::LOCK_SH);
+            SPOOL_FD.store(fd, Release);
+            SPOOL_PID.store(pid, Release);
+        }
+        libc::write(fd, rec.as_ptr().cast(), rec.len());
+    }
+}
+
+/// The run summary at exit: per isolated function, calls and crashes.
+pub fn run_summary(rt: &Runtime) {
+    if SETUP.get().is_none() {
+        return;
+    }
+    let mut l = Line::new();
+    head(&mut l, "run");
+    l.key("map");
+    let map = std::path::absolute(rt.file()).unwrap_or_else(|_| rt.file().to_path_buf());
+    l.string(map.as_os_str().as_encoded_bytes());
+    l.key("isolated");
+    l.open_array();
+    let mut first = true;
+    for p in &rt.map.processes {
+        for m in &p.modules {
+            l.element(&mut first);
+            l.string(m.as_bytes());
+        }
+    }
+    l.close_array();
+    l.key("calls");
+    l.open_array();
+    let mut first = true;
+    for f in &rt.fns {
+        let calls = f.stats.calls.load(Relaxed);
+        let crashes = f.stats.crashes.load(Relaxed);
+        if calls == 0 && crashes == 0 {
+            continue;
+        }
+        let process = rt.proc_of(f.owner).map_or("main", |p| p.spec.name.as_str());
+        l.element(&mut first);
+        l.raw(b"{\"process\":");
+        l.string(process.as_bytes());
+        l.raw(b",\"module\":");
+        l.string(f.module.as_bytes());
+        l.raw(b",\"function\":");
+        l.string(f.name.as_bytes());
+        l.raw(b",\"calls\":");
+        l.num(calls);
+        l.raw(b",\"crashes\":");
+        l.num(crashes);
+        l.raw(b"}");
+    }
+    l.close_array();
+    append(l.finish());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ObjInfo, Setup, Table, MAX_FRAMES, TABLE};
+    use super::*;
+
+    /// A code range [0x10000, 0x20000) in an object with a long path, and a program with a
+    /// long path: records start large.
+    fn setup() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let _ = SETUP.set(Setup {
+                dirs: Vec::new(),
+                spool: Vec::new(),
+                program: format!("/opt/{}/prog", "p".repeat(3000)),
+                build_id: "ab".repeat(20),
+                modules: Vec::new(),
+                fns: Vec::new(),
+            });
+            let t = Table {
+                objs: vec![ObjInfo {
+                    text: vec![(0x10000, 0x20000)],
+                    base: 0x10000,
+                    path: format!("/usr/lib/{}/libm\"od\\.so", "l".repeat(200)),
+                    module: "m".into(),
+                    shared: false,
+                }],
+                slots: Vec::new(),
+            };
+            TABLE.store(Box::into_raw(Box::new(t)), Release);
+        });
+    }
+
+    fn record(function: &str, detail: &str, frames: &[u64]) -> Vec<u8> {
+        setup();
+        let mut l = Line::new();
+        format_event(
+            &mut l,
+            &Event {
+                outcome: "mismatch",
+                process: "parser",
+                module: "m",
+                function,
+                signal: 11,
+                fault_addr: 0xdead,
+                env: "",
+                detail,
+                frames,
+            },
+        );
+        l.finish().to_vec()
+    }
+
+    fn parse(line: &[u8]) -> serde_json::Value {
+        assert!(line.len() <= LINE_MAX, "{} bytes", line.len());
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(line)));
+        assert!(v.is_object());
+        v
+    }
+
+    // A record over 8 KiB (a mismatch's detail holds the call's arguments) was cut at the
+    // buffer's end, mid-string: the line was not JSON and the ingester dropped it.
+    #[test]
+    fn a_record_over_8_kib_stays_valid_json() {
+        let detail: String = (0..20_000)
+            .map(|i| ['a', '"', '\\', '\n', '\u{1}', 'é', 'z'][i % 7])
+            .collect();
+        let frames: Vec<u64> = (0..MAX_FRAMES as u64).map(|i| 0x10000 + i * 16).collect();
+        let v = parse(&record("fx_greet", &detail, &frames));
+        assert_eq!(v["function"], "fx_greet");
+        assert_eq!(v["frames"].as_array().unwrap().len(), MAX_FRAMES, "{v}");
+        assert_eq!(v["frames"][3]["off"], "0x30");
+        let d = v["detail"].as_str().unwrap();
+        assert!(d.ends_with("...") && d.len() < detail.len(), "{d}");
+        // Each byte is one character (\u00XX for the non-ASCII ones).
+        let as_chars: String = detail.bytes().map(char::from).collect();
+        assert!(as_chars.starts_with(&d[..d.len() - 3]));
+        assert!(v["program"].as_str().unwrap().ends_with("/prog"));
+    }
+
+    #[test]
+    fn records_of_every_size_are_valid_json_and_cut_ones_say_so() {
+        let frames: Vec<u64> = (0..MAX_FRAMES as u64).map(|i| 0x10000 + i).collect();
+        for n in (0..12_000).step_by(733) {
+            let long = "\u{7f}f".repeat(n / 2);
+            for (f, d) in [(long.as_str(), ""), ("f", long.as_str()), (&long, &long)] {
+                for fr in [&frames[..], &[]] {
+                    let v = parse(&record(f, d, fr));
+                    assert_eq!(v["v"], 1);
+                    // Cut short: the fields that are there are whole, and it says so.
+                    if v.get("truncated").is_some() {
+                        assert_eq!(v["truncated"], true);
+                    } else {
+                        assert!(v.get("detail").is_some(), "{v}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_cut_inside_an_array_closes_it() {
+        let mut l = Line::new();
+        l.raw(b"{\"v\":1");
+        l.key("list");
+        l.open_array();
+        let mut first = true;
+        for _ in 0..10_000 {
+            l.element(&mut first);
+            l.num(123_456_789);
+        }
+        l.close_array();
+        l.key("after");
+        l.num(1);
+        let v = parse(l.finish());
+        assert_eq!(v["truncated"], true);
+        assert!(v["list"].as_array().unwrap().len() > 100);
+        assert!(v.get("after").is_none());
+    }
+}
