@@ -10,7 +10,7 @@
 //!
 //! `dlclose` is not interposed (glibc's `dlclose` resolves nothing relative to its caller, so
 //! it would need no naked stub, but a wrapper would still miss glibc's internal unloads):
-//! got.rs reads objects only under the loader's lock and notices unloads through glibc's
+//! platform/got/ reads objects only under the loader's lock and notices unloads through glibc's
 //! unload count, so a scan or a slot write never touches an unloaded object and an object
 //! loaded later at a freed address is scanned again.
 //!

@@ -36,17 +36,35 @@ fn strip_comments(s: &str) -> String {
         .join("\n")
 }
 
-/// (module path, text) of every layered module file.
+/// The text of every `.rs` file under `dir`, at any depth.
+fn texts_under(dir: &Path, out: &mut String) {
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            texts_under(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push_str(&strip_comments(&std::fs::read_to_string(&p).unwrap()));
+            out.push('\n');
+        }
+    }
+}
+
+/// (module path, text) of every layered module: a file `LAYER/NAME.rs`, plus everything in a
+/// folder `LAYER/NAME/` (a module split in files is one module here).
 fn modules(src: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (layer, _) in LAYERS {
         let dir = src.join(layer);
         for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let p = e.unwrap().path();
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            if p.extension().is_some_and(|x| x == "rs") && name != "mod" {
+            if p.is_dir() {
+                texts_under(&p, out.entry(format!("{layer}::{name}")).or_default());
+            } else if p.extension().is_some_and(|x| x == "rs") && name != "mod" {
                 let text = std::fs::read_to_string(&p).unwrap();
-                out.insert(format!("{layer}::{name}"), strip_comments(&text));
+                out.entry(format!("{layer}::{name}"))
+                    .or_default()
+                    .push_str(&strip_comments(&text));
             }
         }
     }
@@ -120,6 +138,12 @@ fn shim_layers_point_down() {
         mods.len() > 15,
         "layer folders not found under {}",
         src.display()
+    );
+    // A module split into a folder is seen whole (platform/got/ holds the GOT patching).
+    assert!(
+        mods.get("platform::got")
+            .is_some_and(|t| t.contains("fn patch_slot")),
+        "platform/got/ not read"
     );
     let e = edges(&mods);
     let mut upward = Vec::new();

@@ -9,7 +9,7 @@
 //! Unsafe code lives in the platform layer (`platform/`: libc wrappers, GOT slots, the
 //! loader, assembly stubs), the shared memory (`transport/region.rs`), the fork and exec paths
 //! (`supervise/zygote.rs`, `supervise/helper.rs`), the dispatcher's frame access
-//! (`call/dispatch.rs`), the loader entry points (`dl.rs`) and the entry points below; each
+//! (`call/`), the loader entry points (`dl.rs`) and the entry points below; each
 //! file says which invariants it keeps, and every block has a `// SAFETY:` comment (denied
 //! otherwise by the workspace lints). No panic crosses into the host: every entry point
 //! catches unwinding.

@@ -166,7 +166,7 @@ pub struct Runtime {
     pub detached: AtomicBool,
     pub exe: String,
     /// Serialises the scans and routing of startup, helpers, `dlopen` and `dlsym` (dlclose is
-    /// not interposed: see got.rs).
+    /// not interposed: see platform/got/).
     pub patch_lock: Mutex<()>,
     /// Base address of libfracture.so itself (never patched).
     pub self_base: usize,
