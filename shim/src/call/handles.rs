@@ -217,3 +217,60 @@ pub fn retarget_bindings(old: u64, new: u64) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The table is global: each test uses region keys of its own.
+
+    #[test]
+    fn a_token_stands_for_one_value_per_region_and_translates_back() {
+        let (k, k2) = (910_001, 910_002);
+        let t = token_for(k, 0x1000).expect("a token");
+        assert_ne!(t, 0x1000);
+        assert_eq!(
+            token_for(k, 0x1000),
+            Some(t),
+            "the same value, the same token"
+        );
+        assert!(is_token(t));
+        assert_eq!(remote_of(k, t), 0x1000);
+        assert_eq!(token_for(k, 0), Some(0), "NULL stays NULL");
+        assert_eq!(remote_of(k, 0x55), 0x55, "a value that is no token passes");
+        assert_eq!(remote_of(k2, t), t, "not bound in another region");
+        // A replica's value for the same handle.
+        bind(t, k2, 0x2000);
+        assert_eq!(remote_of(k2, t), 0x2000);
+        assert_eq!(remote_of(k, t), 0x1000);
+        assert_eq!(token_for(k2, 0x2000), Some(t));
+    }
+
+    #[test]
+    fn a_replayed_handle_hands_its_value_and_snapshot_to_the_programs_token() {
+        let k = 910_003;
+        let t = token_for(k, 0x1000).unwrap();
+        // The restarted helper's object lives elsewhere now.
+        let fresh = fresh_token(k, 0x3000).unwrap();
+        assert_ne!(fresh, t);
+        refresh(fresh, b"abc");
+        retarget_fresh(t, fresh);
+        assert_eq!(remote_of(k, t), 0x3000);
+        assert!(!is_token(fresh), "the fresh token is gone");
+        // SAFETY: `t` is a live token block of MIRROR bytes.
+        let snap = unsafe { std::slice::from_raw_parts(t as *const u8, 3) };
+        assert_eq!(snap, b"abc");
+        assert_eq!(token_for(k, 0x3000), Some(t));
+    }
+
+    #[test]
+    fn a_region_makes_at_most_max_tokens() {
+        let k = 910_004;
+        for i in 0..MAX_TOKENS as u64 {
+            assert!(token_for(k, 0x10_0000 + i * 16).is_some());
+        }
+        assert_eq!(token_for(k, 0x9999_0000), None);
+        // Known values keep their tokens.
+        assert!(token_for(k, 0x10_0000).is_some());
+    }
+}

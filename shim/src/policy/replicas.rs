@@ -374,6 +374,32 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
     vote(rt, f, &reps, &answers, frame, &saved, walk, failure);
 }
 
+/// Groups of equal answers, in order of first appearance, each with the replicas that gave it,
+/// and the winning group: the largest; a tie goes to the group holding replica 0, else to the
+/// first of them. Replicas
+/// that gave no answer are in no group.
+fn tally<A: PartialEq>(answers: &[Option<A>]) -> (Vec<(&A, Vec<usize>)>, usize) {
+    let mut groups: Vec<(&A, Vec<usize>)> = Vec::new();
+    for (r, a) in answers.iter().enumerate() {
+        let Some(a) = a else { continue };
+        match groups.iter_mut().find(|g| g.0 == a) {
+            Some(g) => g.1.push(r),
+            None => groups.push((a, vec![r])),
+        }
+    }
+    // (`max_by_key` keeps the last of equal keys: the index, reversed, makes it the first.)
+    let best = (0..groups.len())
+        .max_by_key(|&g| {
+            (
+                groups[g].1.len(),
+                groups[g].1.contains(&0),
+                std::cmp::Reverse(g),
+            )
+        })
+        .unwrap_or(0);
+    (groups, best)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn vote(
     rt: &Runtime,
@@ -391,15 +417,7 @@ fn vote(
         .as_ref()
         .map(|r| r.on_mismatch.clone())
         .unwrap_or(OnMismatch::Majority);
-    // Groups of equal answers: (answer, replicas).
-    let mut groups: Vec<(&Answer, Vec<usize>)> = Vec::new();
-    for (r, a) in answers.iter().enumerate() {
-        let Some(a) = a else { continue };
-        match groups.iter_mut().find(|g| g.0 == a) {
-            Some(g) => g.1.push(r),
-            None => groups.push((a, vec![r])),
-        }
-    }
+    let (groups, best) = tally(answers);
     if groups.is_empty() {
         let (st, what) = failure.unwrap_or((-1, "no replica answered".into()));
         recovery::give_up(rt, f, reps[0], st, &what, frame);
@@ -411,10 +429,6 @@ fn vote(
         }
         return;
     }
-    // The largest group wins; a tie goes to the group holding replica 0.
-    let best = (0..groups.len())
-        .max_by_key(|&g| (groups[g].1.len(), groups[g].1.contains(&0)))
-        .unwrap_or(0);
     let args = describe_args(f, saved, walk);
     let desc: Vec<String> = groups
         .iter()
@@ -725,4 +739,41 @@ pub fn drain(limit: std::time::Duration) {
         }
     }
     debug!("observers drained in {:?}", t0.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tally;
+
+    fn winner(answers: &[Option<u32>]) -> (Option<u32>, Vec<Vec<usize>>) {
+        let (groups, best) = tally(answers);
+        (
+            groups.get(best).map(|g| *g.0),
+            groups.iter().map(|g| g.1.clone()).collect(),
+        )
+    }
+
+    #[test]
+    fn the_majority_wins_and_a_tie_goes_to_replica_0() {
+        assert_eq!(
+            winner(&[Some(1), Some(2), Some(2)]),
+            (Some(2), vec![vec![0], vec![1, 2]])
+        );
+        assert_eq!(
+            winner(&[Some(1), Some(2)]),
+            (Some(1), vec![vec![0], vec![1]])
+        );
+        assert_eq!(
+            winner(&[Some(5), Some(5), Some(5)]),
+            (Some(5), vec![vec![0, 1, 2]])
+        );
+        // Replica 0 failed: a tie among the others goes to the first group.
+        assert_eq!(
+            winner(&[None, Some(3), Some(4)]),
+            (Some(3), vec![vec![1], vec![2]])
+        );
+        // Silent replicas are in no group; no answer at all is no winner.
+        assert_eq!(winner(&[Some(7), None, Some(8), Some(8)]).0, Some(8));
+        assert_eq!(winner(&[None, None]), (None, vec![]));
+    }
 }
