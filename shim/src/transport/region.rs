@@ -604,3 +604,105 @@ impl Region {
         unsafe { libc::munmap(self.base as *mut libc::c_void, REGION_SIZE) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn zeroed() -> Msg {
+        // SAFETY: Msg is plain data; all-zero is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// One memfd mapped twice in one process, as the program and an exec-mode helper map it:
+    /// a call and its answer cross on channel 3, with the receiver spinning, then sleeping.
+    #[test]
+    fn a_call_and_its_answer_cross_one_memfd_mapped_twice() {
+        let (prog, fd) = Region::create("fracture-test").expect("memfd");
+        let helper = Region::attach(fd).expect("attach");
+        assert_ne!(prog.key(), helper.key(), "two mappings");
+        for spin in [Duration::from_micros(200), Duration::ZERO] {
+            let server = std::thread::spawn(move || {
+                let ch = helper.channel(3);
+                let seen = ch.consumed.load(SeqCst);
+                let s = ch
+                    .to_helper()
+                    .wait(seen, spin, false, Duration::from_millis(50), || false)
+                    .expect("a call");
+                ch.consumed.store(s, SeqCst);
+                let m = ch.read_msg();
+                assert_eq!((m.kind, m.func, m.nstack), (MSG_CALL, 7, 2));
+                assert_eq!(m.stack[..2], [11, 22]);
+                assert_eq!(m.gp[0], 0xabc);
+                let mut r = zeroed();
+                r.kind = MSG_RETURN;
+                r.ret_rax = m.gp[0] + m.stack[0] + m.stack[1];
+                ch.write_msg(&r);
+                ch.to_prog().post();
+            });
+            let ch = prog.channel(3);
+            let seen = ch.to_prog_seq.load(SeqCst);
+            let mut m = zeroed();
+            m.kind = MSG_CALL;
+            m.func = 7;
+            m.nstack = 2;
+            m.stack[0] = 11;
+            m.stack[1] = 22;
+            m.gp[0] = 0xabc;
+            ch.write_msg(&m);
+            ch.to_helper().post();
+            ch.to_prog()
+                .wait(seen, spin, false, Duration::from_millis(50), || false)
+                .expect("an answer");
+            let r = ch.read_msg();
+            assert_eq!((r.kind, r.ret_rax), (MSG_RETURN, 0xabc + 33));
+            server.join().unwrap();
+        }
+    }
+
+    /// The peer's counts are bounded by the tables, and an answer moves only the fields every
+    /// message needs.
+    #[test]
+    fn a_message_is_read_within_its_tables_whatever_counts_the_peer_wrote() {
+        let (r, _fd) = Region::create("fracture-test").expect("memfd");
+        let ch = r.channel(0);
+        let mut m = zeroed();
+        m.kind = MSG_CALL;
+        m.stack = [5; MAX_STACK];
+        m.arg_off = [9; MAX_ARGS];
+        m.nstack = MAX_STACK as u32;
+        m.nargs = MAX_ARGS as u32;
+        ch.write_msg(&m);
+        // A peer writes huge counts straight into the slot.
+        // SAFETY: the slot is in our live mapping; plain data.
+        unsafe {
+            (*ch.msg_ptr()).nstack = u32::MAX;
+            (*ch.msg_ptr()).nargs = u32::MAX;
+        }
+        let got = ch.read_msg();
+        assert_eq!(got.stack, [5; MAX_STACK]);
+        assert_eq!(got.arg_off, [9; MAX_ARGS]);
+        // An answer's stack words are not read (a RETURN carries none).
+        // SAFETY: as above.
+        unsafe { (*ch.msg_ptr()).kind = MSG_RETURN };
+        let ans = ch.read_msg();
+        assert_eq!(ans.stack, [0; MAX_STACK]);
+        assert_eq!(ans.kind, MSG_RETURN);
+    }
+
+    #[test]
+    fn a_memfd_that_is_no_region_is_refused() {
+        let name = std::ffi::CString::new("not-a-region").unwrap();
+        // SAFETY: plain syscalls on a name we own; results checked.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::ftruncate(fd, REGION_SIZE as libc::off_t) },
+            0
+        );
+        let e = Region::attach(fd).err().expect("refused");
+        assert!(e.to_string().contains("not a fracture region"), "{e}");
+    }
+}
