@@ -697,11 +697,9 @@ mod tests {
         // SAFETY: plain syscalls on a name we own; results checked.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
         assert!(fd >= 0);
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::ftruncate(fd, REGION_SIZE as libc::off_t) },
-            0
-        );
+        // SAFETY: sizing the memfd just made.
+        let r = unsafe { libc::ftruncate(fd, REGION_SIZE as libc::off_t) };
+        assert_eq!(r, 0);
         let e = Region::attach(fd).err().expect("refused");
         assert!(e.to_string().contains("not a fracture region"), "{e}");
     }
