@@ -87,16 +87,9 @@ pub fn wait_readable(fd: i32, ms: i32) {
 
 /// Waits up to `ms` for `fd` (a pidfd) to become readable, then closes it.
 pub fn wait_then_close(fd: i32, ms: i32) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one local pollfd; closing an fd the caller owns and gives up.
-    unsafe {
-        libc::poll(&mut pfd, 1, ms);
-        libc::close(fd);
-    }
+    wait_readable(fd, ms);
+    // SAFETY: closing an fd the caller owns and gives up.
+    unsafe { libc::close(fd) };
 }
 
 /// Ends this process the way another one ended: by `sig`'s default action (the caller checks

@@ -123,7 +123,6 @@ pub fn record(
 /// Replays the log of `p` from entry `from` into its (new) helper. Returns false when the
 /// helper failed during the replay.
 pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
-    let _ = rt;
     let log = log_of(p.primary).lock().unwrap_or_else(|x| x.into_inner());
     crate::call::hooks::set_replaying(true);
     let skip = SKIP
@@ -188,12 +187,16 @@ pub fn len(p: &ProcRt) -> usize {
 }
 
 /// The log of region `index` (`Runtime::procs`): successful state calls, program side.
-/// Made at first use and kept for the life of the process.
+/// One per region, made with the first log the plan asks for and kept for the life of the
+/// process; appending to one takes only that region's lock (no global one per call).
 fn log_of(index: usize) -> &'static Mutex<Vec<Entry>> {
-    static LOGS: Mutex<Vec<&'static Mutex<Vec<Entry>>>> = Mutex::new(Vec::new());
-    let mut logs = LOGS.lock().unwrap_or_else(|x| x.into_inner());
-    while logs.len() <= index {
-        logs.push(Box::leak(Box::new(Mutex::new(Vec::new()))));
-    }
-    logs[index]
+    static LOGS: std::sync::OnceLock<Box<[Mutex<Vec<Entry>>]>> = std::sync::OnceLock::new();
+    // Regions beyond the plan's (none exist): one shared log, never replayed wrongly since
+    // nothing replays into a region the plan does not have.
+    static SPARE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let logs = LOGS.get_or_init(|| {
+        let n = crate::plan::runtime::get().map_or(0, |rt| rt.procs.len());
+        (0..n).map(|_| Mutex::new(Vec::new())).collect()
+    });
+    logs.get(index).unwrap_or(&SPARE)
 }

@@ -285,9 +285,8 @@ fn sandbox_under_valgrind_is_refused_before_the_program_starts() {
         b"",
         WATCHDOG,
     );
-    // (SPEC.md says 125 for a map `run` refuses; the launcher exits 1 for every map error
-    // today, whatever the error.)
-    assert!(!o.status.success(), "{}", stderr(&o));
+    // A map `run` refuses: 125 (SPEC.md, exit codes).
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "the program ran: {}", stdout(&o));
     let e = stderr(&o);
     assert!(e.contains("processes.boxed.env"), "{e}");
