@@ -99,7 +99,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         rt.procs
             .iter()
             .position(|p| std::ptr::eq(&p.region as *const Region, region as *const Region))
-            .map(|k| (rt.procs[k].primary as u32 + 1, k as u32))
+            .map(|k| (rt.procs[k].owner(), k as u32))
             .unwrap_or((PROGRAM, NO_REGION))
     } else {
         (PROGRAM, NO_REGION)

@@ -23,8 +23,21 @@ use std::sync::{Mutex, OnceLock};
 
 /// Owner of every function under `fracture profile`: routed, but run in the program.
 pub const PROFILED: u32 = u32::MAX;
-/// Owner id of the program itself; helper process k has owner id k + 1.
+/// Owner id of the program itself; helper process k has owner id k + 1 ([`owner_of`]).
 pub const PROGRAM: u32 = 0;
+
+/// The owner id of the map's process `k` (0-based): the one place that says `k + 1`.
+pub const fn owner_of(k: usize) -> u32 {
+    k as u32 + 1
+}
+
+/// The map's process (0-based) an owner id names; None for the program and `PROFILED`.
+pub fn process_of(owner: u32) -> Option<usize> {
+    (owner != PROFILED)
+        .then(|| owner.checked_sub(1))
+        .flatten()
+        .map(|k| k as usize)
+}
 
 pub struct FnDesc {
     pub idx: usize,
@@ -109,6 +122,11 @@ pub struct ProcRt {
 }
 
 impl ProcRt {
+    /// The owner id of the map's process this region serves (replicas share it).
+    pub fn owner(&self) -> u32 {
+        owner_of(self.primary)
+    }
+
     fn new(
         p: &module_map::Process,
         region: Region,
@@ -256,7 +274,7 @@ pub(crate) fn build(
             .iter()
             .position(|p| p.modules.iter().any(|x| x == &m.name))
         {
-            Some(k) => k as u32 + 1,
+            Some(k) => owner_of(k),
             None if profiling => PROFILED,
             None => PROGRAM,
         };
@@ -533,9 +551,7 @@ impl Runtime {
     }
 
     pub fn proc_of(&self, owner: u32) -> Option<&ProcRt> {
-        owner
-            .checked_sub(1)
-            .and_then(|k| self.procs.get(k as usize))
+        process_of(owner).and_then(|k| self.procs.get(k))
     }
 
     /// Resolves the real address of every mapped function whose object is loaded now.

@@ -20,7 +20,7 @@ pub fn write(rt: &Runtime) {
         rt.procs
             .iter()
             .filter(|p| p.replica == 0)
-            .map(|p| (p.primary as u32 + 1, p.name.clone())),
+            .map(|p| (p.owner(), p.name.clone())),
     );
     let mut first_p = true;
     for (owner, name) in owners {
@@ -44,9 +44,9 @@ pub fn write(rt: &Runtime) {
             .proc_of(owner)
             .map(|p| p.pid.load(Relaxed))
             .unwrap_or(rt.program_pid());
-        let replicas: Vec<String> = match owner.checked_sub(1) {
-            Some(k) if rt.replicas_of(k as usize).nth(1).is_some() => rt
-                .replicas_of(k as usize)
+        let replicas: Vec<String> = match crate::plan::runtime::process_of(owner) {
+            Some(k) if rt.replicas_of(k).nth(1).is_some() => rt
+                .replicas_of(k)
                 .map(|p| {
                     format!(
                         "{{\"replica\": {}, \"pid\": {}, \"calls\": {}, \"mismatches\": {}, \"crashes\": {}}}",

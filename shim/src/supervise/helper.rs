@@ -39,7 +39,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         // SAFETY: leaving the child.
         unsafe { libc::_exit(70) };
     }
-    rt.me.store(rt.procs[k].primary as u32 + 1, SeqCst);
+    rt.me.store(rt.procs[k].owner(), SeqCst);
     rt.my_region.store(k, SeqCst);
     install_fault_handlers(&p.region);
     let env = env_for(p, env_idx);
@@ -535,7 +535,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
     // SAFETY: PR_SET_NAME with a NUL-terminated name.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-    rt.me.store(rt.procs[k].primary as u32 + 1, SeqCst);
+    rt.me.store(rt.procs[k].owner(), SeqCst);
     rt.my_region.store(k, SeqCst);
     rt.program_pid.store(
         std::env::var("FRACTURE_PROGRAM_PID")

@@ -25,8 +25,9 @@ use std::time::Duration;
 pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
 /// Bumped whenever the layout of the region or a message changes (v2: the zygote's
 /// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach; v3: a message's stack
-/// words follow its common fields).
-pub const VERSION: u32 = 3;
+/// words follow its common fields; v4: `Msg::hint` and `Channel::last_hint`, where a waiting
+/// caller and its helper run, and how long the helper worked).
+pub const VERSION: u32 = 4;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
 /// Frames of a helper's fault kept per crash record (the faulting pc first, then return
@@ -142,6 +143,9 @@ const _: () = assert!(std::mem::offset_of!(Msg, arg_len) == 816);
 const _: () = assert!(std::mem::size_of::<Msg>() == 1072);
 const _: () = assert!(std::mem::offset_of!(Channel, msg) == 32);
 const _: () = assert!(std::mem::offset_of!(Channel, consumed) == 28);
+// Version 4: `Msg::hint` (was padding) and `Channel::last_hint` after the message.
+const _: () = assert!(std::mem::offset_of!(Msg, hint) == 20);
+const _: () = assert!(std::mem::offset_of!(Channel, last_hint) == 32 + 1072);
 const _: () = assert!(std::mem::offset_of!(RegionHeader, fault_sig) == 48);
 
 /// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
