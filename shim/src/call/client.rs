@@ -240,7 +240,8 @@ pub fn client_post(
         seen,
         moved,
         spin,
-        hint: spin_hint,
+        // A helper's `spin_hint` is its work time, not a CPU: nothing to stay on.
+        hint: if from_program { spin_hint } else { 0 },
         yielding,
     })
 }
