@@ -35,7 +35,8 @@ thread_local! {
 pub struct Moved {
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// How long the helper says it took (ns; 0: not said).
+    /// How long the helper says it took (ns; 0: not said, the caller's elapsed time stands
+    /// in; u64::MAX: not to be noted).
     pub served_ns: u64,
 }
 
@@ -296,7 +297,13 @@ pub fn client_wait(
         }
         match r.kind {
             MSG_RETURN => {
-                moved.served_ns = u64::from(r.hint);
+                // A spin that had to yield to a helper on our CPU (and that moved off it
+                // meanwhile) measured the migration, not the call: it says nothing.
+                moved.served_ns = if r.hint == 0 && yielding {
+                    u64::MAX
+                } else {
+                    u64::from(r.hint)
+                };
                 frame.ret_rax = r.ret_rax;
                 frame.ret_rdx = r.ret_rdx;
                 frame.ret_xmm0 = r.ret_xmm0;

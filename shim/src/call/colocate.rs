@@ -19,22 +19,48 @@ use crate::platform::sys;
 use std::cell::Cell;
 use std::time::Duration;
 
-thread_local! {
+/// A serving thread's state, in one thread-local (each one is a `__tls_get_addr` call in a
+/// preloaded library, on the path of every call).
+#[derive(Clone, Copy)]
+struct Serving {
     /// The CPU (+ 1) this serving thread is pinned to, 0 when it runs with its own affinity.
-    static PINNED: Cell<u32> = const { Cell::new(0) };
+    pinned: u32,
+    /// When this thread last heard from the program (a call, or the answer to a nested call
+    /// it made), while the call is measured.
+    heard: Option<std::time::Instant>,
+}
+
+thread_local! {
+    static SERVING: Cell<Serving> = const { Cell::new(Serving { pinned: 0, heard: None }) };
     /// The affinity the thread had before its first pin.
     static ORIGINAL: Cell<Option<libc::cpu_set_t>> = const { Cell::new(None) };
 }
 
-thread_local! {
-    /// Helper side: when this thread last heard from the program (a call, or the answer to a
-    /// nested call it made).
-    static HEARD: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+/// Helper side, for each call received: follow the caller's hint (see [`follow`]); a caller
+/// that sleeps (`hint` != 0) is told how long this thread works before each message it sends
+/// back; one that spins measures the call itself (two clock reads on the helper's path would
+/// be a good part of what a short call costs).
+pub fn on_call(hint: u32) {
+    SERVING.with(|c| {
+        let mut s = c.get();
+        if hint != s.pinned {
+            s.pinned = follow_from(s.pinned, hint);
+        }
+        s.heard = (hint != 0).then(std::time::Instant::now);
+        c.set(s);
+    });
 }
 
-/// Helper side: a message from the program just arrived.
+/// Helper side: the answer to a nested call just arrived (the clock restarts if this call is
+/// measured).
 pub fn heard() {
-    HEARD.with(|h| h.set(Some(std::time::Instant::now())));
+    SERVING.with(|c| {
+        let mut s = c.get();
+        if s.heard.is_some() {
+            s.heard = Some(std::time::Instant::now());
+            c.set(s);
+        }
+    });
 }
 
 /// Helper side, for a message to the program: how long this thread worked since it last
@@ -42,8 +68,8 @@ pub fn heard() {
 /// wait of a call (for a nested call, a callback or the answer) is as long as the work
 /// between two messages, whatever the program's callbacks took in between.
 pub fn worked_ns() -> u32 {
-    HEARD.with(|h| {
-        h.get().map_or(0, |t| {
+    SERVING.with(|c| {
+        c.get().heard.map_or(0, |t| {
             u32::try_from(t.elapsed().as_nanos())
                 .unwrap_or(u32::MAX)
                 .max(1)
@@ -88,12 +114,20 @@ impl Drop for Stay {
     }
 }
 
-/// Helper side, for each call received: follow the caller's hint.
-pub fn follow(hint: u32) {
-    let pinned = PINNED.with(|p| p.get());
-    if hint == pinned {
-        return;
-    }
+/// Helper side: follow the caller's hint (tests; the serving loop uses [`on_call`]).
+#[cfg(test)]
+fn follow(hint: u32) {
+    SERVING.with(|c| {
+        let mut s = c.get();
+        if hint != s.pinned {
+            s.pinned = follow_from(s.pinned, hint);
+        }
+        c.set(s);
+    });
+}
+
+/// Moves this serving thread from `pinned` to what `hint` asks; returns where it is now.
+fn follow_from(pinned: u32, hint: u32) -> u32 {
     let original = ORIGINAL.with(|o| {
         if o.get().is_none() {
             o.set(sys::affinity());
@@ -101,24 +135,27 @@ pub fn follow(hint: u32) {
         o.get()
     });
     let Some(original) = original else {
-        return;
+        return pinned;
     };
     if hint == 0 {
-        if sys::set_affinity(&original) {
-            PINNED.with(|p| p.set(0));
-        }
-        return;
+        return if sys::set_affinity(&original) {
+            0
+        } else {
+            pinned
+        };
     }
     let cpu = hint - 1;
     // Only inside the affinity the helper was given (a lying or stale hint changes nothing).
     if sys::cpu_in(&original, cpu) && sys::set_affinity(&sys::only_cpu(cpu)) {
-        PINNED.with(|p| p.set(hint));
+        hint
+    } else {
+        pinned
     }
 }
 
 /// How long this serving thread spins for its peer before sleeping.
 pub fn server_spin(normal: Duration) -> Duration {
-    if PINNED.with(|p| p.get()) != 0 {
+    if SERVING.with(|c| c.get().pinned) != 0 {
         Duration::ZERO
     } else {
         normal
@@ -149,7 +186,7 @@ mod tests {
             );
             // A CPU outside the thread's affinity is not followed.
             follow(100_000);
-            assert_eq!(PINNED.with(|p| p.get()), 0);
+            assert_eq!(SERVING.with(|c| c.get().pinned), 0);
         })
         .join()
         .unwrap();

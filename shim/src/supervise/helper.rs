@@ -170,8 +170,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         ch.consumed.store(s, SeqCst);
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
-            crate::call::colocate::heard();
-            crate::call::colocate::follow(m.hint);
+            crate::call::colocate::on_call(m.hint);
             let mut r = dispatch::serve(rt, &region, c, &m, true);
             r.hint = crate::call::colocate::worked_ns();
             r
