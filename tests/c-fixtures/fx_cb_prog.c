@@ -2,6 +2,7 @@
  *   all    every case: map, each (strv both ways), hook set then fired, nesting, bare cb
  *   late   a hook fired by a thread of the library after the call returned, then more calls
  *   forge  the library calls pointers it was never given
+ *   many   34 distinct hooks (the bound is 32 per callback type)
  *   bench N  median ns of a call that fires a hook (module -> program -> module) and of a plain
  *          scalar call, as JSON */
 #include <stdio.h>
@@ -36,6 +37,16 @@ static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
+
+/* 34 distinct hooks, for the bound on distinct functions per callback type (32). */
+#define HOOK(n) static void h##n(const char *m, long v) { (void)m; printf("h%d fired %ld\n", n, v); }
+HOOK(0) HOOK(1) HOOK(2) HOOK(3) HOOK(4) HOOK(5) HOOK(6) HOOK(7) HOOK(8) HOOK(9) HOOK(10) HOOK(11)
+HOOK(12) HOOK(13) HOOK(14) HOOK(15) HOOK(16) HOOK(17) HOOK(18) HOOK(19) HOOK(20) HOOK(21)
+HOOK(22) HOOK(23) HOOK(24) HOOK(25) HOOK(26) HOOK(27) HOOK(28) HOOK(29) HOOK(30) HOOK(31)
+HOOK(32) HOOK(33)
+static void (*const hooks[34])(const char *, long) = {h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11,
+    h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, h24, h25, h26, h27, h28, h29, h30, h31,
+    h32, h33};
 
 static long calls; /* program state the callbacks change: must be the program's */
 
@@ -114,6 +125,16 @@ int main(int argc, char **argv) {
         for (unsigned i = 0; i < sizeof steps / sizeof *steps; i++)
             printf("forge %ld -> %ld\n", steps[i], fxcb_forge(steps[i]));
         printf("program callbacks ran: %ld\n", calls);
+        return 0;
+    }
+    if (!strcmp(mode, "many")) {
+        /* Every hook set and fired in turn; then the first ones again (their slots stay). */
+        for (int i = 0; i < 34; i++) {
+            fxcb_set_hook(hooks[i]);
+            printf("fire %d -> %ld\n", i, fxcb_fire(i));
+        }
+        fxcb_set_hook(hooks[0]);
+        printf("fire again -> %ld\n", fxcb_fire(100));
         return 0;
     }
     if (!strcmp(mode, "bench")) {

@@ -129,12 +129,12 @@ pub fn client_post(
             }
             let Some(slot) = rt.cb_slot(first, v as usize) else {
                 warn!(
-                    "{}: more than {} distinct functions were passed as callback `{}`: the call is refused",
+                    "{}: more than {} distinct functions were passed as callback `{}`: the call fails",
                     f.name,
                     runtime::CB_SLOTS,
                     rt.fns[first].callback.as_ref().map_or("cb", |c| c.ty.as_str())
                 );
-                return Err(CallError::Refused);
+                return Err(CallError::CallbackBound);
             };
             set_arg(&mut tf, &mut stack, loc, CB_TAG | slot as u64);
         }

@@ -60,6 +60,9 @@ pub enum CallError {
     Died(i32),
     /// An argument does not fit the channel's data area.
     TooLarge(u64),
+    /// A `cb` argument is a function beyond the [`crate::plan::runtime::CB_SLOTS`] the
+    /// callback type holds (the program's bound, not the helper's doing).
+    CallbackBound,
     /// The peer answered with something we cannot use, or refused the call.
     BadReply,
     /// The helper could not run the call (unknown function, object not loadable).

@@ -221,6 +221,10 @@ pub fn try_call_after(
                 "could not take an argument of {n} bytes (over {} MiB)",
                 crate::transport::region::DATA_SIZE >> 20
             ),
+            CallError::CallbackBound => format!(
+                "could not take one more function as a callback (the bound is {} per callback type)",
+                crate::plan::runtime::CB_SLOTS
+            ),
             CallError::BadReply => "answered with garbage".into(),
             CallError::Refused => "refused the call".into(),
             CallError::NoHelper => "is not running".into(),
@@ -241,7 +245,8 @@ pub fn try_call_after(
         }
         // Inside a nested call of this same process the outer call, further up this thread,
         // holds the gate a restart needs: it restarts and retries, not this call.
-        let restartable = !matches!(e, CallError::TooLarge(_)) && !dispatch::nested_in(f.owner);
+        let restartable = !matches!(e, CallError::TooLarge(_) | CallError::CallbackBound)
+            && !dispatch::nested_in(f.owner);
         if matches!(e, CallError::BadReply | CallError::Refused) {
             // A helper that answers garbage (or refuses what it should serve) is not trusted
             // with another call.

@@ -220,3 +220,32 @@ fn a_replica_whose_callbacks_differ_is_a_mismatch_and_is_outvoted() {
     assert_eq!(reps[0]["mismatches"], 0, "{s}");
     assert_eq!(reps[1]["mismatches"], 0, "{s}");
 }
+
+#[test]
+fn past_32_distinct_functions_of_one_callback_type_the_call_fails_and_the_helper_stays() {
+    let o = under(
+        &config("fx-cb.yaml"),
+        &[
+            "--set",
+            "processes.cbhelper.on_crash.give_up={return: -1, errno: E2BIG}",
+        ],
+        &fixture("fx_cb_prog"),
+        &["many"],
+    )
+    .output()
+    .unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    // 32 hooks bound and fired; the 33rd and 34th cannot be passed: the helper keeps the last
+    // hook it got (no restart: the bound is the program's, not the helper's doing).
+    assert!(out.contains("h31 fired 31\n"), "{out}");
+    assert!(out.contains("h31 fired 32\nfire 32 -> 64\n"), "{out}");
+    assert!(out.contains("h31 fired 33\nfire 33 -> 66\n"), "{out}");
+    // A function passed before keeps its slot.
+    assert!(out.ends_with("h0 fired 100\nfire again -> 200\n"), "{out}");
+    assert!(
+        err.contains("more than 32 distinct functions were passed as callback `hook`"),
+        "{err}"
+    );
+    assert!(!err.contains("restart"), "{err}");
+}
