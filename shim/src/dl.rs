@@ -67,7 +67,8 @@ fn dlopen_entry(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void
             // SAFETY: the caller passes a NUL-terminated name.
             caller_relative(unsafe { CStr::from_ptr(name) }, caller)
         };
-        let h = real_dlopen(resolved.as_ref().map_or(name, |c| c.as_ptr()), flags);
+        // SAFETY: the caller's NUL-terminated name (or NULL), or our own resolved copy.
+        let h = unsafe { real_dlopen(resolved.as_ref().map_or(name, |c| c.as_ptr()), flags) };
         if !h.is_null() {
             crate::observe::reports::refresh();
             if let Some(rt) = runtime::get() {
@@ -82,7 +83,8 @@ fn dlopen_entry(name: *const c_char, flags: c_int, caller: usize) -> *mut c_void
 
 entry_point! {
 fn dlsym_entry(handle: *mut c_void, name: *const c_char) -> *mut c_void = std::ptr::null_mut(); {
-        let a = real_dlsym(handle, name);
+        // SAFETY: the caller's handle and NUL-terminated name, passed on as they came.
+        let a = unsafe { real_dlsym(handle, name) };
         let Some(rt) = runtime::get() else { return a };
         if a.is_null() || !rt.started() || rt.detached.load(Relaxed) {
             return a;

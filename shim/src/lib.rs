@@ -6,8 +6,9 @@
 //! one helper per process of the map. A map that does not apply, or isolates nothing, leaves
 //! the program untouched (no slot is written, no process started).
 //!
-//! Unsafe code lives in the platform layer (`platform/`: libc wrappers, GOT slots, the
-//! loader, assembly stubs), the shared memory (`transport/region.rs`), the fork and exec paths
+//! Unsafe code lives in the platform layer (the `fracture-platform` crate, `shim/platform`:
+//! libc wrappers, GOT slots, the loader, assembly stubs), the shared memory (the
+//! `fracture-transport` crate, `shim/transport`), the fork and exec paths
 //! (`supervise/zygote.rs`, `supervise/helper.rs`), the dispatcher's frame access
 //! (`call/`), the loader entry points (`dl.rs`) and the entry points below; each
 //! file says which invariants it keeps, and every block has a `// SAFETY:` comment (denied
@@ -23,8 +24,12 @@
 // Layers, dependencies pointing down only (see README "Layout"): the root (entry.rs and
 // dl.rs: the entry points, wiring the hooks) -> policy -> supervise -> call -> plan ->
 // transport -> platform; observe (log, stats) is a leaf anyone may call.
+// The bottom two layers are crates of their own (shim/platform, shim/transport): Cargo keeps
+// their imports pointing down; the paths `crate::platform::..`/`crate::transport::..` stay.
 #[macro_use]
-mod platform;
+extern crate fracture_platform;
+pub(crate) use fracture_platform as platform;
+pub(crate) use fracture_transport as transport;
 #[macro_use]
 mod observe;
 
@@ -36,4 +41,3 @@ mod layers;
 mod plan;
 mod policy;
 mod supervise;
-mod transport;

@@ -2,7 +2,7 @@
 //! helper loading the object of a function the program loaded after the zygote was made).
 
 use crate::plan::runtime::{FnDesc, Runtime};
-use crate::platform::{got, loader::real_dlopen};
+use crate::platform::{got, loader::dlopen_name};
 use std::ffi::CString;
 use std::sync::atomic::Ordering::Acquire;
 
@@ -27,7 +27,7 @@ pub fn load_for(rt: &Runtime, f: &FnDesc) {
     }
     for t in tries {
         let Ok(c) = CString::new(t) else { continue };
-        let h = real_dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+        let h = dlopen_name(&c, libc::RTLD_NOW | libc::RTLD_GLOBAL);
         if !h.is_null() {
             after_load(rt);
             if f.real.load(Acquire) != 0 {

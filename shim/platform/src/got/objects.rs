@@ -239,7 +239,7 @@ impl Obj {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::got::while_loaded;
+    use crate::got::while_loaded;
 
     // The walk kept the addresses of an object's tables and read them after a dlclose had
     // unmapped it (a fault), and a reloaded object at a scanned base was skipped.

@@ -7,7 +7,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::platform::got::Obj;
+use crate::got::Obj;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
@@ -40,39 +40,49 @@ pub fn init_real() {
     }
 }
 
-pub fn real_dlsym(h: *mut c_void, name: *const c_char) -> *mut c_void {
+/// glibc's `dlsym`.
+///
+/// # Safety
+/// `h` is a handle `dlopen` gave or a pseudo-handle (`RTLD_DEFAULT`, `RTLD_NEXT`); `name` is a
+/// NUL-terminated string.
+pub unsafe fn real_dlsym(h: *mut c_void, name: *const c_char) -> *mut c_void {
     init_real();
     let f = FRACTURE_REAL_DLSYM.load(Acquire);
     if f == 0 {
         return std::ptr::null_mut();
     }
-    // SAFETY: f is glibc's dlsym.
+    // SAFETY: f is glibc's dlsym; the arguments are as the caller guarantees.
     unsafe { std::mem::transmute::<usize, DlsymFn>(f)(h, name) }
 }
 
-pub fn real_dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
+/// glibc's `dlopen`.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+pub unsafe fn real_dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
     init_real();
     let f = REAL_DLOPEN.load(Acquire);
     if f == 0 {
         return std::ptr::null_mut();
     }
-    // SAFETY: f is glibc's dlopen.
+    // SAFETY: f is glibc's dlopen; `name` is as the caller guarantees.
     unsafe { std::mem::transmute::<usize, DlopenFn>(f)(name, flags) }
 }
 
 pub fn base_of(addr: usize) -> usize {
-    crate::platform::sys::dladdr(addr).map_or(0, |o| o.base)
+    crate::sys::dladdr(addr).map_or(0, |o| o.base)
 }
 
 /// Address of `name` (with `version`) as defined by object `o` itself, or 0.
 pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) -> usize {
     let h = if is_main {
-        real_dlopen(std::ptr::null(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
+        // SAFETY: NULL names the executable.
+        unsafe { real_dlopen(std::ptr::null(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) }
     } else {
         let Ok(p) = CString::new(o.path.as_str()) else {
             return 0;
         };
-        real_dlopen(p.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD)
+        dlopen_name(&p, libc::RTLD_LAZY | libc::RTLD_NOLOAD)
     };
     if h.is_null() {
         return 0;
@@ -80,7 +90,8 @@ pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) ->
     let a = match version {
         // SAFETY: dlvsym on a handle we hold, with NUL-terminated names.
         Some(v) => unsafe { libc::dlvsym(h, name.as_ptr(), v.as_ptr()) },
-        None => real_dlsym(h, name.as_ptr()),
+        // SAFETY: a handle we hold, a NUL-terminated name.
+        None => unsafe { real_dlsym(h, name.as_ptr()) },
     } as usize;
     // SAFETY: balancing the RTLD_NOLOAD open above (it took a reference).
     unsafe { libc::dlclose(h) };
@@ -90,4 +101,10 @@ pub fn lookup_in(o: &Obj, is_main: bool, name: &CStr, version: Option<&CStr>) ->
     } else {
         0
     }
+}
+
+/// glibc's `dlopen` of a name we own.
+pub fn dlopen_name(name: &std::ffi::CStr, flags: c_int) -> *mut c_void {
+    // SAFETY: `name` is a NUL-terminated string (a CStr).
+    unsafe { real_dlopen(name.as_ptr(), flags) }
 }

@@ -8,6 +8,9 @@
 //! - `abi`: the x86_64 SysV call frame the stubs save and replay.
 //! - `stubs`: per-function entry stubs and frame replay, in assembly.
 
+// Unsafe code only in the files that opt back in, each with a `# Safety` section.
+#![deny(unsafe_code)]
+
 pub mod abi;
 #[macro_use]
 pub mod entry;

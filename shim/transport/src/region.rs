@@ -18,7 +18,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::platform::abi::{MAX_ARGS, MAX_STACK};
+use fracture_platform::abi::{MAX_ARGS, MAX_STACK};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -277,6 +277,7 @@ impl Region {
     }
 
     /// A key naming this region (its address), for per-helper tables such as handles.
+    #[inline]
     pub fn key(&self) -> usize {
         self.base
     }
@@ -285,6 +286,7 @@ impl Region {
         self.base as *mut RegionHeader
     }
 
+    #[inline]
     pub fn header(&self) -> &RegionHeader {
         // SAFETY: the header lies at the start of a live mapping of REGION_SIZE bytes and is
         // only mutated through atomics after creation.
@@ -297,6 +299,7 @@ impl Region {
         h.magic == MAGIC && h.version == VERSION && h.nchannels as usize == CHANNELS
     }
 
+    #[inline]
     pub fn channel(&self, i: usize) -> &Channel {
         assert!(i < CHANNELS);
         // SAFETY: i < CHANNELS, so the channel header lies inside the mapping; fields other
@@ -305,6 +308,7 @@ impl Region {
     }
 
     /// Start of channel `i`'s data area.
+    #[inline]
     pub fn data(&self, i: usize) -> *mut u8 {
         assert!(i < CHANNELS);
         (self.base + HEADER_SIZE + CHANNELS * CHANNEL_HDR + i * DATA_SIZE) as *mut u8
@@ -312,6 +316,7 @@ impl Region {
 }
 
 impl Channel {
+    #[inline]
     pub fn msg_ptr(&self) -> *mut Msg {
         std::ptr::addr_of!(self.msg) as *mut Msg
     }
@@ -430,6 +435,7 @@ pub struct Dir<'a> {
 
 impl Dir<'_> {
     /// Publishes the message already written and wakes the receiver if it sleeps.
+    #[inline]
     pub fn post(&self) {
         self.seq.fetch_add(1, SeqCst);
         self.ev.fetch_add(1, SeqCst);
@@ -503,6 +509,7 @@ pub fn ring(word: &AtomicU32) {
 }
 
 impl Channel {
+    #[inline]
     pub fn to_helper(&self) -> Dir<'_> {
         Dir {
             seq: &self.to_helper_seq,
@@ -510,6 +517,7 @@ impl Channel {
             sleeping: &self.helper_sleeping,
         }
     }
+    #[inline]
     pub fn to_prog(&self) -> Dir<'_> {
         Dir {
             seq: &self.to_prog_seq,

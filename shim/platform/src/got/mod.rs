@@ -15,7 +15,7 @@
 //! # Safety
 //! - Every read of a loaded object's memory (program headers, dynamic section, symbol,
 //!   string, version and relocation tables, notes) happens inside a `dl_iterate_phdr`
-//!   callback ([`walk`](objects::walk)). glibc holds `dl_load_write_lock` for the whole
+//!   callback (`objects::walk`). glibc holds `dl_load_write_lock` for the whole
 //!   iteration, and `dlclose` unmaps and unlinks an object only while it holds that same lock
 //!   (`_dl_close_worker` in elf/dl-close.c), so an object handed to the callback stays mapped
 //!   until the iteration ends. Nothing read there is kept as an address to read later: an

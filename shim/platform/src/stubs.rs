@@ -13,7 +13,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::platform::abi::Frame;
+use crate::abi::Frame;
 use std::sync::atomic::{AtomicUsize, Ordering::Release};
 
 /// The function every stub calls with (function index, frame): the call layer's dispatcher,

@@ -198,7 +198,7 @@ pub unsafe fn patch_slot(slot: usize, prot: i32, value: usize) -> Option<Patch> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::got::{loaded_objects, prot_at, Maps};
+    use crate::got::{loaded_objects, prot_at, Maps};
 
     /// A test-owned "GOT": one anonymous page, its first word set to `first`, then given
     /// protection `prot`. Unmapped on drop.

@@ -1,7 +1,7 @@
 //! Entry points the host calls (the loader, glibc, the program through `dlopen`/`dlsym`, fork
 //! handlers): their bodies must never unwind into C.
 //!
-//! [`entry_point!`] declares an `extern "C" fn` whose body runs under [`guard`]: a panic is
+//! [`entry_point!`](crate::entry_point) declares an `extern "C" fn` whose body runs under [`guard`]: a panic is
 //! caught, reported in one line without allocating, and the entry returns its fallback value.
 
 /// Runs `body`; if it panics, writes one line naming `what` and returns `fallback()`.
@@ -9,9 +9,9 @@ pub fn guard<R>(what: &str, body: impl FnOnce() -> R, fallback: impl FnOnce() ->
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(_) => {
-            crate::platform::sys::write_stderr(b"fracture: internal error in ");
-            crate::platform::sys::write_stderr(what.as_bytes());
-            crate::platform::sys::write_stderr(b"; going on without it\n");
+            crate::sys::write_stderr(b"fracture: internal error in ");
+            crate::sys::write_stderr(what.as_bytes());
+            crate::sys::write_stderr(b"; going on without it\n");
             fallback()
         }
     }
@@ -20,17 +20,18 @@ pub fn guard<R>(what: &str, body: impl FnOnce() -> R, fallback: impl FnOnce() ->
 /// `entry_point! { fn name(args) -> Ret = fallback; { body } }` declares
 /// `extern "C" fn name(args) -> Ret` running `body` under [`guard`] (a panic returns
 /// `fallback`). For entries without a result, leave out `-> Ret = fallback`.
+#[macro_export]
 macro_rules! entry_point {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $fallback:expr; $body:block) => {
         $(#[$m])*
         $vis extern "C" fn $name($($arg: $ty),*) -> $ret {
-            $crate::platform::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
+            $crate::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
         }
     };
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
         $vis extern "C" fn $name($($arg: $ty),*) {
-            $crate::platform::entry::guard(stringify!($name), move || $body, || ())
+            $crate::entry::guard(stringify!($name), move || $body, || ())
         }
     };
     // The same for entries that take raw pointers (`unsafe extern "C"`; their `# Safety`
@@ -39,13 +40,13 @@ macro_rules! entry_point {
     ($(#[$m:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $fallback:expr; $body:block) => {
         $(#[$m])*
         $vis unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            $crate::platform::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
+            $crate::entry::guard(stringify!($name), move || -> $ret { $body }, || $fallback)
         }
     };
     ($(#[$m:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
         $vis unsafe extern "C" fn $name($($arg: $ty),*) {
-            $crate::platform::entry::guard(stringify!($name), move || $body, || ())
+            $crate::entry::guard(stringify!($name), move || $body, || ())
         }
     };
 }
