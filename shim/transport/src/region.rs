@@ -87,12 +87,23 @@ pub const CKPT_RESUME: u32 = 1;
 /// One message; the sender of the latest message owns it until the peer answers. The fields
 /// every message needs come first (three cache lines), so an answer moves only those; a call
 /// adds the xmm registers, its arguments' buffer table and its stack words.
+///
+/// Who writes and who reads: the sender writes every field it uses (`write_msg`, only the parts
+/// its kind needs), then posts; the receiver copies the message out once (`read_msg`, counts
+/// bounded by the tables) and never reads the slot again for that message. A call goes program
+/// -> helper (or helper -> program for a nested call or a callback); its answer goes back the
+/// other way in the same slot. The program validates everything in an answer or a nested call
+/// against its own bounds; the helper trusts the program.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Msg {
+    /// `MSG_CALL`, `MSG_RETURN`, `MSG_FAIL`, `MSG_CHECKPOINT`.
     pub kind: u32,
+    /// A call: the function's index in the plan (the same in every process of one map).
     pub func: u32,
+    /// The sender's errno at the call, the callee's after it (answers).
     pub errno: i32,
+    /// A call's stack words in `stack`.
     pub nstack: u32,
     /// Entries of `arg_off`/`arg_len` in use (calls).
     pub nargs: u32,
@@ -437,8 +448,15 @@ impl Dir<'_> {
     /// Publishes the message already written and wakes the receiver if it sleeps.
     #[inline]
     pub fn post(&self) {
+        // SYNC POINT: the message slot and data area were written before this; the receiver's
+        // `seq` load in `wait` (spinning or after its futex wait) sees them after it sees the
+        // new sequence (SeqCst on both sides).
         self.seq.fetch_add(1, SeqCst);
+        // SYNC POINT: pairs with the receiver's `ev` load before it announces sleep: a bump
+        // after that load makes its futex wait return at once.
         self.ev.fetch_add(1, SeqCst);
+        // SYNC POINT: pairs with the receiver's `sleeping` store, which it makes before its
+        // last `seq` check: either it sees our sequence, or we see it asleep and wake it.
         if self.sleeping.load(SeqCst) != 0 {
             futex_wake(self.ev);
         }
@@ -464,6 +482,7 @@ impl Dir<'_> {
             let round = if crowded { CROWDED_ROUND } else { 64 };
             'spin: loop {
                 for _ in 0..round {
+                    // SYNC POINT: pairs with the sender's `seq` bump in `post`.
                     let s = self.seq.load(SeqCst);
                     if s != seen {
                         return Some(s);
@@ -481,7 +500,11 @@ impl Dir<'_> {
             }
         }
         loop {
+            // SYNC POINT: the `ev` value the futex wait compares with; a `post` after this load
+            // changes it, so the wait cannot miss that post.
             let ev = self.ev.load(SeqCst);
+            // SYNC POINT: announced before the re-check of `seq`, paired with the sender's
+            // `sleeping` load after its `seq` bump (see `post`).
             self.sleeping.store(1, SeqCst);
             let s = self.seq.load(SeqCst);
             if s != seen {
@@ -504,6 +527,8 @@ impl Dir<'_> {
 
 /// Rings a doorbell word: bump and wake.
 pub fn ring(word: &AtomicU32) {
+    // SYNC POINT: pairs with the doorbell waiter's load of the word before its futex wait
+    // (supervise/helper.rs, the serving-thread starter).
     word.fetch_add(1, SeqCst);
     futex_wake(word);
 }
