@@ -157,3 +157,67 @@ pub fn only_cpu(cpu: u32) -> libc::cpu_set_t {
     }
     set
 }
+
+/// This thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location has no preconditions and returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's errno.
+pub fn set_errno(e: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Ends this process with SIGABRT (a crash its supervisor sees as one).
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// True when `fd` (a pidfd) is readable now: its process has ended. Never blocks.
+pub fn readable_now(fd: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one local pollfd, without blocking.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// The calling thread's stack mapping [lo, hi), from `pthread_getattr_np` (for the main
+/// thread glibc reads /proc/self/maps once). None when glibc cannot say.
+pub fn thread_stack() -> Option<(u64, u64)> {
+    // SAFETY: pthread_attr_t is plain data, filled by pthread_getattr_np for this thread and
+    // destroyed after use; the out-pointers are locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        (r == 0).then(|| (addr as u64, addr as u64 + size as u64))
+    }
+}
+
+/// Copies up to `dst.len()` bytes of this process's memory at `src` into `dst` with
+/// `process_vm_readv`: unmapped or unreadable memory is an error (or a short count), never a
+/// fault. Returns the bytes copied, or -1.
+pub fn read_own_memory(pid: i32, src: u64, dst: &mut [u8]) -> isize {
+    let local = libc::iovec {
+        iov_base: dst.as_mut_ptr().cast(),
+        iov_len: dst.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: dst.len(),
+    };
+    // SAFETY: the kernel checks the source range; the destination is the caller's slice.
+    unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) }
+}

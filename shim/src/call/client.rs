@@ -630,14 +630,7 @@ pub fn helper_gone(p: &ProcRt) -> bool {
     if fd < 0 {
         return false;
     }
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polling one pidfd we own, without blocking.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & libc::POLLIN != 0
+    crate::platform::sys::readable_now(fd)
 }
 
 pub(super) fn acquire(p: &ProcRt) -> usize {

@@ -128,20 +128,13 @@ pub(super) fn active_pop() {
     DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
 }
 
-fn errno_ptr() -> *mut i32 {
-    // SAFETY: __errno_location has no preconditions and returns this thread's errno.
-    unsafe { libc::__errno_location() }
-}
-
 /// This thread's errno.
 pub fn get_errno() -> i32 {
-    // SAFETY: see errno_ptr.
-    unsafe { *errno_ptr() }
+    crate::platform::sys::errno()
 }
 
 pub fn set_errno(e: i32) {
-    // SAFETY: see errno_ptr.
-    unsafe { *errno_ptr() = e }
+    crate::platform::sys::set_errno(e)
 }
 
 entry_point! {
@@ -258,8 +251,7 @@ pub(super) fn dispatch(idx: usize, frame: &mut Frame) {
                     rt.procs[rt.my_region()].name
                 );
                 // A crash of the helper: the program's recovery takes it from here.
-                // SAFETY: abort has no preconditions.
-                unsafe { libc::abort() }
+                crate::platform::sys::abort()
             }
             None => {
                 warn!(

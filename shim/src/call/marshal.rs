@@ -214,7 +214,9 @@ impl Walk {
                         pack_strv(&entries, &mut w.packed, |e| {
                             // SAFETY: a non-NULL entry of a `strv` array is a string of the
                             // caller's.
-                            unsafe { libc::strlen(e as *const libc::c_char) }
+                            unsafe {
+                                std::ffi::CStr::from_ptr(e as *const std::ffi::c_char).count_bytes()
+                            }
                         });
                         (w.packed.len() - at) as u64
                     }
@@ -233,7 +235,9 @@ impl Walk {
             }
             let len = match spec {
                 // SAFETY: a `str` argument is a NUL-terminated string of the caller's.
-                ArgSpec::Str => unsafe { libc::strlen(p as *const libc::c_char) as u64 + 1 },
+                ArgSpec::Str => unsafe {
+                    std::ffi::CStr::from_ptr(p as *const std::ffi::c_char).count_bytes() as u64 + 1
+                },
                 ArgSpec::In(s) | ArgSpec::Out(s) | ArgSpec::InOut(s) => {
                     size_of(s, arg, deref).unwrap_or(0)
                 }
@@ -344,24 +348,7 @@ fn my_stack() -> (u64, u64) {
         if v.1 != 0 {
             return v;
         }
-        // SAFETY: pthread_attr_t is plain data, filled by pthread_getattr_np for this
-        // thread and destroyed after use; the out-pointers are locals.
-        let v = unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                (0, u64::MAX)
-            } else {
-                let mut addr: *mut libc::c_void = std::ptr::null_mut();
-                let mut size: libc::size_t = 0;
-                let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-                libc::pthread_attr_destroy(&mut attr);
-                if r != 0 {
-                    (0, u64::MAX)
-                } else {
-                    (addr as u64, addr as u64 + size as u64)
-                }
-            }
-        };
+        let v = crate::platform::sys::thread_stack().unwrap_or((0, u64::MAX));
         s.set(v);
         v
     })
@@ -417,7 +404,7 @@ mod tests {
         let mut out = Vec::new();
         pack_strv(&ptrs, &mut out, |p| {
             // SAFETY: test strings are CStrings alive in `owned`.
-            unsafe { libc::strlen(p as *const libc::c_char) }
+            unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char).count_bytes() }
         });
         out
     }

@@ -380,7 +380,9 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     let mut top = align8(m.data_end);
     if f.ret == RetSpec::Str && frame.ret_rax != 0 {
         // SAFETY: the function returned a NUL-terminated string (its spec says so).
-        let len = unsafe { libc::strlen(frame.ret_rax as *const libc::c_char) } as u64;
+        let len = unsafe {
+            std::ffi::CStr::from_ptr(frame.ret_rax as *const std::ffi::c_char).count_bytes()
+        } as u64;
         let off = align8(m.data_end);
         match off.checked_add(len + 1).filter(|e| *e <= DATA_SIZE as u64) {
             Some(_) => {
@@ -436,8 +438,7 @@ fn my_pid() -> libc::pid_t {
     thread_local! { static PID: Cell<libc::pid_t> = const { Cell::new(0) }; }
     PID.with(|p| {
         if p.get() == 0 {
-            // SAFETY: getpid has no preconditions.
-            p.set(unsafe { libc::getpid() });
+            p.set(crate::platform::sys::getpid());
         }
         p.get()
     })
@@ -462,14 +463,8 @@ unsafe fn read_self(src: u64, dst: *mut u8, n: usize) -> isize {
 /// # Safety
 /// `dst` is valid for `n` bytes.
 unsafe fn read_self_once(src: u64, dst: *mut u8, n: usize) -> isize {
-    let local = libc::iovec {
-        iov_base: dst.cast(),
-        iov_len: n,
-    };
-    let remote = libc::iovec {
-        iov_base: src as *mut libc::c_void,
-        iov_len: n,
-    };
-    // SAFETY: process_vm_readv on ourselves: the kernel checks the source range.
-    unsafe { libc::process_vm_readv(my_pid(), &local, 1, &remote, 1, 0) }
+    // SAFETY: `dst` is valid for `n` bytes (forwarded contract), and nothing else refers to
+    // them while the kernel copies.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dst, n) };
+    crate::platform::sys::read_own_memory(my_pid(), src, dst)
 }
