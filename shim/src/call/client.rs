@@ -526,8 +526,20 @@ pub fn call_finish(
     let region = &p.region;
     let timeout = p.spec.timeout_ms.map(Duration::from_millis);
     let timed_out = Cell::new(false);
+    // Before the first sleep of a wait, the zygote's word is enough: when it reaps a helper
+    // it bumps and wakes every channel's event word, so a sleep it would end is never begun
+    // blind. The pidfd is asked from the second check on (a slice passed without news: the
+    // zygote may be gone, or the helper is a resumed checkpoint the zygote does not reap).
+    let checks = Cell::new(0u32);
     let stop = || {
-        if helper_gone(p) {
+        let n = checks.get();
+        checks.set(n.saturating_add(1));
+        let gone = if n == 0 && p.zygote_child.load(Relaxed) {
+            known_dead(p).is_some()
+        } else {
+            helper_gone(p)
+        };
+        if gone {
             return true;
         }
         if timeout.is_some_and(|t| t0.elapsed() >= t) {
