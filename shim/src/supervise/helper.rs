@@ -251,10 +251,12 @@ fn finish() -> ! {
 /// Header of this helper's region, for the fatal-signal handler (0 until set).
 static FAULT_HDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+entry_point! {
 /// Records the signal and faulting address in the region, wakes the program's waiters, and
 /// lets the signal kill the helper with its default action. Async-signal-safe: atomics and
-/// raw syscalls only.
-extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// raw syscalls only (the entry guard allocates nothing unless the body panics, and then
+/// only writes one line).
+fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let h = FAULT_HDR.load(SeqCst);
     if h != 0 {
         // SAFETY: ctx is this handler's ucontext; FAULT_HDR is the live region header.
@@ -309,6 +311,7 @@ extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
             sig,
         );
     }
+}
 }
 
 fn install_fault_handlers(region: &crate::transport::region::Region) {

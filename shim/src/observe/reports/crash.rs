@@ -261,10 +261,11 @@ pub(super) fn install_handler() {
     }
 }
 
+entry_point! {
 /// The program itself got a fatal signal: record it, then let it die exactly as it would
 /// have (SA_RESETHAND restored the default action; returning re-executes the faulting
 /// instruction, and abort() raises again).
-extern "C" fn on_program_fault(
+fn on_program_fault(
     sig: libc::c_int,
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
@@ -317,4 +318,5 @@ extern "C" fn on_program_fault(
         // SAFETY: re-raising with the default action restored.
         unsafe { libc::raise(sig) };
     }
+}
 }
