@@ -35,6 +35,9 @@ modules:
     functions:
       f_str:    {args: ["out:16", str, "in:arg3", val], ret: str}
       f_handle: {args: [handle, "inout:*arg2", "inout:8"], ret: handle}
+      f_cb:     {args: ["cb:visit"]}
+    callbacks:
+      visit:    {args: [val, "strv:arg0", strv, "out:arg0"]}
   host:
     object: main
     functions:
@@ -95,6 +98,44 @@ extern "C" fn host_strv(s: *const libc::c_char, inb: *const u8, out: *mut u8, n:
     }
 }
 
+/// Calls of `host_visit` that got through the program's checks.
+static VISITS: AtomicU64 = AtomicU64::new(0);
+
+/// The program's callback bound to slot 0 of `visit` (as if it had passed it to `f_cb`): reads
+/// both string arrays as C code would, writes its `n`-byte out-buffer.
+extern "C" fn host_visit(
+    n: u64,
+    a: *const *const libc::c_char,
+    b: *const *const libc::c_char,
+    out: *mut u8,
+) -> u64 {
+    VISITS.fetch_add(1, SeqCst);
+    let mut sum = 0u64;
+    // SAFETY: as the spec says: `a` holds n string pointers (NULL entries allowed), `b` is
+    // NULL-terminated, `out` has n bytes; the program's server built them from checked copies.
+    unsafe {
+        if !a.is_null() {
+            for i in 0..n as usize {
+                let e = *a.add(i);
+                if !e.is_null() {
+                    sum += libc::strlen(e) as u64;
+                }
+            }
+        }
+        if !b.is_null() {
+            let mut i = 0;
+            while !(*b.add(i)).is_null() {
+                sum += libc::strlen(*b.add(i)) as u64;
+                i += 1;
+            }
+        }
+        if !out.is_null() {
+            std::ptr::write_bytes(out, 0x5a, n as usize);
+        }
+    }
+    sum
+}
+
 /// An offset or length a hostile peer might pick.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Num {
@@ -141,6 +182,42 @@ struct Nested {
     /// Bytes written into the data area at `at` before posting.
     at: Num,
     bytes: Vec<u8>,
+    /// Instead of the fields above: a well-formed call of the bound callback (packed string
+    /// arrays as the helper's side sends them), then bytes of it changed.
+    visit: Option<Visit>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Visit {
+    counted: Vec<Option<Vec<u8>>>,
+    terminated: Vec<Vec<u8>>,
+    /// The count the call claims (the first strv's `strv:arg0`), else its true count.
+    claim: Option<u8>,
+    /// (offset into the request, new byte) changes after packing.
+    flips: Vec<(u16, u8)>,
+}
+
+/// The bytes of a packed string array of `entries` (see `marshal::pack_strv`).
+fn packed(entries: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let owned: Vec<Option<std::ffi::CString>> = entries
+        .iter()
+        .map(|e| {
+            e.as_ref().map(|b| {
+                std::ffi::CString::new(b.iter().map(|&c| c.max(1)).collect::<Vec<u8>>())
+                    .expect("no NUL")
+            })
+        })
+        .collect();
+    let ptrs: Vec<u64> = owned
+        .iter()
+        .map(|c| c.as_ref().map_or(0, |c| c.as_ptr() as u64))
+        .collect();
+    let mut out = Vec::new();
+    crate::call::marshal::pack_strv(&ptrs, &mut out, |p| {
+        // SAFETY: p is one of the CStrings in `owned`, alive here.
+        unsafe { std::ffi::CStr::from_ptr(p as *const libc::c_char) }.count_bytes()
+    });
+    out
 }
 
 #[derive(Arbitrary, Debug)]
@@ -169,6 +246,11 @@ struct Reply {
 /// starts round r, calls, marks it finished; the peer answers round r and marks it done.
 struct Peer {
     region: Region,
+    /// Function indices a nested call may name: every mapped function, a bound callback slot
+    /// and an unbound one.
+    funcs: Vec<u32>,
+    /// The bound callback slot (`visit` #0).
+    visit: u32,
     round: AtomicU64,
     finished: AtomicU64,
     done: AtomicU64,
@@ -244,11 +326,55 @@ fn peer_main(peer: &Peer) {
         'act: {
             let silent = reply.silent == 0;
             for n in reply.nested.iter().take(4) {
+                if let Some(v) = &n.visit {
+                    // A callback call as an honest helper would send it, then damaged.
+                    let a = packed(&v.counted[..v.counted.len().min(8)]);
+                    let t: Vec<Option<Vec<u8>>> =
+                        v.terminated.iter().take(8).cloned().map(Some).collect();
+                    let b = packed(&t);
+                    let true_n = v.counted.len().min(8) as u64;
+                    let count = v.claim.map_or(true_n, u64::from);
+                    let mut req = a.clone();
+                    let b_at = req.len();
+                    req.extend_from_slice(&b);
+                    let out_at = req.len();
+                    req.extend(std::iter::repeat_n(0u8, count as usize));
+                    for &(at, byte) in v.flips.iter().take(4) {
+                        if !req.is_empty() {
+                            let i = at as usize % req.len();
+                            req[i] = byte;
+                        }
+                    }
+                    let base = 4096u64;
+                    write_data(&peer.region, base, &req);
+                    // SAFETY: Msg is plain data; all-zero is a valid value.
+                    let mut m: region::Msg = unsafe { std::mem::zeroed() };
+                    m.kind = MSG_CALL;
+                    m.func = peer.visit;
+                    m.nargs = 4;
+                    m.data_base = base;
+                    m.data_end = base + req.len() as u64;
+                    m.gp[0] = count;
+                    m.arg_off = [NULL_OFF; crate::platform::abi::MAX_ARGS];
+                    m.arg_off[1] = base;
+                    m.arg_len[1] = a.len() as u64;
+                    m.arg_off[2] = base + b_at as u64;
+                    m.arg_len[2] = b.len() as u64;
+                    m.arg_off[3] = base + out_at as u64;
+                    m.arg_len[3] = count;
+                    ch.write_msg(&m);
+                    ch.to_prog().post();
+                    match wait_prog(peer, seen, round) {
+                        Some(s) => seen = s,
+                        None => break 'act,
+                    }
+                    continue;
+                }
                 write_data(&peer.region, n.at.get(), &n.bytes);
                 // SAFETY: Msg is plain data; all-zero is a valid value.
                 let mut m: region::Msg = unsafe { std::mem::zeroed() };
                 m.kind = MSG_CALL;
-                m.func = n.func as u32 % 8;
+                m.func = peer.funcs[n.func as usize % peer.funcs.len()];
                 m.nargs = n.nargs as u32;
                 m.nstack = n.nstack as u32;
                 m.data_base = n.base.get();
@@ -354,6 +480,16 @@ fn fuzz_runtime() -> Runtime {
             f.real.store(*a, SeqCst);
         }
     }
+    // The program passed `host_visit` as `visit`: slot 0 is bound to it.
+    let first = rt
+        .fns
+        .iter()
+        .position(|f| f.callback.is_some())
+        .expect("visit slots");
+    assert_eq!(
+        rt.cb_slot(first, host_visit as *const () as usize),
+        Some(first)
+    );
     rt
 }
 
@@ -370,7 +506,21 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
         .unwrap_or(0x5eed_f4ac_7e5e_ed01);
     let rt: &'static Runtime = Box::leak(Box::new(fuzz_runtime()));
     let p = &rt.procs[0];
+    let first_slot = rt
+        .fns
+        .iter()
+        .position(|f| f.callback.is_some())
+        .unwrap_or(0) as u32;
+    let mut funcs: Vec<u32> = rt
+        .fns
+        .iter()
+        .filter(|f| f.callback.is_none())
+        .map(|f| f.idx as u32)
+        .collect();
+    funcs.extend([first_slot, first_slot + 1, first_slot, first_slot]);
     let peer: &'static Peer = Box::leak(Box::new(Peer {
+        funcs,
+        visit: first_slot,
         region: p.region,
         round: AtomicU64::new(0),
         finished: AtomicU64::new(0),
@@ -439,4 +589,9 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
         ok > 0 && refused > 0,
         "the fuzzer must exercise both outcomes"
     );
+    // Callback calls with string arrays got through the checks (and the damaged ones did not
+    // break anything): the path is exercised, not only its refusals.
+    let visits = VISITS.load(SeqCst);
+    eprintln!("reply fuzzer: the bound callback ran {visits} times");
+    assert!(visits > 0, "no well-formed callback call got through");
 }
