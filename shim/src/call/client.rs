@@ -420,21 +420,11 @@ pub(super) fn take_ret_str(
         // `f` stays valid, as the spec promises.
         return Ok(1);
     }
-    RET_STR.with(|r| {
-        let mut r = r.borrow_mut();
-        if r.len() <= f.idx {
-            r.resize_with(f.idx + 1, Vec::new);
-        }
-        let buf = &mut r[f.idx];
-        buf.clear();
-        // SAFETY: [off, end) lies inside the data area (checked above); copied once.
-        let src = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) };
-        let n = src.iter().position(|&b| b == 0).unwrap_or(src.len());
-        buf.extend_from_slice(&src[..n]);
-        buf.push(0);
-        moved.bytes_out += n as u64;
-        Ok(buf.as_ptr() as u64)
-    })
+    // SAFETY: [off, end) lies inside the data area (checked above); copied once.
+    let src = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) };
+    let n = src.iter().position(|&b| b == 0).unwrap_or(src.len());
+    moved.bytes_out += n as u64;
+    Ok(set_ret_str(f, &src[..n]))
 }
 
 /// The program side of one call to a helper: pick a channel, call, record statistics.
