@@ -84,12 +84,33 @@ impl Clone for Walk {
             n: self.n,
             packed: self.packed.clone(),
         };
-        let base = w.packed.as_ptr() as u64;
-        for b in &mut w.bufs[..w.n] {
-            if let Some(at) = b.packed_at {
-                b.ptr = base + at as u64;
-            }
-        }
+        w.repoint();
+        w
+    }
+}
+
+/// A walk kept for later (an entry of the replay log): only the stack words and buffers in
+/// use, not the fixed-size tables of a [`Walk`] (1.3 KB an entry, for every logged call).
+#[derive(Clone)]
+pub struct KeptWalk {
+    stack: Box<[u64]>,
+    bufs: Box<[Buf]>,
+    packed: Vec<u8>,
+}
+
+impl KeptWalk {
+    /// The walk again, its `strv` buffers pointing into its own packed copies.
+    pub fn walk(&self) -> Walk {
+        let mut w = Walk {
+            stack: [0; MAX_STACK],
+            nstack: self.stack.len(),
+            bufs: [NO_BUF; MAX_ARGS],
+            n: self.bufs.len(),
+            packed: self.packed.clone(),
+        };
+        w.stack[..self.stack.len()].copy_from_slice(&self.stack);
+        w.bufs[..self.bufs.len()].copy_from_slice(&self.bufs);
+        w.repoint();
         w
     }
 }
@@ -257,13 +278,27 @@ impl Walk {
             w.n += 1;
         }
         // The packed copies are final: point their buffers at them.
-        let base = w.packed.as_ptr() as u64;
-        for b in &mut w.bufs[..w.n] {
+        w.repoint();
+        w
+    }
+
+    /// Points the `strv` buffers at this walk's own packed copies.
+    fn repoint(&mut self) {
+        let base = self.packed.as_ptr() as u64;
+        for b in &mut self.bufs[..self.n] {
             if let Some(at) = b.packed_at {
                 b.ptr = base + at as u64;
             }
         }
-        w
+    }
+
+    /// What the replay log keeps of this walk.
+    pub fn keep(&self) -> KeptWalk {
+        KeptWalk {
+            stack: self.stack[..self.nstack.min(MAX_STACK)].into(),
+            bufs: self.bufs[..self.n].into(),
+            packed: self.packed.clone(),
+        }
     }
 
     /// The non-NULL buffers, in argument order.
@@ -436,6 +471,44 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn a_kept_walk_gives_back_the_same_stack_words_and_buffers() {
+        let mut w = Walk {
+            stack: [0; MAX_STACK],
+            nstack: 3,
+            bufs: [NO_BUF; MAX_ARGS],
+            n: 0,
+            packed: Vec::new(),
+        };
+        w.stack[..3].copy_from_slice(&[7, 8, 9]);
+        w.packed = pack(&[Some("a"), None]);
+        w.bufs[0] = Buf {
+            ptr: 0x1000,
+            len: 5,
+            arg: 0,
+            dir: Dir::Out,
+            packed_at: None,
+        };
+        w.bufs[1] = Buf {
+            ptr: 0,
+            len: w.packed.len() as u64,
+            arg: 2,
+            dir: Dir::In,
+            packed_at: Some(0),
+        };
+        w.n = 2;
+        w.repoint();
+        let back = w.keep().walk();
+        assert_eq!(back.nstack, 3);
+        assert_eq!(back.stack[..3], [7, 8, 9]);
+        assert_eq!(back.bufs()[0], w.bufs()[0]);
+        assert_eq!(back.bufs()[1].len, w.bufs()[1].len);
+        // The strv copy is its own, at the same bytes.
+        assert_eq!(back.bufs()[1].ptr, back.packed.as_ptr() as u64);
+        assert_eq!(back.packed, w.packed);
+        assert_ne!(back.bufs()[1].ptr, w.bufs()[1].ptr);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use crate::call::dispatch;
 use crate::call::handles;
-use crate::call::marshal::Walk;
+use crate::call::marshal::{KeptWalk, Walk};
 use crate::plan::runtime::{FnDesc, ProcRt, Runtime};
 use crate::platform::abi::{set_arg, Frame};
 use module_map::RetSpec;
@@ -28,7 +28,7 @@ pub struct Entry {
     /// The call's buffer walk (lengths and stack words as the program measured them before
     /// the call), and per buffer its input bytes: an `out:` buffer's are not kept (the
     /// replayed call gets zeroes: what it writes there is discarded anyway).
-    walk: Walk,
+    walk: KeptWalk,
     inputs: Vec<Vec<u8>>,
     /// The token the program got back (ret: handle), re-pointed on replay.
     ret_token: u64,
@@ -96,7 +96,7 @@ pub fn capture(f: &FnDesc, frame: &Frame, walk: &Walk) -> Entry {
     Entry {
         func: f.idx,
         frame,
-        walk: walk.clone(),
+        walk: walk.keep(),
         inputs,
         ret_token: 0,
         nested: Vec::new(),
@@ -138,10 +138,10 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
     {
         let f = &rt.fns[e.func];
         let mut frame = e.frame;
-        let mut stack = e.walk.stack;
+        let logged = e.walk.walk();
+        let mut stack = logged.stack;
         // Private copies at the logged lengths; the walk is the logged one, rebased on them.
-        let mut copies: Vec<Vec<u8>> = e
-            .walk
+        let mut copies: Vec<Vec<u8>> = logged
             .bufs()
             .iter()
             .zip(&e.inputs)
@@ -155,10 +155,10 @@ pub fn replay(rt: &Runtime, p: &ProcRt, from: usize) -> bool {
             })
             .collect();
         let ptrs: Vec<u64> = copies.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-        for (b, p) in e.walk.bufs().iter().zip(&ptrs) {
+        for (b, p) in logged.bufs().iter().zip(&ptrs) {
             set_arg(&mut frame, &mut stack, f.layout.args[b.arg as usize].1, *p);
         }
-        let mut walk = e.walk.rebased(&ptrs);
+        let mut walk = logged.rebased(&ptrs);
         walk.stack = stack;
         frame.stack = walk.stack.as_ptr();
         let outer = dispatch::nested_mode(dispatch::Nested::Replay(e.nested.clone(), 0));
