@@ -25,9 +25,10 @@ use module_map::{ArgSpec, RetSpec};
 use std::cell::Cell;
 use std::sync::atomic::Ordering::*;
 /// Program side of a nested call: true when every `in:`/`out:`/`inout:` buffer the helper
-/// sent is exactly as long as the spec says, evaluated on the helper's argument values and
-/// on the program's private copies (`*argN` reads the copy of buffer N; a size behind a
-/// pointer that is not a buffer cannot be checked, and is refused).
+/// sent is exactly as long as the spec says, and every `strv:SIZE` array has exactly that many
+/// entries, evaluated on the helper's argument values and on the program's private copies
+/// (`*argN` reads the copy of buffer N; a size behind a pointer that is not a buffer cannot be
+/// checked, and is refused).
 pub(super) fn sizes_match(f: &FnDesc, m: &Msg, nargs: usize, private: &[(usize, Vec<u8>)]) -> bool {
     let orig = Frame {
         gp: m.gp,
@@ -51,13 +52,22 @@ pub(super) fn sizes_match(f: &FnDesc, m: &Msg, nargs: usize, private: &[(usize, 
         }
     };
     for (i, (spec, _)) in f.layout.args.iter().enumerate().take(nargs) {
-        let (ArgSpec::In(sz) | ArgSpec::Out(sz) | ArgSpec::InOut(sz)) = spec else {
-            continue;
-        };
         if m.arg_off[i] == NULL_OFF {
             continue;
         }
-        if crate::call::marshal::size_of(sz, arg, deref) != Some(m.arg_len[i]) {
+        let (sz, have) = match spec {
+            ArgSpec::In(sz) | ArgSpec::Out(sz) | ArgSpec::InOut(sz) => (sz, Some(m.arg_len[i])),
+            // The entry count, word 0 of the unpacked copy (`marshal::unpack_strv` keeps it).
+            ArgSpec::Strv(Some(sz)) => (
+                sz,
+                private
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .and_then(|(_, v)| Some(u64::from_le_bytes(v.get(..8)?.try_into().ok()?))),
+            ),
+            _ => continue,
+        };
+        if have.is_none() || crate::call::marshal::size_of(sz, arg, deref) != have {
             return false;
         }
     }
@@ -166,69 +176,54 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         if off < m.data_base || end > m.data_end {
             return fail();
         }
-        let ptr = if let (ArgSpec::Strv(count), true) = (spec, zero_copy) {
+        let ptr = if zero_copy {
             // SAFETY: [off, end) lies inside the data area (checked above); the program wrote
             // it and waits for the answer.
             let bytes =
                 unsafe { std::slice::from_raw_parts_mut(data.add(off as usize), len as usize) };
-            let _ = count;
-            match crate::call::marshal::unpack_strv(bytes) {
-                Some((arr, _)) => arr,
-                None => return fail(),
-            }
-        } else if let ArgSpec::Strv(count) = spec {
-            // SAFETY: in bounds (checked above); copied once into memory the peer cannot touch.
-            let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }
-                .to_vec();
-            let Some((arr, n)) = crate::call::marshal::unpack_strv(&mut v) else {
-                warn!(
-                    "refused a nested call of {}: argument {i} is not a well-formed string array",
-                    f.name
-                );
-                return fail();
-            };
-            if let Some(sz) = count {
-                let orig = Frame {
-                    gp: m.gp,
-                    xmm: m.xmm,
-                    ..Frame::default()
-                };
-                let arg = |j: usize| {
-                    f.layout
-                        .args
-                        .get(j)
-                        .map_or(0, |a| arg_value(&orig, &m.stack, a.1))
-                };
-                if crate::call::marshal::size_of(sz, arg, |_| None) != Some(n as u64) {
-                    warn!(
-                        "refused a nested call of {}: argument {i} has {n} strings, not the count its spec gives",
-                        f.name
-                    );
-                    return fail();
+            match spec {
+                ArgSpec::Strv(_) => match crate::call::marshal::unpack_strv(bytes) {
+                    Some((arr, _)) => arr,
+                    None => return fail(),
+                },
+                _ => {
+                    if *spec == ArgSpec::Str && len > 0 {
+                        // The program wrote the NUL, but the string must end inside its slot
+                        // whatever happened.
+                        bytes[len as usize - 1] = 0;
+                    }
+                    bytes.as_mut_ptr() as u64
                 }
             }
-            private.push((i, v));
-            arr
-        } else if zero_copy {
-            if *spec == ArgSpec::Str && len > 0 {
-                // SAFETY: inside the data area (checked); the program wrote the NUL, but the
-                // string must end inside its slot whatever happened.
-                unsafe { *data.add((end - 1) as usize) = 0 };
-            }
-            // SAFETY: in bounds (checked above).
-            unsafe { data.add(off as usize) as u64 }
         } else {
             // SAFETY: in bounds (checked above); copied once into memory the peer cannot touch.
             let mut v = unsafe { std::slice::from_raw_parts(data.add(off as usize), len as usize) }
                 .to_vec();
-            if *spec == ArgSpec::Str {
-                if v.last() != Some(&0) {
-                    v.push(0);
+            let p = match spec {
+                ArgSpec::Strv(_) => match crate::call::marshal::unpack_strv(&mut v) {
+                    // Its count is checked against the spec with the other sizes below.
+                    Some((arr, _)) => arr,
+                    None => {
+                        warn!(
+                            "refused a nested call of {}: argument {i} is not a well-formed string array",
+                            f.name
+                        );
+                        return fail();
+                    }
+                },
+                ArgSpec::Str => {
+                    if v.last() != Some(&0) {
+                        v.push(0);
+                    }
+                    v.as_mut_ptr() as u64
                 }
-            } else if v.is_empty() {
-                v.push(0);
-            }
-            let p = v.as_mut_ptr() as u64;
+                _ => {
+                    if v.is_empty() {
+                        v.push(0);
+                    }
+                    v.as_mut_ptr() as u64
+                }
+            };
             private.push((i, v));
             p
         };
@@ -250,7 +245,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
     }
     if !zero_copy && !sizes_match(f, m, nargs, &private) {
         warn!(
-            "refused a nested call of {}: its buffers are not the sizes its spec gives",
+            "refused a nested call of {}: its buffers or string arrays are not the sizes its spec gives",
             f.name
         );
         return fail();
@@ -264,13 +259,10 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         top: m.data_end,
     });
     set_errno(m.errno);
-    let asked_now = if zero_copy || !DIGESTS.with(|d| d.get()) {
-        0
-    } else {
-        asked(f, &private)
-    };
-    if asked_now != 0 {
-        SEEN.with(|s| s.set(fold(s.get(), asked_now)));
+    // Replicas are compared on what their nested calls asked, only while a replicated call runs.
+    let asked_now = (!zero_copy && DIGESTS.with(|d| d.get())).then(|| asked(f, &private));
+    if let Some(a) = asked_now {
+        SEEN.with(|s| s.set(fold(s.get(), a)));
     }
     // Replicated call, program side: answer from the record, or record what ran.
     let replaying = !zero_copy && NESTED.with(|n| matches!(*n.borrow(), Nested::Replay(..)));
@@ -346,7 +338,7 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
                         })
                         .cloned()
                         .collect(),
-                    asked: asked_now,
+                    asked: asked_now.unwrap_or(0),
                     ret_str: (f.ret == RetSpec::Str && frame.ret_rax != 0).then(|| {
                         // SAFETY: the function returned a NUL-terminated string (its spec).
                         unsafe { std::ffi::CStr::from_ptr(frame.ret_rax as *const libc::c_char) }
