@@ -213,10 +213,8 @@ fn packed(entries: &[Option<Vec<u8>>]) -> Vec<u8> {
         .map(|c| c.as_ref().map_or(0, |c| c.as_ptr() as u64))
         .collect();
     let mut out = Vec::new();
-    crate::call::marshal::pack_strv(&ptrs, &mut out, |p| {
-        // SAFETY: p is one of the CStrings in `owned`, alive here.
-        unsafe { std::ffi::CStr::from_ptr(p as *const libc::c_char) }.count_bytes()
-    });
+    // SAFETY: every non-zero entry is one of the CStrings in `owned`, alive here.
+    unsafe { crate::call::marshal::pack_strv(&ptrs, &mut out) };
     out
 }
 

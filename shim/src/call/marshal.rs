@@ -131,8 +131,11 @@ const NULL_ENTRY: u64 = u64::MAX;
 /// The packed form of a string array, as it travels: word 0 the entry count n, words 1..=n each
 /// entry's offset from the start (`u64::MAX`: NULL), word n+1 zero (room for the terminating
 /// NULL), then the strings with their NULs. [`unpack_strv`] turns it into a `char **` in place.
-/// `entries` are the array's pointers; `strlen_of` measures one.
-pub fn pack_strv(entries: &[u64], out: &mut Vec<u8>, strlen_of: impl Fn(u64) -> usize) {
+/// `entries` are the array's pointers.
+///
+/// # Safety
+/// Every non-zero entry points to a NUL-terminated string, readable while this runs.
+pub unsafe fn pack_strv(entries: &[u64], out: &mut Vec<u8>) {
     let n = entries.len();
     let head = 8 * (n + 2);
     let start = out.len();
@@ -144,11 +147,9 @@ pub fn pack_strv(entries: &[u64], out: &mut Vec<u8>, strlen_of: impl Fn(u64) -> 
             NULL_ENTRY
         } else {
             let off = (out.len() - start) as u64;
-            let len = strlen_of(p);
-            // SAFETY: `p` is a NUL-terminated string of the caller's of `len` bytes (its
-            // length was just measured).
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
-            out.push(0);
+            // SAFETY: `p` is a NUL-terminated string (the caller's contract).
+            let bytes = unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) };
+            out.extend_from_slice(bytes.to_bytes_with_nul());
             off
         };
         out[at..at + 8].copy_from_slice(&word.to_le_bytes());
@@ -232,13 +233,9 @@ impl Walk {
                 let at = w.packed.len();
                 let len = match strv_entries(p, count.as_ref().map(|s| size_of(s, arg, deref))) {
                     Some(entries) => {
-                        pack_strv(&entries, &mut w.packed, |e| {
-                            // SAFETY: a non-NULL entry of a `strv` array is a string of the
-                            // caller's.
-                            unsafe {
-                                std::ffi::CStr::from_ptr(e as *const std::ffi::c_char).count_bytes()
-                            }
-                        });
+                        // SAFETY: a non-NULL entry of a `strv` array is a string of the
+                        // caller's (its spec).
+                        unsafe { pack_strv(&entries, &mut w.packed) };
                         (w.packed.len() - at) as u64
                     }
                     // Too many entries (or an unreadable count): too large to post.
@@ -437,10 +434,8 @@ mod tests {
             .map(|s| s.as_ref().map_or(0, |c| c.as_ptr() as u64))
             .collect();
         let mut out = Vec::new();
-        pack_strv(&ptrs, &mut out, |p| {
-            // SAFETY: test strings are CStrings alive in `owned`.
-            unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char).count_bytes() }
-        });
+        // SAFETY: test strings are CStrings alive in `owned`.
+        unsafe { pack_strv(&ptrs, &mut out) };
         out
     }
 
