@@ -158,13 +158,12 @@ pub fn client_post(
     // A caller about to spin while the serving thread sits on its CPU (sent there by a sleeping
     // call before) yields while it spins: the helper must get the CPU to answer (and, told
     // hint 0, moves off it).
-    let yielding = from_program
-        && !spin.is_zero()
-        && ch.last_hint.load(Relaxed) != 0
-        && crate::call::colocate::hint_for(Duration::ZERO) == ch.last_hint.load(Relaxed);
-    if from_program {
-        ch.last_hint.store(spin_hint, Relaxed);
-    }
+    let last_hint = if from_program {
+        ch.last_hint.swap(spin_hint, Relaxed)
+    } else {
+        0
+    };
+    let yielding = !spin.is_zero() && last_hint != 0 && last_hint == crate::call::colocate::here();
     let mut m: Msg = Msg {
         kind: MSG_CALL,
         func: f.idx as u32,

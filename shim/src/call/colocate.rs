@@ -82,6 +82,11 @@ pub fn hint_for(spin: Duration) -> u32 {
     if !spin.is_zero() {
         return 0;
     }
+    here()
+}
+
+/// The calling thread's CPU + 1, as a hint names it (0: unknown).
+pub fn here() -> u32 {
     sys::current_cpu().map_or(0, |c| c.saturating_add(1))
 }
 

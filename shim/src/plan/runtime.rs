@@ -326,40 +326,36 @@ pub(crate) fn build(
             .functions
             .iter()
             .any(|f| f.args.contains(&ArgSpec::Cb(None)));
-        let mut types: Vec<(String, module_map::Function)> = m
+        // Each type as the signature `Layout::of` reads (a function's).
+        let mut types: Vec<module_map::Function> = m
             .callbacks
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    module_map::Function {
-                        name: c.name.clone(),
-                        args: c.args.clone(),
-                        ret: c.ret,
-                        pure: false,
-                        line: c.line,
-                    },
-                )
+            .map(|c| module_map::Function {
+                name: c.name.clone(),
+                args: c.args.clone(),
+                ret: c.ret,
+                pure: false,
+                line: c.line,
             })
             .collect();
         if bare_used {
-            types.push((
-                "cb".to_string(),
-                module_map::Function {
-                    name: "cb".to_string(),
-                    args: vec![ArgSpec::Val; 6],
-                    ret: RetSpec::Val,
-                    pure: false,
-                    line: m.line,
-                },
-            ));
+            types.push(module_map::Function {
+                name: "cb".to_string(),
+                args: vec![ArgSpec::Val; 6],
+                ret: RetSpec::Val,
+                pure: false,
+                line: m.line,
+            });
         }
         let mut firsts = Vec::new();
-        for (name, sig) in &types {
+        for (t, sig) in types.iter().enumerate() {
+            let name = &sig.name;
+            // The bare type is the last one (a declared type may be named `cb` too).
+            let bare = bare_used && t + 1 == types.len();
             let key = format!("modules.{}.callbacks.{name}", m.name);
             let mut layout = Layout::of(sig)
                 .map_err(|e| MapError::at(&path, Some(sig.line), Some(key.clone()), e))?;
-            if name == "cb" {
+            if bare {
                 // Bare: every stack word the ABI may have placed.
                 layout.nstack = layout.nstack.max(crate::platform::abi::ABI_STACK);
             }
