@@ -9,16 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 static void report(const char *mode, long n, double *s, long k, double total) {
     qsort(s, (size_t)k, sizeof *s, cmp);

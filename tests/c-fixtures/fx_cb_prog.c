@@ -27,16 +27,7 @@ static void nop_hook(const char *msg, long v) {
     (void)v;
 }
 
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 /* 34 distinct hooks, for the bound on distinct functions per callback type (32). */
 #define HOOK(n) static void h##n(const char *m, long v) { (void)m; printf("h%d fired %ld\n", n, v); }

@@ -7,16 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 int main(int argc, char **argv) {
     long log = argc > 1 ? atol(argv[1]) : 0, cycles = argc > 2 ? atol(argv[2]) : 20;
