@@ -186,6 +186,31 @@ pub fn check_map(
                 ));
             }
         }
+        if verbose && map.process_of(&m.name).is_some() && program.is_some() {
+            // Functions of the object that the program calls but the map leaves out run in the
+            // program: given a pointer the module made in the helper (a handle, a parser),
+            // such a call crashes the program with no word from fracture.
+            let listed: Vec<&str> = m.functions.iter().map(|f| f.symbol()).collect();
+            let mut unlisted: Vec<&str> = closure
+                .iter()
+                .filter(|o| o.path != obj.path)
+                .flat_map(|o| o.imports.iter().map(|i| i.name.as_str()))
+                .filter(|n| !listed.contains(n) && obj.exports_function(n))
+                .collect();
+            unlisted.sort_unstable();
+            unlisted.dedup();
+            if !unlisted.is_empty() {
+                let shown: Vec<&str> = unlisted.iter().copied().take(8).collect();
+                warnings.push(format!(
+                    "{}: the program also calls {} function(s) of {} that the map does not list ({}{}): they run in the program, and one given a pointer the module made in the helper crashes it; list every function that takes the module's objects",
+                    m.name,
+                    unlisted.len(),
+                    m.object,
+                    shown.join(", "),
+                    if unlisted.len() > shown.len() { ", ..." } else { "" }
+                ));
+            }
+        }
         for f in &m.functions {
             let key = format!("modules.{}.functions.{}", m.name, f.name);
             if !obj.exports_function(&f.name) {

@@ -31,6 +31,9 @@ pub struct Export {
 pub enum RelocKind {
     JumpSlot,
     GlobDat,
+    /// An R_X86_64_64 data word with addend 0 holding the function's address (a table of
+    /// function pointers, such as pyexpat's handler setters); the shim routes these too.
+    Abs64,
 }
 
 /// An imported function and the GOT slot the loader fills for it.
@@ -155,7 +158,8 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
             size: s.st_size(e),
         });
     }
-    // Imports: JUMP_SLOT and GLOB_DAT relocations against undefined dynamic symbols.
+    // Imports: JUMP_SLOT and GLOB_DAT relocations against undefined dynamic symbols, and
+    // R_X86_64_64 words with addend 0 (what the shim's GOT layer routes, platform/got/elf.rs).
     for section in sections.iter() {
         if section.sh_type(e) != elf::SHT_RELA {
             continue;
@@ -167,6 +171,7 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<ElfObject, ElfError> {
             let kind = match r.r_type(e, false) {
                 elf::R_X86_64_JUMP_SLOT => RelocKind::JumpSlot,
                 elf::R_X86_64_GLOB_DAT => RelocKind::GlobDat,
+                elf::R_X86_64_64 if r.r_addend(e) == 0 => RelocKind::Abs64,
                 _ => continue,
             };
             let si = r.r_sym(e, false) as usize;

@@ -15,6 +15,26 @@ fn usr_bin_file_imports_libmagic_through_jump_slots() {
     assert!(o.needed.iter().any(|n| n == "libmagic.so.1"));
 }
 
+/// pyexpat (linked into Debian's python3) takes the addresses of libexpat's handler setters
+/// into a table: R_X86_64_64 words, imports as much as a GOT slot (the shim routes both).
+#[test]
+fn python3_imports_expat_setters_through_data_words() {
+    let p = Path::new("/usr/bin/python3.11");
+    if !p.exists() {
+        eprintln!("skipped: no {}", p.display());
+        return;
+    }
+    let o = read(p).unwrap();
+    let set = o
+        .imports
+        .iter()
+        .find(|i| i.name == "XML_SetStartElementHandler")
+        .expect("XML_SetStartElementHandler imported");
+    assert_eq!(set.kind, RelocKind::Abs64);
+    let parse = o.imports.iter().find(|i| i.name == "XML_Parse").unwrap();
+    assert_eq!(parse.kind, RelocKind::JumpSlot);
+}
+
 #[test]
 fn libmagic_exports_magic_file_and_is_found_by_soname() {
     let p = find_library("libmagic.so.1", &[]).expect("libmagic.so.1 found");

@@ -249,3 +249,35 @@ fn past_32_distinct_functions_of_one_callback_type_the_call_fails_and_the_helper
     );
     assert!(!err.contains("restart"), "{err}");
 }
+
+/// A map written from SPEC.md alone that lists only the obvious expat functions: `check` names
+/// the ones the program also calls (they would run in the program on the helper's parser), and
+/// sees the handler setters pyexpat reaches through a table of function pointers as imports.
+#[test]
+fn check_names_the_functions_of_an_isolated_object_that_the_map_leaves_in_the_program() {
+    if !Path::new("/usr/bin/python3.11").exists() {
+        eprintln!("skipped: no /usr/bin/python3.11");
+        return;
+    }
+    let dir = TempDir::new("cb-check");
+    let map = dir.write(
+        "xml.yaml",
+        "modules:\n  expat:\n    object: libexpat.so.1\n    callbacks:\n      start: {args: [val, str, strv], ret: void}\n    functions:\n      XML_ParserCreate_MM: {args: [str, val, str]}\n      XML_SetStartElementHandler: {args: [val, \"cb:start\"], ret: void}\n      XML_Parse: {args: [val, \"in:arg2\", val, val]}\nprocesses:\n  xml:\n    modules: [expat]\n",
+    );
+    let o = std::process::Command::new(fracture())
+        .args(["check", "-c"])
+        .arg(&map)
+        .args(["--", "/usr/bin/python3.11"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("expat: the program also calls") && err.contains("XML_GetBase"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("imports `XML_SetStartElementHandler`"),
+        "the setter is imported through a data word: {err}"
+    );
+}
