@@ -92,6 +92,8 @@ impl Function {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Process {
     pub name: String,
+    /// `memory`: how the helper sees the program's memory (SPEC.md, "Memory").
+    pub memory: Memory,
     /// Names of modules of this map; each module is in at most one process.
     pub modules: Vec<String>,
     pub env: Env,
@@ -101,6 +103,17 @@ pub struct Process {
     pub sample: Option<Sample>,
     /// 1-based line of the process's key in the file (0 when a `--set` added it).
     pub line: usize,
+}
+
+/// `memory:` of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Memory {
+    /// Only what the specs name is copied (the default).
+    #[default]
+    Copy,
+    /// Program memory is fetched a page at a time when the module touches it, and the bytes
+    /// it changed are written back when the call returns.
+    OnDemand,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

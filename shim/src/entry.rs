@@ -184,6 +184,8 @@ unsafe fn main_wrapper(
                 // SAFETY: a map naming what this program lacks stops it before main (SPEC.md).
                 unsafe { libc::_exit(127) };
             }
+            // Everything start-up allocated is freed now: use that up too (on-demand only).
+            crate::supervise::address::after_start(rt);
         }
     });
     // SAFETY: getpid has no preconditions.

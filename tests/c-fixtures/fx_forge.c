@@ -127,7 +127,7 @@ static uint32_t forge(int c, uint32_t func, uint64_t a0, uint64_t a1, uint32_t n
                       uint64_t end, uint64_t off, uint64_t len) {
     unsigned char *m = msg(c);
     uint32_t seen = __atomic_load_n(u32at(chan(c), CH_TO_HELPER_SEQ), __ATOMIC_SEQ_CST);
-    memset(m, 0, 1072);
+    memset(m, 0, 1088);
     *u32at(m, M_KIND) = MSG_CALL;
     *u32at(m, M_FUNC) = func;
     *u32at(m, M_NSTACK) = 0;

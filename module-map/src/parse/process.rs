@@ -8,7 +8,7 @@ use super::{MapError, MAX_COUNT, MAX_RETRIES, RLIMIT_NAMES};
 use crate::errno::errno_from_name;
 use crate::locate::{join_index, join_key};
 use crate::{
-    Env, FileRules, GiveUp, Malloc, OnCrash, OnMismatch, Pick, Process, Replicate, Restore, Sample,
+    Env, FileRules, GiveUp, Malloc, Memory, OnCrash, OnMismatch, Pick, Process, Replicate, Restore, Sample,
     Sandbox,
 };
 
@@ -19,6 +19,7 @@ const PROCESS_KEYS: &[&str] = &[
     "on_crash",
     "replicate",
     "sample",
+    "memory",
 ];
 const ENV_KEYS: &[&str] = &[
     "vars",
@@ -102,8 +103,16 @@ impl Cx<'_> {
                 "a process either replicates or samples its calls, not both; remove `replicate` or `sample`",
             ));
         }
+        let memory = match f.get("memory") {
+            Some((v, p)) => match self.word(v, &p, &["copy", "on-demand"])? {
+                "on-demand" => Memory::OnDemand,
+                _ => Memory::Copy,
+            },
+            None => Memory::Copy,
+        };
         let process = Process {
             name: name.to_owned(),
+            memory,
             modules,
             env,
             timeout_ms,
@@ -113,7 +122,52 @@ impl Cx<'_> {
             line: self.index.line_of(path).unwrap_or(0),
         };
         self.check_sandbox_wrappers(&process)?;
+        self.check_on_demand(&process)?;
         Ok(process)
+    }
+
+    /// `memory: on-demand` (SPEC.md, "Memory") serves the program's pages to one helper while a
+    /// call runs; what it cannot do yet is refused here, naming the key, instead of running
+    /// with a meaning nobody asked for.
+    fn check_on_demand(&self, p: &Process) -> Result<(), MapError> {
+        if p.memory != Memory::OnDemand {
+            return Ok(());
+        }
+        let base = format!("processes.{}", p.name);
+        let why = |key: &str, what: &str| {
+            self.invalid(
+                &join_key(&base, key),
+                format!("`memory: on-demand` cannot be combined with {what} yet; remove one of them"),
+            )
+        };
+        if p.replicate.is_some() {
+            return Err(why("replicate", "`replicate` (each replica would fetch and write back the same pages)"));
+        }
+        if p.sample.is_some() {
+            return Err(why("sample", "`sample`"));
+        }
+        if p.on_crash.restore != Restore::None {
+            return Err(why(
+                "on_crash",
+                "`restore: replay` or `checkpoint` (a replayed call would fetch today's memory, not the memory the call saw)",
+            ));
+        }
+        let envs = std::iter::once(&p.env).chain(p.on_crash.retry_envs.iter());
+        for e in envs {
+            if e.exec_mode() {
+                return Err(why(
+                    "env",
+                    "an exec-mode helper (`wrapper`, `preload`, `library_path`: a fresh program does not share the program's addresses)",
+                ));
+            }
+            if e.rlimits.contains_key("as") {
+                return Err(why(
+                    "env",
+                    "`rlimits: as` (the helper reserves the program's address ranges, which counts as address space)",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// valgrind runs the helper on a synthetic CPU and does not pass Landlock or seccomp

@@ -7,6 +7,7 @@
 //! - `got`: the loader's object list and GOT slots (reading, patching under a guard).
 //! - `abi`: the x86_64 SysV call frame the stubs save and replay.
 //! - `stubs`: per-function entry stubs and frame replay, in assembly.
+//! - `vm`: the address space page by page (reservations, fetched pages, a new stack).
 
 // Unsafe code only in the files that opt back in, each with a `# Safety` section.
 #![deny(unsafe_code)]
@@ -18,3 +19,4 @@ pub mod got;
 pub mod loader;
 pub mod stubs;
 pub mod sys;
+pub mod vm;

@@ -18,8 +18,10 @@ use crate::call::handles;
 use crate::call::marshal::Walk;
 use crate::plan::runtime::{self, FnDesc, ProcRt, Runtime};
 use crate::platform::abi::{arg_value, set_arg, Frame, MAX_STACK};
+use crate::call::pages;
 use crate::transport::region::{
-    self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_RETURN, NULL_OFF,
+    self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_PAGES, MSG_RETURN, MSG_WRITES,
+    NULL_OFF,
 };
 use module_map::{ArgSpec, RetSpec};
 use std::cell::{Cell, RefCell};
@@ -187,6 +189,8 @@ pub fn client_post(
         ret_len: 0,
         mirror_off: NULL_OFF,
         mirror_len: 0,
+        pages_off: NULL_OFF,
+        pages_len: 0,
     };
     let mut bufs = [(0u64, 0u64, 0u64, false); crate::platform::abi::MAX_ARGS];
     let mut nbufs = 0;
@@ -199,7 +203,7 @@ pub fn client_post(
     for b in walk.bufs() {
         let end = cursor
             .checked_add(b.len)
-            .filter(|e| *e <= DATA_SIZE as u64)
+            .filter(|e| *e <= crate::call::pages::AREA_BASE)
             .ok_or(CallError::TooLarge(b.len))?;
         // Out-buffers are copied in too: bytes the function does not write keep their values.
         // SAFETY: the caller's buffer holds `b.len` bytes (the walk measured it before the
@@ -223,6 +227,14 @@ pub fn client_post(
     } else {
         (ch.to_prog(), ch.to_helper())
     };
+    if from_program {
+        if let Some(rt) = runtime::get().filter(|rt| pages::program::on_demand(rt, region)) {
+            pages::program::send_ahead(rt, f, region, c, frame_in, &mut m);
+        }
+    } else {
+        // A helper's nested call ends its segment: the module's writes go with it.
+        pages::helper::end(&mut m);
+    }
     let seen = recv.seq.load(SeqCst);
     // The channel is ours for this call (acquired, or nested on it); the message slot
     // belongs to the sender until the peer answers.
@@ -255,6 +267,29 @@ pub fn client_wait(
     posted: Posted,
     frame: &mut Frame,
     from_program: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Moved, CallError> {
+    let od = from_program && pages::program::on_demand(rt, region);
+    let r = wait_answer(rt, f, region, posted, frame, from_program, od, stop);
+    if od && r.is_err() {
+        pages::program::discard(region);
+    }
+    if !from_program {
+        // The module goes on: a new segment.
+        pages::helper::begin(None);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wait_answer(
+    rt: &Runtime,
+    f: &FnDesc,
+    region: &Region,
+    posted: Posted,
+    frame: &mut Frame,
+    from_program: bool,
+    od: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
     let Posted {
@@ -295,7 +330,13 @@ pub fn client_wait(
             crate::call::colocate::heard();
         }
         match r.kind {
+            MSG_RETURN if od && !pages::program::hold(region, c, &r) => {
+                return Err(CallError::BadReply)
+            }
             MSG_RETURN => {
+                if od {
+                    pages::program::apply(region, Some(f));
+                }
                 // A spin that had to yield to a helper on our CPU (and that moved off it
                 // meanwhile) measured the migration, not the call: it says nothing.
                 moved.served_ns = if r.hint == 0 && yielding {
@@ -362,9 +403,41 @@ pub fn client_wait(
                 set_errno(r.errno);
                 return Ok(moved);
             }
+            MSG_PAGES | MSG_WRITES if od => {
+                // On-demand memory: pages the module touched, or writes it made ahead of the
+                // segment's end.
+                let reply = if r.kind == MSG_PAGES {
+                    pages::program::serve_pages(rt, region, c, &r)
+                } else if pages::program::hold(region, c, &r) {
+                    let mut a = fail();
+                    a.kind = MSG_RETURN;
+                    a
+                } else {
+                    return Err(CallError::BadReply);
+                };
+                seen = recv.seq.load(SeqCst);
+                ch.write_msg(&reply);
+                send.post();
+                if stop() {
+                    return Err(CallError::Died(-1));
+                }
+            }
             MSG_CALL => {
-                // A nested call of the peer: serve it and keep waiting for our answer.
-                let reply = serve(rt, region, c, &r, !from_program);
+                // A nested call of the peer: serve it and keep waiting for our answer. The
+                // helper's segment ends with it: its writes first.
+                if od {
+                    if !pages::program::hold(region, c, &r) {
+                        return Err(CallError::BadReply);
+                    }
+                    pages::program::apply(region, Some(f));
+                }
+                if !from_program {
+                    pages::helper::begin(Some(&r));
+                }
+                let mut reply = serve(rt, region, c, &r, !from_program);
+                if !from_program {
+                    pages::helper::end(&mut reply);
+                }
                 // Serving it may have made calls of its own on this channel (module ->
                 // program -> same module), whose answers moved the sequence past `seen`: the
                 // peer posts nothing more until it has our reply, so take the sequence now.

@@ -1,7 +1,8 @@
 //! Calls: the entry from a trampoline (`dispatch`), the one buffer walk of a call
 //! (`marshal`), the client and server sides of a call over a channel (`client`, `server`),
 //! the records of nested calls and callbacks (`nested`), where a waiting caller and its
-//! helper run (`colocate`), handle translation (`handles`), and the hooks through which the
+//! helper run (`colocate`), handle translation (`handles`), `memory: on-demand` (`pages`),
+//! and the hooks through which the
 //! layers above take part in a call (`hooks`).
 
 mod client;
@@ -13,4 +14,5 @@ pub mod handles;
 pub mod hooks;
 pub mod marshal;
 mod nested;
+pub mod pages;
 mod server;

@@ -41,7 +41,9 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     }
     rt.me.store(rt.procs[k].owner(), SeqCst);
     rt.my_region.store(k, SeqCst);
-    install_fault_handlers(&p.region);
+    // `memory: on-demand`: the program's ranges, made inaccessible before the first call.
+    let programs = crate::supervise::address::helper_side(k);
+    install_fault_handlers(&p.region, programs.is_some());
     let env = env_for(p, env_idx);
     apply_env(&env);
     {
@@ -54,8 +56,12 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         p.name,
         t0.elapsed()
     );
-    serve_loop(rt, k)
+    serve_loop(rt, k, programs)
 }
+
+/// Set once the program's inherited ranges are inaccessible (`memory: on-demand`): serving
+/// threads wait for it before their first call.
+static PROTECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Right after the fork: drops every other region (other helpers' and other replicas'
 /// queues: a faulty replica could otherwise write the others' answers and defeat the vote),
@@ -74,7 +80,7 @@ fn leave_the_others(rt: &Runtime, k: usize) {
 }
 
 /// The helper's main thread: start a serving thread for each channel that gets a call.
-fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
+fn serve_loop(rt: &'static Runtime, k: usize, programs: Option<Vec<(u64, u64)>>) -> ! {
     let p = &rt.procs[k];
     let region = p.region;
     let h = region.header();
@@ -87,6 +93,12 @@ fn serve_loop(rt: &'static Runtime, k: usize) -> ! {
     // Channel 0 serves the first calling thread: its serving thread starts at once, so the
     // first call after a (re)start does not wait for a thread to be made.
     started[0] = spawn_server(rt, k, 0);
+    // After the first thread is made (its start reads the environment, which lies in program
+    // memory): from here on, the helper's own code never touches the program's ranges.
+    if let Some(p) = programs {
+        crate::supervise::address::protect(&p);
+    }
+    PROTECTED.store(true, SeqCst);
     loop {
         let seen = h.doorbell.load(SeqCst);
         if h.shutdown.load(SeqCst) != 0 {
@@ -150,6 +162,14 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     // any other crash (threads the module starts itself have none).
     crate::observe::reports::altstack_for_this_thread();
     let region = rt.procs[k].region;
+    if !crate::call::pages::helper::thread_start(region, c) {
+        error!("helper '{}': no memory for on-demand pages", rt.procs[k].name);
+        // SAFETY: leaving the helper; the program sees it die and recovers.
+        unsafe { libc::_exit(71) };
+    }
+    while !PROTECTED.load(SeqCst) {
+        std::thread::sleep(Duration::from_micros(50));
+    }
     let h = region.header();
     let ch = region.channel(c);
     let dir = ch.to_helper();
@@ -171,7 +191,9 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
         let m = ch.read_msg();
         let reply = if m.kind == MSG_CALL {
             crate::call::colocate::on_call(m.hint);
+            crate::call::pages::helper::begin(Some(&m));
             let mut r = dispatch::serve(rt, &region, c, &m, true);
+            crate::call::pages::helper::end(&mut r);
             r.hint = crate::call::colocate::worked_ns();
             r
         } else if m.kind == region::MSG_CHECKPOINT {
@@ -314,7 +336,23 @@ fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void
 }
 }
 
-fn install_fault_handlers(region: &crate::transport::region::Region) {
+/// SIGSEGV of an on-demand helper: a touch of the program's memory during a call fetches the
+/// page (the instruction then runs again); anything else is a crash, as with [`on_fatal`].
+fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo and ucontext of this SIGSEGV.
+    if unsafe { crate::call::pages::helper::on_fault(info, ctx) } {
+        return;
+    }
+    // SAFETY: restoring the default action (no memory of ours is passed but a zeroed local).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+    }
+    on_fatal(sig, info, ctx)
+}
+
+fn install_fault_handlers(region: &crate::transport::region::Region, on_demand: bool) {
     FAULT_HDR.store(
         region.header() as *const region::RegionHeader as usize,
         SeqCst,
@@ -338,6 +376,11 @@ fn install_fault_handlers(region: &crate::transport::region::Region) {
             // On the thread's alternate stack where it has one (serving threads do), so a
             // stack overflow in the module is recorded too.
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_ONSTACK;
+            if on_demand && sig == libc::SIGSEGV {
+                // Kept after a fetch: `on_segv` restores the default itself for a crash.
+                sa.sa_sigaction = on_segv as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            }
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
@@ -427,12 +470,13 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
     // SAFETY: PR_SET_NAME with a NUL-terminated name.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-    install_fault_handlers(&p.region);
+    // Checkpoints are refused with `memory: on-demand` (module-map): copy memory only.
+    install_fault_handlers(&p.region, false);
     apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
     crate::supervise::sandbox::enter(&env_for(p, h.ckpt_env.load(SeqCst)), &p.name);
     h.pid.store(my_pid(), SeqCst);
     h.state.store(region::STATE_ALIVE, SeqCst);
-    serve_loop(rt, k)
+    serve_loop(rt, k, None)
 }
 
 /// What an exec-mode helper runs: argv and environment, built in the zygote before the fork.
@@ -555,7 +599,8 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         rt.patch(&objs, false);
     }
     rt.started.store(true, SeqCst);
-    install_fault_handlers(&p.region);
+    // Exec-mode helpers are refused with `memory: on-demand` (module-map): copy memory only.
+    install_fault_handlers(&p.region, false);
     // vars were in the environment from the start; the rest applies as in fork mode.
     let env = env_for(p, env_idx);
     apply_env(&Env {
@@ -564,5 +609,5 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     });
     crate::supervise::sandbox::enter(&env_for(p, env_idx), &p.name);
     debug!("exec-mode helper '{}' ready", p.name);
-    serve_loop(rt, k)
+    serve_loop(rt, k, None)
 }

@@ -1,7 +1,9 @@
-//! Supervision: the zygote and helpers (`zygote`, `helper`), the helper's environment
+//! Supervision: the zygote and helpers (`zygote`, `helper`), who owns an address under
+//! `memory: on-demand` (`address`), the helper's environment
 //! (`sandbox`, `rxmalloc`, `valgrind`), liveness, restart and retry (`recovery`), and module
 //! state rebuilt after a restart (`replay`; checkpoints live in `zygote` and `recovery`).
 
+pub mod address;
 pub mod helper;
 pub mod recovery;
 pub mod replay;

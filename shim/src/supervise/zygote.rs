@@ -40,6 +40,7 @@ fn pidfd_open(pid: i32) -> i32 {
 
 /// Forks the zygote (through an intermediate child). Called once, before `main`.
 pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
+    crate::supervise::address::prepare_program(rt).map_err(std::io::Error::other)?;
     let mut sv = [0i32; 2];
     // SAFETY: socketpair fills two fds.
     if unsafe {
@@ -64,6 +65,10 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
             libc::close(sv[0]);
             let z = libc::fork();
             if z == 0 {
+                if let Some(top) = crate::supervise::address::zygote_side() {
+                    // On a stack of its own: the main thread's stack is the program's.
+                    crate::platform::vm::run_on_stack(top, zygote_on_stack, sv[1] as usize);
+                }
                 crate::platform::sys::child_entry(|| zygote_main(rt, sv[1]));
             }
             libc::_exit(0);
@@ -252,6 +257,15 @@ struct Child {
     k: usize,
     pid: i32,
     pidfd: i32,
+}
+
+/// The zygote's start on its own stack (`memory: on-demand`).
+extern "C" fn zygote_on_stack(sock: usize) -> ! {
+    crate::platform::sys::child_entry(|| match crate::plan::runtime::get() {
+        Some(rt) => zygote_main(rt, sock as i32),
+        // SAFETY: leaving the child.
+        None => unsafe { libc::_exit(70) },
+    })
 }
 
 fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {

@@ -26,8 +26,9 @@ pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
 /// Bumped whenever the layout of the region or a message changes (v2: the zygote's
 /// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach; v3: a message's stack
 /// words follow its common fields; v4: `Msg::hint` and `Channel::last_hint`, where a waiting
-/// caller and its helper run, and how long the helper worked).
-pub const VERSION: u32 = 4;
+/// caller and its helper run, and how long the helper worked; v5: `Msg::pages_off`/`pages_len`
+/// and the page messages of `memory: on-demand`).
+pub const VERSION: u32 = 5;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
 /// Frames of a helper's fault kept per crash record (the faulting pc first, then return
@@ -138,6 +139,12 @@ pub struct Msg {
     /// Per argument: offset in the data area (u64::MAX = NULL pointer) and length.
     pub arg_off: [u64; MAX_ARGS],
     pub arg_len: [u64; MAX_ARGS],
+    /// `memory: on-demand` only (`pages_len` 0: none): a table of pages in the data area. In a call
+    /// (program -> helper), pages sent ahead; in an answer or a nested call (helper ->
+    /// program), the bytes the module changed in the program's pages (see `call::pages`).
+    /// Copied for every kind of message.
+    pub pages_off: u64,
+    pub pages_len: u64,
 }
 
 const HOT: usize = std::mem::offset_of!(Msg, stack);
@@ -151,12 +158,14 @@ const _: () = assert!(HOT == 176);
 const _: () = assert!(std::mem::offset_of!(Msg, xmm) == 432);
 const _: () = assert!(std::mem::offset_of!(Msg, arg_off) == 560);
 const _: () = assert!(std::mem::offset_of!(Msg, arg_len) == 816);
-const _: () = assert!(std::mem::size_of::<Msg>() == 1072);
+const _: () = assert!(std::mem::size_of::<Msg>() == 1088);
+// Version 5: the page table of `memory: on-demand` after the argument table.
+const _: () = assert!(std::mem::offset_of!(Msg, pages_off) == 1072);
 const _: () = assert!(std::mem::offset_of!(Channel, msg) == 32);
 const _: () = assert!(std::mem::offset_of!(Channel, consumed) == 28);
 // Version 4: `Msg::hint` (was padding) and `Channel::last_hint` after the message.
 const _: () = assert!(std::mem::offset_of!(Msg, hint) == 20);
-const _: () = assert!(std::mem::offset_of!(Channel, last_hint) == 32 + 1072);
+const _: () = assert!(std::mem::offset_of!(Channel, last_hint) == 32 + 1088);
 const _: () = assert!(std::mem::offset_of!(RegionHeader, fault_sig) == 48);
 
 /// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
@@ -176,6 +185,16 @@ pub const MSG_RETURN: u32 = 2;
 pub const MSG_FAIL: u32 = 3;
 /// Program → helper: fork a checkpoint now (sent only while no call is in flight).
 pub const MSG_CHECKPOINT: u32 = 4;
+/// Helper -> program, during a call (`memory: on-demand`): send the pages whose addresses are
+/// `gp[..nargs]`. Answered with MSG_RETURN, `ret_rax` a bit mask of the pages sent.
+pub const MSG_PAGES: u32 = 5;
+/// Helper -> program, during a call: bytes the module changed (`pages_off`), to be written
+/// when the call returns (a call that crashes writes nothing). Answered with MSG_RETURN.
+pub const MSG_WRITES: u32 = 6;
+/// Program -> helper, between calls: send the page of module memory at `gp[0]`, which the
+/// program reads through a pointer the module gave it. Answered with MSG_RETURN, `ret_rax`
+/// 1 when sent.
+pub const MSG_PEEK: u32 = 7;
 pub const NULL_OFF: u64 = u64::MAX;
 
 #[repr(C)]
@@ -344,6 +363,11 @@ impl Channel {
         // counts are bounded by the table sizes), and every bit pattern is a valid Msg.
         unsafe {
             copy_words(dst, src as *const u64, HOT / 8);
+            copy_words(
+                std::ptr::addr_of_mut!(m.pages_off),
+                std::ptr::addr_of!((*src).pages_off).cast(),
+                2,
+            );
             if m.kind == MSG_CALL {
                 let k = (m.nstack as usize).min(MAX_STACK);
                 copy_words(
@@ -378,6 +402,11 @@ impl Channel {
         // SAFETY: the slot belongs to us (we are the sender); ranges are inside Msg.
         unsafe {
             copy_words(dst as *mut u64, m as *const Msg as *const u64, HOT / 8);
+            copy_words(
+                std::ptr::addr_of_mut!((*dst).pages_off).cast(),
+                std::ptr::addr_of!(m.pages_off),
+                2,
+            );
             if m.kind == MSG_CALL {
                 let k = (m.nstack as usize).min(MAX_STACK);
                 copy_words(

@@ -1,0 +1,440 @@
+//! The helper's side of `memory: on-demand`: fetching a page on a fault, the twin of every
+//! fetched page, and the write table at the end of a segment.
+//!
+//! # Safety
+//! The fault handler ([`on_fault`]) runs on the serving thread's alternate stack while the
+//! module's code is stopped at the faulting instruction: it touches only this thread's
+//! [`Pages`] (made before the thread served anything, reached through a const thread-local),
+//! the call's channel, and pages it maps itself at program addresses ([`vm::fresh_page`] on
+//! addresses no helper-owned range holds, checked against the ranges fixed at the helper's
+//! start). It allocates nothing and cannot panic (no indexing that is not bounded first).
+
+#![allow(unsafe_code)]
+
+use super::{in_ranges, AREA, AREA_BASE, PER_REQUEST};
+use crate::platform::vm::{self, HIGH, LOW, PAGE};
+use crate::transport::region::{self, Msg, Region, DATA_SIZE, MSG_PAGES, MSG_RETURN, MSG_WRITES};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Pages one thread may hold fetched at once; past it the segment's writes are sent ahead and
+/// the pages dropped.
+const MAX_PAGES: usize = 16384;
+const SLOTS: usize = 2 * MAX_PAGES;
+const P: u64 = PAGE as u64;
+
+/// Ranges of this helper's own memory (sorted, merged), fixed at its start.
+static OWNED: OnceLock<Vec<(u64, u64)>> = OnceLock::new();
+
+/// Called once, at the helper's start (see `supervise::address`).
+pub fn set_owned(mut v: Vec<(u64, u64)>) {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(l) if a <= l.1 => l.1 = l.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    let _ = OWNED.set(out);
+
+}
+
+/// True in a helper of a `memory: on-demand` process.
+pub fn active() -> bool {
+    OWNED.get().is_some()
+}
+
+/// A page of the program: not ours, inside the user address space.
+fn programs(owned: &[(u64, u64)], addr: u64) -> bool {
+    (LOW as u64..HIGH as u64).contains(&addr) && !in_ranges(owned, addr)
+}
+
+/// One serving thread's fetched pages.
+struct Pages {
+    region: Region,
+    c: usize,
+    in_segment: bool,
+    n: usize,
+    addrs: Vec<u64>,
+    /// Open addressing over page numbers (0: empty): index + 1 into `addrs`.
+    slots: Vec<u32>,
+    /// MAX_PAGES twins, page i's at `twins + i * PAGE`.
+    twins: usize,
+}
+
+thread_local! {
+    static MINE: Cell<*mut Pages> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+impl Pages {
+    fn find(&self, page: u64) -> Option<usize> {
+        let mut i = (page / P) as usize % SLOTS;
+        loop {
+            let s = *self.slots.get(i)?;
+            if s == 0 {
+                return None;
+            }
+            let k = s as usize - 1;
+            if self.addrs.get(k) == Some(&page) {
+                return Some(k);
+            }
+            i = (i + 1) % SLOTS;
+        }
+    }
+
+    fn insert(&mut self, page: u64) -> Option<usize> {
+        if self.n >= MAX_PAGES {
+            return None;
+        }
+        let k = self.n;
+        *self.addrs.get_mut(k)? = page;
+        let mut i = (page / P) as usize % SLOTS;
+        while *self.slots.get(i)? != 0 {
+            i = (i + 1) % SLOTS;
+        }
+        self.slots[i] = k as u32 + 1;
+        self.n += 1;
+        Some(k)
+    }
+
+    fn twin(&self, k: usize) -> *mut u8 {
+        (self.twins + k * PAGE) as *mut u8
+    }
+
+    /// Maps the page fetched into the area at `off` at `page`, with its twin.
+    ///
+    /// # Safety
+    /// `page` is a program page (no helper-owned range holds it) not fetched yet; `off` and a
+    /// page after it lie in the channel's data area.
+    unsafe fn install(&mut self, page: u64, off: u64, exec: bool) -> bool {
+        // SAFETY: a program page: a reservation, or inaccessible program data (contract).
+        if !unsafe { vm::fresh_page(page as usize, exec) } {
+            return false;
+        }
+        let Some(k) = self.insert(page) else {
+            return false;
+        };
+        let src = self.region.data(self.c).wrapping_add(off as usize);
+        // SAFETY: src is a page of the data area (contract), the page was just mapped
+        // writable, the twin is slot k of this thread's twin mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
+            std::ptr::copy_nonoverlapping(src, self.twin(k), PAGE);
+        }
+        true
+    }
+
+    /// Drops every fetched page (back to inaccessible reservations).
+    fn drop_all(&mut self) {
+        for k in 0..self.n {
+            let a = self.addrs[k];
+            // SAFETY: a page this thread fetched; its writes were sent (or are to be lost).
+            unsafe { vm::drop_to_reservation(a as usize, a as usize + PAGE) };
+        }
+        for k in 0..self.n {
+            let mut i = (self.addrs[k] / P) as usize % SLOTS;
+            while self.slots[i] != 0 {
+                self.slots[i] = 0;
+                i = (i + 1) % SLOTS;
+            }
+        }
+        self.n = 0;
+    }
+
+    /// The changed runs of fetched page k: calls `emit(offset, len)` per run.
+    fn runs(&self, k: usize, mut emit: impl FnMut(usize, usize) -> bool) -> bool {
+        let page = self.addrs[k] as *const u64;
+        let twin = self.twin(k) as *const u64;
+        let words = PAGE / 8;
+        let mut w = 0;
+        while w < words {
+            // SAFETY: both are whole mapped pages (fetched, and its twin).
+            let differs = |i: usize| unsafe { *page.add(i) != *twin.add(i) };
+            if !differs(w) {
+                w += 1;
+                continue;
+            }
+            let start = w;
+            let mut end = w + 1;
+            // Runs closer than four equal words are one.
+            let mut gap = 0;
+            let mut i = end;
+            while i < words && gap < 4 {
+                if differs(i) {
+                    end = i + 1;
+                    gap = 0;
+                } else {
+                    gap += 1;
+                }
+                i += 1;
+            }
+            if !emit(start * 8, (end - start) * 8) {
+                return false;
+            }
+            w = end;
+        }
+        true
+    }
+
+    /// Writes the changed bytes of pages `from..` into the area as a write table, as many as
+    /// fit; returns (table length, the first page not written).
+    fn table(&self, from: usize) -> (u64, usize) {
+        let base = self.region.data(self.c).wrapping_add(AREA_BASE as usize);
+        // Pass 1: how many runs and bytes fit, page by page.
+        let (mut runs, mut bytes, mut upto) = (0usize, 0usize, from);
+        for k in from..self.n {
+            let (mut r, mut b) = (0, 0);
+            self.runs(k, |_, len| {
+                r += 1;
+                b += len;
+                true
+            });
+            if 8 + 16 * (runs + r) + bytes + b > AREA as usize {
+                break;
+            }
+            runs += r;
+            bytes += b;
+            upto = k + 1;
+        }
+        // Pass 2: write them.
+        let head = 8 + 16 * runs;
+        let (mut i, mut at) = (0usize, head);
+        // SAFETY: every write lies in [AREA_BASE, AREA_BASE + head + bytes), which pass 1
+        // kept inside the data area; sources are the fetched pages.
+        unsafe {
+            std::ptr::write_unaligned(base as *mut u64, runs as u64);
+            for k in from..upto {
+                let a = self.addrs[k];
+                self.runs(k, |off, len| {
+                    let e = base.add(8 + 16 * i) as *mut u64;
+                    std::ptr::write_unaligned(e, a + off as u64);
+                    std::ptr::write_unaligned(e.add(1), len as u64);
+                    std::ptr::copy_nonoverlapping((a as *const u8).add(off), base.add(at), len);
+                    i += 1;
+                    at += len;
+                    true
+                });
+            }
+        }
+        (at as u64, upto)
+    }
+
+    /// Sends the writes of every fetched page but the last table, which goes into `last`;
+    /// then drops the pages. False when the program did not take a table.
+    fn flush(&mut self, last: Option<&mut Msg>) -> bool {
+        let mut from = 0;
+        let mut ok = true;
+        loop {
+            let (len, upto) = self.table(from);
+            let done = upto >= self.n;
+            if done {
+                if let Some(m) = last {
+                    m.pages_off = AREA_BASE;
+                    m.pages_len = if len > 8 { len } else { 0 };
+                    break;
+                }
+            }
+            if len > 8 {
+                // SAFETY: Msg is plain data; all-zero is a valid value.
+                let mut m: Msg = unsafe { std::mem::zeroed() };
+                m.kind = MSG_WRITES;
+                m.pages_off = AREA_BASE;
+                m.pages_len = len;
+                ok &= self.ask(&m).is_some();
+            }
+            if done || upto == from {
+                break;
+            }
+            from = upto;
+        }
+        self.drop_all();
+        ok
+    }
+
+    /// Sends `m` to the program on the call's channel and waits for its answer (None: the
+    /// program is gone or did not answer MSG_RETURN).
+    fn ask(&self, m: &Msg) -> Option<Msg> {
+        let ch = self.region.channel(self.c);
+        let h = self.region.header();
+        let recv = ch.to_helper();
+        // SYNC POINT: the answer bumps `to_helper_seq` past this value (as in `client_post`).
+        let seen = recv.seq.load(SeqCst);
+        ch.write_msg(m);
+        ch.to_prog().post();
+        let s = recv.wait(
+            seen,
+            Duration::from_micros(50),
+            false,
+            Duration::from_millis(50),
+            || h.shutdown.load(SeqCst) != 0,
+        )?;
+        ch.consumed.store(s, SeqCst);
+        let r = ch.read_msg();
+        (r.kind == MSG_RETURN).then_some(r)
+    }
+}
+
+/// Makes this serving thread's page state (before it serves anything). False when memory for
+/// it cannot be had (the thread then fails the helper's calls as crashes would).
+pub fn thread_start(region: Region, c: usize) -> bool {
+    if !active() {
+        return true;
+    }
+    let Some(twins) = vm::anonymous(MAX_PAGES * PAGE) else {
+        return false;
+    };
+    let p = Box::new(Pages {
+        region,
+        c,
+        in_segment: false,
+        n: 0,
+        addrs: vec![0; MAX_PAGES],
+        slots: vec![0; SLOTS],
+        twins,
+    });
+    MINE.with(|m| m.set(Box::into_raw(p)));
+    true
+}
+
+fn mine() -> Option<&'static mut Pages> {
+    let p = MINE.with(|m| m.get());
+    // SAFETY: made by `thread_start` for this thread and never freed (the thread serves until
+    // the helper exits); only this thread uses it, and the fault handler only while the
+    // thread runs module code, never inside these functions (`in_segment` is false here).
+    unsafe { p.as_mut() }
+}
+
+/// One segment at a time per helper (a futex lock: 0 free, 1 held, 2 held with waiters).
+static SEG: AtomicU32 = AtomicU32::new(0);
+
+fn lock() {
+    let mut c = match SEG.compare_exchange(0, 1, SeqCst, SeqCst) {
+        Ok(_) => return,
+        Err(c) => c,
+    };
+    if c != 2 {
+        c = SEG.swap(2, SeqCst);
+    }
+    while c != 0 {
+        region::futex_wait(&SEG, 2, Duration::from_millis(50));
+        c = SEG.swap(2, SeqCst);
+    }
+}
+
+fn unlock() {
+    if SEG.swap(0, SeqCst) == 2 {
+        region::futex_wake(&SEG);
+    }
+}
+
+/// A segment starts: the call in `m` (or the answer to our nested call) arrived. Installs the
+/// pages the program sent ahead with a call.
+pub fn begin(m: Option<&Msg>) {
+    let Some(p) = mine() else { return };
+    lock();
+    if let (Some(m), Some(owned)) = (m, OWNED.get()) {
+        if m.pages_len > 0 && m.pages_off == AREA_BASE {
+            // SAFETY: the table's first word lies in the data area (AREA_BASE is inside).
+            let words = p.region.data(p.c).wrapping_add(AREA_BASE as usize) as *const u64;
+            // SAFETY: as above; the count is bounded before any page is read.
+            let n = unsafe { std::ptr::read_volatile(words) } as usize;
+            let n = n.min(super::AHEAD);
+            for i in 0..n {
+                // SAFETY: word i + 1 of the table, inside the first page of the area.
+                let page = unsafe { std::ptr::read_volatile(words.add(1 + i)) };
+                if page % P != 0 || !programs(owned, page) || p.find(page).is_some() {
+                    continue;
+                }
+                // SAFETY: a program page not fetched yet; its bytes are page i + 1 of the area.
+                unsafe { p.install(page, AREA_BASE + P * (1 + i as u64), false) };
+            }
+        }
+    }
+    p.in_segment = true;
+}
+
+/// The segment ends with message `m` (an answer, or a nested call to the program): the
+/// module's writes go with it, the pages are dropped.
+pub fn end(m: &mut Msg) {
+    let Some(p) = mine() else { return };
+    if !p.in_segment {
+        return;
+    }
+    p.in_segment = false;
+    p.flush(Some(m));
+    unlock();
+}
+
+/// A fault at `info`'s address while this thread runs a segment: fetches the page from the
+/// program (and the next few, read ahead). False when it is no page of the program's, or the
+/// program does not have it: a real fault.
+///
+/// # Safety
+/// Called from the SIGSEGV handler with the kernel's `info` and `ctx`.
+pub unsafe fn on_fault(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) -> bool {
+    let Some(p) = mine() else { return false };
+    let Some(owned) = OWNED.get() else {
+        return false;
+    };
+    if !p.in_segment || info.is_null() {
+        return false;
+    }
+    // SAFETY: the kernel's siginfo of a SIGSEGV.
+    let addr = unsafe { (*info).si_addr() } as u64;
+    // Bit 4 of the page-fault error code: an instruction fetch.
+    let exec = !ctx.is_null()
+        // SAFETY: the kernel's ucontext of this signal.
+        && unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] }
+            & 0x10
+            != 0;
+    if !programs(owned, addr) {
+        return false;
+    }
+    let page = addr & !(P - 1);
+    if p.find(page).is_some() {
+        // Fetched as data, now run: the program's code (a function pointer it stored).
+        // SAFETY: a page this thread fetched.
+        return exec && unsafe { vm::make_executable(page as usize, page as usize + PAGE) };
+    }
+    if p.n + PER_REQUEST > MAX_PAGES {
+        // SAFETY of the flush: no segment message is in flight (the module is running).
+        if !p.flush(None) {
+            return false;
+        }
+    }
+    let mut want = [0u64; PER_REQUEST];
+    want[0] = page;
+    let mut n = 1;
+    while n < PER_REQUEST {
+        let q = page + n as u64 * P;
+        if !programs(owned, q) || p.find(q).is_some() {
+            break;
+        }
+        want[n] = q;
+        n += 1;
+    }
+    // SAFETY: Msg is plain data; all-zero is a valid value.
+    let mut m: Msg = unsafe { std::mem::zeroed() };
+    m.kind = MSG_PAGES;
+    m.nargs = n as u32;
+    m.gp[..n].copy_from_slice(&want[..n]);
+    m.data_base = AREA_BASE;
+    m.data_end = DATA_SIZE as u64;
+    let Some(r) = p.ask(&m) else { return false };
+    if r.ret_rax & 1 == 0 {
+        return false;
+    }
+    for (i, &q) in want[..n].iter().enumerate() {
+        if r.ret_rax & (1 << i) != 0 {
+            // SAFETY: a program page not fetched yet (checked above); its bytes are page i of
+            // the area.
+            if !unsafe { p.install(q, AREA_BASE + P * i as u64, exec && i == 0) } && i == 0 {
+                return false;
+            }
+        }
+    }
+    true
+}

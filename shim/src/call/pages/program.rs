@@ -1,0 +1,216 @@
+//! The program's side of `memory: on-demand`: serving the pages a helper asks for during a
+//! call, holding and applying the module's writes, and sending pages ahead with a call.
+//!
+//! Everything the helper sends is untrusted: a page is served only when the program has it
+//! mapped readable and it is neither one of the queues nor module memory; a write is applied
+//! only inside a page served to that helper in the same segment, through `process_vm_writev`
+//! (memory unmapped or made read-only since is skipped, never a fault), and only when the
+//! segment ends with a good message.
+//!
+//! # Safety
+//! The page area of a channel (`AREA_BASE..DATA_SIZE`) is read and written only inside its
+//! bounds, while the helper waits for our answer; the helper's write table is copied out of
+//! shared memory once before it is parsed.
+
+#![allow(unsafe_code)]
+
+use super::{layout, parse_writes, AHEAD, AREA, AREA_BASE, PER_REQUEST};
+use crate::plan::runtime::{FnDesc, Runtime};
+use crate::platform::abi::Frame;
+use crate::platform::vm::{self, HIGH, LOW, PAGE};
+use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_RETURN, REGION_SIZE};
+use module_map::Memory;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+const P: u64 = PAGE as u64;
+
+/// One segment of a call of this thread's into one helper.
+#[derive(Default)]
+struct Seg {
+    /// Pages served in this segment (sorted when writes are checked).
+    served: Vec<u64>,
+    /// Writes held until the segment ends well.
+    held: Vec<(u64, Vec<u8>)>,
+}
+
+thread_local! {
+    /// Per region (its key): the segment in progress.
+    static SEGS: RefCell<HashMap<usize, Seg>> = RefCell::new(HashMap::new());
+    /// Per function: the pages its last call fetched, sent ahead with the next one.
+    static LEARNED: RefCell<HashMap<usize, Vec<u64>>> = RefCell::new(HashMap::new());
+}
+
+/// True when `region` serves a `memory: on-demand` process.
+pub fn on_demand(rt: &Runtime, region: &Region) -> bool {
+    rt.procs
+        .iter()
+        .find(|p| p.region.key() == region.key())
+        .is_some_and(|p| p.spec.memory == Memory::OnDemand)
+}
+
+/// A page the program may hand to a helper: in the user address space, not a queue, not
+/// module memory (which only its own helper has).
+fn servable(rt: &Runtime, page: u64) -> bool {
+    if page % P != 0 || !(LOW as u64..HIGH as u64).contains(&page) {
+        return false;
+    }
+    if let Some(l) = layout() {
+        let (lo, hi) = l.range();
+        if (lo..hi).contains(&page) {
+            return false;
+        }
+    }
+    !rt.procs.iter().any(|p| {
+        let k = p.region.key() as u64;
+        (k..k + REGION_SIZE as u64).contains(&page)
+    })
+}
+
+fn with_seg<R>(region: &Region, f: impl FnOnce(&mut Seg) -> R) -> R {
+    SEGS.with(|s| f(s.borrow_mut().entry(region.key()).or_default()))
+}
+
+/// Copies the pages `pages` of ours into the area from `first` on (page i at `first + i`);
+/// notes them served. Returns the mask of pages copied.
+fn copy_out(rt: &Runtime, region: &Region, c: usize, pages: &[u64], first: u64) -> u64 {
+    let area = region.data(c).wrapping_add((AREA_BASE + first * P) as usize);
+    let n = pages.len().min(64);
+    // SAFETY: `n` pages from `first` lie inside the page area (callers keep first + n within
+    // AREA / PAGE), which is ours while the helper waits for the answer.
+    let dst = unsafe { std::slice::from_raw_parts_mut(area, n * PAGE) };
+    let mut ok = 0u64;
+    let mut want = [0u64; 64];
+    for (i, &p) in pages[..n].iter().enumerate() {
+        want[i] = if servable(rt, p) { p } else { 0 };
+    }
+    // Unservable pages are read at 0, which fails.
+    let got = vm::read_pages(&want[..n], dst);
+    with_seg(region, |s| {
+        for (i, &p) in want[..n].iter().enumerate() {
+            if p != 0 && got & (1 << i) != 0 {
+                ok |= 1 << i;
+                s.served.push(p);
+            }
+        }
+    });
+    ok
+}
+
+/// Answers a helper's `MSG_PAGES` on channel `c`.
+pub fn serve_pages(rt: &Runtime, region: &Region, c: usize, m: &Msg) -> Msg {
+    let n = (m.nargs as usize).min(PER_REQUEST);
+    let mask = copy_out(rt, region, c, &m.gp[..n], 0);
+    // SAFETY: Msg is plain data; all-zero is a valid value.
+    let mut r: Msg = unsafe { std::mem::zeroed() };
+    r.kind = MSG_RETURN;
+    r.ret_rax = mask;
+    r
+}
+
+/// Takes the write table that message `m` carries (if any) into the segment's held writes;
+/// false when it does not hold together or writes outside the pages served in the segment.
+pub fn hold(region: &Region, c: usize, m: &Msg) -> bool {
+    if m.pages_len == 0 {
+        return true;
+    }
+    let in_area = m.pages_off >= AREA_BASE
+        && m.pages_off
+            .checked_add(m.pages_len)
+            .is_some_and(|e| e <= DATA_SIZE as u64);
+    if !in_area {
+        return false;
+    }
+    // One copy out of shared memory: the helper may change the area while we read it.
+    let mut copy = vec![0u8; m.pages_len as usize];
+    // SAFETY: [pages_off, pages_off + pages_len) lies inside the data area (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            region.data(c).add(m.pages_off as usize),
+            copy.as_mut_ptr(),
+            copy.len(),
+        )
+    };
+    let Some(writes) = parse_writes(&copy) else {
+        return false;
+    };
+    with_seg(region, |s| {
+        s.served.sort_unstable();
+        s.served.dedup();
+        for (addr, bytes) in &writes {
+            if s.served.binary_search(&(addr & !(P - 1))).is_err() {
+                warn!(
+                    "a helper wrote {} bytes at {addr:#x}, a page it was not given: the call fails",
+                    bytes.len()
+                );
+                return false;
+            }
+        }
+        s.held
+            .extend(writes.into_iter().map(|(a, b)| (a, b.to_vec())));
+        true
+    })
+}
+
+/// The segment ended well: applies its writes, remembers its pages for `f`'s next call.
+pub fn apply(region: &Region, f: Option<&FnDesc>) {
+    let seg = SEGS.with(|s| s.borrow_mut().remove(&region.key()));
+    let Some(seg) = seg else { return };
+    for (addr, bytes) in &seg.held {
+        if !vm::write_own(*addr, bytes) {
+            debug!("on-demand write at {addr:#x} skipped: the page is gone or read-only now");
+        }
+    }
+    if let Some(f) = f {
+        let mut pages = seg.served;
+        pages.sort_unstable();
+        pages.dedup();
+        pages.truncate(AHEAD - 8);
+        LEARNED.with(|l| l.borrow_mut().insert(f.idx, pages));
+    }
+}
+
+/// The segment ended badly (the call failed or the helper died): nothing is written.
+pub fn discard(region: &Region) {
+    SEGS.with(|s| s.borrow_mut().remove(&region.key()));
+}
+
+/// A call of `f` starts a segment: sends ahead the pages its argument registers point to and
+/// the pages its last call fetched, in the page area of channel `c`, described in `m`.
+pub fn send_ahead(rt: &Runtime, f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
+    discard(region);
+    let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
+    for &v in &frame.gp {
+        let p = v & !(P - 1);
+        if servable(rt, p) && !pages.contains(&p) {
+            pages.push(p);
+        }
+    }
+    LEARNED.with(|l| {
+        if let Some(v) = l.borrow().get(&f.idx) {
+            for &p in v {
+                if pages.len() < AHEAD && !pages.contains(&p) {
+                    pages.push(p);
+                }
+            }
+        }
+    });
+    if pages.is_empty() {
+        return;
+    }
+    let ok = copy_out(rt, region, c, &pages, 1);
+    // The table: [count][addr...] in the area's first page; page i at page i + 1. Pages that
+    // could not be read are left out (the helper skips a 0 address: never a program page).
+    let table = region.data(c).wrapping_add(AREA_BASE as usize) as *mut u64;
+    // SAFETY: AHEAD + 1 words fit the area's first page (AHEAD <= 511); the channel is ours.
+    unsafe {
+        std::ptr::write_volatile(table, pages.len() as u64);
+        for (i, &p) in pages.iter().enumerate() {
+            let v = if ok & (1 << i) != 0 { p } else { 0 };
+            std::ptr::write_volatile(table.add(1 + i), v);
+        }
+    }
+    m.pages_off = AREA_BASE;
+    m.pages_len = P * (1 + pages.len() as u64);
+    debug_assert!(m.pages_len <= AREA);
+}

@@ -1,0 +1,78 @@
+/* Drives libfx_od; its output is the same with the library on demand in a helper. Modes:
+ * all (default): lists on the stack, heap, a big mmap'd block and a global, to depth 3; a
+ * stream with state kept between calls; a function pointer of the program's. crash: a
+ * crashing call writes nothing back. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+struct od_node { struct od_node *next; long val; const char *name; };
+struct od_stream {
+    const unsigned char *next_in; size_t avail_in;
+    unsigned char *next_out; size_t avail_out;
+    size_t total; void *state;
+};
+long od_walk(struct od_node *n);
+int od_init(struct od_stream *s);
+int od_step(struct od_stream *s);
+long od_end(struct od_stream *s);
+long od_write_then_crash(long *p);
+long od_apply(long (*fn)(long), long x);
+const char *od_name(int i);
+
+static struct od_node global_node = {0, 7, "global"};
+static struct od_stream gstream; /* in .bss, as xz keeps its stream */
+static unsigned char gin[200000], gout[200000];
+
+static long triple(long x) { return 3 * x; }
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "all";
+    if (!strcmp(mode, "crash")) {
+        long v = 5;
+        long r = od_write_then_crash(&v);
+        printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    /* stack -> heap -> mmap'd block -> global */
+    char *big = mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct od_node *far = (struct od_node *)(big + 512 * 1024);
+    char *fname = big + 900 * 1024;
+    strcpy(fname, "far away");
+    *far = (struct od_node){&global_node, 100, fname};
+    struct od_node *heap = malloc(sizeof *heap);
+    char *hname = strdup("on the heap");
+    *heap = (struct od_node){far, 20, hname};
+    struct od_node stack = {heap, 3, "stack"};
+    if (getenv("FX_OD_DEBUG"))
+        fprintf(stderr, "stack %p heap %p far %p global %p\n", (void *)&stack, (void *)heap,
+                (void *)far, (void *)&global_node);
+    long s1 = od_walk(&stack);
+    long s2 = od_walk(&stack);
+    printf("walk: %ld %ld; values now %ld %ld %ld %ld\n", s1, s2, stack.val, heap->val, far->val,
+           global_node.val);
+
+    /* a stream whose state lives in the module between calls */
+    for (size_t i = 0; i < sizeof gin; i++) gin[i] = (unsigned char)(i * 7 + i / 251);
+    if (od_init(&gstream)) return 1;
+    gstream.next_in = gin;
+    gstream.avail_in = sizeof gin;
+    int steps = 0;
+    while (gstream.avail_in) {
+        gstream.next_out = gout + gstream.total;
+        gstream.avail_out = 30000;
+        od_step(&gstream);
+        steps++;
+    }
+    unsigned long h = 0;
+    for (size_t i = 0; i < sizeof gout; i++) h = h * 131 + gout[i];
+    printf("stream: %d steps, total %zu, out hash %lx, state %s\n", steps, gstream.total, h,
+           gstream.state ? "set" : "null");
+    printf("stream end: %ld, state %s\n", od_end(&gstream), gstream.state ? "set" : "null");
+
+    printf("apply: %ld\n", od_apply(triple, 14));
+    printf("name: %s %s\n", od_name(1), od_name(2));
+    return 0;
+}
