@@ -18,6 +18,7 @@ macro_rules! say {
 
 mod bisect;
 mod check;
+mod isolate;
 mod partition;
 mod plan;
 mod profile;
@@ -74,13 +75,39 @@ struct ProgramArgs {
 enum Cmd {
     /// Run PROGRAM with the map's modules in helper processes; exits with its status
     Run {
-        #[command(flatten)]
-        map: MapArgs,
+        /// The YAML module map
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "MAP.yaml",
+            required_unless_present = "isolate",
+            conflicts_with = "isolate"
+        )]
+        config: Option<PathBuf>,
+        /// No map: isolate every function the program imports from these objects, in one
+        /// helper with `memory: on-demand` (the map `fracture init` writes)
+        #[arg(long, value_name = "OBJECT[,OBJECT...]")]
+        isolate: Vec<String>,
+        /// Override one key of the map (a dotted path; VALUE is YAML); repeatable
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        sets: Vec<(String, String)>,
         /// Write run statistics as JSON to this file at exit
         #[arg(long, value_name = "FILE.json")]
         stats: Option<PathBuf>,
         #[command(flatten)]
         program: ProgramArgs,
+    },
+    /// Write the map `run --isolate` uses: every function PROGRAM imports from OBJECT
+    Init {
+        /// The objects to isolate (sonames, file names or paths)
+        #[arg(long, required = true, value_name = "OBJECT[,OBJECT...]")]
+        isolate: Vec<String>,
+        /// Where to write the map (default: standard output)
+        #[arg(short = 'o', long = "output", value_name = "MAP.yaml")]
+        out: Option<PathBuf>,
+        /// The program whose imports are listed
+        #[arg(last = true, value_name = "PROGRAM")]
+        program: Option<PathBuf>,
     },
     /// Validate a map (against a program): objects and symbols exist, specs parse
     Check {
@@ -158,10 +185,60 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.cmd {
         Cmd::Run {
-            map,
+            config,
+            isolate,
+            sets,
             stats,
             program,
-        } => run::run(&run_args(map, stats, program)),
+        } => {
+            let objects = isolate::objects(&isolate);
+            let temp = match (&config, objects.is_empty()) {
+                (Some(_), _) => None,
+                (None, false) => {
+                    let prog = program
+                        .program
+                        .first()
+                        .map(PathBuf::from)
+                        .unwrap_or_default();
+                    match isolate::temp_map(&objects, &prog) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            eprintln!("fracture: error: {e:#}");
+                            return Ok(125);
+                        }
+                    }
+                }
+                (None, true) => {
+                    eprintln!("fracture: error: run needs -c MAP.yaml or --isolate OBJECT");
+                    return Ok(125);
+                }
+            };
+            let map = MapArgs {
+                config: config.or(temp.clone()).unwrap_or_default(),
+                sets,
+            };
+            let r = run::run(&run_args(map, stats, program));
+            if let Some(t) = temp {
+                let _ = std::fs::remove_file(t);
+            }
+            r
+        }
+        Cmd::Init {
+            isolate,
+            out,
+            program,
+        } => {
+            let text = isolate::map_text(&isolate::objects(&isolate), program.as_deref())?;
+            match out {
+                Some(o) => std::fs::write(&o, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", o.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(text.as_bytes())?;
+                }
+            }
+            Ok(0)
+        }
         Cmd::Check { map, program } => check::main(&map.config, program.as_deref(), &map.sets),
         Cmd::Symbols { imports, object } => symbols::main(&object, imports),
         Cmd::Profile { map, out, program } => profile::profile(&run_args(map, None, program), &out),

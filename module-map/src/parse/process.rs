@@ -8,8 +8,8 @@ use super::{MapError, MAX_COUNT, MAX_RETRIES, RLIMIT_NAMES};
 use crate::errno::errno_from_name;
 use crate::locate::{join_index, join_key};
 use crate::{
-    Env, FileRules, GiveUp, Malloc, Memory, OnCrash, OnMismatch, Pick, Process, Replicate, Restore, Sample,
-    Sandbox,
+    Env, FileRules, GiveUp, Malloc, Memory, OnCrash, OnMismatch, Pick, Process, Replicate, Restore,
+    Sample, Sandbox,
 };
 
 const PROCESS_KEYS: &[&str] = &[
@@ -137,11 +137,16 @@ impl Cx<'_> {
         let why = |key: &str, what: &str| {
             self.invalid(
                 &join_key(&base, key),
-                format!("`memory: on-demand` cannot be combined with {what} yet; remove one of them"),
+                format!(
+                    "`memory: on-demand` cannot be combined with {what} yet; remove one of them"
+                ),
             )
         };
         if p.replicate.is_some() {
-            return Err(why("replicate", "`replicate` (each replica would fetch and write back the same pages)"));
+            return Err(why(
+                "replicate",
+                "`replicate` (each replica would fetch and write back the same pages)",
+            ));
         }
         if p.sample.is_some() {
             return Err(why("sample", "`sample`"));

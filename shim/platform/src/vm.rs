@@ -92,7 +92,16 @@ const RESERVE_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_N
 /// Reserves `len` bytes anywhere, inaccessible (None: no room).
 pub fn reserve(len: usize) -> Option<usize> {
     // SAFETY: a new mapping at an address the kernel picks: nothing of ours is replaced.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, RESERVE_FLAGS, -1, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            RESERVE_FLAGS,
+            -1,
+            0,
+        )
+    };
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
@@ -222,7 +231,14 @@ pub fn read_pages(pages: &[u64], dst: &mut [u8]) -> u64 {
         }
         // SAFETY: the local iovecs lie inside `dst`; the kernel checks the remote ones.
         let got = unsafe {
-            libc::process_vm_readv(pid, local.as_ptr(), cnt as u64, remote.as_ptr(), cnt as u64, 0)
+            libc::process_vm_readv(
+                pid,
+                local.as_ptr(),
+                cnt as u64,
+                remote.as_ptr(),
+                cnt as u64,
+                0,
+            )
         };
         let whole = if got > 0 { got as usize / PAGE } else { 0 };
         for j in 0..whole {
@@ -290,7 +306,11 @@ mod tests {
         let g = gaps(&m);
         assert_eq!(g[0], (LOW, 0x5555_5555_4000));
         assert_eq!(g[1], (0x5555_5555_6000, 0x7fff_f7dd_0000));
-        assert_eq!(g.len(), 3, "the stack ends where the user address space does");
+        assert_eq!(
+            g.len(),
+            3,
+            "the stack ends where the user address space does"
+        );
     }
 
     #[test]
@@ -304,7 +324,10 @@ mod tests {
             *((a + 2 * PAGE) as *mut u8) = 9;
         }
         let mut buf = vec![0u8; 3 * PAGE];
-        let ok = read_pages(&[a as u64, (a + PAGE) as u64, (a + 2 * PAGE) as u64], &mut buf);
+        let ok = read_pages(
+            &[a as u64, (a + PAGE) as u64, (a + 2 * PAGE) as u64],
+            &mut buf,
+        );
         assert_eq!(ok, 0b101);
         assert_eq!((buf[0], buf[2 * PAGE]), (7, 9));
         assert!(write_own(a as u64 + 1, &[5, 6]));

@@ -16,9 +16,9 @@ use super::dispatch::{
 use super::server::{fail, serve};
 use crate::call::handles;
 use crate::call::marshal::Walk;
+use crate::call::pages;
 use crate::plan::runtime::{self, FnDesc, ProcRt, Runtime};
 use crate::platform::abi::{arg_value, set_arg, Frame, MAX_STACK};
-use crate::call::pages;
 use crate::transport::region::{
     self, Channel, Msg, Region, DATA_SIZE, MSG_CALL, MSG_FAIL, MSG_PAGES, MSG_RETURN, MSG_WRITES,
     NULL_OFF,

@@ -42,9 +42,58 @@ pub fn prepare_program(rt: &Runtime) -> Result<(), String> {
 /// In the program, when start-up is done and before `main`: the memory fracture's own
 /// start-up freed after the fork lies in the heap a helper sees as its own; it is used up too.
 pub fn after_start(rt: &Runtime) {
-    if wanted(rt) && pages::layout().is_some() {
-        ballast();
+    if !wanted(rt) || pages::layout().is_none() {
+        return;
     }
+    ballast();
+    // The writable data of the on-demand processes' module objects (loaded before the fork):
+    // the helper's now; the program reads it from there.
+    let maps = Mapping::read_all();
+    let mut data: Vec<(u64, u64, usize)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for f in &rt.fns {
+        let Some(k) = crate::plan::runtime::process_of(f.owner) else {
+            continue;
+        };
+        let real = f.real.load(std::sync::atomic::Ordering::Acquire);
+        if rt
+            .procs
+            .get(k)
+            .is_none_or(|p| p.spec.memory != Memory::OnDemand)
+            || real == 0
+        {
+            continue;
+        }
+        let Some(path) = crate::platform::sys::dladdr(real)
+            .and_then(|o| o.path)
+            .map(|p| p.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        let path = std::fs::canonicalize(&path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(path);
+        if seen.contains(&path) {
+            continue;
+        }
+        seen.push(path.clone());
+        let mut data_end = 0;
+        for m in &maps {
+            let own = m.write && !m.shared && m.path == path;
+            let bss = m.write && m.path.is_empty() && m.start == data_end;
+            if own {
+                data_end = m.end;
+            }
+            if own || bss {
+                data.push((m.start as u64, m.end as u64, k));
+            }
+        }
+    }
+    debug!(
+        "on-demand: {} ranges of module data are the helpers' now",
+        data.len()
+    );
+    pages::peek::install(rt, data);
 }
 
 /// Allocates, and never frees, the free chunks of the heap and its top, so that no later

@@ -163,7 +163,10 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     crate::observe::reports::altstack_for_this_thread();
     let region = rt.procs[k].region;
     if !crate::call::pages::helper::thread_start(region, c) {
-        error!("helper '{}': no memory for on-demand pages", rt.procs[k].name);
+        error!(
+            "helper '{}': no memory for on-demand pages",
+            rt.procs[k].name
+        );
         // SAFETY: leaving the helper; the program sees it die and recovers.
         unsafe { libc::_exit(71) };
     }
@@ -196,6 +199,8 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             crate::call::pages::helper::end(&mut r);
             r.hint = crate::call::colocate::worked_ns();
             r
+        } else if m.kind == region::MSG_PEEK {
+            crate::call::pages::peek::serve_peek(&region, c, &m)
         } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)
         } else {

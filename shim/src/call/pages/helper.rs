@@ -39,7 +39,11 @@ pub fn set_owned(mut v: Vec<(u64, u64)>) {
         }
     }
     let _ = OWNED.set(out);
+}
 
+/// This helper's own ranges (None: not on demand).
+pub fn owned() -> Option<&'static [(u64, u64)]> {
+    OWNED.get().map(|v| v.as_slice())
 }
 
 /// True in a helper of a `memory: on-demand` process.

@@ -33,6 +33,7 @@
 //! pages the function's last call fetched (`program::send_ahead`).
 
 pub mod helper;
+pub mod peek;
 pub mod program;
 
 use crate::platform::vm::PAGE;

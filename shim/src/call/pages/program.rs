@@ -74,7 +74,9 @@ fn with_seg<R>(region: &Region, f: impl FnOnce(&mut Seg) -> R) -> R {
 /// Copies the pages `pages` of ours into the area from `first` on (page i at `first + i`);
 /// notes them served. Returns the mask of pages copied.
 fn copy_out(rt: &Runtime, region: &Region, c: usize, pages: &[u64], first: u64) -> u64 {
-    let area = region.data(c).wrapping_add((AREA_BASE + first * P) as usize);
+    let area = region
+        .data(c)
+        .wrapping_add((AREA_BASE + first * P) as usize);
     let n = pages.len().min(64);
     // SAFETY: `n` pages from `first` lie inside the page area (callers keep first + n within
     // AREA / PAGE), which is ours while the helper waits for the answer.
@@ -179,6 +181,10 @@ pub fn discard(region: &Region) {
 /// the pages its last call fetched, in the page area of channel `c`, described in `m`.
 pub fn send_ahead(rt: &Runtime, f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
+    // Module memory the program read since its last call into this process is stale now.
+    if let Some(k) = rt.procs.iter().position(|p| p.region.key() == region.key()) {
+        super::peek::drop_peeked(k);
+    }
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
     for &v in &frame.gp {
         let p = v & !(P - 1);

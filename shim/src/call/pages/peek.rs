@@ -1,0 +1,243 @@
+//! The other direction of `memory: on-demand`: the program reading module memory (a string a
+//! module function returned, a field of its handle, the module's own globals). Module memory is
+//! inaccessible in the program (the reservation's slots, and the writable data of the module's
+//! objects, made inaccessible once the zygote is forked); a fault there asks the helper for the
+//! page (`MSG_PEEK`, on a channel of its own), maps it, and keeps it until the program's next
+//! call into that process. Pages of a slot are mapped read-only; pages of a module object's data
+//! writable, as a private copy the helper never sees. Every other fault goes to the handler
+//! that was installed before ours.
+//!
+//! # Safety
+//! The handler runs on whatever stack the faulting thread has; it allocates nothing: a channel
+//! is taken with the lock-free free-mask, the page is mapped at an address of module memory
+//! (a slot or a module object's data, never anything else of the program's), the list of
+//! fetched pages is an array of atomics made before the handler was installed.
+
+#![allow(unsafe_code)]
+
+use super::{in_ranges, layout, AREA_BASE};
+use crate::plan::runtime::{self, Runtime};
+use crate::platform::vm::{self, PAGE};
+use crate::transport::region::{Msg, Region, MSG_PEEK, MSG_RETURN};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const P: u64 = PAGE as u64;
+/// Pages of module memory one process may have fetched between two calls into it.
+const MAX_PEEKED: usize = 4096;
+
+struct Peeked {
+    pages: Vec<AtomicU64>,
+    n: AtomicUsize,
+}
+
+/// Per process: (module data ranges [lo, hi) sorted, pages fetched since the last call).
+struct State {
+    data: Vec<(u64, u64, usize)>,
+    peeked: Vec<Peeked>,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+/// The SIGSEGV action before ours (chained to for every other fault).
+static PREV: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// In the program, once the zygote is forked: makes `data` (writable data of each on-demand
+/// process's module objects: [lo, hi) and the process index) inaccessible and installs the
+/// handler.
+pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
+    data.sort_unstable();
+    let peeked = (0..rt.procs.len())
+        .map(|_| Peeked {
+            pages: (0..MAX_PEEKED).map(|_| AtomicU64::new(0)).collect(),
+            n: AtomicUsize::new(0),
+        })
+        .collect();
+    for &(a, b, _) in &data {
+        // SAFETY: the module's data: its functions all run in the helper now.
+        unsafe { vm::protect_none(a as usize, b as usize) };
+    }
+    if STATE.set(State { data, peeked }).is_err() {
+        return;
+    }
+    // SAFETY: installing our handler with a zeroed, then filled, sigaction; the old one is
+    // kept for chaining.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let mut old: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_segv as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGSEGV, &sa, &mut old) == 0 {
+            let _ = PREV.set(old);
+        }
+    }
+}
+
+/// The process whose module memory holds `addr`, and whether it is a module object's data.
+fn owner_of(addr: u64) -> Option<(usize, bool)> {
+    if let Some(k) = layout().and_then(|l| l.process_of(addr)) {
+        return Some((k, false));
+    }
+    let st = STATE.get()?;
+    let i = st.data.partition_point(|r| r.1 <= addr);
+    st.data.get(i).filter(|r| r.0 <= addr).map(|r| (r.2, true))
+}
+
+/// Drops the module pages the program fetched from process `k` (its next call starts).
+pub fn drop_peeked(k: usize) {
+    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return;
+    };
+    let n = p.n.swap(0, SeqCst).min(MAX_PEEKED);
+    for slot in &p.pages[..n] {
+        let page = slot.swap(0, SeqCst);
+        if page != 0 {
+            // SAFETY: a page of module memory we mapped in `peek`; nothing of the program's.
+            unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
+        }
+    }
+}
+
+/// Fetches the page of module memory at `addr` from its helper. False: not module memory,
+/// or the helper does not have it.
+fn peek(addr: u64) -> bool {
+    let Some((k, writable)) = owner_of(addr) else {
+        return false;
+    };
+    let Some(rt) = runtime::get() else {
+        return false;
+    };
+    let Some(p) = rt.procs.get(k) else {
+        return false;
+    };
+    let Some(peeked) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return false;
+    };
+    if p.pid.load(SeqCst) <= 0 || peeked.n.load(SeqCst) >= MAX_PEEKED {
+        return false;
+    }
+    let page = addr & !(P - 1);
+    let c = super::super::client::acquire(p);
+    let ok = ask(&p.region, c, page, || {
+        super::super::client::known_dead(p).is_some()
+    });
+    if ok {
+        // SAFETY: a page of module memory (a slot or a module object's data, `owner_of`):
+        // replaced by a fresh page holding the helper's bytes.
+        unsafe {
+            if vm::fresh_page(page as usize, false) {
+                std::ptr::copy_nonoverlapping(
+                    p.region.data(c).add(AREA_BASE as usize),
+                    page as *mut u8,
+                    PAGE,
+                );
+                if !writable {
+                    vm::read_only(page as usize);
+                }
+                let i = peeked.n.fetch_add(1, SeqCst);
+                if let Some(s) = peeked.pages.get(i) {
+                    s.store(page, SeqCst);
+                }
+            }
+        }
+    }
+    super::super::client::release(p, c);
+    ok
+}
+
+/// One MSG_PEEK round trip on channel `c` (the program's side).
+fn ask(region: &Region, c: usize, page: u64, dead: impl Fn() -> bool) -> bool {
+    let ch = region.channel(c);
+    // SAFETY: Msg is plain data; all-zero is a valid value.
+    let mut m: Msg = unsafe { std::mem::zeroed() };
+    m.kind = MSG_PEEK;
+    m.gp[0] = page;
+    let recv = ch.to_prog();
+    // SYNC POINT: the answer bumps `to_prog_seq` past this value.
+    let seen = recv.seq.load(SeqCst);
+    ch.write_msg(&m);
+    ch.to_helper().post();
+    if ch.served.load(SeqCst) == 0 {
+        crate::transport::region::ring(&region.header().doorbell);
+    }
+    let t0 = Instant::now();
+    let got = recv.wait(
+        seen,
+        Duration::from_micros(50),
+        false,
+        Duration::from_millis(20),
+        || dead() || t0.elapsed() > Duration::from_secs(10),
+    );
+    got.is_some() && {
+        let r = ch.read_msg();
+        r.kind == MSG_RETURN && r.ret_rax == 1
+    }
+}
+
+/// The program's SIGSEGV handler while some process is on demand.
+extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if !info.is_null() {
+        // SAFETY: the kernel's siginfo of a SIGSEGV.
+        let addr = unsafe { (*info).si_addr() } as u64;
+        if peek(addr) {
+            return;
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+/// Hands the fault to the handler installed before ours (as the kernel would have).
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(prev) = PREV.get() else {
+        return default(sig);
+    };
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        return default(sig);
+    }
+    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+        // As the kernel does before running a one-shot handler.
+        default(sig);
+    }
+    // SAFETY: the previous handler, called as the kernel would call it.
+    unsafe {
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(h);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
+            f(sig);
+        }
+    }
+}
+
+/// Restores the default action: returning re-runs the faulting instruction, which kills.
+fn default(sig: libc::c_int) {
+    // SAFETY: a zeroed sigaction with SIG_DFL.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// The helper's side: answers MSG_PEEK on channel `c` with its own page (only memory it
+/// owns; an unmapped page is an error, not a fault).
+pub fn serve_peek(region: &Region, c: usize, m: &Msg) -> Msg {
+    // SAFETY: Msg is plain data; all-zero is a valid value.
+    let mut r: Msg = unsafe { std::mem::zeroed() };
+    r.kind = MSG_RETURN;
+    let page = m.gp[0];
+    let owned = super::helper::owned();
+    if page % P != 0 || !owned.is_some_and(|o| in_ranges(o, page)) {
+        return r;
+    }
+    // SAFETY: one page at AREA_BASE lies inside the channel's data area, ours while the
+    // program waits.
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut(region.data(c).add(AREA_BASE as usize), PAGE) };
+    r.ret_rax = vm::read_pages(&[page], dst) & 1;
+    r
+}
