@@ -221,3 +221,33 @@ pub fn read_own_memory(pid: i32, src: u64, dst: &mut [u8]) -> isize {
     // SAFETY: the kernel checks the source range; the destination is the caller's slice.
     unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) }
 }
+
+extern "C" {
+    fn __fpending(f: *mut libc::FILE) -> libc::size_t;
+    static mut stdout: *mut libc::FILE;
+}
+
+/// Writes out what the program's `stdout` holds, if anything: output a helper then writes
+/// to the same descriptor comes after it, as it would without fracture.
+pub fn flush_stdout_if_pending() {
+    // SAFETY: glibc's own stdout FILE; __fpending only reads its buffer pointers, fflush
+    // takes the stream's lock as any caller does.
+    unsafe {
+        let f = stdout;
+        if !f.is_null() && __fpending(f) > 0 {
+            libc::fflush(f);
+        }
+    }
+}
+
+/// Makes this process's `stdout` unbuffered (a helper whose module writes to it: each write
+/// reaches the descriptor at once, in order with the program's).
+pub fn stdout_unbuffered() {
+    // SAFETY: glibc's own stdout FILE, before anything was written to it in this process.
+    unsafe {
+        let f = stdout;
+        if !f.is_null() {
+            libc::setvbuf(f, std::ptr::null_mut(), libc::_IONBF, 0);
+        }
+    }
+}

@@ -220,6 +220,9 @@ pub fn helper_side(k: usize) -> Option<Vec<(u64, u64)>> {
             programs.len()
         );
     }
+    // The program's code that the module calls (a function pointer it was given) runs here,
+    // and may print: unbuffered, so its output keeps its place among the program's.
+    crate::platform::sys::stdout_unbuffered();
     let (a, b) = l.slot_range(k as u64 + 1);
     // SAFETY: our own reservation, unused in this helper so far.
     unsafe { vm::unmap(a as usize, b as usize) };

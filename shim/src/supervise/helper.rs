@@ -201,6 +201,8 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             r
         } else if m.kind == region::MSG_PEEK {
             crate::call::pages::peek::serve_peek(&region, c, &m)
+        } else if m.kind == region::MSG_WRITES {
+            crate::call::pages::peek::serve_writes(&region, c, &m)
         } else if m.kind == region::MSG_CHECKPOINT {
             checkpoint(rt, k)
         } else {

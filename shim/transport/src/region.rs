@@ -147,6 +147,14 @@ pub struct Msg {
     pub pages_len: u64,
 }
 
+impl Msg {
+    /// A message with every field 0 (kind 0 is no kind: the sender sets it).
+    pub fn zeroed() -> Msg {
+        // SAFETY: Msg is plain data (integers only); all-zero is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
 const HOT: usize = std::mem::offset_of!(Msg, stack);
 const _: () = assert!(HOT.is_multiple_of(8) && HOT <= 192);
 // The layout is a protocol (tests/c-fixtures/fx_forge.c writes it by hand): bump VERSION when

@@ -19,7 +19,7 @@ use super::{in_ranges, layout, AREA_BASE};
 use crate::plan::runtime::{self, Runtime};
 use crate::platform::vm::{self, PAGE};
 use crate::transport::region::{Msg, Region, MSG_PEEK, MSG_RETURN};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,11 @@ const MAX_PEEKED: usize = 4096;
 
 struct Peeked {
     pages: Vec<AtomicU64>,
+    /// Written by the program since it was fetched (its bytes go back before the next call).
+    dirty: Vec<AtomicBool>,
     n: AtomicUsize,
+    /// MAX_PEEKED twins: page i as fetched, at `twins + i * PAGE`.
+    twins: usize,
 }
 
 /// Per process: (module data ranges [lo, hi) sorted, pages fetched since the last call).
@@ -50,7 +54,9 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
     let peeked = (0..rt.procs.len())
         .map(|_| Peeked {
             pages: (0..MAX_PEEKED).map(|_| AtomicU64::new(0)).collect(),
+            dirty: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
             n: AtomicUsize::new(0),
+            twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
         })
         .collect();
     for &(a, b, _) in &data {
@@ -84,13 +90,23 @@ fn owner_of(addr: u64) -> Option<(usize, bool)> {
     st.data.get(i).filter(|r| r.0 <= addr).map(|r| (r.2, true))
 }
 
-/// Drops the module pages the program fetched from process `k` (its next call starts).
-pub fn drop_peeked(k: usize) {
+/// Process `k`'s next call starts on channel `c`: the module pages the program wrote go back
+/// to the helper first (the bytes that differ from the fetched copy), then every fetched page
+/// is dropped (the module may change them during the call).
+pub fn before_call(k: usize, region: &Region, c: usize) {
     let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
         return;
     };
-    let n = p.n.swap(0, SeqCst).min(MAX_PEEKED);
-    for slot in &p.pages[..n] {
+    let n = p.n.load(SeqCst).min(MAX_PEEKED);
+    if n == 0 {
+        return;
+    }
+    if p.dirty[..n].iter().any(|d| d.load(SeqCst)) {
+        send_writes(p, n, region, c);
+    }
+    p.n.store(0, SeqCst);
+    for (slot, d) in p.pages[..n].iter().zip(&p.dirty) {
+        d.store(false, SeqCst);
         let page = slot.swap(0, SeqCst);
         if page != 0 {
             // SAFETY: a page of module memory we mapped in `peek`; nothing of the program's.
@@ -99,10 +115,71 @@ pub fn drop_peeked(k: usize) {
     }
 }
 
-/// Fetches the page of module memory at `addr` from its helper. False: not module memory,
-/// or the helper does not have it.
-fn peek(addr: u64) -> bool {
-    let Some((k, writable)) = owner_of(addr) else {
+/// The program's writes to fetched module pages, as a write table to the helper.
+fn send_writes(p: &Peeked, n: usize, region: &Region, c: usize) {
+    let mut table: Vec<u8> = vec![0; 8];
+    let mut entries: Vec<(u64, usize, usize)> = Vec::new();
+    for i in 0..n {
+        let page = p.pages[i].load(SeqCst);
+        if page == 0 || !p.dirty[i].load(SeqCst) {
+            continue;
+        }
+        // SAFETY: the page is mapped (fetched, made writable on the program's first write) and
+        // its twin is page i of the twin pool.
+        let (now, was) = unsafe {
+            (
+                std::slice::from_raw_parts(page as *const u8, PAGE),
+                std::slice::from_raw_parts((p.twins + i * PAGE) as *const u8, PAGE),
+            )
+        };
+        let mut w = 0;
+        while w < PAGE {
+            if now[w..w + 8] == was[w..w + 8] {
+                w += 8;
+                continue;
+            }
+            let start = w;
+            while w < PAGE && now[w..w + 8] != was[w..w + 8] {
+                w += 8;
+            }
+            entries.push((page, start, w - start));
+        }
+    }
+    table[..8].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    for &(page, off, len) in &entries {
+        table.extend_from_slice(&(page + off as u64).to_le_bytes());
+        table.extend_from_slice(&(len as u64).to_le_bytes());
+    }
+    for &(page, off, len) in &entries {
+        // SAFETY: as above.
+        let b = unsafe { std::slice::from_raw_parts((page as usize + off) as *const u8, len) };
+        table.extend_from_slice(b);
+    }
+    if entries.is_empty() || table.len() as u64 > super::AREA {
+        if !entries.is_empty() {
+            warn!("module memory the program wrote does not fit one message: its writes are lost");
+        }
+        return;
+    }
+    // SAFETY: the table fits the page area (checked above); the channel is ours.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            table.as_ptr(),
+            region.data(c).add(AREA_BASE as usize),
+            table.len(),
+        )
+    };
+    let mut m: Msg = Msg::zeroed();
+    m.kind = crate::transport::region::MSG_WRITES;
+    m.pages_off = AREA_BASE;
+    m.pages_len = table.len() as u64;
+    round_trip(region, c, &m, || false);
+}
+
+/// Fetches the page of module memory at `addr` from its helper (or makes a fetched one
+/// writable: `write`). False: not module memory, or the helper does not have it.
+fn peek(addr: u64, write: bool) -> bool {
+    let Some((k, _)) = owner_of(addr) else {
         return false;
     };
     let Some(rt) = runtime::get() else {
@@ -114,31 +191,46 @@ fn peek(addr: u64) -> bool {
     let Some(peeked) = STATE.get().and_then(|s| s.peeked.get(k)) else {
         return false;
     };
-    if p.pid.load(SeqCst) <= 0 || peeked.n.load(SeqCst) >= MAX_PEEKED {
+    let page = addr & !(P - 1);
+    let n = peeked.n.load(SeqCst).min(MAX_PEEKED);
+    if let Some(i) = peeked.pages[..n]
+        .iter()
+        .position(|s| s.load(SeqCst) == page)
+    {
+        // Fetched, read-only: the program writes module memory (memory it got from the
+        // module's allocator, say). Its bytes go back before the next call.
+        if !write {
+            return false;
+        }
+        peeked.dirty[i].store(true, SeqCst);
+        // SAFETY: a page of module memory we mapped in `peek`.
+        return unsafe { vm::make_writable(page as usize) };
+    }
+    if p.pid.load(SeqCst) <= 0 || n >= MAX_PEEKED || peeked.twins == 0 {
         return false;
     }
-    let page = addr & !(P - 1);
     let c = super::super::client::acquire(p);
-    let ok = ask(&p.region, c, page, || {
+    let mut m = Msg::zeroed();
+    m.kind = MSG_PEEK;
+    m.gp[0] = page;
+    let ok = round_trip(&p.region, c, &m, || {
         super::super::client::known_dead(p).is_some()
-    });
+    })
+    .is_some_and(|r| r.ret_rax == 1);
     if ok {
+        let i = peeked.n.fetch_add(1, SeqCst);
         // SAFETY: a page of module memory (a slot or a module object's data, `owner_of`):
-        // replaced by a fresh page holding the helper's bytes.
+        // replaced by a fresh page holding the helper's bytes, and its twin i of the pool.
         unsafe {
-            if vm::fresh_page(page as usize, false) {
-                std::ptr::copy_nonoverlapping(
-                    p.region.data(c).add(AREA_BASE as usize),
-                    page as *mut u8,
-                    PAGE,
-                );
-                if !writable {
+            if i < MAX_PEEKED && vm::fresh_page(page as usize, false) {
+                let src = p.region.data(c).add(AREA_BASE as usize);
+                std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
+                std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
+                peeked.dirty[i].store(write, SeqCst);
+                if !write {
                     vm::read_only(page as usize);
                 }
-                let i = peeked.n.fetch_add(1, SeqCst);
-                if let Some(s) = peeked.pages.get(i) {
-                    s.store(page, SeqCst);
-                }
+                peeked.pages[i].store(page, SeqCst);
             }
         }
     }
@@ -146,33 +238,27 @@ fn peek(addr: u64) -> bool {
     ok
 }
 
-/// One MSG_PEEK round trip on channel `c` (the program's side).
-fn ask(region: &Region, c: usize, page: u64, dead: impl Fn() -> bool) -> bool {
+/// One round trip of `m` from the program on channel `c`: the answer (None: no MSG_RETURN).
+fn round_trip(region: &Region, c: usize, m: &Msg, dead: impl Fn() -> bool) -> Option<Msg> {
     let ch = region.channel(c);
-    // SAFETY: Msg is plain data; all-zero is a valid value.
-    let mut m: Msg = unsafe { std::mem::zeroed() };
-    m.kind = MSG_PEEK;
-    m.gp[0] = page;
     let recv = ch.to_prog();
     // SYNC POINT: the answer bumps `to_prog_seq` past this value.
     let seen = recv.seq.load(SeqCst);
-    ch.write_msg(&m);
+    ch.write_msg(m);
     ch.to_helper().post();
     if ch.served.load(SeqCst) == 0 {
         crate::transport::region::ring(&region.header().doorbell);
     }
     let t0 = Instant::now();
-    let got = recv.wait(
+    recv.wait(
         seen,
         Duration::from_micros(50),
         false,
         Duration::from_millis(20),
         || dead() || t0.elapsed() > Duration::from_secs(10),
-    );
-    got.is_some() && {
-        let r = ch.read_msg();
-        r.kind == MSG_RETURN && r.ret_rax == 1
-    }
+    )?;
+    let r = ch.read_msg();
+    (r.kind == MSG_RETURN).then_some(r)
 }
 
 /// The program's SIGSEGV handler while some process is on demand.
@@ -180,7 +266,13 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     if !info.is_null() {
         // SAFETY: the kernel's siginfo of a SIGSEGV.
         let addr = unsafe { (*info).si_addr() } as u64;
-        if peek(addr) {
+        // Bit 1 of the page-fault error code: a write.
+        let write = !ctx.is_null()
+            // SAFETY: the kernel's ucontext of this signal.
+            && unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] }
+                & 2
+                != 0;
+        if peek(addr, write) {
             return;
         }
     }
@@ -226,8 +318,7 @@ fn default(sig: libc::c_int) {
 /// The helper's side: answers MSG_PEEK on channel `c` with its own page (only memory it
 /// owns; an unmapped page is an error, not a fault).
 pub fn serve_peek(region: &Region, c: usize, m: &Msg) -> Msg {
-    // SAFETY: Msg is plain data; all-zero is a valid value.
-    let mut r: Msg = unsafe { std::mem::zeroed() };
+    let mut r = Msg::zeroed();
     r.kind = MSG_RETURN;
     let page = m.gp[0];
     let owned = super::helper::owned();
@@ -239,5 +330,31 @@ pub fn serve_peek(region: &Region, c: usize, m: &Msg) -> Msg {
     let dst =
         unsafe { std::slice::from_raw_parts_mut(region.data(c).add(AREA_BASE as usize), PAGE) };
     r.ret_rax = vm::read_pages(&[page], dst) & 1;
+    r
+}
+
+/// The helper's side: applies the program's writes to module memory it had fetched
+/// (`MSG_WRITES` from the program, before its next call), only inside memory the helper owns.
+pub fn serve_writes(region: &Region, c: usize, m: &Msg) -> Msg {
+    let mut r = Msg::zeroed();
+    r.kind = MSG_RETURN;
+    let Some(owned) = super::helper::owned() else {
+        return r;
+    };
+    let ok = m.pages_off == AREA_BASE && m.pages_len <= super::AREA;
+    if !ok {
+        return r;
+    }
+    // SAFETY: the table lies in the page area (checked above); the program wrote it and waits.
+    let table = unsafe {
+        std::slice::from_raw_parts(region.data(c).add(AREA_BASE as usize), m.pages_len as usize)
+    };
+    if let Some(writes) = super::parse_writes(table) {
+        for (addr, bytes) in writes {
+            if in_ranges(owned, addr) && vm::write_own(addr, bytes) {
+                r.ret_rax += 1;
+            }
+        }
+    }
     r
 }

@@ -181,15 +181,22 @@ pub fn discard(region: &Region) {
 /// the pages its last call fetched, in the page area of channel `c`, described in `m`.
 pub fn send_ahead(rt: &Runtime, f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
+    // What the program printed so far goes before anything the call prints.
+    crate::platform::sys::flush_stdout_if_pending();
     // Module memory the program read since its last call into this process is stale now.
     if let Some(k) = rt.procs.iter().position(|p| p.region.key() == region.key()) {
-        super::peek::drop_peeked(k);
+        super::peek::before_call(k, region, c);
     }
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
     for &v in &frame.gp {
         let p = v & !(P - 1);
         if servable(rt, p) && !pages.contains(&p) {
             pages.push(p);
+            // A string or small struct that runs into the next page: a system call the module
+            // makes on it cannot fault the rest in (it fails with EFAULT instead).
+            if v - p >= P - 1024 && servable(rt, p + P) {
+                pages.push(p + P);
+            }
         }
     }
     LEARNED.with(|l| {
