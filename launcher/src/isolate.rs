@@ -150,7 +150,7 @@ mod tests {
         assert!(!m
             .functions
             .iter()
-            .any(|f| f.name == "lzma_raw_encoder_memusage"));
+            .any(|f| f.name == "lzma_block_buffer_bound"));
         let p = map.processes.iter().find(|p| p.name == "isolated").unwrap();
         assert_eq!(p.memory, module_map::Memory::OnDemand);
     }

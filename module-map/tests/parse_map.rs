@@ -643,7 +643,7 @@ fn set_on_a_key_that_is_not_allowed() {
     assert_eq!(e.line(), None);
     assert_eq!(
         e.to_string(),
-        "map.yaml: --set processes.parser.timeout: unknown key `timeout`; expected one of: modules, env, timeout_ms, on_crash, replicate, sample"
+        "map.yaml: --set processes.parser.timeout: unknown key `timeout`; expected one of: modules, env, timeout_ms, on_crash, replicate, sample, memory"
     );
     let e = with_sets(
         SPEC_EXAMPLE,

@@ -18,6 +18,7 @@ mod fixtures;
 mod got_patching;
 mod launcher_cli;
 mod map_errors;
+mod on_demand;
 mod quarantine;
 mod real_programs;
 mod recovery;

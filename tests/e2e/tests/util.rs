@@ -155,16 +155,15 @@ pub fn run_with(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
 
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 
-/// `fracture run -c MAP [extra...] -- PROGRAM ARGS`.
+/// `fracture run -c MAP [extra...] -- PROGRAM ARGS` (no `-c` when MAP is empty: `extra` has
+/// `--isolate`).
 pub fn under(map: &Path, extra: &[&str], program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(fracture());
-    c.arg("run")
-        .arg("-c")
-        .arg(map)
-        .args(extra)
-        .arg("--")
-        .arg(program)
-        .args(args);
+    c.arg("run");
+    if !map.as_os_str().is_empty() {
+        c.arg("-c").arg(map);
+    }
+    c.args(extra).arg("--").arg(program).args(args);
     c.env_remove("LD_PRELOAD")
         .env_remove("FRACTURE_CONFIG")
         .env_remove("FRACTURE_STATS")
@@ -323,6 +322,11 @@ impl Twin {
             ignore: None,
             limit: WATCHDOG,
         }
+    }
+
+    /// `fracture run --isolate OBJECTS -- PROGRAM ARGS`: no map.
+    pub fn isolating(objects: &str, program: &Path, args: &[&str]) -> Twin {
+        Twin::new(Path::new(""), program, args).fracture_args(&["--isolate", objects])
     }
 
     pub fn stdin(mut self, input: &[u8]) -> Twin {

@@ -1,0 +1,213 @@
+//! `memory: on-demand` (SPEC.md "Memory") and `--isolate` with no map: the module reaches the
+//! program's memory through pointers nobody described, real programs print what they print
+//! plain, and the calls are counted in the helper.
+
+use crate::util::*;
+use std::path::Path;
+
+/// Real files of many kinds, for `file`.
+fn real_files(n: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in [
+        "/usr/bin",
+        "/usr/share/doc",
+        "/usr/lib/x86_64-linux-gnu",
+        "/etc",
+    ] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names.into_iter().take(n / 4 + 1) {
+            v.push(p.to_string_lossy().into_owned());
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+#[test]
+fn a_module_follows_unspecified_pointers_into_the_programs_stack_heap_mappings_and_globals() {
+    let t = TempDir::new("od");
+    let st = t.path("stats.json");
+    let out = Twin::new(&config("fx-od.yaml"), &fixture("fx_od_prog"), &[])
+        .stats(&st)
+        .same_as_plain();
+    // The walk doubled every value (written back), the stream kept its state in the module
+    // between calls, the program's own function ran, the returned string was read.
+    assert!(
+        stdout(&out).contains("values now 12 80 400 28"),
+        "{}",
+        stdout(&out)
+    );
+    let s = stats(&st);
+    assert_eq!(calls(&s, "odhelper", "od_walk"), 2);
+    assert_eq!(calls(&s, "odhelper", "od_step"), 7);
+    assert_eq!(calls(&s, "odhelper", "od_name"), 2);
+}
+
+#[test]
+fn a_crashed_on_demand_call_writes_nothing_back() {
+    // od_write_then_crash stores 42 through its pointer, then faults: the program's variable
+    // keeps 5, and give_up answers -1.
+    let o = under(
+        &config("fx-od.yaml"),
+        &[],
+        &fixture("fx_od_prog"),
+        &["crash"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "crash: r=-1 v=5\n");
+    assert!(stderr(&o).contains("SIGSEGV"), "{}", stderr(&o));
+}
+
+#[test]
+fn xz_compresses_and_decompresses_with_liblzma_isolated_and_no_map() {
+    let t = TempDir::new("xz");
+    // A real file of a few MB: the xz executable and libraries, concatenated.
+    let mut data = std::fs::read("/usr/bin/xz").unwrap();
+    for lib in [
+        "/lib/x86_64-linux-gnu/liblzma.so.5",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        data.extend(std::fs::read(lib).unwrap_or_default());
+    }
+    let input = t.path("input");
+    std::fs::write(&input, &data).unwrap();
+    let st = t.path("stats.json");
+    let packed = Twin::isolating(
+        "liblzma.so.5",
+        Path::new("xz"),
+        &["-6", "-c", input.to_str().unwrap()],
+    )
+    .stats(&st)
+    .same_as_plain();
+    assert!(calls(&stats(&st), "isolated", "lzma_code") > 10);
+    let xzfile = t.path("input.xz");
+    std::fs::write(&xzfile, &packed.stdout).unwrap();
+    let unpacked = Twin::isolating(
+        "liblzma.so.5",
+        Path::new("xz"),
+        &["-d", "-c", xzfile.to_str().unwrap()],
+    )
+    .same_as_plain();
+    assert_eq!(unpacked.stdout, data);
+}
+
+#[test]
+fn python_streams_through_zlib_bz2_and_lzma_on_demand_with_nothing_specified() {
+    let t = TempDir::new("pystreams");
+    let st = t.path("stats.json");
+    let script = root().join("tests/data/streams.py");
+    // The python3 on PATH (a launcher script that execs the interpreter, which dlopens the
+    // three extension modules and, through them, the libraries).
+    Twin::isolating(
+        "libz.so.1,libbz2.so.1.0,liblzma.so.5",
+        Path::new("python3"),
+        &[script.to_str().unwrap(), "200000"],
+    )
+    .stats(&st)
+    .same_as_plain();
+    let s = stats(&st);
+    for f in [
+        "deflate",
+        "inflate",
+        "BZ2_bzCompress",
+        "BZ2_bzDecompress",
+        "lzma_code",
+    ] {
+        assert!(calls(&s, "isolated", f) > 0, "{f} ran in the helper");
+    }
+}
+
+#[test]
+fn file_with_isolate_libmagic_prints_what_plain_file_prints() {
+    let t = TempDir::new("file-isolate");
+    let files = real_files(300);
+    let list = t.write("files", &(files.join("\n") + "\n"));
+    let st = t.path("stats.json");
+    Twin::isolating(
+        "libmagic.so.1",
+        Path::new("file"),
+        &["-f", list.to_str().unwrap()],
+    )
+    .stats(&st)
+    .same_as_plain();
+    assert_eq!(
+        calls(&stats(&st), "isolated", "magic_file"),
+        files.len() as u64
+    );
+}
+
+#[test]
+fn the_sqlite3_shell_runs_a_script_with_libsqlite3_isolated() {
+    let t = TempDir::new("sqlite-isolate");
+    let st = t.path("stats.json");
+    let script = std::fs::read(root().join("tests/data/shell.sql")).unwrap();
+    Twin::isolating("libsqlite3.so.0", Path::new("sqlite3"), &[":memory:"])
+        .stdin(&script)
+        .stats(&st)
+        .same_as_plain();
+    let s = stats(&st);
+    assert!(calls(&s, "isolated", "sqlite3_step") > 20);
+    assert!(calls(&s, "isolated", "sqlite3_column_text") > 20);
+}
+
+#[test]
+fn init_writes_the_map_that_run_isolate_uses() {
+    let t = TempDir::new("init");
+    let map = t.path("map.yaml");
+    let o = std::process::Command::new(fracture())
+        .args(["init", "--isolate", "liblzma.so.5", "-o"])
+        .arg(&map)
+        .args(["--", "xz"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&map).unwrap();
+    assert!(text.contains("memory: on-demand"), "{text}");
+    assert!(text.contains("      lzma_code: {}"), "{text}");
+    // The map is a map: check accepts it against the program, and a run with it works.
+    let c = std::process::Command::new(fracture())
+        .arg("check")
+        .arg("-c")
+        .arg(&map)
+        .args(["--", "/usr/bin/xz"])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}{}", stdout(&c), stderr(&c));
+    Twin::new(&map, Path::new("xz"), &["--version"]).same_as_plain();
+}
+
+#[test]
+fn on_demand_memory_with_replay_or_replicas_is_refused_naming_the_key() {
+    let t = TempDir::new("od-refused");
+    for (extra, key) in [
+        (
+            "    on_crash: {restart: true, restore: replay}\n",
+            "on_crash",
+        ),
+        ("    replicate: {count: 2}\n", "replicate"),
+        ("    env: {wrapper: [valgrind]}\n", "env"),
+        ("    env: {rlimits: {as: 1GiB}}\n", "env"),
+    ] {
+        let map = t.write(
+            "m.yaml",
+            &format!(
+                "modules:\n  m:\n    object: libfx_od.so\n    functions:\n      od_walk: {{}}\nprocesses:\n  p:\n    modules: [m]\n    memory: on-demand\n{extra}"
+            ),
+        );
+        let o = under(&map, &[], &fixture("fx_od_prog"), &[])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{extra}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("on-demand") && e.contains(&format!("processes.p.{key}")),
+            "{extra}: {e}"
+        );
+    }
+}
