@@ -17,7 +17,7 @@ pub fn map_text(objects: &[String], program: Option<&Path>) -> Result<String> {
         bail!("--isolate needs at least one object (a soname, file name or path)");
     }
     let closure = program
-        .and_then(|p| crate::run::find_program(p))
+        .and_then(crate::run::find_program)
         .and_then(|p| symbol_map::load_closure(&p).ok())
         .map(|(c, _)| c);
     let mut out = String::new();

@@ -349,7 +349,7 @@ pub fn begin(m: Option<&Msg>) {
             for i in 0..n {
                 // SAFETY: word i + 1 of the table, inside the first page of the area.
                 let page = unsafe { std::ptr::read_volatile(words.add(1 + i)) };
-                if page % P != 0 || !programs(owned, page) || p.find(page).is_some() {
+                if !page.is_multiple_of(P) || !programs(owned, page) || p.find(page).is_some() {
                     continue;
                 }
                 // SAFETY: a program page not fetched yet; its bytes are page i + 1 of the area.

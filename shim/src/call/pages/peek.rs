@@ -322,7 +322,7 @@ pub fn serve_peek(region: &Region, c: usize, m: &Msg) -> Msg {
     r.kind = MSG_RETURN;
     let page = m.gp[0];
     let owned = super::helper::owned();
-    if page % P != 0 || !owned.is_some_and(|o| in_ranges(o, page)) {
+    if !page.is_multiple_of(P) || !owned.is_some_and(|o| in_ranges(o, page)) {
         return r;
     }
     // SAFETY: one page at AREA_BASE lies inside the channel's data area, ours while the

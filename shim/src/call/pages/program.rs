@@ -52,7 +52,7 @@ pub fn on_demand(rt: &Runtime, region: &Region) -> bool {
 /// A page the program may hand to a helper: in the user address space, not a queue, not
 /// module memory (which only its own helper has).
 fn servable(rt: &Runtime, page: u64) -> bool {
-    if page % P != 0 || !(LOW as u64..HIGH as u64).contains(&page) {
+    if !page.is_multiple_of(P) || !(LOW as u64..HIGH as u64).contains(&page) {
         return false;
     }
     if let Some(l) = layout() {
