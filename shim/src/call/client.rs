@@ -228,8 +228,8 @@ pub fn client_post(
         (ch.to_prog(), ch.to_helper())
     };
     if from_program {
-        if let Some(rt) = runtime::get().filter(|rt| pages::program::on_demand(rt, region)) {
-            pages::program::send_ahead(rt, f, region, c, frame_in, &mut m);
+        if pages::program::is_on_demand(region) {
+            pages::program::send_ahead(f, region, c, frame_in, &mut m);
         }
     } else {
         // A helper's nested call ends its segment: the module's writes go with it.
@@ -269,7 +269,7 @@ pub fn client_wait(
     from_program: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
-    let od = from_program && pages::program::on_demand(rt, region);
+    let od = from_program && pages::program::is_on_demand(region);
     let r = wait_answer(rt, f, region, posted, frame, from_program, od, stop);
     if od && r.is_err() {
         pages::program::discard(region);
@@ -407,7 +407,7 @@ fn wait_answer(
                 // On-demand memory: pages the module touched, or writes it made ahead of the
                 // segment's end.
                 let reply = if r.kind == MSG_PAGES {
-                    pages::program::serve_pages(rt, region, c, &r)
+                    pages::program::serve_pages(region, c, &r)
                 } else if pages::program::hold(region, c, &r) {
                     let mut a = fail();
                     a.kind = MSG_RETURN;

@@ -27,6 +27,9 @@ pub fn prepare_program(rt: &Runtime) -> Result<(), String> {
     if !wanted(rt) {
         return Ok(());
     }
+    for (k, p) in rt.procs.iter().enumerate() {
+        pages::program::register(k, p.region.key(), p.spec.memory == Memory::OnDemand);
+    }
     let slots = rt.procs.len() as u64 + 1;
     let base = vm::reserve((slots * SLOT) as usize)
         .ok_or("memory: on-demand: cannot reserve address space for module memory")?;

@@ -32,6 +32,8 @@
 //! The program sends ahead, with each call, the pages its argument registers point to and the
 //! pages the function's last call fetched (`program::send_ahead`).
 
+#[cfg(test)]
+mod fuzz;
 pub mod helper;
 pub mod peek;
 pub mod program;

@@ -15,13 +15,13 @@
 #![allow(unsafe_code)]
 
 use super::{layout, parse_writes, AHEAD, AREA, AREA_BASE, PER_REQUEST};
-use crate::plan::runtime::{FnDesc, Runtime};
+use crate::plan::runtime::FnDesc;
 use crate::platform::abi::Frame;
 use crate::platform::vm::{self, HIGH, LOW, PAGE};
 use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_RETURN, REGION_SIZE};
-use module_map::Memory;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 const P: u64 = PAGE as u64;
 
@@ -41,17 +41,32 @@ thread_local! {
     static LEARNED: RefCell<HashMap<usize, Vec<u64>>> = RefCell::new(HashMap::new());
 }
 
+/// Every queue region of the map, in process order (key, with bit 0 set when the process is
+/// on demand), registered before the zygote is forked; read lock-free.
+static REGIONS: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
+const MAX_REGIONS: usize = 64;
+
+/// Registers the region of process `k` (`supervise::address`, before the zygote exists).
+pub fn register(k: usize, key: usize, on_demand: bool) {
+    if let Some(r) = REGIONS.get(k) {
+        r.store(key | usize::from(on_demand), SeqCst);
+    }
+}
+
+/// The process index of `region` when it is on demand.
+pub fn on_demand_index(region: &Region) -> Option<usize> {
+    let key = region.key();
+    REGIONS.iter().position(|r| r.load(Relaxed) == key | 1)
+}
+
 /// True when `region` serves a `memory: on-demand` process.
-pub fn on_demand(rt: &Runtime, region: &Region) -> bool {
-    rt.procs
-        .iter()
-        .find(|p| p.region.key() == region.key())
-        .is_some_and(|p| p.spec.memory == Memory::OnDemand)
+pub fn is_on_demand(region: &Region) -> bool {
+    on_demand_index(region).is_some()
 }
 
 /// A page the program may hand to a helper: in the user address space, not a queue, not
 /// module memory (which only its own helper has).
-fn servable(rt: &Runtime, page: u64) -> bool {
+fn servable(page: u64) -> bool {
     if !page.is_multiple_of(P) || !(LOW as u64..HIGH as u64).contains(&page) {
         return false;
     }
@@ -61,9 +76,9 @@ fn servable(rt: &Runtime, page: u64) -> bool {
             return false;
         }
     }
-    !rt.procs.iter().any(|p| {
-        let k = p.region.key() as u64;
-        (k..k + REGION_SIZE as u64).contains(&page)
+    !REGIONS.iter().any(|r| {
+        let k = (r.load(Relaxed) & !1) as u64;
+        k != 0 && (k..k + REGION_SIZE as u64).contains(&page)
     })
 }
 
@@ -73,7 +88,7 @@ fn with_seg<R>(region: &Region, f: impl FnOnce(&mut Seg) -> R) -> R {
 
 /// Copies the pages `pages` of ours into the area from `first` on (page i at `first + i`);
 /// notes them served. Returns the mask of pages copied.
-fn copy_out(rt: &Runtime, region: &Region, c: usize, pages: &[u64], first: u64) -> u64 {
+fn copy_out(region: &Region, c: usize, pages: &[u64], first: u64) -> u64 {
     let area = region
         .data(c)
         .wrapping_add((AREA_BASE + first * P) as usize);
@@ -84,7 +99,7 @@ fn copy_out(rt: &Runtime, region: &Region, c: usize, pages: &[u64], first: u64) 
     let mut ok = 0u64;
     let mut want = [0u64; 64];
     for (i, &p) in pages[..n].iter().enumerate() {
-        want[i] = if servable(rt, p) { p } else { 0 };
+        want[i] = if servable(p) { p } else { 0 };
     }
     // Unservable pages are read at 0, which fails.
     let got = vm::read_pages(&want[..n], dst);
@@ -100,9 +115,9 @@ fn copy_out(rt: &Runtime, region: &Region, c: usize, pages: &[u64], first: u64) 
 }
 
 /// Answers a helper's `MSG_PAGES` on channel `c`.
-pub fn serve_pages(rt: &Runtime, region: &Region, c: usize, m: &Msg) -> Msg {
+pub fn serve_pages(region: &Region, c: usize, m: &Msg) -> Msg {
     let n = (m.nargs as usize).min(PER_REQUEST);
-    let mask = copy_out(rt, region, c, &m.gp[..n], 0);
+    let mask = copy_out(region, c, &m.gp[..n], 0);
     // SAFETY: Msg is plain data; all-zero is a valid value.
     let mut r: Msg = unsafe { std::mem::zeroed() };
     r.kind = MSG_RETURN;
@@ -179,22 +194,22 @@ pub fn discard(region: &Region) {
 
 /// A call of `f` starts a segment: sends ahead the pages its argument registers point to and
 /// the pages its last call fetched, in the page area of channel `c`, described in `m`.
-pub fn send_ahead(rt: &Runtime, f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
+pub fn send_ahead(f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
     // What the program printed so far goes before anything the call prints.
     crate::platform::sys::flush_stdout_if_pending();
     // Module memory the program read since its last call into this process is stale now.
-    if let Some(k) = rt.procs.iter().position(|p| p.region.key() == region.key()) {
+    if let Some(k) = on_demand_index(region) {
         super::peek::before_call(k, region, c);
     }
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
     for &v in &frame.gp {
         let p = v & !(P - 1);
-        if servable(rt, p) && !pages.contains(&p) {
+        if servable(p) && !pages.contains(&p) {
             pages.push(p);
             // A string or small struct that runs into the next page: a system call the module
             // makes on it cannot fault the rest in (it fails with EFAULT instead).
-            if v - p >= P - 1024 && servable(rt, p + P) {
+            if v - p >= P - 1024 && servable(p + P) {
                 pages.push(p + P);
             }
         }
@@ -211,7 +226,7 @@ pub fn send_ahead(rt: &Runtime, f: &FnDesc, region: &Region, c: usize, frame: &F
     if pages.is_empty() {
         return;
     }
-    let ok = copy_out(rt, region, c, &pages, 1);
+    let ok = copy_out(region, c, &pages, 1);
     // The table: [count][addr...] in the area's first page; page i at page i + 1. Pages that
     // could not be read are left out (the helper skips a 0 address: never a program page).
     let table = region.data(c).wrapping_add(AREA_BASE as usize) as *mut u64;
