@@ -118,7 +118,6 @@ fn peer(sh: &Shared) {
             std::hint::spin_loop();
         }
         let got = ch.to_helper_seq.load(SeqCst) != seen;
-        seen = ch.to_helper_seq.load(SeqCst);
         // Pages the call sent ahead (its registers', and those the last call fetched: B when
         // the peer asked for it before) are served too.
         let call = ch.read_msg();
@@ -141,11 +140,11 @@ fn peer(sh: &Shared) {
         let queue = sh.region.key() as u64 + 4096;
         'act: for _ in 0..(rng(&mut st) % 5) {
             let mut m = Msg::zeroed();
-            if rng(&mut st) % 2 == 0 {
+            if rng(&mut st).is_multiple_of(2) {
                 let pool = [sh.a, sh.b, queue, sh.unmapped, kernel, sh.a + 5, 0];
                 let n = 1 + (rng(&mut st) as usize % PER_REQUEST);
                 m.kind = MSG_PAGES;
-                m.nargs = if rng(&mut st) % 8 == 0 {
+                m.nargs = if rng(&mut st).is_multiple_of(8) {
                     u32::MAX
                 } else {
                     n as u32
@@ -180,7 +179,7 @@ fn peer(sh: &Shared) {
                 let t = table(&entries, rng(&mut st));
                 write_area(&sh.region, AREA_BASE, &t);
                 m.kind = MSG_WRITES;
-                m.pages_off = if rng(&mut st) % 9 == 0 {
+                m.pages_off = if rng(&mut st).is_multiple_of(9) {
                     rng(&mut st)
                 } else {
                     AREA_BASE
@@ -204,7 +203,7 @@ fn peer(sh: &Shared) {
             }
             _ => {
                 m.kind = MSG_RETURN;
-                if rng(&mut st) % 2 == 0 {
+                if rng(&mut st).is_multiple_of(2) {
                     let t = [sh.a, sh.b, sh.c][rng(&mut st) as usize % 3];
                     let tb = table(&[(t + 8, vec![b'R'; 16])], rng(&mut st));
                     write_area(&sh.region, AREA_BASE, &tb);
