@@ -707,12 +707,45 @@ pub fn helper_gone(p: &ProcRt) -> bool {
     crate::platform::sys::readable_now(fd)
 }
 
+thread_local! {
+    /// Per region (index, up to 64): the channel this thread used last, + 1 (0: none). A thread
+    /// keeps its channel, so its calls meet the same serving thread in the helper: the module's
+    /// thread-local state (a `static __thread` buffer it returns, errno) stays this thread's.
+    static MINE: Cell<[u8; 64]> = const { Cell::new([0; 64]) };
+}
+
 pub(super) fn acquire(p: &ProcRt) -> usize {
+    let last = MINE.with(|m| m.get().get(p.index).copied().unwrap_or(0));
+    if last != 0 {
+        let bit = 1u32 << (last - 1);
+        if p.free.fetch_and(!bit, AcqRel) & bit != 0 {
+            return (last - 1) as usize;
+        }
+    }
+    let c = acquire_any(p);
+    p.claimed.fetch_or(1 << c, Relaxed);
+    MINE.with(|m| {
+        let mut v = m.get();
+        if let Some(e) = v.get_mut(p.index) {
+            *e = c as u8 + 1;
+        }
+        m.set(v);
+    });
+    c
+}
+
+fn acquire_any(p: &ProcRt) -> usize {
     let mut spins = 0u32;
     loop {
         let free = p.free.load(Acquire);
         if free != 0 {
-            let i = free.trailing_zeros();
+            // A channel no other thread calls as its own, if one is free.
+            let unclaimed = free & !p.claimed.load(Relaxed);
+            let i = if unclaimed != 0 {
+                unclaimed.trailing_zeros()
+            } else {
+                free.trailing_zeros()
+            };
             if p.free
                 .compare_exchange(free, free & !(1 << i), AcqRel, Relaxed)
                 .is_ok()

@@ -102,6 +102,8 @@ pub struct ProcRt {
     pub pidfd: AtomicI32,
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
+    /// Bit i set: channel i is some program thread's own (see `call::client::acquire`).
+    pub claimed: AtomicU32,
     pub spec: module_map::Process,
     /// Calls hold it shared; a restart holds it exclusively while it starts the new helper
     /// and replays, so no call reaches a helper whose state is not rebuilt yet.
@@ -153,6 +155,7 @@ impl ProcRt {
             pid: AtomicI32::new(0),
             pidfd: AtomicI32::new(-1),
             free: AtomicU32::new(((1u64 << crate::transport::region::CHANNELS) - 1) as u32),
+            claimed: AtomicU32::new(0),
             spec: p.clone(),
             gate: std::sync::RwLock::new(()),
             ckpt_len: std::sync::atomic::AtomicUsize::new(usize::MAX),

@@ -34,6 +34,42 @@ struct Peeked {
     n: AtomicUsize,
     /// MAX_PEEKED twins: page i as fetched, at `twins + i * PAGE`.
     twins: usize,
+    /// Held while the list changes (a spin lock: taken in the fault handler too, never across
+    /// anything that could fault).
+    lock: AtomicBool,
+}
+
+impl Peeked {
+    fn lock(&self) -> PeekGuard<'_> {
+        let mut spins = 0u32;
+        while self
+            .lock
+            .compare_exchange_weak(false, true, SeqCst, SeqCst)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+        PeekGuard(self)
+    }
+
+    fn find(&self, page: u64) -> Option<usize> {
+        let n = self.n.load(SeqCst).min(MAX_PEEKED);
+        self.pages[..n].iter().position(|s| s.load(SeqCst) == page)
+    }
+}
+
+struct PeekGuard<'a>(&'a Peeked);
+
+impl Drop for PeekGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(false, SeqCst);
+    }
 }
 
 /// Per process: (module data ranges [lo, hi) sorted, pages fetched since the last call).
@@ -57,6 +93,7 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
             dirty: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
             n: AtomicUsize::new(0),
             twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
+            lock: AtomicBool::new(false),
         })
         .collect();
     for &(a, b, _) in &data {
@@ -97,10 +134,11 @@ pub fn before_call(k: usize, region: &Region, c: usize) {
     let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
         return;
     };
-    let n = p.n.load(SeqCst).min(MAX_PEEKED);
-    if n == 0 {
+    if p.n.load(SeqCst) == 0 {
         return;
     }
+    let _g = p.lock();
+    let n = p.n.load(SeqCst).min(MAX_PEEKED);
     if p.dirty[..n].iter().any(|d| d.load(SeqCst)) {
         send_writes(p, n, region, c);
     }
@@ -192,22 +230,22 @@ fn peek(addr: u64, write: bool) -> bool {
         return false;
     };
     let page = addr & !(P - 1);
-    let n = peeked.n.load(SeqCst).min(MAX_PEEKED);
-    if let Some(i) = peeked.pages[..n]
-        .iter()
-        .position(|s| s.load(SeqCst) == page)
     {
-        // Fetched, read-only: the program writes module memory (memory it got from the
-        // module's allocator, say). Its bytes go back before the next call.
-        if !write {
+        let _g = peeked.lock();
+        if let Some(i) = peeked.find(page) {
+            // Fetched, read-only: the program writes module memory (memory it got from the
+            // module's allocator, say). Its bytes go back before the next call. (A read fault
+            // on a page another thread just mapped: run again.)
+            if !write {
+                return true;
+            }
+            peeked.dirty[i].store(true, SeqCst);
+            // SAFETY: a page of module memory we mapped in `peek`.
+            return unsafe { vm::make_writable(page as usize) };
+        }
+        if p.pid.load(SeqCst) <= 0 || peeked.n.load(SeqCst) >= MAX_PEEKED || peeked.twins == 0 {
             return false;
         }
-        peeked.dirty[i].store(true, SeqCst);
-        // SAFETY: a page of module memory we mapped in `peek`.
-        return unsafe { vm::make_writable(page as usize) };
-    }
-    if p.pid.load(SeqCst) <= 0 || n >= MAX_PEEKED || peeked.twins == 0 {
-        return false;
     }
     let c = super::super::client::acquire(p);
     let mut m = Msg::zeroed();
@@ -217,8 +255,9 @@ fn peek(addr: u64, write: bool) -> bool {
         super::super::client::known_dead(p).is_some()
     })
     .is_some_and(|r| r.ret_rax == 1);
-    if ok {
-        let i = peeked.n.fetch_add(1, SeqCst);
+    let _g = peeked.lock();
+    if ok && peeked.find(page).is_none() {
+        let i = peeked.n.load(SeqCst);
         // SAFETY: a page of module memory (a slot or a module object's data, `owner_of`):
         // replaced by a fresh page holding the helper's bytes, and its twin i of the pool.
         unsafe {
@@ -231,6 +270,7 @@ fn peek(addr: u64, write: bool) -> bool {
                     vm::read_only(page as usize);
                 }
                 peeked.pages[i].store(page, SeqCst);
+                peeked.n.store(i + 1, SeqCst);
             }
         }
     }
