@@ -1,6 +1,8 @@
 /* libfx_od: a library whose API passes structures holding pointers, as zlib's does, for
  * `memory: on-demand` (SPEC.md "Memory"): nothing in its map says what any pointer points to. */
+#include <pthread.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,4 +77,15 @@ const char *od_name(int i) {
     static const char *names[] = {"zero", "one", "two"};
     strcpy(buf, names[i % 3]);
     return buf;
+}
+
+/* Starts a thread of the module's that reads *p a little later, when no call is running. */
+static void *toucher(void *arg) {
+    usleep(100000);
+    return (void *)(intptr_t)*(volatile long *)arg;
+}
+int od_touch_later(long *p) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, toucher, p)) return -1;
+    return pthread_detach(t);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 struct od_node { struct od_node *next; long val; const char *name; };
 struct od_stream {
@@ -21,6 +22,7 @@ long od_end(struct od_stream *s);
 long od_write_then_crash(long *p);
 long od_apply(long (*fn)(long), long x);
 const char *od_name(int i);
+int od_touch_later(long *p);
 
 static struct od_node global_node = {0, 7, "global"};
 static struct od_stream gstream; /* in .bss, as xz keeps its stream */
@@ -34,6 +36,16 @@ int main(int argc, char **argv) {
         long v = 5;
         long r = od_write_then_crash(&v);
         printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    if (!strcmp(mode, "toucher")) {
+        /* The module's own thread reads program memory outside any call. */
+        static long x = 9;
+        printf("touch: %d\n", od_touch_later(&x));
+        fflush(stdout);
+        usleep(400000);
+        struct od_node n = {0, 1, "after"};
+        printf("walk after: %ld\n", od_walk(&n));
         return 0;
     }
     /* stack -> heap -> mmap'd block -> global */

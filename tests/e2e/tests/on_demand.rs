@@ -211,3 +211,38 @@ fn on_demand_memory_with_replay_or_replicas_is_refused_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn a_module_thread_touching_program_memory_outside_a_call_fails_the_helper_cleanly() {
+    // The module's own thread reads a program global 100 ms after the call that started it
+    // returned: no call is in flight to fetch the page through, so the helper dies of the
+    // fault (reported), and the next call runs in a restarted helper.
+    let out = Twin::new(&config("fx-od.yaml"), &fixture("fx_od_prog"), &["toucher"])
+        .fracture_speaks()
+        .same_as_plain();
+    assert!(stdout(&out).contains("walk after: 6"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("SIGSEGV"), "{}", stderr(&out));
+}
+
+#[test]
+fn concurrent_calls_of_many_threads_on_demand_are_neither_lost_nor_crossed() {
+    let (k, mark) = marker("od-threads");
+    let mut cmd = under(
+        &config("fx.yaml"),
+        &["--set", "processes.fxhelper.memory=on-demand"],
+        &fixture("fx_threads"),
+        &["8", "2000"],
+    );
+    cmd.env(&k, &mark);
+    let o = ok(run_with(cmd, b"", WATCHDOG));
+    assert!(o.contains("errors: 0"), "{o}");
+    assert!(leftovers(&mark).is_empty());
+}
+
+#[test]
+fn callbacks_keep_working_under_on_demand_memory() {
+    Twin::new(&config("fx-cb.yaml"), &fixture("fx_cb_prog"), &[])
+        .set("processes.cbhelper.memory=on-demand")
+        .set("processes.cbhelper.on_crash.restore=none")
+        .same_as_plain();
+}
