@@ -149,6 +149,58 @@ def main():
             statistics.median(isx) * 1e3, "ms", "plain python3", statistics.median(pl) * 1e3, "<= 2 x")
         rows[-1]["ratio"] = statistics.median(ratios)
 
+    # 4c. memory: on-demand, no map (--isolate), paired rounds against the plain program:
+    #     python streams (the interpreter itself, and the python3 on PATH, a launcher script),
+    #     xz -6 on a few MB, file -f; wall and CPU. And the cost of one fetched page (fresh
+    #     pages, read ahead in runs of 6) next to a page fault of fresh memory, same program.
+    def paired(plain_cmd, iso_cmd, rounds=RUNS):
+        pw, iw, pc, ic, rw, rc = [], [], [], [], [], []
+        for _ in range(rounds):
+            a, ac = timed_cpu(plain_cmd)
+            b, bc = timed_cpu(iso_cmd)
+            pw.append(a); iw.append(b); pc.append(ac); ic.append(bc); rw.append(b / a); rc.append(bc / ac)
+        return [statistics.median(x) for x in (pw, iw, pc, ic, rw, rc)]
+    streams = os.path.join(ROOT, "tests", "data", "streams.py")
+    libs3 = "libz.so.1,libbz2.so.1.0,liblzma.so.5"
+    pys = [("python3 on PATH", "python3")]
+    real_py = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+    if os.path.exists(real_py):
+        pys.insert(0, ("the interpreter", real_py))
+    for what, py in pys:
+        pw, iw, pc, ic, rw, rc = paired([py, streams], [FRACTURE, "run", "--isolate", libs3, "--", py, streams])
+        row(f"python zlib/bz2/lzma streams on demand ({what}), wall", iw * 1e3, "ms", "plain, wall", pw * 1e3, "<= 1.3 x")
+        rows[-1]["ratio"] = rw
+        row(f"python zlib/bz2/lzma streams on demand ({what}), CPU", ic * 1e3, "ms", "plain, CPU", pc * 1e3)
+        rows[-1]["ratio"] = rc
+    xzin = tempfile.NamedTemporaryFile(delete=False)
+    for f in ("/usr/bin/xz", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/liblzma.so.5"):
+        with open(f, "rb") as src:
+            xzin.write(src.read())
+    xzin.close()
+    pw, iw, pc, ic, rw, rc = paired(["xz", "-6", "-c", xzin.name],
+                                    [FRACTURE, "run", "--isolate", "liblzma.so.5", "--", "xz", "-6", "-c", xzin.name])
+    size_mb = os.path.getsize(xzin.name) / 1e6
+    os.unlink(xzin.name)
+    row(f"xz -6 of {size_mb:.1f} MB, --isolate liblzma, wall", iw * 1e3, "ms", "plain xz, wall", pw * 1e3, "<= 1.3 x")
+    rows[-1]["ratio"] = rw
+    row(f"xz -6 of {size_mb:.1f} MB, --isolate liblzma, CPU", ic * 1e3, "ms", "plain xz, CPU", pc * 1e3)
+    rows[-1]["ratio"] = rc
+    with tempfile.NamedTemporaryFile("w", delete=False) as lst:
+        lst.write("\n".join(files) + "\n")
+    pw, iw, pc, ic, rw, rc = paired(["file", "-f", lst.name],
+                                    [FRACTURE, "run", "--isolate", "libmagic.so.1", "--", "file", "-f", lst.name], 2 * RUNS)
+    os.unlink(lst.name)
+    row(f"file -f over {len(files)} files, --isolate libmagic, wall", iw * 1e3, "ms", "plain file -f, wall", pw * 1e3, "<= 1.15 x")
+    rows[-1]["ratio"] = rw
+    row(f"file -f over {len(files)} files, --isolate libmagic, CPU", ic * 1e3, "ms", "plain file -f, CPU", pc * 1e3)
+    rows[-1]["ratio"] = rc
+    odb = [run_json([FRACTURE, "run", "-c", os.path.join(CFG, "fx-od.yaml"), "--",
+                     os.path.join(FX, "fx_od_prog"), "bench", "200"]) for _ in range(RUNS)]
+    row("one page fetched on demand (fault, request, map, twin, diff, drop)", med(odb, "page_ns") / 1e3, "us",
+        "page fault of fresh memory, same program", med(odb, "fault_ns") / 1e3, "<= 10 us")
+    row("on-demand call touching no new page (its struct sent ahead)", med(odb, "call_ns") / 1e3, "us",
+        "isolated scalar call (copy)", iso50 / 1e3)
+
     # 5. restart latency: helper killed mid-call -> the call answered by a fresh helper, then
     #    one call on it; next to fork + waitpid
     forkw = [run_json([os.path.join(FX, "pingpong"), "fork", "200"]) for _ in range(RUNS)]

@@ -89,3 +89,11 @@ int od_touch_later(long *p) {
     if (pthread_create(&t, NULL, toucher, p)) return -1;
     return pthread_detach(t);
 }
+
+/* Reads one byte of each of s->npages pages at s->base (for the fetched-page benchmark). */
+struct od_span { const char *base; long npages; };
+long od_touch(const struct od_span *s) {
+    long sum = 0;
+    for (long i = 0; i < s->npages; i++) sum += s->base[i * 4096];
+    return sum;
+}

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "timing.h"
 
 struct od_node { struct od_node *next; long val; const char *name; };
 struct od_stream {
@@ -23,6 +24,8 @@ long od_write_then_crash(long *p);
 long od_apply(long (*fn)(long), long x);
 const char *od_name(int i);
 int od_touch_later(long *p);
+struct od_span { const char *base; long npages; };
+long od_touch(const struct od_span *s);
 
 static struct od_node global_node = {0, 7, "global"};
 static struct od_stream gstream; /* in .bss, as xz keeps its stream */
@@ -36,6 +39,38 @@ int main(int argc, char **argv) {
         long v = 5;
         long r = od_write_then_crash(&v);
         printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    if (!strcmp(mode, "bench")) {
+        /* bench [CALLS]: the cost of a page the module fetches (fresh pages each call, so
+         * nothing learned is sent ahead), next to a call touching none and to a page fault of
+         * fresh memory in this process. JSON on one line. */
+        long calls = argc > 2 ? atol(argv[2]) : 200, per = 16;
+        size_t len = (size_t)calls * per * 4096;
+        char *buf = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (size_t i = 0; i < len; i += 4096) buf[i] = (char)i;
+        struct od_span sp = {buf, 0};
+        double t_none[64], t_pages[64];
+        long n = calls < 64 ? calls : 64;
+        for (long i = 0; i < n; i++) {
+            uint64_t t0 = now_ns();
+            od_touch(&sp);
+            t_none[i] = (double)(now_ns() - t0);
+        }
+        for (long i = 0; i < n; i++) {
+            struct od_span s2 = {buf + (size_t)i * per * 4096 + 4096 * 3, per - 4};
+            uint64_t t0 = now_ns();
+            od_touch(&s2);
+            t_pages[i] = (double)(now_ns() - t0) / (double)(per - 4);
+        }
+        char *fresh = mmap(0, 4096 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        uint64_t t0 = now_ns();
+        for (long i = 0; i < 4096; i++) fresh[i * 4096] = 1;
+        double fault = (double)(now_ns() - t0) / 4096.0;
+        qsort(t_none, (size_t)n, sizeof(double), cmp);
+        qsort(t_pages, (size_t)n, sizeof(double), cmp);
+        printf("{\"call_ns\": %.0f, \"page_ns\": %.0f, \"fault_ns\": %.0f}\n", t_none[n / 2],
+               t_pages[n / 2], fault);
         return 0;
     }
     if (!strcmp(mode, "toucher")) {

@@ -171,6 +171,43 @@ pub unsafe fn fresh_page(page: usize, exec: bool) -> bool {
     p as usize == page
 }
 
+/// Puts `n` fresh zeroed pages from `page` on, readable and writable (and executable with
+/// `exec`), in one mapping (one change of the address space for a run of pages).
+///
+/// # Safety
+/// The range lies in a reservation or a range the caller owns.
+pub unsafe fn fresh_pages(page: usize, n: usize, exec: bool) -> bool {
+    let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
+    // SAFETY: the caller owns the range (contract).
+    let p = unsafe {
+        libc::mmap(
+            page as *mut libc::c_void,
+            n * PAGE,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    p as usize == page
+}
+
+/// Calls `f(start, end)` for each run of consecutive pages in `pages` (sorted in place).
+pub fn page_runs(pages: &mut [u64], mut f: impl FnMut(u64, u64)) {
+    pages.sort_unstable();
+    let mut i = 0;
+    while i < pages.len() {
+        let start = pages[i];
+        let mut end = start + PAGE as u64;
+        i += 1;
+        while i < pages.len() && pages[i] <= end {
+            end = end.max(pages[i] + PAGE as u64);
+            i += 1;
+        }
+        f(start, end);
+    }
+}
+
 /// Makes the page at `page` readable only.
 ///
 /// # Safety

@@ -32,6 +32,9 @@ thread_local! {
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How long a program thread waiting on an on-demand call spins before it sleeps.
+const OD_SPIN: Duration = Duration::from_micros(30);
+
 /// Totals of one call, for the statistics.
 #[derive(Default, Clone, Copy)]
 pub struct Moved {
@@ -229,11 +232,11 @@ pub fn client_post(
     };
     if from_program {
         if pages::program::is_on_demand(region) {
-            pages::program::send_ahead(f, region, c, frame_in, &mut m);
+            pages::program::send_ahead(region, c, frame_in, &mut m);
         }
     } else {
         // A helper's nested call ends its segment: the module's writes go with it.
-        pages::helper::end(&mut m);
+        pages::helper::end_nested(&mut m);
     }
     let seen = recv.seq.load(SeqCst);
     // The channel is ours for this call (acquired, or nested on it); the message slot
@@ -312,6 +315,9 @@ fn wait_answer(
     } else {
         (ch.to_prog(), ch.to_helper())
     };
+    // On demand, the helper asks for pages while it works: a page request is due within
+    // microseconds of the call or of the last page, so the wait spins that long first.
+    let spin = if od { spin.max(OD_SPIN) } else { spin };
     loop {
         let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
@@ -335,7 +341,7 @@ fn wait_answer(
             }
             MSG_RETURN => {
                 if od {
-                    pages::program::apply(region, Some(f));
+                    pages::program::apply(region);
                 }
                 // A spin that had to yield to a helper on our CPU (and that moved off it
                 // meanwhile) measured the migration, not the call: it says nothing.
@@ -429,7 +435,7 @@ fn wait_answer(
                     if !pages::program::hold(region, c, &r) {
                         return Err(CallError::BadReply);
                     }
-                    pages::program::apply(region, Some(f));
+                    pages::program::apply(region);
                 }
                 if !from_program {
                     pages::helper::begin(Some(&r));
@@ -546,7 +552,11 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<B
         return Err(CallError::Bystander(st));
     }
     let t0 = Instant::now();
-    let colocate = p.spec.replicate.is_none() && p.spec.sample.is_none();
+    // Not on demand either: the helper asks for pages during the call, and on the caller's
+    // CPU each question would wait for the caller to be scheduled.
+    let colocate = p.spec.replicate.is_none()
+        && p.spec.sample.is_none()
+        && p.spec.memory != module_map::Memory::OnDemand;
     match client_post(f, &p.region, c, base, frame, walk, true, colocate) {
         Ok(posted) => Ok(Begun {
             c,

@@ -15,7 +15,6 @@
 #![allow(unsafe_code)]
 
 use super::{layout, parse_writes, AHEAD, AREA, AREA_BASE, PER_REQUEST};
-use crate::plan::runtime::FnDesc;
 use crate::platform::abi::Frame;
 use crate::platform::vm::{self, HIGH, LOW, PAGE};
 use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_RETURN, REGION_SIZE};
@@ -37,8 +36,9 @@ struct Seg {
 thread_local! {
     /// Per region (its key): the segment in progress.
     static SEGS: RefCell<HashMap<usize, Seg>> = RefCell::new(HashMap::new());
-    /// Per function: the pages its last call fetched, sent ahead with the next one.
-    static LEARNED: RefCell<HashMap<usize, Vec<u64>>> = RefCell::new(HashMap::new());
+    /// Per region: the pages its last segment fetched (which the helper keeps mapped), sent
+    /// ahead with the next call.
+    static LEARNED: RefCell<HashMap<usize, (Vec<u64>, Vec<u64>)>> = RefCell::new(HashMap::new());
 }
 
 /// Every queue region of the map, in process order (key, with bit 0 set when the process is
@@ -169,8 +169,8 @@ pub fn hold(region: &Region, c: usize, m: &Msg) -> bool {
     })
 }
 
-/// The segment ended well: applies its writes, remembers its pages for `f`'s next call.
-pub fn apply(region: &Region, f: Option<&FnDesc>) {
+/// The segment ended well: applies its writes, remembers its pages for the next call.
+pub fn apply(region: &Region) {
     let seg = SEGS.with(|s| s.borrow_mut().remove(&region.key()));
     let Some(seg) = seg else { return };
     for (addr, bytes) in &seg.held {
@@ -178,13 +178,22 @@ pub fn apply(region: &Region, f: Option<&FnDesc>) {
             debug!("on-demand write at {addr:#x} skipped: the page is gone or read-only now");
         }
     }
-    if let Some(f) = f {
-        let mut pages = seg.served;
-        pages.sort_unstable();
-        pages.dedup();
-        pages.truncate(AHEAD - 8);
-        LEARNED.with(|l| l.borrow_mut().insert(f.idx, pages));
-    }
+    // Sent ahead next time: the pages this segment and the one before both fetched (a call
+    // that streams through fresh buffers learns nothing, and pays nothing for it).
+    let mut pages = seg.served;
+    pages.sort_unstable();
+    pages.dedup();
+    LEARNED.with(|l| {
+        let mut l = l.borrow_mut();
+        let e = l.entry(region.key()).or_default();
+        let stable: Vec<u64> = pages
+            .iter()
+            .copied()
+            .filter(|p| e.1.binary_search(p).is_ok())
+            .take(AHEAD - 8)
+            .collect();
+        *e = (stable, pages);
+    });
 }
 
 /// The segment ended badly (the call failed or the helper died): nothing is written.
@@ -192,9 +201,9 @@ pub fn discard(region: &Region) {
     SEGS.with(|s| s.borrow_mut().remove(&region.key()));
 }
 
-/// A call of `f` starts a segment: sends ahead the pages its argument registers point to and
+/// A call starts a segment: sends ahead the pages its argument registers point to and
 /// the pages its last call fetched, in the page area of channel `c`, described in `m`.
-pub fn send_ahead(f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
+pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
     // What the program printed so far goes before anything the call prints.
     crate::platform::sys::flush_stdout_if_pending();
@@ -215,7 +224,7 @@ pub fn send_ahead(f: &FnDesc, region: &Region, c: usize, frame: &Frame, m: &mut 
         }
     }
     LEARNED.with(|l| {
-        if let Some(v) = l.borrow().get(&f.idx) {
+        if let Some((v, _)) = l.borrow().get(&region.key()) {
             for &p in v {
                 if pages.len() < AHEAD && !pages.contains(&p) {
                     pages.push(p);
