@@ -232,7 +232,7 @@ pub fn client_post(
     };
     if from_program {
         if pages::program::is_on_demand(region) {
-            pages::program::send_ahead(region, c, frame_in, &mut m);
+            pages::program::send_ahead(f.idx, region, c, frame_in, &mut m);
         }
     } else {
         // A helper's nested call ends its segment: the module's writes go with it.
@@ -342,6 +342,7 @@ fn wait_answer(
             MSG_RETURN => {
                 if od {
                     pages::program::apply(region);
+                    pages::program::adopt_sent_back(region, c, &r);
                 }
                 // A spin that had to yield to a helper on our CPU (and that moved off it
                 // meanwhile) measured the migration, not the call: it says nothing.
@@ -379,7 +380,7 @@ fn wait_answer(
                         frame.ret_rax = tok;
                         mirror_token = frame.ret_rax;
                     }
-                    if mirror_token != 0 && r.mirror_off != NULL_OFF {
+                    if mirror_token != 0 && r.mirror_off != NULL_OFF && !od {
                         let ok = r.mirror_len as usize <= handles::MIRROR
                             && r.mirror_off >= cursor
                             && r.mirror_off
@@ -552,8 +553,8 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<B
         return Err(CallError::Bystander(st));
     }
     let t0 = Instant::now();
-    // Not on demand either: the helper asks for pages during the call, and on the caller's
-    // CPU each question would wait for the caller to be scheduled.
+    // Not on demand either: the helper asks for pages during the call while the caller spins
+    // for them (`OD_SPIN`); on one CPU that spin would keep the helper from running.
     let colocate = p.spec.replicate.is_none()
         && p.spec.sample.is_none()
         && p.spec.memory != module_map::Memory::OnDemand;

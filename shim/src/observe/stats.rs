@@ -196,3 +196,26 @@ mod tests {
         assert!(s.percentile_us(0.999) > 800.0);
     }
 }
+
+/// `memory: on-demand` traffic of one process, counted by the program (see `call::pages`).
+#[derive(Default)]
+pub struct PageStats {
+    /// Pages the helper asked for during calls (faults), and pages sent ahead with calls.
+    pub fetched: AtomicU64,
+    pub sent_ahead: AtomicU64,
+    /// Bytes of the module's writes applied to the program's memory.
+    pub written: AtomicU64,
+    /// Pages of module memory the program read (faults in the program, and pages the helper
+    /// sent back with an answer).
+    pub peeked: AtomicU64,
+}
+
+/// Per process index (at most 64 processes).
+pub static PAGES: [PageStats; 64] = [const {
+    PageStats {
+        fetched: AtomicU64::new(0),
+        sent_ahead: AtomicU64::new(0),
+        written: AtomicU64::new(0),
+        peeked: AtomicU64::new(0),
+    }
+}; 64];

@@ -60,8 +60,25 @@ pub fn write(rt: &Runtime) {
                 .collect(),
             _ => Vec::new(),
         };
+        let pages = crate::plan::runtime::process_of(owner)
+            .filter(|&k| {
+                rt.procs
+                    .get(k)
+                    .is_some_and(|p| p.spec.memory == module_map::Memory::OnDemand)
+            })
+            .and_then(|k| stats::PAGES.get(k))
+            .map(|g| {
+                format!(
+                    "\n      \"pages\": {{\"fetched\": {}, \"sent_ahead\": {}, \"bytes_written\": {}, \"peeked\": {}}},",
+                    g.fetched.load(Relaxed),
+                    g.sent_ahead.load(Relaxed),
+                    g.written.load(Relaxed),
+                    g.peeked.load(Relaxed)
+                )
+            })
+            .unwrap_or_default();
         o.push_str(&format!(
-            "\n    {}: {{\n      \"pid\": {pid},\n      \"replicas\": [{}],\n      \"functions\": {{",
+            "\n    {}: {{\n      \"pid\": {pid},\n      \"replicas\": [{}],{pages}\n      \"functions\": {{",
             stats::json_str(&name),
             replicas.join(", ")
         ));

@@ -450,7 +450,31 @@ fn end_with(m: &mut Msg, keep: bool) {
     }
     p.in_segment = false;
     p.flush(Some(m), keep);
+    if keep && m.kind == MSG_RETURN {
+        send_back(p, m);
+    }
     unlock();
+}
+
+/// An answer whose value points into module memory (a returned string, a handle the program
+/// reads through): that page goes with it, after the write table (`mirror_off`, one page), so
+/// the program reads it without asking.
+fn send_back(p: &Pages, m: &mut Msg) {
+    let Some(owned) = OWNED.get() else { return };
+    let v = m.ret_rax;
+    if !(LOW as u64..HIGH as u64).contains(&v) || !in_ranges(owned, v) {
+        return;
+    }
+    let off = (AREA_BASE + m.pages_len).div_ceil(P) * P;
+    if off + P > DATA_SIZE as u64 {
+        return;
+    }
+    // SAFETY: one page at `off` lies inside the channel's data area (checked above).
+    let dst = unsafe { std::slice::from_raw_parts_mut(p.region.data(p.c).add(off as usize), PAGE) };
+    if vm::read_pages(&[v & !(P - 1)], dst) & 1 != 0 {
+        m.mirror_off = off;
+        m.mirror_len = P;
+    }
 }
 
 /// A fault at `info`'s address while this thread runs a segment: fetches the page from the

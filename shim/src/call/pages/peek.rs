@@ -271,11 +271,46 @@ fn peek(addr: u64, write: bool) -> bool {
                 }
                 peeked.pages[i].store(page, SeqCst);
                 peeked.n.store(i + 1, SeqCst);
+                if let Some(g) = crate::observe::stats::PAGES.get(k) {
+                    g.peeked.fetch_add(1, SeqCst);
+                }
             }
         }
     }
     super::super::client::release(p, c);
     ok
+}
+
+/// The helper sent the page of module memory `page` (of process `k`) with an answer, its
+/// bytes at `src`: mapped read-only as a fetched page, unless the program has it already.
+pub fn adopt(k: usize, page: u64, src: *const u8) {
+    if owner_of(page).map(|o| o.0) != Some(k) {
+        return;
+    }
+    let Some(peeked) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return;
+    };
+    let _g = peeked.lock();
+    let i = peeked.n.load(SeqCst);
+    if peeked.find(page).is_some() || i >= MAX_PEEKED || peeked.twins == 0 {
+        return;
+    }
+    // SAFETY: a page of module memory (`owner_of`), replaced by a fresh page holding the
+    // helper's bytes (`src`: one page of the channel's data area, the caller checked), and its
+    // twin i of the pool.
+    unsafe {
+        if vm::fresh_page(page as usize, false) {
+            std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
+            std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
+            peeked.dirty[i].store(false, SeqCst);
+            vm::read_only(page as usize);
+            peeked.pages[i].store(page, SeqCst);
+            peeked.n.store(i + 1, SeqCst);
+            if let Some(g) = crate::observe::stats::PAGES.get(k) {
+                g.peeked.fetch_add(1, SeqCst);
+            }
+        }
+    }
 }
 
 /// One round trip of `m` from the program on channel `c`: the answer (None: no MSG_RETURN).

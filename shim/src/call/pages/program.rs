@@ -29,16 +29,36 @@ const P: u64 = PAGE as u64;
 struct Seg {
     /// Pages served in this segment (sorted when writes are checked).
     served: Vec<u64>,
+    /// Of those, the ones the helper asked for (faults).
+    asked: Vec<u64>,
     /// Writes held until the segment ends well.
     held: Vec<(u64, Vec<u8>)>,
+    /// The call that started the segment (function index + 1; 0: a segment resumed after a
+    /// nested call) and its argument registers.
+    func: usize,
+    gp: [u64; 6],
 }
+
+/// Pages to send ahead (page -> how many more calls it is sent without the helper asking for
+/// it again), and the pages the helper asked for in the last segment.
+#[derive(Default)]
+struct Learned {
+    ahead: HashMap<u64, u8>,
+    asked: Vec<u64>,
+}
+
+/// Calls a learned page is sent ahead before it must be asked for again.
+const KEEP: u8 = 8;
 
 thread_local! {
     /// Per region (its key): the segment in progress.
     static SEGS: RefCell<HashMap<usize, Seg>> = RefCell::new(HashMap::new());
     /// Per region: the pages its last segment fetched (which the helper keeps mapped), sent
     /// ahead with the next call.
-    static LEARNED: RefCell<HashMap<usize, (Vec<u64>, Vec<u64>)>> = RefCell::new(HashMap::new());
+    static LEARNED: RefCell<HashMap<usize, Learned>> = RefCell::new(HashMap::new());
+    /// Per function: the argument registers whose page the helper asked for (bit i: gp[i]);
+    /// only those are sent ahead (the others hold whatever the caller left there).
+    static USEFUL: RefCell<HashMap<usize, u8>> = RefCell::new(HashMap::new());
 }
 
 /// Every queue region of the map, in process order (key, with bit 0 set when the process is
@@ -118,6 +138,27 @@ fn copy_out(region: &Region, c: usize, pages: &[u64], first: u64) -> u64 {
 pub fn serve_pages(region: &Region, c: usize, m: &Msg) -> Msg {
     let n = (m.nargs as usize).min(PER_REQUEST);
     let mask = copy_out(region, c, &m.gp[..n], 0);
+    with_seg(region, |s| {
+        for (i, &p) in m.gp[..n].iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            s.asked.push(p);
+            if s.func != 0 {
+                let bits =
+                    s.gp.iter()
+                        .enumerate()
+                        .filter(|(_, &v)| v & !(P - 1) == p || (v & !(P - 1)) + P == p)
+                        .fold(0u8, |b, (r, _)| b | 1 << r);
+                if bits != 0 {
+                    USEFUL.with(|u| *u.borrow_mut().entry(s.func - 1).or_default() |= bits);
+                }
+            }
+        }
+    });
+    if let Some(g) = on_demand_index(region).and_then(|k| crate::observe::stats::PAGES.get(k)) {
+        g.fetched.fetch_add(u64::from(mask.count_ones()), Relaxed);
+    }
     // SAFETY: Msg is plain data; all-zero is a valid value.
     let mut r: Msg = unsafe { std::mem::zeroed() };
     r.kind = MSG_RETURN;
@@ -173,27 +214,57 @@ pub fn hold(region: &Region, c: usize, m: &Msg) -> bool {
 pub fn apply(region: &Region) {
     let seg = SEGS.with(|s| s.borrow_mut().remove(&region.key()));
     let Some(seg) = seg else { return };
+    if let Some(g) = on_demand_index(region).and_then(|k| crate::observe::stats::PAGES.get(k)) {
+        let n: usize = seg.held.iter().map(|(_, b)| b.len()).sum();
+        g.written.fetch_add(n as u64, Relaxed);
+    }
     for (addr, bytes) in &seg.held {
         if !vm::write_own(*addr, bytes) {
             debug!("on-demand write at {addr:#x} skipped: the page is gone or read-only now");
         }
     }
-    // Sent ahead next time: the pages this segment and the one before both fetched (a call
-    // that streams through fresh buffers learns nothing, and pays nothing for it).
-    let mut pages = seg.served;
-    pages.sort_unstable();
-    pages.dedup();
+    // Sent ahead next time: the pages the helper asked for in this segment and the last one
+    // (a call that streams through fresh buffers learns nothing, and pays nothing for it),
+    // for KEEP calls after it last asked.
+    let mut asked = seg.asked;
+    asked.sort_unstable();
+    asked.dedup();
     LEARNED.with(|l| {
         let mut l = l.borrow_mut();
         let e = l.entry(region.key()).or_default();
-        let stable: Vec<u64> = pages
-            .iter()
-            .copied()
-            .filter(|p| e.1.binary_search(p).is_ok())
-            .take(AHEAD - 8)
-            .collect();
-        *e = (stable, pages);
+        e.ahead.retain(|_, n| {
+            *n -= 1;
+            *n > 0
+        });
+        for &p in &asked {
+            if e.asked.binary_search(&p).is_ok() || e.ahead.contains_key(&p) {
+                e.ahead.insert(p, KEEP);
+            }
+        }
+        if e.ahead.len() > AHEAD - 8 {
+            let mut v: Vec<(u64, u8)> = e.ahead.iter().map(|(&p, &n)| (p, n)).collect();
+            v.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+            v.truncate(AHEAD - 8);
+            e.ahead = v.into_iter().collect();
+        }
+        e.asked = asked;
     });
+}
+
+/// The answer `m` on channel `c` carries the page of module memory its value points into
+/// (`mirror_off`, see `helper::send_back`): the program keeps it as if it had read it.
+pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
+    let ok = m.mirror_len == P
+        && m.mirror_off >= AREA_BASE
+        && m.mirror_off.is_multiple_of(P)
+        && m.mirror_off
+            .checked_add(P)
+            .is_some_and(|e| e <= DATA_SIZE as u64);
+    let Some(k) = on_demand_index(region).filter(|_| ok) else {
+        return;
+    };
+    let src = region.data(c).wrapping_add(m.mirror_off as usize);
+    super::peek::adopt(k, m.ret_rax & !(P - 1), src);
 }
 
 /// The segment ended badly (the call failed or the helper died): nothing is written.
@@ -201,10 +272,16 @@ pub fn discard(region: &Region) {
     SEGS.with(|s| s.borrow_mut().remove(&region.key()));
 }
 
-/// A call starts a segment: sends ahead the pages its argument registers point to and
-/// the pages its last call fetched, in the page area of channel `c`, described in `m`.
-pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
+/// A call of function `func` starts a segment: sends ahead the pages its argument registers
+/// point to (those registers whose page the helper asked for before) and the pages the helper
+/// asked for in its last calls, in the page area of channel `c`, described in `m`.
+pub fn send_ahead(func: usize, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
+    with_seg(region, |s| {
+        s.func = func + 1;
+        s.gp = frame.gp;
+    });
+    let useful = USEFUL.with(|u| u.borrow().get(&func).copied().unwrap_or(0));
     // What the program printed so far goes before anything the call prints.
     crate::platform::sys::flush_stdout_if_pending();
     // Module memory the program read since its last call into this process is stale now.
@@ -212,8 +289,11 @@ pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
         super::peek::before_call(k, region, c);
     }
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
-    for &v in &frame.gp {
+    for (r, &v) in frame.gp.iter().enumerate() {
         let p = v & !(P - 1);
+        // Every register: a pointer the module hands to a system call unread never faults,
+        // so no register can be learned useless.
+        let _ = (r, useful);
         if servable(p) && !pages.contains(&p) {
             pages.push(p);
             // A string or small struct that runs into the next page: a system call the module
@@ -224,8 +304,8 @@ pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
         }
     }
     LEARNED.with(|l| {
-        if let Some((v, _)) = l.borrow().get(&region.key()) {
-            for &p in v {
+        if let Some(v) = l.borrow().get(&region.key()) {
+            for &p in v.ahead.keys() {
                 if pages.len() < AHEAD && !pages.contains(&p) {
                     pages.push(p);
                 }
@@ -236,6 +316,9 @@ pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
         return;
     }
     let ok = copy_out(region, c, &pages, 1);
+    if let Some(g) = on_demand_index(region).and_then(|k| crate::observe::stats::PAGES.get(k)) {
+        g.sent_ahead.fetch_add(u64::from(ok.count_ones()), Relaxed);
+    }
     // The table: [count][addr...] in the area's first page; page i at page i + 1. Pages that
     // could not be read are left out (the helper skips a 0 address: never a program page).
     let table = region.data(c).wrapping_add(AREA_BASE as usize) as *mut u64;
