@@ -236,7 +236,7 @@ pub fn client_post(
         }
     } else {
         // A helper's nested call ends its segment: the module's writes go with it.
-        pages::helper::end_nested(&mut m);
+        pages::helper::end(&mut m);
     }
     let seen = recv.seq.load(SeqCst);
     // The channel is ours for this call (acquired, or nested on it); the message slot

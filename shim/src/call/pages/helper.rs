@@ -114,10 +114,8 @@ impl Pages {
     /// `page` is a program page (no helper-owned range holds it) not fetched yet; `off` and a
     /// page after it lie in the channel's data area.
     unsafe fn install(&mut self, page: u64, off: u64, exec: bool, mapped: bool) -> bool {
-        // A page kept from the last segment is mapped already: only its bytes are new.
-        let kept = mapped || (!exec && take_resident(page));
         // SAFETY: a program page: a reservation, or inaccessible program data (contract).
-        if !kept && !unsafe { vm::fresh_page(page as usize, exec) } {
+        if !mapped && !unsafe { vm::fresh_page(page as usize, exec) } {
             return false;
         }
         let Some(k) = self.insert(page) else {
@@ -133,10 +131,9 @@ impl Pages {
         true
     }
 
-    /// Drops every fetched page (back to inaccessible reservations), or with `keep` keeps up
-    /// to [`RESIDENT`] of them mapped for the next segment, which must send their bytes again
-    /// (the program sends its last segment's pages ahead) or they are dropped then.
-    fn drop_all(&mut self, keep: bool) {
+    /// Drops every fetched page (back to inaccessible reservations), a run of pages at a time
+    /// (each change of the address space costs a TLB flush on the other CPUs).
+    fn drop_all(&mut self) {
         // The hash first (it is keyed by the addresses, which are sorted below).
         for k in 0..self.n {
             let mut i = (self.addrs[k] / P) as usize % SLOTS;
@@ -145,15 +142,7 @@ impl Pages {
                 i = (i + 1) % SLOTS;
             }
         }
-        let mut n = self.n;
-        if keep {
-            if let Ok(mut r) = RESIDENT_PAGES.try_lock() {
-                while n > 0 && r.len() < RESIDENT {
-                    n -= 1;
-                    r.push(self.addrs[n]);
-                }
-            }
-        }
+        let n = self.n;
         vm::page_runs(&mut self.addrs[..n], |a, b| {
             // SAFETY: pages this thread fetched; their writes were sent (or are to be lost).
             unsafe { vm::drop_to_reservation(a as usize, b as usize) };
@@ -241,7 +230,7 @@ impl Pages {
 
     /// Sends the writes of every fetched page but the last table, which goes into `last`;
     /// then drops the pages. False when the program did not take a table.
-    fn flush(&mut self, last: Option<&mut Msg>, keep: bool) -> bool {
+    fn flush(&mut self, last: Option<&mut Msg>) -> bool {
         let mut from = 0;
         let mut ok = true;
         loop {
@@ -267,7 +256,7 @@ impl Pages {
             }
             from = upto;
         }
-        self.drop_all(keep);
+        self.drop_all();
         ok
     }
 
@@ -324,42 +313,6 @@ fn mine() -> Option<&'static mut Pages> {
     unsafe { p.as_mut() }
 }
 
-/// Pages kept mapped from one segment to the next, at most (dropping a page makes the kernel
-/// flush the other CPUs' TLBs, tens of microseconds in a VM; refreshing its bytes costs less).
-const RESIDENT: usize = super::AHEAD - 8;
-
-/// The pages kept mapped after the last segment (their bytes are stale until sent again).
-/// Changed only under the segment lock; a `Mutex` so that no `unsafe` is needed, never
-/// contended.
-static RESIDENT_PAGES: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
-
-/// Takes `page` off the kept list: true when it was there (still mapped, readable and
-/// writable).
-fn take_resident(page: u64) -> bool {
-    let Ok(mut r) = RESIDENT_PAGES.try_lock() else {
-        return false;
-    };
-    match r.iter().position(|&a| a == page) {
-        Some(i) => {
-            r.swap_remove(i);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Drops the kept pages nobody sent again: their bytes are stale.
-fn drop_resident() {
-    let Ok(mut r) = RESIDENT_PAGES.try_lock() else {
-        return;
-    };
-    vm::page_runs(&mut r, |a, b| {
-        // SAFETY: pages a segment fetched and kept; nothing of ours lives there.
-        unsafe { vm::drop_to_reservation(a as usize, b as usize) };
-    });
-    r.clear();
-}
-
 /// One segment at a time per helper (a futex lock: 0 free, 1 held, 2 held with waiters).
 static SEG: AtomicU32 = AtomicU32::new(0);
 
@@ -410,10 +363,8 @@ pub fn begin(m: Option<&Msg>) {
                     continue;
                 }
                 take[i] = page;
-                if !take_resident(page) {
-                    fresh[nfresh] = page;
-                    nfresh += 1;
-                }
+                fresh[nfresh] = page;
+                nfresh += 1;
             }
             vm::page_runs(&mut fresh[..nfresh], |a, b| {
                 // SAFETY: program pages (checked above), not mapped by us.
@@ -427,30 +378,19 @@ pub fn begin(m: Option<&Msg>) {
             }
         }
     }
-    drop_resident();
     p.in_segment = true;
 }
 
 /// The segment ends with message `m` (an answer, or a nested call to the program): the
 /// module's writes go with it, the pages are dropped.
 pub fn end(m: &mut Msg) {
-    end_with(m, true);
-}
-
-/// As [`end`], for a nested call to the program: nothing is kept (the answer that resumes
-/// the segment sends no pages).
-pub fn end_nested(m: &mut Msg) {
-    end_with(m, false);
-}
-
-fn end_with(m: &mut Msg, keep: bool) {
     let Some(p) = mine() else { return };
     if !p.in_segment {
         return;
     }
     p.in_segment = false;
-    p.flush(Some(m), keep);
-    if keep && m.kind == MSG_RETURN {
+    p.flush(Some(m));
+    if m.kind == MSG_RETURN {
         send_back(p, m);
     }
     unlock();
@@ -510,7 +450,7 @@ pub unsafe fn on_fault(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) -> bo
     }
     if p.n + PER_REQUEST > MAX_PAGES {
         // SAFETY of the flush: no segment message is in flight (the module is running).
-        if !p.flush(None, false) {
+        if !p.flush(None) {
             return false;
         }
     }
