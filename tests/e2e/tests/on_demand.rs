@@ -240,6 +240,25 @@ fn concurrent_calls_of_many_threads_on_demand_are_neither_lost_nor_crossed() {
 }
 
 #[test]
+fn many_threads_calling_an_isolated_library_with_no_specs_keep_their_own_results() {
+    // fx_threads: 8 threads, each with its own counter handle, checksums of its own stack
+    // buffer, and greetings the library returns in a thread-local buffer (a pointer into
+    // module memory under on-demand): a thread must read its own, which needs it to keep its
+    // channel, and so its serving thread in the helper (`call::client::acquire`).
+    let (k, mark) = marker("od-threads-isolate");
+    let mut cmd = under(
+        Path::new(""),
+        &["--isolate", "libfx.so"],
+        &fixture("fx_threads"),
+        &["8", "2000"],
+    );
+    cmd.env(&k, &mark);
+    let o = ok(run_with(cmd, b"", WATCHDOG));
+    assert!(o.contains("errors: 0"), "{o}");
+    assert!(leftovers(&mark).is_empty());
+}
+
+#[test]
 fn callbacks_keep_working_under_on_demand_memory() {
     Twin::new(&config("fx-cb.yaml"), &fixture("fx_cb_prog"), &[])
         .set("processes.cbhelper.memory=on-demand")
