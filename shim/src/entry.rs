@@ -275,3 +275,34 @@ pub unsafe fn __libc_start_main(
     }
 }
 }
+
+entry_point! {
+/// Interposed: a SIGSEGV handler the program installs while module memory is read through
+/// faults is chained to, not installed over ours (`call::pages::peek`); all else is glibc's.
+///
+/// # Safety
+/// As `sigaction(2)`.
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int = -1; {
+    // SAFETY: forwarded contract.
+    unsafe { crate::call::pages::peek::sigaction_hook(sig, act, old) }
+}
+}
+
+entry_point! {
+/// Interposed: as `sigaction`.
+///
+/// # Safety
+/// As `signal(2)`.
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t = libc::SIG_ERR; {
+    // SAFETY: forwarded contract.
+    unsafe { crate::call::pages::peek::signal_hook(sig, h) }
+}
+}

@@ -40,6 +40,53 @@ pub fn init_real() {
     }
 }
 
+type SigactionFn =
+    unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+static REAL_SIGACTION: AtomicUsize = AtomicUsize::new(0);
+static REAL_SIGNAL: AtomicUsize = AtomicUsize::new(0);
+
+fn resolved(slot: &AtomicUsize, name: &CStr) -> usize {
+    let mut f = slot.load(Acquire);
+    if f == 0 {
+        f = next(name, &[c"GLIBC_2.2.5"]);
+        slot.store(f, Release);
+    }
+    f
+}
+
+/// glibc's `sigaction` (the shim interposes `sigaction` while the program reads module
+/// memory through faults: see `call::pages::peek`). Every sigaction of the shim's own goes
+/// through this.
+///
+/// # Safety
+/// As `sigaction(2)`: `act` and `old` are NULL or valid.
+pub unsafe fn real_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let f = resolved(&REAL_SIGACTION, c"sigaction");
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: f is glibc's sigaction; the arguments are as the caller guarantees.
+    unsafe { std::mem::transmute::<usize, SigactionFn>(f)(sig, act, old) }
+}
+
+/// glibc's `signal`.
+///
+/// # Safety
+/// As `signal(2)`.
+pub unsafe fn real_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    let f = resolved(&REAL_SIGNAL, c"signal");
+    if f == 0 {
+        return libc::SIG_ERR;
+    }
+    // SAFETY: f is glibc's signal; the arguments are as the caller guarantees.
+    unsafe { std::mem::transmute::<usize, SignalFn>(f)(sig, h) }
+}
+
 /// glibc's `dlsym`.
 ///
 /// # Safety

@@ -354,7 +354,7 @@ fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+        crate::platform::loader::real_sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
     }
     on_fatal(sig, info, ctx)
 }
@@ -389,7 +389,7 @@ fn install_fault_handlers(region: &crate::transport::region::Region, on_demand: 
                 sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             }
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
 }

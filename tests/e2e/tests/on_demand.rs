@@ -265,3 +265,18 @@ fn callbacks_keep_working_under_on_demand_memory() {
         .set("processes.cbhelper.on_crash.restore=none")
         .same_as_plain();
 }
+
+#[test]
+fn the_programs_own_sigsegv_handler_keeps_working_beside_module_memory_faults() {
+    // fx_od_prog installs a SIGSEGV handler after start (through sigaction, which the shim
+    // interposes): module memory (a static buffer of the module's) is still read through
+    // faults, and the program's own NULL dereference still reaches its handler.
+    let out =
+        Twin::new(&config("fx-od.yaml"), &fixture("fx_od_prog"), &["handler"]).same_as_plain();
+    assert!(
+        stdout(&out).contains("caught the program's own fault"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("name again: one"), "{}", stdout(&out));
+}

@@ -19,7 +19,7 @@ use super::{in_ranges, layout, AREA_BASE};
 use crate::plan::runtime::{self, Runtime};
 use crate::platform::vm::{self, PAGE};
 use crate::transport::region::{Msg, Region, MSG_PEEK, MSG_RETURN};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -79,8 +79,12 @@ struct State {
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
-/// The SIGSEGV action before ours (chained to for every other fault).
-static PREV: OnceLock<libc::sigaction> = OnceLock::new();
+/// The program's own SIGSEGV action (installed before ours, or after it through the
+/// interposed `sigaction`/`signal`): handler and flags, chained to for every other fault.
+static PREV_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+static PREV_FLAGS: AtomicI32 = AtomicI32::new(0);
+/// Set once our handler is installed.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// In the program, once the zygote is forked: makes `data` (writable data of each on-demand
 /// process's module objects: [lo, hi) and the process index) inaccessible and installs the
@@ -111,8 +115,10 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
         sa.sa_sigaction = on_segv as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
         libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(libc::SIGSEGV, &sa, &mut old) == 0 {
-            let _ = PREV.set(old);
+        if crate::platform::loader::real_sigaction(libc::SIGSEGV, &sa, &mut old) == 0 {
+            PREV_HANDLER.store(old.sa_sigaction, SeqCst);
+            PREV_FLAGS.store(old.sa_flags, SeqCst);
+            INSTALLED.store(true, SeqCst);
         }
     }
 }
@@ -354,22 +360,20 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     chain(sig, info, ctx);
 }
 
-/// Hands the fault to the handler installed before ours (as the kernel would have).
+/// Hands the fault to the program's own handler (as the kernel would have).
 fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let Some(prev) = PREV.get() else {
-        return default(sig);
-    };
-    let h = prev.sa_sigaction;
+    let h = PREV_HANDLER.load(SeqCst);
+    let flags = PREV_FLAGS.load(SeqCst);
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         return default(sig);
     }
-    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+    if flags & libc::SA_RESETHAND != 0 {
         // As the kernel does before running a one-shot handler.
-        default(sig);
+        PREV_HANDLER.store(libc::SIG_DFL, SeqCst);
     }
-    // SAFETY: the previous handler, called as the kernel would call it.
+    // SAFETY: the program's handler, called as the kernel would call it.
     unsafe {
-        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        if flags & libc::SA_SIGINFO != 0 {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                 std::mem::transmute(h);
             f(sig, info, ctx);
@@ -380,13 +384,57 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     }
 }
 
+/// The interposed `sigaction`: while our handler serves module pages, the program's SIGSEGV
+/// action becomes the one ours chains to (reported back as the current one), and ours stays
+/// installed. Everything else goes to glibc.
+///
+/// # Safety
+/// As `sigaction(2)`.
+pub unsafe fn sigaction_hook(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> libc::c_int {
+    if sig != libc::SIGSEGV || !INSTALLED.load(SeqCst) {
+        // SAFETY: forwarded contract.
+        return unsafe { crate::platform::loader::real_sigaction(sig, act, old) };
+    }
+    // SAFETY: `old` and `act` are NULL or valid (contract).
+    unsafe {
+        if !old.is_null() {
+            let mut cur: libc::sigaction = std::mem::zeroed();
+            cur.sa_sigaction = PREV_HANDLER.load(SeqCst);
+            cur.sa_flags = PREV_FLAGS.load(SeqCst);
+            *old = cur;
+        }
+        if let Some(a) = act.as_ref() {
+            PREV_FLAGS.store(a.sa_flags, SeqCst);
+            PREV_HANDLER.store(a.sa_sigaction, SeqCst);
+        }
+    }
+    0
+}
+
+/// The interposed `signal`, as [`sigaction_hook`].
+///
+/// # Safety
+/// As `signal(2)`.
+pub unsafe fn signal_hook(sig: libc::c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    if sig != libc::SIGSEGV || !INSTALLED.load(SeqCst) {
+        // SAFETY: forwarded contract.
+        return unsafe { crate::platform::loader::real_signal(sig, h) };
+    }
+    PREV_FLAGS.store(libc::SA_RESTART, SeqCst);
+    PREV_HANDLER.swap(h, SeqCst)
+}
+
 /// Restores the default action: returning re-runs the faulting instruction, which kills.
 fn default(sig: libc::c_int) {
     // SAFETY: a zeroed sigaction with SIG_DFL.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
     }
 }
 

@@ -256,7 +256,7 @@ pub(super) fn install_handler() {
             sa.sa_sigaction = on_program_fault as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER | onstack;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
 }
