@@ -317,7 +317,12 @@ fn wait_answer(
     };
     // On demand, the helper asks for pages while it works: a page request is due within
     // microseconds of the call or of the last page, so the wait spins that long first.
-    let spin = if od { spin.max(OD_SPIN) } else { spin };
+    // A caller co-located with the helper (`hint` != 0) sleeps: its CPU is the helper's.
+    let spin = if od && hint == 0 {
+        spin.max(OD_SPIN)
+    } else {
+        spin
+    };
     loop {
         let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
@@ -553,11 +558,7 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<B
         return Err(CallError::Bystander(st));
     }
     let t0 = Instant::now();
-    // Not on demand either: the helper asks for pages during the call while the caller spins
-    // for them (`OD_SPIN`); on one CPU that spin would keep the helper from running.
-    let colocate = p.spec.replicate.is_none()
-        && p.spec.sample.is_none()
-        && p.spec.memory != module_map::Memory::OnDemand;
+    let colocate = p.spec.replicate.is_none() && p.spec.sample.is_none();
     match client_post(f, &p.region, c, base, frame, walk, true, colocate) {
         Ok(posted) => Ok(Begun {
             c,

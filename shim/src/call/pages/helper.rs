@@ -272,7 +272,8 @@ impl Pages {
         ch.to_prog().post();
         let s = recv.wait(
             seen,
-            Duration::from_micros(50),
+            // Not while on the caller's CPU (co-located): the caller must run to answer.
+            crate::call::colocate::server_spin(Duration::from_micros(50)),
             false,
             Duration::from_millis(50),
             || h.shutdown.load(SeqCst) != 0,
