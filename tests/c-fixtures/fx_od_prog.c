@@ -25,6 +25,8 @@ long od_end(struct od_stream *s);
 long od_write_then_crash(long *p);
 long od_apply(long (*fn)(long), long x);
 const char *od_name(int i);
+struct od_req { const char *path; char *buf; long n; };
+long od_read_into(const struct od_req *r);
 int od_touch_later(long *p);
 struct od_span { const char *base; long npages; };
 long od_touch(const struct od_span *s);
@@ -76,6 +78,19 @@ int main(int argc, char **argv) {
         qsort(t_pages, (size_t)n, sizeof(double), cmp);
         printf("{\"call_ns\": %.0f, \"page_ns\": %.0f, \"fault_ns\": %.0f}\n", t_none[n / 2],
                t_pages[n / 2], fault);
+        return 0;
+    }
+    if (!strcmp(mode, "read") && argc > 2) {
+        /* The module reads a file into a fresh buffer of ours (never touched by it before
+         * the read system call) whose address is in a structure. */
+        static struct od_req req;
+        req.path = argv[2];
+        req.n = 300000;
+        req.buf = malloc((size_t)req.n);
+        long got = od_read_into(&req);
+        unsigned long h = 0;
+        for (long i = 0; i < (got > 0 ? got : 0); i++) h = h * 131 + (unsigned char)req.buf[i];
+        printf("read: %ld bytes, hash %lx\n", got, h);
         return 0;
     }
     if (!strcmp(mode, "handler")) {

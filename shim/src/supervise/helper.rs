@@ -49,6 +49,9 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     {
         let _g = rt.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
         rt.route_inherited();
+        if programs.is_some() {
+            crate::supervise::touch::route(rt.self_base);
+        }
     }
     crate::supervise::sandbox::enter(&env, &p.name);
     debug!(

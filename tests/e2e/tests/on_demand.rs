@@ -280,3 +280,17 @@ fn the_programs_own_sigsegv_handler_keeps_working_beside_module_memory_faults() 
     );
     assert!(stdout(&out).contains("name again: one"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_system_call_of_the_module_on_program_memory_it_never_touched_works() {
+    // od_read_into read()s a file into a fresh buffer of the program's that it reaches through
+    // a structure and never touches itself: the kernel does not fault for us (EFAULT), so the
+    // module's I/O imports go through wrappers that fetch the buffer's pages first.
+    let out = Twin::new(
+        &config("fx-od.yaml"),
+        &fixture("fx_od_prog"),
+        &["read", "/usr/bin/xz"],
+    )
+    .same_as_plain();
+    assert!(!stdout(&out).contains("read: -1"), "{}", stdout(&out));
+}

@@ -449,6 +449,25 @@ pub unsafe fn on_fault(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) -> bo
         // SAFETY: a page this thread fetched.
         return exec && unsafe { vm::make_executable(page as usize, page as usize + PAGE) };
     }
+    fetch(p, owned, page, exec)
+}
+
+/// Before a system call on `addr` (see `supervise::touch`): makes sure the page is here when it
+/// is a page of the program's; false when it is the program's and the program does not have
+/// it (the call then fails as it would have).
+pub fn ensure(addr: u64) -> bool {
+    let (Some(p), Some(owned)) = (mine(), OWNED.get()) else {
+        return true;
+    };
+    if !p.in_segment || !programs(owned, addr) {
+        return true;
+    }
+    let page = addr & !(P - 1);
+    p.find(page).is_some() || fetch(p, owned, page, false)
+}
+
+/// Fetches the program's page `page` (not fetched yet) and the next few, read ahead.
+fn fetch(p: &mut Pages, owned: &[(u64, u64)], page: u64, exec: bool) -> bool {
     if p.n + PER_REQUEST > MAX_PAGES {
         // SAFETY of the flush: no segment message is in flight (the module is running).
         if !p.flush(None) {
