@@ -276,6 +276,7 @@ pub fn client_wait(
     let r = wait_answer(rt, f, region, posted, frame, from_program, od, stop);
     if od && r.is_err() {
         pages::program::discard(region);
+        pages::program::end_without_answer(region);
     }
     if !from_program {
         // The module goes on: a new segment.
@@ -442,6 +443,7 @@ fn wait_answer(
                         return Err(CallError::BadReply);
                     }
                     pages::program::apply(region);
+                    pages::program::end_without_answer(region);
                 }
                 if !from_program {
                     pages::helper::begin(Some(&r));

@@ -29,6 +29,11 @@ const MAX_PEEKED: usize = 4096;
 
 struct Peeked {
     pages: Vec<AtomicU64>,
+    /// Came with an answer (the page its value pointed into): kept over the next call, stale,
+    /// and refreshed in place when the answer brings it again (no change of the address space).
+    sent_back: Vec<AtomicBool>,
+    /// Kept over a call that may have changed it: dropped unless its answer refreshes it.
+    stale: Vec<AtomicBool>,
     /// Written by the program since it was fetched (its bytes go back before the next call).
     dirty: Vec<AtomicBool>,
     n: AtomicUsize,
@@ -95,6 +100,8 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
         .map(|_| Peeked {
             pages: (0..MAX_PEEKED).map(|_| AtomicU64::new(0)).collect(),
             dirty: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
+            sent_back: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
+            stale: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
             n: AtomicUsize::new(0),
             twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
             lock: AtomicBool::new(false),
@@ -148,13 +155,56 @@ pub fn before_call(k: usize, region: &Region, c: usize) {
     if p.dirty[..n].iter().any(|d| d.load(SeqCst)) {
         send_writes(p, n, region, c);
     }
-    p.n.store(0, SeqCst);
-    for (slot, d) in p.pages[..n].iter().zip(&p.dirty) {
-        d.store(false, SeqCst);
-        let page = slot.swap(0, SeqCst);
-        if page != 0 {
+    // Pages that came with an answer (and were not written) stay, stale; the rest go.
+    let mut j = 0;
+    for i in 0..n {
+        let page = p.pages[i].swap(0, SeqCst);
+        let keep = page != 0 && p.sent_back[i].load(SeqCst) && !p.dirty[i].load(SeqCst);
+        p.dirty[i].store(false, SeqCst);
+        p.sent_back[i].store(false, SeqCst);
+        p.stale[i].store(false, SeqCst);
+        if keep {
+            if j != i {
+                // SAFETY: twins i and j of the pool, distinct pages.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        (p.twins + i * PAGE) as *const u8,
+                        (p.twins + j * PAGE) as *mut u8,
+                        PAGE,
+                    )
+                };
+            }
+            p.pages[j].store(page, SeqCst);
+            p.sent_back[j].store(true, SeqCst);
+            p.stale[j].store(true, SeqCst);
+            j += 1;
+        } else if page != 0 {
             // SAFETY: a page of module memory we mapped in `peek`; nothing of the program's.
             unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
+        }
+    }
+    p.n.store(j, SeqCst);
+}
+
+/// The call into process `k` ended (or handed control to the program with a nested call):
+/// kept pages its answer did not refresh are dropped.
+pub fn drop_stale(k: usize) {
+    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return;
+    };
+    if p.n.load(SeqCst) == 0 {
+        return;
+    }
+    let _g = p.lock();
+    let n = p.n.load(SeqCst).min(MAX_PEEKED);
+    for i in 0..n {
+        if p.stale[i].swap(false, SeqCst) {
+            p.sent_back[i].store(false, SeqCst);
+            let page = p.pages[i].swap(0, SeqCst);
+            if page != 0 {
+                // SAFETY: a page of module memory we mapped; stale now.
+                unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
+            }
         }
     }
 }
@@ -241,9 +291,13 @@ fn peek(addr: u64, write: bool) -> bool {
         if let Some(i) = peeked.find(page) {
             // Fetched, read-only: the program writes module memory (memory it got from the
             // module's allocator, say). Its bytes go back before the next call. (A read fault
-            // on a page another thread just mapped: run again.)
+            // on a page another thread just mapped: run again.) A kept page during a call is
+            // stale: a write there waits for the call's answer (another thread's call).
             if !write {
                 return true;
+            }
+            if peeked.stale[i].load(SeqCst) {
+                return false;
             }
             peeked.dirty[i].store(true, SeqCst);
             // SAFETY: a page of module memory we mapped in `peek`.
@@ -272,6 +326,8 @@ fn peek(addr: u64, write: bool) -> bool {
                 std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
                 std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
                 peeked.dirty[i].store(write, SeqCst);
+                peeked.sent_back[i].store(false, SeqCst);
+                peeked.stale[i].store(false, SeqCst);
                 if !write {
                     vm::read_only(page as usize);
                 }
@@ -297,8 +353,23 @@ pub fn adopt(k: usize, page: u64, src: *const u8) {
         return;
     };
     let _g = peeked.lock();
+    if let Some(i) = peeked.find(page) {
+        if peeked.stale[i].swap(false, SeqCst) {
+            // SAFETY: our page of module memory (read-only): made writable for the copy of
+            // the helper's bytes (`src`, one page of the data area), then read-only again;
+            // its twin is slot i of the pool.
+            unsafe {
+                vm::make_writable(page as usize);
+                std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
+                std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
+                vm::read_only(page as usize);
+            }
+            peeked.sent_back[i].store(true, SeqCst);
+        }
+        return;
+    }
     let i = peeked.n.load(SeqCst);
-    if peeked.find(page).is_some() || i >= MAX_PEEKED || peeked.twins == 0 {
+    if i >= MAX_PEEKED || peeked.twins == 0 {
         return;
     }
     // SAFETY: a page of module memory (`owner_of`), replaced by a fresh page holding the
@@ -309,6 +380,8 @@ pub fn adopt(k: usize, page: u64, src: *const u8) {
             std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
             std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
             peeked.dirty[i].store(false, SeqCst);
+            peeked.sent_back[i].store(true, SeqCst);
+            peeked.stale[i].store(false, SeqCst);
             vm::read_only(page as usize);
             peeked.pages[i].store(page, SeqCst);
             peeked.n.store(i + 1, SeqCst);

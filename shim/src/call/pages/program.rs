@@ -260,11 +260,22 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
         && m.mirror_off
             .checked_add(P)
             .is_some_and(|e| e <= DATA_SIZE as u64);
-    let Some(k) = on_demand_index(region).filter(|_| ok) else {
+    let Some(k) = on_demand_index(region) else {
         return;
     };
-    let src = region.data(c).wrapping_add(m.mirror_off as usize);
-    super::peek::adopt(k, m.ret_rax & !(P - 1), src);
+    if ok {
+        let src = region.data(c).wrapping_add(m.mirror_off as usize);
+        super::peek::adopt(k, m.ret_rax & !(P - 1), src);
+    }
+    super::peek::drop_stale(k);
+}
+
+/// The segment ended without an answer to read (a failure, or a nested call that hands the
+/// program control): module pages kept over the call are dropped.
+pub fn end_without_answer(region: &Region) {
+    if let Some(k) = on_demand_index(region) {
+        super::peek::drop_stale(k);
+    }
 }
 
 /// The segment ended badly (the call failed or the helper died): nothing is written.
