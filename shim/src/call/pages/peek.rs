@@ -404,13 +404,16 @@ fn round_trip(region: &Region, c: usize, m: &Msg, dead: impl Fn() -> bool) -> Op
         crate::transport::region::ring(&region.header().doorbell);
     }
     let t0 = Instant::now();
-    recv.wait(
-        seen,
-        Duration::from_micros(50),
-        false,
-        Duration::from_millis(20),
-        || dead() || t0.elapsed() > Duration::from_secs(10),
-    )?;
+    // A serving thread the last call on this channel brought to our CPU needs the CPU to
+    // answer: no spinning then.
+    let spin = if ch.last_hint.load(SeqCst) != 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(50)
+    };
+    recv.wait(seen, spin, false, Duration::from_millis(20), || {
+        dead() || t0.elapsed() > Duration::from_secs(10)
+    })?;
     let r = ch.read_msg();
     (r.kind == MSG_RETURN).then_some(r)
 }
