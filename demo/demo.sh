@@ -32,6 +32,27 @@ for name, p in s["processes"].items():
 PY
 
 echo
+echo "== 1b. no map at all: xz with liblzma in a helper, memory fetched on demand (--isolate)"
+cat /usr/bin/xz /usr/bin/file > "$work/xzin"
+xz -6 -c "$work/xzin" > "$work/plain.xz"
+$FRACTURE run --isolate liblzma.so.5 --stats "$work/xzstats.json" -- xz -6 -c "$work/xzin" > "$work/iso.xz"
+if cmp -s "$work/plain.xz" "$work/iso.xz"; then
+  echo "   compressed output identical to plain xz ($(wc -c < "$work/iso.xz") bytes)"
+else
+  echo "   OUTPUT DIFFERS"; exit 1
+fi
+python3 - "$work/xzstats.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))["processes"]["isolated"]
+n = p["functions"]["lzma_code"]["calls"]
+g = p["pages"]
+print(f"   lzma_code ran {n} times in the helper; pages fetched on a fault {g['fetched']}, "
+      f"sent ahead {g['sent_ahead']}, bytes written back {g['bytes_written']}")
+PY
+echo "   the map it used: fracture init --isolate liblzma.so.5 -- xz (first lines):"
+$FRACTURE init --isolate liblzma.so.5 -- xz | sed -n "3,7p" | sed 's/^/     /'
+
+echo
 echo "== 2. a fixture program whose library runs in a helper (configs/fx.yaml)"
 $FRACTURE run -c configs/fx.yaml -- $FX/fx_demo --where | tail -n 4
 echo
