@@ -5,28 +5,6 @@
 use crate::util::*;
 use std::path::Path;
 
-/// Real files of many kinds, for `file`.
-fn real_files(n: usize) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in [
-        "/usr/bin",
-        "/usr/share/doc",
-        "/usr/lib/x86_64-linux-gnu",
-        "/etc",
-    ] {
-        let Ok(rd) = std::fs::read_dir(d) else {
-            continue;
-        };
-        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for p in names.into_iter().take(n / 4 + 1) {
-            v.push(p.to_string_lossy().into_owned());
-        }
-    }
-    v.truncate(n);
-    v
-}
-
 #[test]
 fn a_module_follows_unspecified_pointers_into_the_programs_stack_heap_mappings_and_globals() {
     let t = TempDir::new("od");

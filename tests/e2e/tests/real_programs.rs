@@ -4,28 +4,6 @@
 use crate::util::*;
 use std::path::Path;
 
-/// A list of real files of many kinds (ELF, scripts, text, symlinks, compressed docs).
-fn real_files(n: usize) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in [
-        "/usr/bin",
-        "/usr/share/doc",
-        "/usr/lib/x86_64-linux-gnu",
-        "/etc",
-    ] {
-        let Ok(rd) = std::fs::read_dir(d) else {
-            continue;
-        };
-        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for p in names.into_iter().take(n / 3 + 1) {
-            v.push(p.to_string_lossy().into_owned());
-        }
-    }
-    v.truncate(n);
-    v
-}
-
 #[test]
 fn file_with_libmagic_isolated_prints_what_plain_file_prints() {
     let t = TempDir::new("file");

@@ -592,3 +592,25 @@ fn the_watchdog_fires_when_a_process_left_behind_holds_the_output() {
         "{msg}"
     );
 }
+
+/// A list of real files of many kinds (ELF, scripts, text, symlinks, compressed docs).
+pub fn real_files(n: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in [
+        "/usr/bin",
+        "/usr/share/doc",
+        "/usr/lib/x86_64-linux-gnu",
+        "/etc",
+    ] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names.into_iter().take(n / 3 + 1) {
+            v.push(p.to_string_lossy().into_owned());
+        }
+    }
+    v.truncate(n);
+    v
+}

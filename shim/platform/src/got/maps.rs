@@ -11,33 +11,17 @@ impl Maps {
 
     /// Parses the text of a maps file; lines it cannot read are skipped.
     fn parse(text: &str) -> Maps {
-        let mut v = Vec::new();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(range), Some(perms)) = (it.next(), it.next()) else {
-                continue;
-            };
-            let Some((a, b)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            else {
-                continue;
-            };
-            let p = perms.as_bytes();
-            let mut prot = 0;
-            if p.first() == Some(&b'r') {
-                prot |= libc::PROT_READ;
-            }
-            if p.get(1) == Some(&b'w') {
-                prot |= libc::PROT_WRITE;
-            }
-            if p.get(2) == Some(&b'x') {
-                prot |= libc::PROT_EXEC;
-            }
-            v.push((a, b, prot));
-        }
-        Maps(v)
+        let prot = |m: &crate::vm::Mapping| {
+            (if m.read { libc::PROT_READ } else { 0 })
+                | (if m.write { libc::PROT_WRITE } else { 0 })
+                | (if m.exec { libc::PROT_EXEC } else { 0 })
+        };
+        Maps(
+            crate::vm::Mapping::parse(text)
+                .iter()
+                .map(|m| (m.start, m.end, prot(m)))
+                .collect(),
+        )
     }
 
     fn prot_of(&self, addr: usize) -> Option<i32> {
