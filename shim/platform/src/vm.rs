@@ -156,19 +156,8 @@ pub unsafe fn drop_to_reservation(a: usize, b: usize) -> bool {
 /// # Safety
 /// The page lies in a reservation or a range the caller owns.
 pub unsafe fn fresh_page(page: usize, exec: bool) -> bool {
-    let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
-    // SAFETY: the caller owns the page (contract).
-    let p = unsafe {
-        libc::mmap(
-            page as *mut libc::c_void,
-            PAGE,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    p as usize == page
+    // SAFETY: forwarded contract.
+    unsafe { fresh_pages(page, 1, exec) }
 }
 
 /// Puts `n` fresh zeroed pages from `page` on, readable and writable (and executable with

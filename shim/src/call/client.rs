@@ -232,7 +232,7 @@ pub fn client_post(
     };
     if from_program {
         if pages::program::is_on_demand(region) {
-            pages::program::send_ahead(f.idx, region, c, frame_in, &mut m);
+            pages::program::send_ahead(region, c, frame_in, &mut m);
         }
     } else {
         // A helper's nested call ends its segment: the module's writes go with it.

@@ -20,7 +20,7 @@ use crate::platform::vm::{self, HIGH, LOW, PAGE};
 use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_RETURN, REGION_SIZE};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 const P: u64 = PAGE as u64;
 
@@ -33,10 +33,6 @@ struct Seg {
     asked: Vec<u64>,
     /// Writes held until the segment ends well.
     held: Vec<(u64, Vec<u8>)>,
-    /// The call that started the segment (function index + 1; 0: a segment resumed after a
-    /// nested call) and its argument registers.
-    func: usize,
-    gp: [u64; 6],
 }
 
 /// Pages to send ahead (page -> how many more calls it is sent without the helper asking for
@@ -56,9 +52,6 @@ thread_local! {
     /// Per region: the pages its last segment fetched (which the helper keeps mapped), sent
     /// ahead with the next call.
     static LEARNED: RefCell<HashMap<usize, Learned>> = RefCell::new(HashMap::new());
-    /// Per function: the argument registers whose page the helper asked for (bit i: gp[i]);
-    /// only those are sent ahead (the others hold whatever the caller left there).
-    static USEFUL: RefCell<HashMap<usize, u8>> = RefCell::new(HashMap::new());
 }
 
 /// Every queue region of the map, in process order (key, with bit 0 set when the process is
@@ -66,15 +59,25 @@ thread_local! {
 static REGIONS: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
 const MAX_REGIONS: usize = 64;
 
+/// Set when some registered region is on demand: every call of a map without one asks only
+/// this word, not the table.
+static ANY: AtomicBool = AtomicBool::new(false);
+
 /// Registers the region of process `k` (`supervise::address`, before the zygote exists).
 pub fn register(k: usize, key: usize, on_demand: bool) {
     if let Some(r) = REGIONS.get(k) {
         r.store(key | usize::from(on_demand), SeqCst);
+        if on_demand {
+            ANY.store(true, SeqCst);
+        }
     }
 }
 
 /// The process index of `region` when it is on demand.
 pub fn on_demand_index(region: &Region) -> Option<usize> {
+    if !ANY.load(Relaxed) {
+        return None;
+    }
     let key = region.key();
     REGIONS.iter().position(|r| r.load(Relaxed) == key | 1)
 }
@@ -144,16 +147,6 @@ pub fn serve_pages(region: &Region, c: usize, m: &Msg) -> Msg {
                 continue;
             }
             s.asked.push(p);
-            if s.func != 0 {
-                let bits =
-                    s.gp.iter()
-                        .enumerate()
-                        .filter(|(_, &v)| v & !(P - 1) == p || (v & !(P - 1)) + P == p)
-                        .fold(0u8, |b, (r, _)| b | 1 << r);
-                if bits != 0 {
-                    USEFUL.with(|u| *u.borrow_mut().entry(s.func - 1).or_default() |= bits);
-                }
-            }
         }
     });
     if let Some(g) = on_demand_index(region).and_then(|k| crate::observe::stats::PAGES.get(k)) {
@@ -283,16 +276,12 @@ pub fn discard(region: &Region) {
     SEGS.with(|s| s.borrow_mut().remove(&region.key()));
 }
 
-/// A call of function `func` starts a segment: sends ahead the pages its argument registers
-/// point to (those registers whose page the helper asked for before) and the pages the helper
-/// asked for in its last calls, in the page area of channel `c`, described in `m`.
-pub fn send_ahead(func: usize, region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
+/// A call starts a segment: sends ahead the pages its argument registers point to (every
+/// register: a pointer the module hands to a system call unread never faults, so none can be
+/// learned useless) and the pages the helper asked for in its last calls, in the page area of
+/// channel `c`, described in `m`.
+pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
-    with_seg(region, |s| {
-        s.func = func + 1;
-        s.gp = frame.gp;
-    });
-    let useful = USEFUL.with(|u| u.borrow().get(&func).copied().unwrap_or(0));
     // What the program printed so far goes before anything the call prints.
     crate::platform::sys::flush_stdout_if_pending();
     // Module memory the program read since its last call into this process is stale now.
@@ -300,11 +289,8 @@ pub fn send_ahead(func: usize, region: &Region, c: usize, frame: &Frame, m: &mut
         super::peek::before_call(k, region, c);
     }
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
-    for (r, &v) in frame.gp.iter().enumerate() {
+    for &v in &frame.gp {
         let p = v & !(P - 1);
-        // Every register: a pointer the module hands to a system call unread never faults,
-        // so no register can be learned useless.
-        let _ = (r, useful);
         if servable(p) && !pages.contains(&p) {
             pages.push(p);
             // A string or small struct that runs into the next page: a system call the module
