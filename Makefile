@@ -19,8 +19,12 @@ build:
 fixtures:
 	$(MAKE) -C tests/c-fixtures OUT=$(FIXTURES)
 
+# The fleet tests need a PostgreSQL server: a private one is started for the run and
+# stopped after it, whatever the tests' outcome.
 test: all
-	$(CARGO) test --release --workspace
+	@url=$$(tests/pg/server.sh start) && \
+	  FRACTURE_TEST_POSTGRES=$$url $(CARGO) test --release --workspace; \
+	  rc=$$?; tests/pg/server.sh stop; exit $$rc
 
 demo: all
 	@bash demo/demo.sh

@@ -26,6 +26,7 @@ mod reaper;
 mod report;
 mod run;
 mod sandbox_check;
+mod store;
 mod symbols;
 
 use clap::{Args, Parser, Subcommand};
@@ -142,6 +143,8 @@ enum Cmd {
     Report(report::ReportArgs),
     /// The next run's map, chosen from the crash history
     Plan(plan::PlanArgs),
+    /// Move spooled crash reports to the store now
+    Sync(store::SyncArgs),
     /// Find the module whose isolation stops a crash
     Bisect {
         #[command(flatten)]
@@ -245,6 +248,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Partition(a) => partition::main(&a),
         Cmd::Report(a) => report::main(&a),
         Cmd::Plan(a) => plan::main(&a),
+        Cmd::Sync(a) => store::sync(&a),
         Cmd::Bisect {
             map,
             confirm,

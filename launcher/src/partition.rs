@@ -1,5 +1,6 @@
 //! `fracture partition GRAPH.json --isolate MODULE`: the cheapest boundary of a profiled
-//! module graph that isolates MODULE, as a report, a map and a Graphviz drawing.
+//! module graph that isolates MODULE, as a report, a map, a Graphviz drawing and an SVG
+//! drawn without Graphviz.
 
 use anyhow::{anyhow, bail, Context, Result};
 use quarantine::partition::{dot, min_cut, Graph};
@@ -22,6 +23,9 @@ pub struct PartitionArgs {
     /// Write the graph and the boundary for Graphviz (and an SVG beside it when `dot` runs)
     #[arg(long = "dot", value_name = "FILE.dot")]
     dot: Option<PathBuf>,
+    /// Draw the graph and the boundary as a standalone SVG (no Graphviz needed)
+    #[arg(long = "svg", value_name = "FILE.svg")]
+    svg: Option<PathBuf>,
 }
 
 pub fn main(args: &PartitionArgs) -> Result<i32> {
@@ -111,17 +115,26 @@ pub fn main(args: &PartitionArgs) -> Result<i32> {
             .with_context(|| format!("cannot write {}", d.display()))?;
         say!("wrote {}", d.display());
         let svg = d.with_extension("svg");
-        match std::process::Command::new("dot")
-            .arg("-Tsvg")
-            .arg(d)
-            .arg("-o")
-            .arg(&svg)
-            .status()
-        {
-            Ok(s) if s.success() => say!("wrote {}", svg.display()),
-            Ok(s) => eprintln!("fracture: warning: dot failed ({s}); no SVG"),
-            Err(_) => say!("(Graphviz `dot` is not installed: SVG rendering skipped)"),
+        // When `--svg` names that file, its drawing is the one asked for: Graphviz is not run.
+        if args.svg.as_ref() != Some(&svg) {
+            match std::process::Command::new("dot")
+                .arg("-Tsvg")
+                .arg(d)
+                .arg("-o")
+                .arg(&svg)
+                .status()
+            {
+                Ok(s) if s.success() => say!("wrote {}", svg.display()),
+                Ok(s) => eprintln!("fracture: warning: dot failed ({s}); no SVG"),
+                Err(_) => say!("(Graphviz `dot` is not installed: SVG rendering skipped)"),
+            }
         }
+    }
+    if let Some(path) = &args.svg {
+        let text = quarantine::svg::svg(&g, &c, isolate)
+            .with_context(|| format!("cannot draw {graph_path} as SVG"))?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        say!("wrote {}", path.display());
     }
     Ok(0)
 }

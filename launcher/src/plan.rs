@@ -3,14 +3,18 @@
 use anyhow::{Context, Result};
 use quarantine::partition::Graph;
 use quarantine::plan::{plan, Strategy};
-use quarantine::reports::Db;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// A report database (SQLite path); repeatable [default: as `report`]
-    #[arg(long = "db", value_name = "FILE")]
-    db: Vec<PathBuf>,
+    /// A report store (SQLite path or postgresql:// URL); repeatable [default: as `report`]
+    #[arg(long = "db", value_name = "FILE|URL")]
+    db: Vec<OsString>,
+    /// The program the plan is for: only reports of its build-id count, from every deployment
+    /// [default: the map's `target` when it names a file]
+    #[arg(long, value_name = "PROGRAM")]
+    program: Option<PathBuf>,
     /// Which modules to isolate
     #[arg(long, value_enum, default_value_t = StrategyArg::Optimistic)]
     strategy: StrategyArg,
@@ -51,17 +55,35 @@ pub fn main(args: &PlanArgs) -> Result<i32> {
         ),
         None => None,
     };
-    let paths = crate::report::databases(&args.db);
-    let mut dbs = Vec::new();
-    for p in &paths {
-        dbs.push(Db::open(p)?);
-    }
+    let dbs = crate::store::open_all(&args.db)?;
+    let program = match &args.program {
+        Some(p) => {
+            let found = crate::run::find_program(p)
+                .with_context(|| format!("--program {}: not found", p.display()))?;
+            Some(found.canonicalize().unwrap_or(found))
+        }
+        None => target_file(&args.config),
+    };
+    let build = match &program {
+        Some(p) => match quarantine::symbolize::build_id(p) {
+            Some(b) => Some(b),
+            None => {
+                eprintln!(
+                    "fracture: plan: {} has no build-id: reports are matched by program path",
+                    p.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let p = plan(
         &args.config,
         &dbs,
         strategy,
         graph.as_ref(),
         args.min_clean_calls,
+        build.as_deref(),
     )?;
     for n in &p.notes {
         eprintln!("fracture: plan: {n}");
@@ -70,4 +92,13 @@ pub fn main(args: &PlanArgs) -> Result<i32> {
     std::fs::write(out, &p.text).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("fracture: plan: wrote {}", out.display());
     Ok(0)
+}
+
+/// The map's `target` when it is a plain path of an existing file (no glob).
+fn target_file(map: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(map).ok()?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    let t = doc.get("target")?.as_str()?;
+    let p = PathBuf::from(t);
+    (!t.contains(['*', '?', '[']) && p.is_absolute() && p.is_file()).then_some(p)
 }

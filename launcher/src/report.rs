@@ -1,24 +1,15 @@
-//! `fracture report [--db FILE]...`: the crash history as a table, per module and function.
+//! `fracture report [--db FILE|URL]...`: the crash history as a table, per module and function.
 
 use anyhow::Result;
-use quarantine::reports::{default_db_path, summary, Db};
-use std::path::PathBuf;
+use quarantine::reports::{summary, Source};
+use std::ffi::OsString;
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// A report database (SQLite path); repeatable [default: $FRACTURE_REPORTS, else
-    /// ~/.local/state/fracture/reports.db]
-    #[arg(long = "db", value_name = "FILE")]
-    db: Vec<PathBuf>,
-}
-
-/// The databases named with `--db`, or the default one.
-pub fn databases(db: &[PathBuf]) -> Vec<PathBuf> {
-    if db.is_empty() {
-        vec![default_db_path()]
-    } else {
-        db.to_vec()
-    }
+    /// A report store (SQLite path or postgresql:// URL); repeatable [default:
+    /// $FRACTURE_REPORTS, else ~/.local/state/fracture/reports.db]
+    #[arg(long = "db", value_name = "FILE|URL")]
+    db: Vec<OsString>,
 }
 
 fn time(t: f64) -> String {
@@ -42,13 +33,9 @@ fn time(t: f64) -> String {
 }
 
 pub fn main(args: &ReportArgs) -> Result<i32> {
-    let paths = databases(&args.db);
-    let mut dbs = Vec::new();
-    for p in &paths {
-        dbs.push(Db::open(p)?);
-    }
+    let dbs = crate::store::open_all(&args.db)?;
     let rows = summary(&dbs)?;
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = dbs.iter().map(Source::name).collect();
     if rows.is_empty() {
         say!("no reports in {}", names.join(", "));
         return Ok(0);
@@ -62,8 +49,10 @@ pub fn main(args: &ReportArgs) -> Result<i32> {
         "gave-up",
         "mismatch",
         "prog-crash",
+        "valgrind",
         "signals",
         "programs",
+        "deployments",
         "clean calls",
         "first seen",
         "last seen",
@@ -83,12 +72,14 @@ pub fn main(args: &ReportArgs) -> Result<i32> {
                 r.gave_up.to_string(),
                 r.mismatch.to_string(),
                 r.program_crash.to_string(),
+                r.valgrind.to_string(),
                 if r.signals.is_empty() {
                     "-".into()
                 } else {
                     r.signals.clone()
                 },
                 r.programs.to_string(),
+                r.deployments.to_string(),
                 r.clean_calls.to_string(),
                 time(r.first),
                 time(r.last),
@@ -110,7 +101,7 @@ pub fn main(args: &ReportArgs) -> Result<i32> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if (2..=6).contains(&i) || i == 8 || i == 9 {
+                if (2..=7).contains(&i) || (9..=11).contains(&i) {
                     format!("{c:>w$}", w = w[i])
                 } else {
                     format!("{c:<w$}", w = w[i])

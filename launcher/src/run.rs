@@ -142,7 +142,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let pid = child.id();
     let status = child.wait().context("waiting for the program")?;
     crate::reaper::reap_descendants();
-    store_reports(pid);
+    crate::store::after_run(pid);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
@@ -208,21 +208,4 @@ fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
         cmd.stderr(std::process::Stdio::null());
     }
     Ok(cmd)
-}
-
-/// After the program (and every helper) is gone: when the run recorded a crash, hang, give-up
-/// or mismatch, its spool goes into the report database now, so the database holds it as
-/// soon as `fracture run` returns. A clean run's summary stays in the spool until the next
-/// `report` or `plan` (opening SQLite after every run would cost every run milliseconds).
-fn store_reports(pid: u32) {
-    if matches!(std::env::var(vars::REPORTS).as_deref(), Ok("off" | "none")) {
-        return;
-    }
-    let db = quarantine::reports::default_db_path();
-    if !quarantine::reports::has_events(&db, pid) {
-        return;
-    }
-    if let Err(e) = quarantine::reports::Db::open(&db) {
-        eprintln!("fracture: warning: the crash reports stay in the spool: {e:#}");
-    }
 }

@@ -11,8 +11,13 @@ pub const CONFIG: &str = "FRACTURE_CONFIG";
 pub const STATS: &str = "FRACTURE_STATS";
 /// Log filter: `error`, `warn`, `info`, `debug` (SPEC.md).
 pub const LOG: &str = "FRACTURE_LOG";
-/// Crash-report database, or `off`/`none` (SPEC.md).
+/// Crash-report store: a SQLite path or a `postgresql://` URL, or `off`/`none` (SPEC.md).
 pub const REPORTS: &str = "FRACTURE_REPORTS";
+/// The deployment records are stamped with (SPEC.md "Fleet"; default the host name).
+pub const DEPLOYMENT: &str = "FRACTURE_DEPLOYMENT";
+/// The local spool directory used when the store is a URL (default
+/// `$XDG_STATE_HOME/fracture/fleet.spool`).
+pub const SPOOL: &str = "FRACTURE_SPOOL";
 /// The shim the launcher preloads, instead of `libfracture.so` beside it (SPEC.md).
 pub const SHIM: &str = "FRACTURE_SHIM";
 /// `--set KEY=VALUE` overrides, encoded by [`encode_sets`] (launcher to shim).
@@ -25,6 +30,83 @@ pub const HELPER: &str = "FRACTURE_HELPER";
 pub const REGION_FD: &str = "FRACTURE_REGION_FD";
 /// The program's pid, for an exec-mode helper (shim to its own helper).
 pub const PROGRAM_PID: &str = "FRACTURE_PROGRAM_PID";
+
+/// Where crash reports go, as `FRACTURE_REPORTS` (or `--db`) names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reports {
+    /// `off` or `none`: nothing is recorded.
+    Off,
+    /// A SQLite database file; its spool is `<file>.spool`.
+    Sqlite(std::path::PathBuf),
+    /// A `postgresql://` (or `postgres://`) URL; the spool is local, [`SPOOL`] or
+    /// `$XDG_STATE_HOME/fracture/fleet.spool`.
+    Url(String),
+}
+
+/// True when `s` names a PostgreSQL store rather than a file.
+pub fn is_store_url(s: &str) -> bool {
+    s.starts_with("postgresql://") || s.starts_with("postgres://")
+}
+
+/// `$XDG_STATE_HOME/fracture`, else `~/.local/state/fracture`.
+pub fn state_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .map(|s| s.join("fracture"))
+}
+
+impl Reports {
+    /// A `--db` value (or `FRACTURE_REPORTS`) as a location.
+    pub fn parse(v: &std::ffi::OsStr) -> Reports {
+        match v.to_str() {
+            Some("off" | "none") => Reports::Off,
+            Some(s) if is_store_url(s) => Reports::Url(s.to_string()),
+            _ => Reports::Sqlite(v.into()),
+        }
+    }
+
+    /// `FRACTURE_REPORTS`, else the default database `$XDG_STATE_HOME/fracture/reports.db`
+    /// (`Off` when not even a home directory is known).
+    pub fn from_env() -> Reports {
+        match std::env::var_os(REPORTS).filter(|v| !v.is_empty()) {
+            Some(v) => Reports::parse(&v),
+            None => state_dir().map_or(Reports::Off, |d| Reports::Sqlite(d.join("reports.db"))),
+        }
+    }
+
+    /// The local spool directory records for this store are written to.
+    pub fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Reports::Off => None,
+            Reports::Sqlite(p) => {
+                let mut s = p.clone().into_os_string();
+                s.push(".spool");
+                Some(s.into())
+            }
+            Reports::Url(_) => std::env::var_os(SPOOL)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .or_else(|| state_dir().map(|d| d.join("fleet.spool"))),
+        }
+    }
+}
+
+/// The deployment this process's records name: [`DEPLOYMENT`], else the host name.
+pub fn deployment() -> String {
+    if let Some(d) = std::env::var(DEPLOYMENT)
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+    {
+        return d.trim().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
 
 /// `KEY=VALUE` overrides as one environment value: one override a line, with `\` written as
 /// `\\` and a newline as `\n`, so that any value (a multi-line YAML block, a trailing

@@ -7,4 +7,5 @@
 pub mod partition;
 pub mod plan;
 pub mod reports;
+pub mod svg;
 pub mod symbolize;

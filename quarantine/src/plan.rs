@@ -10,7 +10,7 @@
 //! survives a deterministic crash; processes the map already had are kept.
 
 use crate::partition::{min_cut, Graph};
-use crate::reports::{module_history, Db};
+use crate::reports::{module_history, Source};
 use anyhow::{bail, Context, Result};
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeSet;
@@ -32,30 +32,71 @@ pub struct Plan {
 /// The `on_crash` of a process a plan adds.
 const ON_CRASH: &str = "{restart: true, restore: replay, max_retries: 1, give_up: {return: 0}}";
 
-pub fn plan(
+/// Plans for `map_path` from the reports in `dbs`. `build_id`: the program's build-id, when
+/// known: then only records of that build count (wherever the program is installed), and
+/// records of other builds are left out with a note; records without a build-id count when
+/// their program matches the map's `target`.
+pub fn plan<S: Source>(
     map_path: &Path,
-    dbs: &[Db],
+    dbs: &[S],
     strategy: Strategy,
     profile: Option<&Graph>,
     min_clean_calls: u64,
+    build_id: Option<&str>,
 ) -> Result<Plan> {
     let text = std::fs::read_to_string(map_path)
         .with_context(|| format!("cannot read {}", map_path.display()))?;
     let map =
         module_map::parse_map_str(&text, map_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let history = module_history(dbs, &|prog| prog.is_empty() || map.matches_target(prog))?;
+    let by_path = |prog: &str| prog.is_empty() || map.matches_target(prog);
+    let history = module_history(dbs, &|prog, bid| match build_id {
+        Some(b) if !bid.is_empty() => bid == b,
+        _ => by_path(prog),
+    })?;
     let mut doc: Value = serde_yaml_ng::from_str(&text)?;
     let mut notes = Vec::new();
+    if let Some(b) = build_id {
+        let all = module_history(dbs, &|prog, bid| {
+            !bid.is_empty() && bid != b && by_path(prog)
+        })?;
+        let other: u64 = all.values().map(|h| h.failures).sum();
+        if other > 0 {
+            notes.push(format!(
+                "{other} failures reported for other builds of the program were left out (this build: {b})"
+            ));
+        }
+    }
     let isolated: BTreeSet<String> = map
         .processes
         .iter()
         .flat_map(|p| p.modules.iter().cloned())
         .collect();
     let names: Vec<String> = map.modules.iter().map(|m| m.name.clone()).collect();
-    let failures = |m: &str| history.get(m).map_or(0, |h| h.0);
-    let clean = |m: &str| history.get(m).map_or(0, |h| h.1);
-    for (m, (f, _)) in &history {
-        if *f > 0 && !names.contains(m) && m != "main" {
+    let failures = |m: &str| history.get(m).map_or(0, |h| h.failures);
+    let clean = |m: &str| history.get(m).map_or(0, |h| h.clean);
+    // "3 failures (on web-1, web-2)": where the fleet saw them, when not (only) here.
+    let here = module_map::vars::deployment();
+    let failed = |m: &str| {
+        let f = failures(m);
+        let on: Vec<&str> = history
+            .get(m)
+            .map(|h| {
+                h.failed_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if on.is_empty() || on == [here.as_str()] {
+            format!("{f} failures")
+        } else {
+            format!("{f} failures (on {})", on.join(", "))
+        }
+    };
+    for (m, h) in &history {
+        let f = h.failures;
+        if f > 0 && !names.contains(m) && m != "main" {
             notes.push(format!(
                 "{m}: {f} failures reported, but the map has no such module; ignored"
             ));
@@ -76,14 +117,12 @@ pub fn plan(
         Strategy::Optimistic => {
             let mut taken: BTreeSet<String> = isolated.clone();
             for m in &names {
-                let f = failures(m);
-                if f == 0 {
+                if failures(m) == 0 {
                     continue;
                 }
+                let f = failed(m);
                 if taken.contains(m) {
-                    notes.push(format!(
-                        "{m}: {f} failures; already isolated, kept as it is"
-                    ));
+                    notes.push(format!("{m}: {f}; already isolated, kept as it is"));
                     continue;
                 }
                 let side: Vec<String> = match profile {
@@ -96,7 +135,7 @@ pub fn plan(
                             .cloned()
                             .collect();
                         notes.push(format!(
-                            "{m}: {f} failures; isolated with [{}], the cheapest boundary in the profile ({:.0} us over the {:.3} s training run)",
+                            "{m}: {f}; isolated with [{}], the cheapest boundary in the profile ({:.0} us over the {:.3} s training run)",
                             side.join(", "),
                             c.cost_ns / 1e3,
                             g.duration_s
@@ -104,14 +143,14 @@ pub fn plan(
                         side
                     }
                     _ => {
-                        notes.push(format!("{m}: {f} failures; isolated in its own helper"));
+                        notes.push(format!("{m}: {f}; isolated in its own helper"));
                         vec![m.clone()]
                     }
                 };
                 taken.extend(side.iter().cloned());
                 procs.insert(format!("q_{m}").into(), new_process(&side)?);
             }
-            if notes.is_empty() {
+            if !names.iter().any(|m| failures(m) > 0) {
                 notes.push(
                     "no failures reported for this map's modules: the map is unchanged".into(),
                 );

@@ -56,6 +56,15 @@ fn read_object(path: &str) -> Option<Vec<u8>> {
     Some(data)
 }
 
+/// The GNU build-id of an ELF file, in lower-case hex as the shim records it (None when the
+/// file is not an ELF object or has none).
+pub fn build_id(path: &std::path::Path) -> Option<String> {
+    let data = read_object(path.to_str()?)?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn load(path: &str) -> Vec<(u64, u64, String)> {
     let Some(data) = read_object(path) else {
         return Vec::new();

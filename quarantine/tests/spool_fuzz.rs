@@ -533,7 +533,7 @@ fn open_and_query(db_path: &Path) -> Result<(usize, usize, u64, i64), String> {
     let runs = runs(&db);
     let dbs = [db];
     summary(&dbs).map_err(|e| format!("summary (fracture report): {e:#}"))?;
-    module_history(&dbs, &|_| true)
+    module_history(&dbs, &|_, _| true)
         .map_err(|e| format!("module_history (fracture plan): {e:#}"))?;
     Ok((ingested.records, ingested.skipped, events, runs))
 }

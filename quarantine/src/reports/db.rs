@@ -1,11 +1,20 @@
-//! Opening the database: the schema, the mode of a new file, waiting out a busy database.
+//! The SQLite store: opening the database (the schema and its migrations, the mode of a new
+//! file, waiting out a busy database), storing records, reading rows back.
 
+use super::ingest::Sink;
+use super::queries::{CallRow, EventRow, Source};
+use super::record::Record;
 use super::{Db, IngestStats};
 use anyhow::{Context, Result};
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 use std::path::Path;
 
-const SCHEMA: &str = "
+/// Schema migrations, in order: the database's `user_version` says how many are applied.
+/// A migration is never edited once released; a change of schema is a new one at the end.
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2];
+
+/// Version 1: the tables before deployments.
+pub(super) const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     spool TEXT NOT NULL, offset INTEGER NOT NULL,
@@ -28,6 +37,17 @@ CREATE TABLE IF NOT EXISTS run_calls (
     calls INTEGER NOT NULL, crashes INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_module ON events (module, function);
+";
+
+/// Version 2: records name their deployment (SPEC.md "Fleet"); a record is keyed by
+/// (deployment, spool, offset). (Version 1's `UNIQUE (spool, offset)` stays: one machine's
+/// spool names never repeat.)
+const SCHEMA_2: &str = "
+ALTER TABLE events ADD COLUMN deployment TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN deployment TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (deployment, spool, offset);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (deployment, spool, offset);
+CREATE INDEX IF NOT EXISTS events_build ON events (build_id);
 ";
 
 impl Db {
@@ -74,14 +94,15 @@ impl Db {
             .with_context(|| format!("cannot open the report database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(SCHEMA)
+        migrate(&conn)
             .with_context(|| format!("{} is not a fracture report database", path.display()))?;
         let mut db = Db {
             conn,
             path: path.to_path_buf(),
             ingested: IngestStats::default(),
         };
-        db.ingested = db.ingest()?;
+        let spool = super::spool_dir_of(path);
+        db.ingested = super::ingest::ingest_dir(&spool, &mut db)?;
         Ok(db)
     }
 
@@ -100,4 +121,128 @@ fn busy(e: &anyhow::Error) -> bool {
             )
         })
     })
+}
+
+/// Applies the migrations the database lacks, in one immediate transaction (concurrent
+/// openers wait for each other; the version is read inside it).
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version as usize == MIGRATIONS.len() {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| -> Result<()> {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 0 || version as usize > MIGRATIONS.len() {
+            anyhow::bail!("schema version {version} is newer than this fracture knows");
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(m)
+                .with_context(|| format!("schema migration {}", i + 1))?;
+        }
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+impl Sink for Db {
+    fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut new = 0;
+        for (off, r) in records {
+            new += match r {
+                Record::Event(e) => tx.execute(
+                    "INSERT OR IGNORE INTO events (spool, offset, time, program, build_id, pid, process,
+                       module, function, signal, fault_addr, outcome, env, detail, frames, backtrace,
+                       deployment)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    params![
+                        spool, off, e.time, e.program, e.build_id, e.pid, e.process, e.module,
+                        e.function, e.signal, e.fault_addr, e.outcome, e.env, e.detail, e.frames,
+                        e.backtrace, e.deployment,
+                    ],
+                )?,
+                Record::Run(r) => {
+                    let n = tx.execute(
+                        "INSERT OR IGNORE INTO runs (spool, offset, time, program, build_id, pid, map,
+                           isolated, exit, deployment)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        params![
+                            spool, off, r.time, r.program, r.build_id, r.pid, r.map, r.isolated,
+                            r.exit, r.deployment,
+                        ],
+                    )?;
+                    if n == 1 {
+                        let run = tx.last_insert_rowid();
+                        for c in &r.calls {
+                            tx.execute(
+                                "INSERT INTO run_calls (run, process, module, function, calls, crashes)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![run, c.process, c.module, c.function, c.calls, c.crashes],
+                            )?;
+                        }
+                    }
+                    n
+                }
+            };
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+}
+
+impl Source for Db {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn events(&self) -> Result<Vec<EventRow>> {
+        let mut q = self.conn.prepare(
+            "SELECT module, function, outcome, signal, program, build_id, deployment, time, detail FROM events",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(EventRow {
+                module: r.get(0)?,
+                function: r.get(1)?,
+                outcome: r.get(2)?,
+                signal: r.get(3)?,
+                program: r.get(4)?,
+                build_id: r.get(5)?,
+                deployment: r.get(6)?,
+                time: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn calls(&self) -> Result<Vec<CallRow>> {
+        // TOTAL, not SUM: SUM fails on integer overflow; TOTAL is a REAL.
+        let mut q = self.conn.prepare(
+            "SELECT c.module, c.function, r.program, r.build_id, r.deployment,
+                    TOTAL(c.calls) - TOTAL(c.crashes)
+             FROM run_calls c JOIN runs r ON c.run = r.id
+             GROUP BY c.module, c.function, r.program, r.build_id, r.deployment",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(CallRow {
+                module: r.get(0)?,
+                function: r.get(1)?,
+                program: r.get(2)?,
+                build_id: r.get(3)?,
+                deployment: r.get(4)?,
+                clean: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }

@@ -4,19 +4,19 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The database's spool directory: `<db>.spool`.
+/// The spool directory of a SQLite database: `<db>.spool`.
 pub fn spool_dir_of(db: &Path) -> PathBuf {
     let mut s = db.to_path_buf().into_os_string();
     s.push(".spool");
     s.into()
 }
 
-/// True when a spool file that process `pid` wrote (`<pid>-<ns>.jsonl`; a program that
+/// True when a spool file in `spool` that process `pid` wrote (`<pid>-<ns>.jsonl`; a program that
 /// `exec`s keeps its pid) holds an event record: a crash, hang, give-up or mismatch, not only
 /// a run summary. Reads spool files as ingestion does (regular files only, bounded).
-pub fn has_events(db: &Path, pid: u32) -> bool {
+pub fn has_events(spool: &Path, pid: u32) -> bool {
     let prefix = format!("{pid}-");
-    let Ok(rd) = std::fs::read_dir(spool_dir_of(db)) else {
+    let Ok(rd) = std::fs::read_dir(spool) else {
         return false;
     };
     rd.flatten()

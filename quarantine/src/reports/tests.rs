@@ -3,6 +3,7 @@
 use super::spool::{read_spool_file, SpoolRead};
 use super::*;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -109,9 +110,13 @@ fn clean_calls_past_i64_do_not_break_report_or_plan() {
     let dbs = [a];
     let rows = summary(&dbs).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].clean_calls, i64::MAX as u64);
-    let h = module_history(&dbs, &|_| true).unwrap();
-    assert_eq!(h["m"], (0, i64::MAX as u64));
+    assert_eq!(
+        rows[0].clean_calls,
+        u64::MAX,
+        "three sums of i64::MAX saturate"
+    );
+    let h = module_history(&dbs, &|_, _| true).unwrap();
+    assert_eq!((h["m"].failures, h["m"].clean), (0, u64::MAX));
     let _ = std::fs::remove_dir_all(d);
 }
 
@@ -231,21 +236,71 @@ fn has_events_reads_only_the_pids_own_files_and_ignores_run_summaries() {
     let d = tmp("has");
     let db = d.join("r.db");
     assert_eq!(spool_dir_of(&db), d.join("r.db.spool"));
-    assert!(!has_events(&db, 1), "no spool directory");
+    assert!(!has_events(&spool_dir_of(&db), 1), "no spool directory");
     let spool = spool_dir_of(&db);
     std::fs::create_dir_all(&spool).unwrap();
     let run = "{\"v\":1,\"kind\":\"run\",\"time\":1.5,\"pid\":1,\"calls\":[]}\n";
     std::fs::write(spool.join("1-5.jsonl"), format!("{run}not json\n")).unwrap();
     // Pid 12's file starts with "1" but is not pid 1's.
     std::fs::write(spool.join("12-5.jsonl"), event(12, "m")).unwrap();
-    assert!(!has_events(&db, 1), "a run summary only");
-    assert!(has_events(&db, 12));
-    assert!(!has_events(&db, 2));
+    assert!(!has_events(&spool_dir_of(&db), 1), "a run summary only");
+    assert!(has_events(&spool_dir_of(&db), 12));
+    assert!(!has_events(&spool_dir_of(&db), 2));
     // A line still being written is no event yet; once complete, it is.
     let partial = event(1, "m");
     std::fs::write(spool.join("1-6.jsonl"), &partial[..partial.len() - 10]).unwrap();
-    assert!(!has_events(&db, 1));
+    assert!(!has_events(&spool_dir_of(&db), 1));
     std::fs::write(spool.join("1-6.jsonl"), &partial).unwrap();
-    assert!(has_events(&db, 1));
+    assert!(has_events(&spool_dir_of(&db), 1));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn a_database_of_schema_1_is_migrated_and_keeps_its_records() {
+    let d = tmp("migrate");
+    let db = d.join("r.db");
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(super::db::SCHEMA_1).unwrap();
+        c.execute(
+            "INSERT INTO events (spool, offset, time, program, build_id, pid, process, module,
+               function, signal, fault_addr, outcome, env, detail, frames, backtrace)
+             VALUES ('1-1.jsonl', 0, 1.5, '/bin/x', 'ab', 1, 'p', 'old', 'f', 11, '0x0', 'crash',
+               '', '', '[]', '')",
+            [],
+        )
+        .unwrap();
+    }
+    let spool = spool_dir_of(&db);
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join("2-1.jsonl"), event(2, "new")).unwrap();
+    let a = Db::open(&db).unwrap();
+    let version: i64 = a
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let rows = summary(&[a]).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.module.as_str()).collect();
+    assert_eq!(names, ["new", "old"]);
+    // The new record names this host's deployment (it had none); the old one keeps ''.
+    let a = Db::open(&db).unwrap();
+    let deps: Vec<String> = a
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.deployment)
+        .collect();
+    assert_eq!(deps.len(), 2);
+    assert!(deps.contains(&String::new()));
+    assert!(deps.contains(&module_map::vars::deployment()));
+    // A database from a newer fracture is refused, not damaged.
+    a.conn().pragma_update(None, "user_version", 99).unwrap();
+    drop(a);
+    let e = Db::open(&db).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("newer than this fracture knows"),
+        "{e:#}"
+    );
     let _ = std::fs::remove_dir_all(d);
 }

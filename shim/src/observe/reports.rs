@@ -1,9 +1,11 @@
 //! Crash reports for the quarantine database (`FRACTURE_REPORTS`).
 //!
 //! The program cannot run SQLite from a fatal-signal handler, so the shim appends one JSON
-//! line per record to a spool beside the database (`<db>.spool/<pid>-<ns>.jsonl`), holding a
-//! shared `flock` on its spool file for its lifetime; `fracture report` and `fracture plan`
-//! ingest the spool into SQLite (the `quarantine` crate). Records: every crash, hang, give-up
+//! line per record to a local spool (`<db>.spool/<pid>-<ns>.jsonl` beside a SQLite database,
+//! `FRACTURE_SPOOL` or `$XDG_STATE_HOME/fracture/fleet.spool` for a `postgresql://` store:
+//! `module_map::vars::Reports`), holding a shared `flock` on its spool file for its lifetime;
+//! the launcher moves the spool into the store (the `quarantine` crate); the shim never
+//! touches a network. Records: every crash, hang, give-up
 //! and mismatch of an isolated call, a crash of the program itself (also when nothing is
 //! isolated: the optimistic strategy needs that first fault), and a run summary at exit.
 //!
@@ -89,6 +91,8 @@ struct Setup {
     spool: Vec<u8>,
     program: String,
     build_id: String,
+    /// `FRACTURE_DEPLOYMENT`, else the host name (read once, at load).
+    deployment: String,
     /// Module objects as the map names them: (module, object).
     modules: Vec<(String, String)>,
     fns: Vec<MappedFn>,
@@ -98,24 +102,6 @@ static SETUP: OnceLock<Setup> = OnceLock::new();
 /// The program's pid: the zygote and helpers inherit the fault handler, and must not report
 /// their own deaths as the program's.
 static PROGRAM_PID: AtomicI32 = AtomicI32::new(0);
-
-/// The database path the user chose, or None when reports are off (`FRACTURE_REPORTS` set to
-/// `off` or `none`).
-pub fn db_path() -> Option<std::path::PathBuf> {
-    match std::env::var_os("FRACTURE_REPORTS") {
-        Some(v) if v == "off" || v == "none" => None,
-        Some(v) if !v.is_empty() => Some(v.into()),
-        _ => {
-            let state = std::env::var_os("XDG_STATE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state"))
-                })?;
-            Some(state.join("fracture/reports.db"))
-        }
-    }
-}
 
 /// Program side, at load: prepares paths and the object table and installs the fatal-signal
 /// handler that records a crash of the program itself. `map_modules`: the map's modules.
@@ -136,11 +122,7 @@ pub fn init(exe: &str, map_modules: &[module_map::Module]) {
         .collect();
     // With reports off, the object table is still built (profiles need it); nothing is
     // written.
-    let spool = db_path().map(|db| {
-        let mut spool = db.into_os_string();
-        spool.push(".spool");
-        std::path::PathBuf::from(spool)
-    });
+    let spool = module_map::vars::Reports::from_env().spool_dir();
     let mut dirs = Vec::new();
     let mut acc = std::path::PathBuf::new();
     for c in spool.iter().flat_map(|s| s.components()) {
@@ -166,6 +148,7 @@ pub fn init(exe: &str, map_modules: &[module_map::Module]) {
         spool: sp,
         program: exe.to_string(),
         build_id,
+        deployment: module_map::vars::deployment(),
         modules,
         fns,
     });

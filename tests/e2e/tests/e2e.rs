@@ -15,6 +15,7 @@ mod callbacks;
 mod cli;
 mod exec_mode;
 mod fixtures;
+mod fleet;
 mod got_patching;
 mod launcher_cli;
 mod map_errors;

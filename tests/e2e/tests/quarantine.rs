@@ -280,7 +280,7 @@ fn crashing_run_then_report_then_plan_then_a_surviving_run() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[1], "p11_parse", "{rep}");
     assert_eq!(cells[6], "1", "one program crash: {rep}");
-    assert_eq!(cells[7], "11", "SIGSEGV: {rep}");
+    assert_eq!(cells[8], "11", "SIGSEGV: {rep}");
     // 3. The optimistic plan isolates the culprit, and only it.
     let next = t.path("next.yaml");
     let o = run_with(
@@ -439,7 +439,7 @@ fn concurrent_programs_writing_one_database_lose_no_report() {
     assert_eq!(cells[1], "fx_crash_on");
     assert_eq!(cells[2], "20", "crashes: {rep}");
     assert_eq!(cells[4], "20", "give-ups: {rep}");
-    assert_eq!(cells[8], "1", "one program: {rep}");
+    assert_eq!(cells[9], "1", "one program: {rep}");
 }
 
 #[test]
@@ -777,4 +777,84 @@ fn optimistic_plan_with_a_profile_isolates_the_culprit_with_its_chatty_neighbour
         .stdin(&input)
         .env("FRACTURE_REPORTS", &db)
         .same_as_plain();
+}
+
+#[test]
+fn partition_draws_the_graph_and_its_cut_as_svg_without_graphviz() {
+    // The profile as in partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map.
+    let input = workload(2000, false);
+    let t = TempDir::new("partsvg");
+    let db = t.path("r.db");
+    let g = t.path("g.json");
+    let o = run_with(
+        fracture_cmd(
+            &[
+                "profile",
+                "-c",
+                config("chat.yaml").to_str().unwrap(),
+                "-o",
+                g.to_str().unwrap(),
+                "--",
+                fixture("fx_chat").to_str().unwrap(),
+            ],
+            &db,
+        ),
+        &input,
+        WATCHDOG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // No `dot` on the PATH; `--dot` beside the same name leaves the drawing to `--svg`.
+    let svg = t.path("p03.svg");
+    let mut c = fracture_cmd(
+        &[
+            "partition",
+            g.to_str().unwrap(),
+            "--isolate",
+            "p03",
+            "--dot",
+            t.path("p03.dot").to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+        &db,
+    );
+    c.env("PATH", t.path("no-bin"));
+    let o = run_with(c, b"", WATCHDOG);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains(&format!("wrote {}", svg.display())), "{out}");
+    assert!(!out.contains("Graphviz"), "{out}");
+    let cut_edges: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("boundary (")?.strip_suffix(" edges):"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no boundary line: {out}"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let classed = |n: &roxmltree::Node, c: &str| {
+        n.attribute("class")
+            .is_some_and(|v| v.split(' ').any(|x| x == c))
+    };
+    let nodes = |c: &str| -> Vec<String> {
+        let mut v: Vec<String> = doc
+            .descendants()
+            .filter(|n| classed(n, "node") && classed(n, c))
+            .flat_map(|n| n.children().filter(|t| classed(t, "module")))
+            .map(|t| t.text().unwrap_or("").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // The chatty pair on the helper side, the isolated module marked, main with the program.
+    assert_eq!(nodes("helper"), ["p03", "util"], "{text}");
+    assert_eq!(nodes("isolated"), ["p03"], "{text}");
+    let program = nodes("program");
+    assert!(program.contains(&"main".to_string()), "{program:?}");
+    assert!(!program.iter().any(|m| m == "p03" || m == "util"));
+    let cut = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("path") && classed(n, "edge") && classed(n, "cut"))
+        .count();
+    assert!(cut > 0);
+    assert_eq!(cut, cut_edges, "{out}\n{text}");
 }

@@ -265,7 +265,7 @@ fn a_stack_overflow_of_the_program_is_recorded() {
     let (rep, _) = report(&db);
     let cells = row(&rep, "fx", "fx_crash_on");
     assert_eq!(cells[6], "1", "one program crash: {rep}");
-    assert_eq!(cells[7], "11", "SIGSEGV: {rep}");
+    assert_eq!(cells[8], "11", "SIGSEGV: {rep}");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let bt: String = conn
         .query_row("SELECT backtrace FROM events", [], |r| r.get(0))

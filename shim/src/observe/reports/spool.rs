@@ -263,6 +263,8 @@ fn head(l: &mut Line, kind: &str) {
     l.string_max(s.program.as_bytes(), libc::PATH_MAX as usize);
     l.key("build_id");
     l.string(s.build_id.as_bytes());
+    l.key("deployment");
+    l.string(s.deployment.as_bytes());
     l.key("pid");
     // SAFETY: getpid has no preconditions.
     l.num(unsafe { libc::getpid() } as u64);
@@ -438,6 +440,7 @@ mod tests {
                 spool: Vec::new(),
                 program: format!("/opt/{}/prog", "p".repeat(3000)),
                 build_id: "ab".repeat(20),
+                deployment: "host".into(),
                 modules: Vec::new(),
                 fns: Vec::new(),
             });

@@ -1,0 +1,90 @@
+//! The report stores `report`, `plan` and `sync` read and write: `--db` values (SQLite paths or
+//! `postgresql://` URLs), else `FRACTURE_REPORTS`, else the default SQLite file; and the upload
+//! at the end of `fracture run`.
+
+use anyhow::{bail, Result};
+use quarantine::reports::{has_events, Reports, Store};
+use std::ffi::OsString;
+
+/// The stores named with `--db`, or the default one.
+pub fn locations(db: &[OsString]) -> Result<Vec<Reports>> {
+    let locs: Vec<Reports> = if db.is_empty() {
+        vec![quarantine::reports::default_location()]
+    } else {
+        db.iter().map(|d| Reports::parse(d)).collect()
+    };
+    if locs.iter().any(|l| *l == Reports::Off) {
+        bail!("crash reports are off (FRACTURE_REPORTS=off): name a store with --db");
+    }
+    Ok(locs)
+}
+
+/// Opens every store named (moving each one's spool into it).
+pub fn open_all(db: &[OsString]) -> Result<Vec<Store>> {
+    locations(db)?.iter().map(Store::open).collect()
+}
+
+/// How a store is named in messages (no password).
+pub fn name(l: &Reports) -> String {
+    match l {
+        Reports::Off => "off".into(),
+        Reports::Sqlite(p) => p.display().to_string(),
+        Reports::Url(u) => quarantine::reports::redact(u),
+    }
+}
+
+/// After the program (and every helper) is gone. A SQLite store takes the run's spool now
+/// only when the run recorded a crash, hang, give-up or mismatch (so the database holds it as
+/// soon as `fracture run` returns; opening SQLite after every clean run would cost every run
+/// milliseconds). A PostgreSQL store takes the whole spool after every run (SPEC.md
+/// "Fleet"); when it cannot be reached the records stay in the spool, with one warning.
+pub fn after_run(pid: u32) {
+    let loc = Reports::from_env();
+    let Some(spool) = loc.spool_dir() else { return };
+    let go = match &loc {
+        Reports::Off => false,
+        Reports::Sqlite(_) => has_events(&spool, pid),
+        Reports::Url(_) => std::fs::read_dir(&spool).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
+        }),
+    };
+    if !go {
+        return;
+    }
+    if let Err(e) = Store::open(&loc) {
+        eprintln!(
+            "fracture: warning: the crash reports stay in the spool {}: {e:#}",
+            spool.display()
+        );
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// A report store (SQLite path or postgresql:// URL); repeatable [default:
+    /// $FRACTURE_REPORTS]
+    #[arg(long = "db", value_name = "FILE|URL")]
+    db: Vec<OsString>,
+}
+
+/// `fracture sync`: moves the spool into the store now; says how many records went.
+pub fn sync(args: &SyncArgs) -> Result<i32> {
+    for l in locations(&args.db)? {
+        let spool = l.spool_dir();
+        let s = Store::open(&l)?;
+        let st = s.ingested();
+        say!(
+            "{}: {} new records from {} spool files in {}{}",
+            name(&l),
+            st.records,
+            st.files,
+            spool.map_or_else(|| "-".into(), |p| p.display().to_string()),
+            if st.skipped > 0 {
+                format!(" ({} lines skipped)", st.skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}

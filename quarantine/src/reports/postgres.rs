@@ -1,0 +1,308 @@
+//! The PostgreSQL store (`postgresql://` URLs): the fleet's shared report database.
+//!
+//! The same tables as the SQLite store, each record keyed by (deployment, spool, offset) so
+//! that an upload repeated, or run by several uploaders at once, stores it once (`ON CONFLICT
+//! DO NOTHING`). Each spool file goes in one transaction: a failed upload stores nothing of
+//! it and leaves it in the spool. Migrations are numbered in `fracture_schema` and applied
+//! under a transaction-scoped advisory lock, so that a hundred uploaders meeting a new
+//! database create it once. Connections are plain TCP or a Unix socket, without TLS (a
+//! fleet store on another host wants a tunnel or a TLS-terminating proxy: not built).
+
+use super::ingest::Sink;
+use super::queries::{CallRow, EventRow, Source};
+use super::record::Record;
+use super::IngestStats;
+use anyhow::{Context, Result};
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// Schema migrations, in order; never edited once released.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    deployment TEXT NOT NULL, spool TEXT NOT NULL, \"offset\" BIGINT NOT NULL,
+    time DOUBLE PRECISION NOT NULL, program TEXT NOT NULL, build_id TEXT NOT NULL,
+    pid BIGINT NOT NULL, process TEXT NOT NULL, module TEXT NOT NULL, function TEXT NOT NULL,
+    signal BIGINT NOT NULL, fault_addr TEXT NOT NULL, outcome TEXT NOT NULL,
+    env TEXT NOT NULL, detail TEXT NOT NULL, frames TEXT NOT NULL, backtrace TEXT NOT NULL,
+    UNIQUE (deployment, spool, \"offset\")
+);
+CREATE TABLE runs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    deployment TEXT NOT NULL, spool TEXT NOT NULL, \"offset\" BIGINT NOT NULL,
+    time DOUBLE PRECISION NOT NULL, program TEXT NOT NULL, build_id TEXT NOT NULL,
+    pid BIGINT NOT NULL, map TEXT NOT NULL, isolated TEXT NOT NULL, exit BIGINT,
+    UNIQUE (deployment, spool, \"offset\")
+);
+CREATE TABLE run_calls (
+    run BIGINT NOT NULL REFERENCES runs(id),
+    process TEXT NOT NULL, module TEXT NOT NULL, function TEXT NOT NULL,
+    calls BIGINT NOT NULL, crashes BIGINT NOT NULL
+);
+CREATE INDEX events_module ON events (module, function);
+CREATE INDEX events_build ON events (build_id);
+"];
+
+/// The advisory lock migrations are applied under ("frac").
+const MIGRATION_LOCK: i64 = 0x6672_6163;
+
+/// How long a connection attempt may take when the URL does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Pg {
+    client: RefCell<postgres::Client>,
+    /// The URL without its password.
+    pub name: String,
+    pub ingested: IngestStats,
+}
+
+/// `url` with the password (if any) replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (a, h),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// SQLSTATEs worth waiting out: too many connections, the server starting or recovering.
+fn transient(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::TOO_MANY_CONNECTIONS
+            || *c == SqlState::CANNOT_CONNECT_NOW
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
+impl Pg {
+    /// Connects (waiting out a full server for up to 30 s, never a refused one), applies
+    /// missing migrations and ingests the local spool at `spool`.
+    pub fn open(url: &str, spool: Option<&std::path::Path>) -> Result<Pg> {
+        let name = redact(url);
+        let mut config: postgres::Config = url
+            .parse()
+            .with_context(|| format!("{name} is not a PostgreSQL URL"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("fracture");
+        }
+        let t0 = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let client = loop {
+            match config.connect(postgres::NoTls) {
+                Ok(c) => break c,
+                Err(e) if transient(&e) && t0.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("cannot connect to the report store {name}"))
+                }
+            }
+        };
+        let mut pg = Pg {
+            client: RefCell::new(client),
+            name,
+            ingested: IngestStats::default(),
+        };
+        pg.migrate()
+            .with_context(|| format!("{} is not a fracture report store", pg.name))?;
+        if let Some(dir) = spool {
+            pg.ingested = super::ingest::ingest_dir(dir, &mut pg)
+                .with_context(|| format!("uploading the spool {} to {}", dir.display(), pg.name))?;
+        }
+        Ok(pg)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let c = self.client.get_mut();
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS fracture_schema (
+                 version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )?;
+        let have: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM fracture_schema", &[])?
+            .get(0);
+        if have as usize > MIGRATIONS.len() {
+            anyhow::bail!("schema version {have} is newer than this fracture knows");
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+            tx.batch_execute(m)
+                .with_context(|| format!("schema migration {}", i + 1))?;
+            tx.execute(
+                "INSERT INTO fracture_schema (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in a transaction, again after a deadlock or serialization failure.
+    fn with_tx<T>(
+        &mut self,
+        mut f: impl FnMut(&mut postgres::Transaction) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let c = self.client.get_mut();
+        let mut tries = 0;
+        loop {
+            let mut tx = c.transaction()?;
+            match f(&mut tx).and_then(|v| tx.commit().map(|()| v)) {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) && tries < 10 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Sink for Pg {
+    fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
+        self.with_tx(|tx| {
+            let ev = tx.prepare(
+                "INSERT INTO events (deployment, spool, \"offset\", time, program, build_id, pid,
+                   process, module, function, signal, fault_addr, outcome, env, detail, frames,
+                   backtrace)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                 ON CONFLICT (deployment, spool, \"offset\") DO NOTHING",
+            )?;
+            let run = tx.prepare(
+                "INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id, pid, map,
+                   isolated, exit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING id",
+            )?;
+            let call = tx.prepare(
+                "INSERT INTO run_calls (run, process, module, function, calls, crashes)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )?;
+            let mut new = 0;
+            for (off, r) in records {
+                match r {
+                    Record::Event(e) => {
+                        new += tx.execute(
+                            &ev,
+                            &[
+                                &e.deployment,
+                                &spool,
+                                off,
+                                &e.time,
+                                &e.program,
+                                &e.build_id,
+                                &e.pid,
+                                &e.process,
+                                &e.module,
+                                &e.function,
+                                &e.signal,
+                                &e.fault_addr,
+                                &e.outcome,
+                                &e.env,
+                                &e.detail,
+                                &e.frames,
+                                &e.backtrace,
+                            ],
+                        )? as usize
+                    }
+                    Record::Run(r) => {
+                        let rows = tx.query(
+                            &run,
+                            &[
+                                &r.deployment,
+                                &spool,
+                                off,
+                                &r.time,
+                                &r.program,
+                                &r.build_id,
+                                &r.pid,
+                                &r.map,
+                                &r.isolated,
+                                &r.exit,
+                            ],
+                        )?;
+                        if let Some(row) = rows.first() {
+                            new += 1;
+                            let id: i64 = row.get(0);
+                            for c in &r.calls {
+                                tx.execute(
+                                    &call,
+                                    &[
+                                        &id,
+                                        &c.process,
+                                        &c.module,
+                                        &c.function,
+                                        &c.calls,
+                                        &c.crashes,
+                                    ],
+                                )?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(new)
+        })
+    }
+}
+
+impl Source for Pg {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn events(&self) -> Result<Vec<EventRow>> {
+        let rows = self.client.borrow_mut().query(
+            "SELECT module, function, outcome, signal, program, build_id, deployment, time, detail
+             FROM events",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                module: r.get(0),
+                function: r.get(1),
+                outcome: r.get(2),
+                signal: r.get(3),
+                program: r.get(4),
+                build_id: r.get(5),
+                deployment: r.get(6),
+                time: r.get(7),
+                detail: r.get(8),
+            })
+            .collect())
+    }
+
+    fn calls(&self) -> Result<Vec<CallRow>> {
+        // Sums as float8: they cannot overflow (the count saturates where it is used).
+        let rows = self.client.borrow_mut().query(
+            "SELECT c.module, c.function, r.program, r.build_id, r.deployment,
+                    (COALESCE(SUM(c.calls::float8), 0) - COALESCE(SUM(c.crashes::float8), 0))::float8
+             FROM run_calls c JOIN runs r ON c.run = r.id
+             GROUP BY c.module, c.function, r.program, r.build_id, r.deployment",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| CallRow {
+                module: r.get(0),
+                function: r.get(1),
+                program: r.get(2),
+                build_id: r.get(3),
+                deployment: r.get(4),
+                clean: r.get(5),
+            })
+            .collect())
+    }
+}
