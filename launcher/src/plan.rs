@@ -21,6 +21,12 @@ pub struct PlanArgs {
     /// A profile (`fracture profile`), to place modules that crashed at the cheapest boundary
     #[arg(long, value_name = "GRAPH.json")]
     profile: Option<PathBuf>,
+    /// valgrind-slices: which deployment this is, 1 to --deployments
+    #[arg(long, value_name = "K", requires = "deployments")]
+    deployment: Option<usize>,
+    /// valgrind-slices: how many deployments share the checking
+    #[arg(long, value_name = "N", requires = "deployment")]
+    deployments: Option<usize>,
     /// Calls without a crash after which an isolated module is trusted again
     #[arg(long, value_name = "N", default_value_t = 1000)]
     min_clean_calls: u64,
@@ -38,13 +44,57 @@ enum StrategyArg {
     Optimistic,
     /// Isolate everything until it has proven itself
     Pessimistic,
+    /// Check this deployment's slice of the modules under valgrind, in a sampled replica
+    ValgrindSlices,
 }
 
 pub fn main(args: &PlanArgs) -> Result<i32> {
     let strategy = match args.strategy {
         StrategyArg::Optimistic => Strategy::Optimistic,
         StrategyArg::Pessimistic => Strategy::Pessimistic,
+        StrategyArg::ValgrindSlices => {
+            let (Some(deployment), Some(deployments)) = (args.deployment, args.deployments) else {
+                return Err(crate::Usage(
+                    "--strategy valgrind-slices needs --deployment K --deployments N".into(),
+                )
+                .into());
+            };
+            if deployments == 0 || deployment == 0 || deployment > deployments {
+                return Err(crate::Usage(format!(
+                    "--deployment {deployment} --deployments {deployments}: deployments are counted from 1 to N"
+                ))
+                .into());
+            }
+            // Valgrind writes its findings into the spool of the (first) store, where the
+            // next `sync`, `report` or `plan` takes them.
+            let loc = crate::store::locations(&args.db)?.remove(0);
+            let Some(spool) = loc.spool_dir() else {
+                anyhow::bail!("no spool directory for {}", crate::store::name(&loc));
+            };
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&spool)
+                    .with_context(|| format!("cannot create {}", spool.display()))?;
+            }
+            let spool = std::path::absolute(&spool).unwrap_or(spool);
+            Strategy::ValgrindSlices {
+                deployment,
+                deployments,
+                spool,
+            }
+        }
     };
+    if !matches!(args.strategy, StrategyArg::ValgrindSlices)
+        && (args.deployment.is_some() || args.deployments.is_some())
+    {
+        return Err(crate::Usage(
+            "--deployment and --deployments go with --strategy valgrind-slices".into(),
+        )
+        .into());
+    }
     let graph = match &args.profile {
         Some(p) => Some(
             Graph::from_json(

@@ -16,10 +16,68 @@ use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
     Optimistic,
     Pessimistic,
+    /// Deployment `deployment` (1-based) of `deployments` samples its slice of the map's
+    /// modules into one replica under valgrind, whose XML findings go to `spool`.
+    ValgrindSlices {
+        deployment: usize,
+        deployments: usize,
+        spool: std::path::PathBuf,
+    },
+}
+
+/// XML-escaped attribute text.
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The `sample` of a process checked under valgrind: two replicas, the second an observer
+/// under valgrind writing XML into the spool, with the process's modules and their objects
+/// in the user comment (so that findings can be charged to them).
+fn valgrind_sample(process: &str, modules: &[(String, String)], spool: &std::path::Path) -> Value {
+    let comment: String = modules
+        .iter()
+        .map(|(m, o)| {
+            format!(
+                "<module name=\"{}\" object=\"{}\"/>",
+                xml_attr(m),
+                xml_attr(o)
+            )
+        })
+        .collect();
+    let wrapper: Vec<Value> = [
+        "valgrind".to_string(),
+        "-q".into(),
+        "--xml=yes".into(),
+        format!("--xml-file={}/valgrind-{process}-%p.xml", spool.display()),
+        format!(
+            "--xml-user-comment=<fracture process=\"{}\">{comment}</fracture>",
+            xml_attr(process)
+        ),
+        "--leak-check=full".into(),
+        "--child-silent-after-fork=yes".into(),
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    let mut observer = Mapping::new();
+    observer.insert("wrapper".into(), Value::Sequence(wrapper));
+    let mut sample = Mapping::new();
+    sample.insert("count".into(), 2.into());
+    sample.insert(
+        "envs".into(),
+        Value::Sequence(vec![
+            Value::Mapping(Mapping::new()),
+            Value::Mapping(observer),
+        ]),
+    );
+    Value::Mapping(sample)
 }
 
 pub struct Plan {
@@ -113,7 +171,7 @@ pub fn plan<S: Source>(
             modules.join(", ")
         ))?)
     };
-    match strategy {
+    match &strategy {
         Strategy::Optimistic => {
             let mut taken: BTreeSet<String> = isolated.clone();
             for m in &names {
@@ -154,6 +212,88 @@ pub fn plan<S: Source>(
                 notes.push(
                     "no failures reported for this map's modules: the map is unchanged".into(),
                 );
+            }
+        }
+        Strategy::ValgrindSlices {
+            deployment: k,
+            deployments: n,
+            spool,
+        } => {
+            if *n == 0 || *k == 0 || k > n {
+                bail!("--deployment {k} of --deployments {n}: deployments are counted from 1 to N");
+            }
+            let mut sorted = names.clone();
+            sorted.sort();
+            let slice: Vec<String> = sorted
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % n == k - 1)
+                .map(|(_, m)| m.clone())
+                .collect();
+            notes.push(format!(
+                "deployment {k} of {n} checks [{}] under valgrind (findings into {})",
+                slice.join(", "),
+                spool.display()
+            ));
+            let object = |m: &str| {
+                map.modules
+                    .iter()
+                    .find(|x| x.name == m)
+                    .map_or(String::new(), |x| x.object.clone())
+            };
+            let mut fresh = Vec::new();
+            let mut sampled: BTreeSet<String> = BTreeSet::new();
+            for m in &slice {
+                let Some(p) = map.processes.iter().find(|p| p.modules.contains(m)) else {
+                    fresh.push(m.clone());
+                    continue;
+                };
+                if sampled.contains(&p.name) {
+                    continue;
+                }
+                let why = if p.replicate.is_some() {
+                    Some("replicates")
+                } else if p.sample.is_some() {
+                    Some("samples already")
+                } else if p.memory != module_map::Memory::Copy {
+                    Some("uses on-demand memory")
+                } else if !p.env.wrapper.is_empty() {
+                    Some("has a wrapper")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    notes.push(format!(
+                        "{m}: its process {} {why}: not checked on this deployment",
+                        p.name
+                    ));
+                    continue;
+                }
+                let mods: Vec<(String, String)> =
+                    p.modules.iter().map(|x| (x.clone(), object(x))).collect();
+                if let Some(Value::Mapping(pm)) = procs.get_mut(p.name.as_str()) {
+                    pm.insert("sample".into(), valgrind_sample(&p.name, &mods, spool));
+                }
+                notes.push(format!(
+                    "{}: sampled in its process {} under valgrind",
+                    p.modules.join(", "),
+                    p.name
+                ));
+                sampled.insert(p.name.clone());
+            }
+            if !fresh.is_empty() {
+                let name = format!("valgrind_{k}");
+                let mods: Vec<(String, String)> =
+                    fresh.iter().map(|x| (x.clone(), object(x))).collect();
+                let mut v = new_process(&fresh)?;
+                if let Value::Mapping(pm) = &mut v {
+                    pm.insert("sample".into(), valgrind_sample(&name, &mods, spool));
+                }
+                procs.insert(name.clone().into(), v);
+                notes.push(format!(
+                    "{}: in helper {name}, sampled into a replica under valgrind",
+                    fresh.join(", ")
+                ));
             }
         }
         Strategy::Pessimistic => {
@@ -203,8 +343,13 @@ pub fn plan<S: Source>(
     let out = format!(
         "# written by `fracture plan --strategy {}` from {}\n{}",
         match strategy {
-            Strategy::Optimistic => "optimistic",
-            Strategy::Pessimistic => "pessimistic",
+            Strategy::Optimistic => "optimistic".to_string(),
+            Strategy::Pessimistic => "pessimistic".to_string(),
+            Strategy::ValgrindSlices {
+                deployment,
+                deployments,
+                ..
+            } => format!("valgrind-slices --deployment {deployment} --deployments {deployments}"),
         },
         map_path.display(),
         serde_yaml_ng::to_string(&doc)?

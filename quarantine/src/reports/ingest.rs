@@ -66,6 +66,7 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
             st.removed += 1;
         }
     }
+    ingest_valgrind(dir, sink, &here, &mut st)?;
     if st.skipped > 0 {
         eprintln!(
             "fracture: warning: {} spool lines in {} were not valid records and were skipped",
@@ -74,4 +75,71 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
         );
     }
     Ok(st)
+}
+
+/// A valgrind file not finished this long after its last write is one whose valgrind died.
+const VALGRIND_STALE_S: f64 = 600.0;
+
+/// Valgrind's XML files in the spool (`valgrind-*.xml`, written by the replica of a
+/// valgrind-slices plan): each finding stored as an event of outcome `valgrind`, keyed by
+/// (deployment, file, the finding's unique id); a finished file is removed once stored.
+fn ingest_valgrind(
+    dir: &Path,
+    sink: &mut dyn Sink,
+    here: &str,
+    st: &mut IngestStats,
+) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "xml")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("valgrind-"))
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let (data, file) = match read_spool_file(&f) {
+            SpoolRead::Ok { data, file } => (data, file),
+            SpoolRead::Gone | SpoolRead::Unreadable(_) => continue,
+            SpoolRead::Bad(why) => {
+                move_aside(&f, &why);
+                continue;
+            }
+        };
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        let age = modified
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        let time = modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        let stale = age > VALGRIND_STALE_S;
+        let text = String::from_utf8_lossy(&data);
+        let Some(out) = super::valgrind::parse(&text, stale, time, here) else {
+            if stale {
+                move_aside(&f, "is not valgrind XML output");
+            }
+            continue;
+        };
+        st.files += 1;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let records: Vec<(i64, Record)> = out
+            .findings
+            .into_iter()
+            .map(|(id, e)| (id, Record::Event(e)))
+            .collect();
+        st.records += sink.store_file(&name, &records)?;
+        if out.complete && std::fs::remove_file(&f).is_ok() {
+            st.removed += 1;
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ mod record;
 mod spool;
 #[cfg(test)]
 mod tests;
+mod valgrind;
 
 use rusqlite::Connection;
 use std::path::PathBuf;

@@ -11,6 +11,9 @@
 #if PLUGIN == 5
 void *volatile chat_p05_last;
 #endif
+#if PLUGIN == 8
+volatile int chat_p08_odd;
+#endif
 
 int PARSE(const char *text, char *out, long n) {
     long len = (long)strlen(text);
@@ -29,6 +32,20 @@ int PARSE(const char *text, char *out, long n) {
     if (copy)
         memcpy(copy, text, len < 255 ? (size_t)len + 1 : 255);
     chat_p05_last = copy;
+#endif
+#if PLUGIN == 8
+    /* the latent bug: a flag read from memory nobody initialised (valgrind: "Conditional
+     * jump or move depends on uninitialised value(s)"); nothing the plugin prints depends
+     * on it, so only a checker sees it */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+    volatile int *flags = malloc(sizeof *flags);
+    if (flags) {
+        if (*flags == 0x5a5a5a5a)
+            chat_p08_odd++;
+        free((void *)flags);
+    }
+#pragma GCC diagnostic pop
 #endif
     for (long i = 0; i < len; i++) {
 #if PLUGIN == 3

@@ -405,3 +405,136 @@ fn bad_store_urls_are_clear_errors_without_the_password() {
         stderr(&o)
     );
 }
+
+/// Runs `cmd` feeding `input` a line every `gap`, as events arrive in an event loop (so a
+/// sampled observer under valgrind is idle between them and takes pure calls too); killed
+/// after [`WATCHDOG`].
+fn run_paced(mut cmd: Command, input: &[u8], gap: std::time::Duration) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: Vec<Vec<u8>> = input
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let feeder = std::thread::spawn(move || {
+        for l in lines {
+            if stdin.write_all(&l).is_err() {
+                break;
+            }
+            std::thread::sleep(gap);
+        }
+    });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
+            if t0.elapsed() > WATCHDOG {
+                // The whole process group: fracture, the program and its helpers.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    feeder.join().unwrap();
+    let o = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    o
+}
+
+#[test]
+fn valgrind_slices_give_two_deployments_different_modules_and_the_store_holds_both_findings() {
+    let pg = Pg::new("vg");
+    let t = TempDir::new("fleet-vg");
+    let deps = [
+        Deployment::new(&t, "web-1", &pg.url),
+        Deployment::new(&t, "web-2", &pg.url),
+    ];
+    let chat = config("chat.yaml");
+    // Each deployment's plan: its slice of the 16 modules, sampled under valgrind.
+    let mut slices = Vec::new();
+    for (i, d) in deps.iter().enumerate() {
+        let out = t.path(&format!("vg{}.yaml", i + 1));
+        let k = (i + 1).to_string();
+        let o = d.fracture(&plan_args(
+            &pg.url,
+            chat.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &[
+                "--strategy",
+                "valgrind-slices",
+                "--deployment",
+                &k,
+                "--deployments",
+                "2",
+            ],
+        ));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let map: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let p = &map["processes"][format!("valgrind_{k}").as_str()];
+        let wrapper = p["sample"]["envs"][1]["wrapper"].as_sequence().unwrap();
+        assert_eq!(wrapper[0], "valgrind");
+        assert!(wrapper.iter().any(|w| w == "--xml=yes"));
+        let mods: Vec<String> = p["modules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect();
+        slices.push((out, mods));
+    }
+    let (a, b) = (&slices[0].1, &slices[1].1);
+    assert!(a.iter().all(|m| !b.contains(m)), "disjoint: {a:?} {b:?}");
+    assert_eq!(
+        a.len() + b.len(),
+        16,
+        "every module checked once: {a:?} {b:?}"
+    );
+    assert!(a.contains(&"p08".to_string()) && b.contains(&"p05".to_string()));
+    // Each deployment runs its plan on a paced workload: the output is the plain run's.
+    // 400 events over 4 s: valgrind takes a second or two to start on a loaded machine.
+    let input = chat_input(400, false);
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
+    for (d, (map, _)) in deps.iter().zip(&slices) {
+        let mut c = under(map, &[], &fixture("fx_chat"), &[]);
+        d.env(&mut c);
+        let o = run_paced(c, &input, std::time::Duration::from_millis(10));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), want);
+        ok(d.fracture(&["sync"]));
+    }
+    // The store holds web-1's finding in p08 (a branch on uninitialised memory) and web-2's
+    // in p05 (the leak), charged to module and function, and nothing of fracture's own.
+    let vg = |dep: &str, module: &str, kind: &str| {
+        pg.count(&format!(
+            "SELECT COUNT(*) FROM events WHERE outcome = 'valgrind' AND deployment = '{dep}' \
+             AND module = '{module}' AND function = '{module}_parse' AND detail LIKE '{kind}:%'"
+        ))
+    };
+    assert_eq!(vg("web-1", "p08", "UninitCondition"), 1);
+    assert_eq!(vg("web-2", "p05", "Leak_DefinitelyLost"), 1);
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM events WHERE outcome = 'valgrind' AND module NOT IN ('p05', 'p08')"),
+        0
+    );
+    let rep = ok(deps[0].fracture(&["report"]));
+    for m in ["p05 ", "p08 "] {
+        let row = rep
+            .lines()
+            .find(|l| l.starts_with(m))
+            .unwrap_or_else(|| panic!("{rep}"));
+        assert_eq!(row.split_whitespace().nth(7), Some("1"), "{rep}");
+    }
+}
