@@ -4,6 +4,7 @@
 //! commands; the preloaded shim only writes the spool this crate ingests.
 #![deny(unsafe_code)]
 
+pub mod html;
 pub mod partition;
 pub mod plan;
 pub mod reports;

@@ -538,3 +538,115 @@ fn valgrind_slices_give_two_deployments_different_modules_and_the_store_holds_bo
         assert_eq!(row.split_whitespace().nth(7), Some("1"), "{rep}");
     }
 }
+
+/// Headless Chromium's screenshot of `page` (a file), `w` x `h` pixels, as RGBA rows.
+fn screenshot(page: &Path, w: u32, h: u32, dir: &TempDir) -> (u32, u32, Vec<u8>) {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("headless Chromium (Debian's chromium package; .ci/run installs it)");
+    let shot = dir.path("shot.png");
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.path("chromium").display()
+    ))
+    .arg(format!("--window-size={w},{h}"))
+    .arg(format!("--screenshot={}", shot.display()))
+    .arg(format!("file://{}", page.display()));
+    let o = run_with(c, b"", WATCHDOG);
+    assert!(shot.exists(), "no screenshot: {}", stderr(&o));
+    let dec = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let px = match info.color_type {
+        png::ColorType::Rgba => buf[..info.buffer_size()].to_vec(),
+        png::ColorType::Rgb => buf[..info.buffer_size()]
+            .chunks(3)
+            .flat_map(|c| [c[0], c[1], c[2], 255])
+            .collect(),
+        other => panic!("screenshot colour type {other:?}"),
+    };
+    (info.width, info.height, px)
+}
+
+/// Pixels of colour `#rrggbb` in an RGBA image.
+fn pixels_of(px: &[u8], hex: &str) -> usize {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+    let (r, g, b) = ((v >> 16) as u8, (v >> 8) as u8, v as u8);
+    px.chunks(4)
+        .filter(|c| c[0] == r && c[1] == g && c[2] == b)
+        .count()
+}
+
+#[test]
+fn the_html_report_renders_in_a_real_browser_with_crashes_costs_and_the_plan() {
+    let t = TempDir::new("fleet-html");
+    let db = t.path("r.db");
+    let d = Deployment::new(&t, "web-1", db.to_str().unwrap());
+    // A crash of the program in p11, and a profile of a clean run for the costs.
+    let o = d.run(&config("chat.yaml"), &[], &chat_input(300, true));
+    assert_eq!(o.status.code(), Some(139), "{}", stderr(&o));
+    let graph = t.path("g.json");
+    let mut c = Command::new(fracture());
+    c.args(["profile", "-c"])
+        .arg(config("chat.yaml"))
+        .arg("-o")
+        .arg(&graph)
+        .arg("--")
+        .arg(fixture("fx_chat"))
+        .env_remove("LD_PRELOAD");
+    ok(run_with(c, &chat_input(300, false), WATCHDOG));
+    let html = t.path("report.html");
+    let o = d.fracture(&[
+        "report",
+        "--html",
+        html.to_str().unwrap(),
+        "--profile",
+        graph.to_str().unwrap(),
+        "-c",
+        config("chat.yaml").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        text.contains("<b>p11</b>") && text.contains("p11: 1 failures; isolated"),
+        "{text}"
+    );
+    assert!(
+        text.contains("&micro;s/s"),
+        "isolation costs from the profile: {text}"
+    );
+    assert!(
+        !text.contains("src=") && !text.contains("href=\"http"),
+        "self-contained"
+    );
+    let (w, h, px) = screenshot(&html, 1100, 1400, &t);
+    assert_eq!((w, h), (1100, 1400));
+    // Not a blank page: the program crash is drawn twice (its bar and its mark on the
+    // timeline) in its colour, and there is text.
+    let crash = pixels_of(&px, "#8c1c13");
+    assert!(crash > 1500, "program-crash colour: {crash} pixels");
+    let white = pixels_of(&px, "#ffffff");
+    let total = (w * h) as usize;
+    assert!(white < total * 97 / 100, "{white} of {total} pixels white");
+    let dark = px
+        .chunks(4)
+        .filter(|c| c[0] < 80 && c[1] < 80 && c[2] < 80)
+        .count();
+    assert!(dark > 2000, "text: {dark} dark pixels");
+}
