@@ -356,6 +356,55 @@ def main():
     row(f"partition: pairs >10% apart ordered as measured, of {len(pairs)}", float(agree), "",
         "pairs", float(len(pairs)), "all")
 
+    # 7. the fleet: what uploading a run's records to PostgreSQL adds to `fracture run`,
+    #    paired rounds of one short fx_chat run (p03 isolated) with reports off, to a
+    #    PostgreSQL store that is up (the private test server) and to one that is down.
+    pg_env = dict(os.environ, PGTEST_PORT="54999", PGTEST_DIR="/tmp/fracture-pg-bench")
+    pg = subprocess.run([os.path.join(ROOT, "tests/pg/server.sh"), "start"], capture_output=True, text=True,
+                        env=pg_env)
+    if pg.returncode == 0:
+        url = pg.stdout.strip()
+        tmp7 = tempfile.mkdtemp(prefix="fracture-bench-fleet-")
+        subprocess.run(["psql", url, "-q", "-c", "DROP DATABASE IF EXISTS fracture_bench"], capture_output=True)
+        subprocess.run(["psql", url, "-q", "-c", "CREATE DATABASE fracture_bench"], check=True, capture_output=True)
+        store = url.rsplit("/", 1)[0] + "/fracture_bench"
+        events = subprocess.run([os.path.join(FX, "fx_chat"), "--gen", "200"], check=True,
+                                capture_output=True).stdout
+        events = b"\n".join(l for l in events.splitlines() if b"BUZZ" not in l) + b"\n"
+        inp = os.path.join(tmp7, "events")
+        with open(inp, "wb") as f:
+            f.write(events)
+        cmd = [FRACTURE, "run", "-c", os.path.join(CFG, "chat.yaml"), "--set",
+               "processes={q: {modules: [p03]}}", "--", os.path.join(FX, "fx_chat")]
+
+        def run_env(reports, spool):
+            e = dict(os.environ, FRACTURE_REPORTS=reports, FRACTURE_SPOOL=os.path.join(tmp7, spool))
+            t = time.perf_counter()
+            with open(inp, "rb") as i:
+                subprocess.run(cmd, stdin=i, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e, check=True)
+            return time.perf_counter() - t
+
+        off, up, down = [], [], []
+        for _ in range(RUNS * 4):
+            off.append(run_env("off", "off"))
+            up.append(run_env(store, "up"))
+            down.append(run_env("postgresql://fracture:x@127.0.0.1:1/none", "down"))
+        m = lambda xs: statistics.median(xs) * 1e3
+        row("fracture run, records uploaded to PostgreSQL (up)", m(up), "ms", "reports off", m(off),
+            "a few ms added")
+        row("fracture run, PostgreSQL down (records spooled)", m(down), "ms", "reports off", m(off),
+            "nothing added")
+        row("  added by the upload (median of paired differences)",
+            statistics.median(u - o for u, o in zip(up, off)) * 1e3, "ms", "reports off", 0.0, "a few ms")
+        stored = subprocess.run(["psql", store, "-tAc", "SELECT COUNT(*) FROM runs"], capture_output=True,
+                                text=True).stdout.strip()
+        row("  runs stored of runs uploaded", float(stored or 0), "", "runs", float(len(up)), "all")
+        subprocess.run(["psql", url, "-q", "-c", "DROP DATABASE IF EXISTS fracture_bench WITH (FORCE)"],
+                       capture_output=True)
+        subprocess.run([os.path.join(ROOT, "tests/pg/server.sh"), "stop"], capture_output=True, env=pg_env)
+    else:
+        print("bench: no PostgreSQL server (tests/pg/server.sh start failed): fleet rows left out", file=sys.stderr)
+
     out = {"runs": RUNS, "machine": os.uname().release, "nproc": os.cpu_count(), "rows": rows}
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
         json.dump(out, f, indent=2)

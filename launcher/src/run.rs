@@ -130,6 +130,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     crate::reaper::become_subreaper();
     let prog = Path::new(cmd.get_program()).to_path_buf();
     let mut child = cmd.spawn().map_err(|e| not_started(&prog, &e))?;
+    let store = crate::store::connect_early();
     if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
         // A writer thread, so a program that does not read its input cannot block us.
         std::thread::spawn(move || {
@@ -142,7 +143,7 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     let pid = child.id();
     let status = child.wait().context("waiting for the program")?;
     crate::reaper::reap_descendants();
-    crate::store::after_run(pid);
+    crate::store::after_run(pid, store);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,

@@ -3,7 +3,7 @@
 //! at the end of `fracture run`.
 
 use anyhow::{bail, Result};
-use quarantine::reports::{has_events, Reports, Store};
+use quarantine::reports::{has_events, Pg, Reports, Store};
 use std::ffi::OsString;
 
 /// The stores named with `--db`, or the default one.
@@ -33,29 +33,68 @@ pub fn name(l: &Reports) -> String {
     }
 }
 
+/// A connection to a PostgreSQL store opened while the program runs, so that the upload at
+/// its end pays only for the records (a connection costs milliseconds: PostgreSQL starts a
+/// backend per connection).
+pub struct Early(Option<std::thread::JoinHandle<Result<Pg>>>);
+
+/// Starts connecting to the store when it is a URL (nothing for SQLite or `off`).
+pub fn connect_early() -> Early {
+    match Reports::from_env() {
+        Reports::Url(u) => Early(
+            std::thread::Builder::new()
+                .name("fracture-store".into())
+                .spawn(move || Pg::connect(&u))
+                .ok(),
+        ),
+        _ => Early(None),
+    }
+}
+
 /// After the program (and every helper) is gone. A SQLite store takes the run's spool now
 /// only when the run recorded a crash, hang, give-up or mismatch (so the database holds it as
 /// soon as `fracture run` returns; opening SQLite after every clean run would cost every run
 /// milliseconds). A PostgreSQL store takes the whole spool after every run (SPEC.md
-/// "Fleet"); when it cannot be reached the records stay in the spool, with one warning.
-pub fn after_run(pid: u32) {
+/// "Fleet"), through the connection opened while the program ran (a new one if that one
+/// failed or died meanwhile); when it cannot be reached the records stay in the spool, with
+/// one warning.
+pub fn after_run(pid: u32, early: Early) {
     let loc = Reports::from_env();
     let Some(spool) = loc.spool_dir() else { return };
-    let go = match &loc {
-        Reports::Off => false,
-        Reports::Sqlite(_) => has_events(&spool, pid),
-        Reports::Url(_) => std::fs::read_dir(&spool).is_ok_and(|mut d| {
-            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
-        }),
-    };
-    if !go {
-        return;
-    }
-    if let Err(e) = Store::open(&loc) {
+    let warn = |e: &anyhow::Error| {
         eprintln!(
             "fracture: warning: the crash reports stay in the spool {}: {e:#}",
             spool.display()
-        );
+        )
+    };
+    match &loc {
+        Reports::Off => {}
+        Reports::Sqlite(_) => {
+            if has_events(&spool, pid) {
+                if let Err(e) = Store::open(&loc) {
+                    warn(&e);
+                }
+            }
+        }
+        Reports::Url(u) => {
+            let pending = std::fs::read_dir(&spool).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
+            });
+            if !pending {
+                return;
+            }
+            let early = early.0.and_then(|h| h.join().ok());
+            let pg = match early {
+                Some(Ok(pg)) if pg.alive() => Ok(pg),
+                // Refused or unreachable a moment ago: not tried again (nothing is added to
+                // the run when the store is down).
+                Some(Err(e)) => Err(e),
+                _ => Pg::connect(u),
+            };
+            if let Err(e) = pg.and_then(|mut pg| pg.ingest(&spool)) {
+                warn(&e);
+            }
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use layout::core::geometry::Point;
 use layout::core::style::{LineStyleKind, StyleAttr};
 use layout::std_shapes::shapes::{Arrow, Element, LineEndKind, ShapeKind};
 use layout::topo::layout::VisualGraph;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// Fill of the modules that go to the helper (the colour of the Graphviz drawing's cluster).
@@ -39,6 +39,13 @@ const LABEL_FONT: f64 = 11.0;
 const LABEL_FONT_ROOM: usize = 12;
 /// The two title lines above the drawing.
 const TITLE_BAND: f64 = 44.0;
+/// `layout-rs`'s crossing reduction grows about as the cube of the arrows (0.2 s for 80 of
+/// them on a random module graph, 9 s for 300 in a star): above this many it is skipped, and
+/// the drawing keeps its ranks but may cross more.
+const REDUCE_CROSSINGS_UP_TO: usize = 80;
+/// Even without it, placing a dense graph grows that way (1.3 s for 200 arrows among 25
+/// random modules, 12 s for 300): a larger graph is refused, not drawn for minutes.
+pub const MAX_ARROWS: usize = 200;
 
 /// The drawing of `g` with the boundary `c` that isolates `isolate`, as an SVG document.
 pub fn svg(g: &Graph, c: &Cut, isolate: &str) -> Result<String> {
@@ -56,17 +63,65 @@ pub fn svg(g: &Graph, c: &Cut, isolate: &str) -> Result<String> {
             nodes.push(m);
         }
     }
-    let cut: std::collections::BTreeSet<usize> = c.cut.iter().copied().collect();
-    let mut own_calls: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
-    for e in g.edges.iter().filter(|e| e.caller == e.module) {
-        if let Some(&i) = index.get(e.module.as_str()) {
-            own_calls[i].push(format!(
-                "self-call {}: {} calls, {} B",
-                e.function,
-                e.calls,
-                e.bytes_in + e.bytes_out
-            ));
+    let cut: BTreeSet<usize> = c.cut.iter().copied().collect();
+    // One arrow per (caller, module) pair, as in the Graphviz drawing: an arrow per function
+    // would multiply the nodes `layout-rs` places (each label is one), and its placement is
+    // superlinear in them. A module's calls to itself go in its box.
+    let mut pairs: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, e) in g.edges.iter().enumerate() {
+        if let (Some(&a), Some(&b)) = (index.get(e.caller.as_str()), index.get(e.module.as_str())) {
+            pairs.entry((a, b)).or_default().push(i);
         }
+    }
+    let mut own_calls: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+    let mut edges = Vec::new();
+    for (&(a, b), list) in &pairs {
+        let calls: u64 = list.iter().map(|&i| g.edges[i].calls).sum();
+        let bytes: u64 = list
+            .iter()
+            .map(|&i| g.edges[i].bytes_in + g.edges[i].bytes_out)
+            .sum();
+        let cost_us: f64 = list.iter().map(|&i| g.edge_cost(&g.edges[i])).sum::<f64>() / 1e3;
+        let what = match list.as_slice() {
+            [i] => g.edges[*i].function.clone(),
+            l => format!("{} functions", l.len()),
+        };
+        if a == b {
+            own_calls[a].push(format!("to itself: {calls} calls, {bytes} B ({what})"));
+            continue;
+        }
+        let title: Vec<String> = list
+            .iter()
+            .map(|&i| {
+                let e = &g.edges[i];
+                format!(
+                    "{} -> {}.{}: {} calls ({} cold), {} bytes in, {} bytes out, {:.0} us if isolated",
+                    e.caller,
+                    e.module,
+                    e.function,
+                    e.calls,
+                    e.cold_calls,
+                    e.bytes_in,
+                    e.bytes_out,
+                    g.edge_cost(e) / 1e3
+                )
+            })
+            .collect();
+        edges.push(EdgeInfo {
+            from: a,
+            to: b,
+            cut: list.iter().filter(|i| cut.contains(i)).count(),
+            count: list.len(),
+            label: format!("{what}\n{calls} calls, {bytes} B\n{cost_us:.0} us"),
+            title: title.join("\n"),
+        });
+    }
+    if edges.len() > MAX_ARROWS {
+        bail!(
+            "{} caller/module pairs are more than the {MAX_ARROWS} this drawing lays out in \
+             reasonable time; `--dot FILE.dot` writes the graph for Graphviz",
+            edges.len()
+        );
     }
     let mut canvas = Canvas {
         nodes: nodes
@@ -79,25 +134,7 @@ pub fn svg(g: &Graph, c: &Cut, isolate: &str) -> Result<String> {
                 own_calls: own,
             })
             .collect(),
-        edges: g
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(i, e)| EdgeInfo {
-                cut: cut.contains(&i),
-                title: format!(
-                    "{} -> {}.{}: {} calls ({} cold), {} bytes in, {} bytes out, {:.0} us if isolated",
-                    e.caller,
-                    e.module,
-                    e.function,
-                    e.calls,
-                    e.cold_calls,
-                    e.bytes_in,
-                    e.bytes_out,
-                    g.edge_cost(e) / 1e3
-                ),
-            })
-            .collect(),
+        edges,
         ..Canvas::default()
     };
     if !nodes.is_empty() {
@@ -117,28 +154,14 @@ pub fn svg(g: &Graph, c: &Cut, isolate: &str) -> Result<String> {
                 ))
             })
             .collect();
-        for (i, e) in g.edges.iter().enumerate() {
-            let (Some(&a), Some(&b)) = (index.get(e.caller.as_str()), index.get(e.module.as_str()))
-            else {
-                continue;
-            };
-            if a == b {
-                continue;
-            }
-            let is_cut = cut.contains(&i);
+        for (i, e) in canvas.edges.iter().enumerate() {
+            let is_cut = e.cut > 0;
             let look = StyleAttr::new(
                 Color::new(if is_cut { CUT_RGBA } else { EDGE_RGBA }),
                 if is_cut { 2 } else { 1 },
                 None,
                 0,
                 LABEL_FONT_ROOM,
-            );
-            let label = format!(
-                "{}\n{} calls, {} B\n{:.0} us",
-                e.function,
-                e.calls,
-                e.bytes_in + e.bytes_out,
-                g.edge_cost(e) / 1e3
             );
             vg.add_edge(
                 Arrow::with_properties(
@@ -149,20 +172,21 @@ pub fn svg(g: &Graph, c: &Cut, isolate: &str) -> Result<String> {
                     } else {
                         LineStyleKind::Normal
                     },
-                    &label,
+                    &e.label,
                     &look,
                     format!("e{i}"),
                     &None,
                     &None,
                 ),
-                handles[a],
-                handles[b],
+                handles[e.from],
+                handles[e.to],
             );
         }
         // `layout-rs` asserts its invariants; should one fail on a graph we did not foresee,
         // the caller gets an error instead of losing the report it already printed.
         let laid = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            vg.do_it(false, false, false, &mut canvas);
+            let reduce_crossings = canvas.edges.len() <= REDUCE_CROSSINGS_UP_TO;
+            vg.do_it(false, !reduce_crossings, false, &mut canvas);
             canvas
         }));
         canvas = match laid {
@@ -212,8 +236,16 @@ impl NodeInfo<'_> {
     }
 }
 
+/// One arrow: the profile's edges from one module to another.
 struct EdgeInfo {
-    cut: bool,
+    from: usize,
+    to: usize,
+    /// How many of its edges the boundary cuts (all or none, for a boundary between modules).
+    cut: usize,
+    /// How many edges of the profile it stands for.
+    count: usize,
+    label: String,
+    /// One line per edge of the profile.
     title: String,
 }
 
@@ -407,7 +439,7 @@ impl RenderBackend for Canvas<'_> {
         for p in rest {
             let _ = write!(d, " S {:.1} {:.1}, {:.1} {:.1}", p.0.x, p.0.y, p.1.x, p.1.y);
         }
-        let (class, id, colour, width) = if e.cut {
+        let (class, id, colour, width) = if e.cut > 0 {
             ("edge cut", "cut", rgb(CUT_RGBA), 2)
         } else {
             ("edge", "edge", rgb(EDGE_RGBA), 1)
@@ -424,7 +456,8 @@ impl RenderBackend for Canvas<'_> {
         }
         let _ = writeln!(
             self.edge_svg,
-            "<path class=\"{class}\" d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{width}\"{attrs}><title>{}</title></path>",
+            "<path class=\"{class}\" data-edges=\"{}\" d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{width}\"{attrs}><title>{}</title></path>",
+            e.count,
             xml(&e.title)
         );
         for p in path {
@@ -476,7 +509,7 @@ mod tests {
         let e: Vec<serde_json::Value> = edges
             .iter()
             .map(|(a, b, n)| {
-                serde_json::json!({"caller": a, "module": b, "function": format!("{b}_f"),
+                serde_json::json!({"caller": a, "module": b, "function": format!("{b}_f{n}"),
                                    "calls": n, "bytes_in": 8 * n, "bytes_out": 0})
             })
             .collect();
@@ -489,7 +522,8 @@ mod tests {
         .unwrap()
     }
 
-    /// The module names drawn as node text, and how many edges are marked cut.
+    /// The module names drawn as node text on the helper side and on the program side, and the
+    /// profile edges the arrows marked cut stand for.
     fn parse(svg: &str) -> (Vec<String>, Vec<String>, usize) {
         let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}:\n{svg}"));
         let classed = |n: &roxmltree::Node, c: &str| {
@@ -506,7 +540,8 @@ mod tests {
         let cut = doc
             .descendants()
             .filter(|n| n.has_tag_name("path") && classed(n, "edge") && classed(n, "cut"))
-            .count();
+            .map(|n| n.attribute("data-edges").unwrap().parse::<usize>().unwrap())
+            .sum();
         (texts("helper"), texts("program"), cut)
     }
 
@@ -516,6 +551,7 @@ mod tests {
             &["main", "a", "b", "c"],
             &[
                 ("main", "a", 100),
+                ("main", "a", 1),
                 ("a", "b", 50_000),
                 ("main", "b", 1),
                 ("b", "a", 7),
@@ -530,10 +566,16 @@ mod tests {
         assert_eq!(helper, ["a", "b"], "{s}");
         assert_eq!(program, ["c", "main"], "{s}");
         assert_eq!(cut, c.cut.len(), "{s}");
-        assert_eq!(cut, 2);
+        assert_eq!(cut, 3);
+        // main -> a: one arrow for its two functions.
+        assert_eq!(s.matches("class=\"edge cut\"").count(), 2, "{s}");
+        assert!(
+            s.contains(">2 functions<") && s.contains(">101 calls, 808 B<"),
+            "{s}"
+        );
         assert!(s.contains("class=\"node helper isolated\" data-module=\"a\""));
         assert!(s.contains("50000 calls"), "{s}");
-        assert!(s.contains("self-call c_f: 3 calls, 24 B"), "{s}");
+        assert!(s.contains("to itself: 3 calls, 24 B (c_f3)"), "{s}");
     }
 
     #[test]
@@ -578,6 +620,24 @@ mod tests {
         let c = min_cut(&lonely, "a").unwrap();
         let (h, p, _) = parse(&svg(&lonely, &c, "a").unwrap());
         assert_eq!((h, p), (vec!["a".to_string()], vec!["main".to_string()]));
+    }
+
+    #[test]
+    fn a_graph_too_large_to_lay_out_is_refused_and_a_wide_one_is_drawn() {
+        let names: Vec<String> = (0..=MAX_ARROWS).map(|i| format!("m{i}")).collect();
+        let mut edges: Vec<(&str, &str, u64)> =
+            names.iter().map(|m| ("main", m.as_str(), 1)).collect();
+        let g = graph(&["main"], &edges);
+        let c = min_cut(&g, "m0").unwrap();
+        let e = svg(&g, &c, "m0").unwrap_err().to_string();
+        let n = format!("{} caller/module pairs", MAX_ARROWS + 1);
+        assert!(e.contains(&n) && e.contains("--dot"), "{e}");
+        // Past the crossing reduction's bound: drawn all the same.
+        edges.truncate(REDUCE_CROSSINGS_UP_TO + 20);
+        let g = graph(&["main"], &edges);
+        let c = min_cut(&g, "m0").unwrap();
+        let (h, p, cut) = parse(&svg(&g, &c, "m0").unwrap());
+        assert_eq!((h.len(), p.len(), cut), (1, REDUCE_CROSSINGS_UP_TO + 20, 1));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
             off += nl + 1;
         }
         st.records += sink.store_file(&name, &records)?;
-        if writer_gone(&file) && std::fs::remove_file(&f).is_ok() {
+        if writer_gone(&file, data.len()) && std::fs::remove_file(&f).is_ok() {
             st.removed += 1;
         }
     }

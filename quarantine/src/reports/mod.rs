@@ -9,8 +9,8 @@
 //! `$XDG_STATE_HOME/fracture/fleet.spool`: `module_map::vars::Reports`). Opening a store
 //! ingests the spool: complete lines only, each keyed by (deployment, spool file, byte offset)
 //! so that ingestion is idempotent and concurrent ingesters never duplicate or lose a record;
-//! a file is deleted once stored, when nobody holds its lock any more (its writer is gone) and
-//! it is older than a second. A store that cannot be reached leaves the spool as it is.
+//! a file is deleted once stored, when nobody holds its lock any more (its writer is gone: a
+//! writer creates its file as `*.jsonl.new`, locks it, then renames it). A store that cannot be reached leaves the spool as it is.
 
 mod db;
 mod ingest;

@@ -86,6 +86,15 @@ impl Pg {
     /// Connects (waiting out a full server for up to 30 s, never a refused one), applies
     /// missing migrations and ingests the local spool at `spool`.
     pub fn open(url: &str, spool: Option<&std::path::Path>) -> Result<Pg> {
+        let mut pg = Pg::connect(url)?;
+        if let Some(dir) = spool {
+            pg.ingest(dir)?;
+        }
+        Ok(pg)
+    }
+
+    /// Connects and applies missing migrations.
+    pub fn connect(url: &str) -> Result<Pg> {
         let name = redact(url);
         let mut config: postgres::Config = url
             .parse()
@@ -118,15 +127,30 @@ impl Pg {
         };
         pg.migrate()
             .with_context(|| format!("{} is not a fracture report store", pg.name))?;
-        if let Some(dir) = spool {
-            pg.ingested = super::ingest::ingest_dir(dir, &mut pg)
-                .with_context(|| format!("uploading the spool {} to {}", dir.display(), pg.name))?;
-        }
         Ok(pg)
+    }
+
+    /// Moves the spool at `dir` into the store (what it did: [`Pg::ingested`]).
+    pub fn ingest(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.ingested = super::ingest::ingest_dir(dir, self)
+            .with_context(|| format!("uploading the spool {} to {}", dir.display(), self.name))?;
+        Ok(())
+    }
+
+    /// True while the connection works (it may have been idle for as long as a program ran).
+    pub fn alive(&self) -> bool {
+        self.client.borrow_mut().simple_query("").is_ok()
     }
 
     fn migrate(&mut self) -> Result<()> {
         let c = self.client.get_mut();
+        // The usual case, one round trip: the store is up to date (a missing table is an
+        // error here, and then the locked path below creates it).
+        if let Ok(row) = c.query_one("SELECT MAX(version) FROM fracture_schema", &[]) {
+            if row.get::<_, Option<i32>>(0) == Some(MIGRATIONS.len() as i32) {
+                return Ok(());
+            }
+        }
         let mut tx = c.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(
@@ -171,82 +195,74 @@ impl Pg {
 
 impl Sink for Pg {
     fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
+        use postgres::types::{ToSql, Type};
+        // Typed statements: each insert is one round trip (no prepare before it).
+        const EVENT: &str = "INSERT INTO events (deployment, spool, \"offset\", time, program,
+               build_id, pid, process, module, function, signal, fault_addr, outcome, env, detail,
+               frames, backtrace)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (deployment, spool, \"offset\") DO NOTHING";
+        const RUN: &str =
+            "INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id,
+               pid, map, isolated, exit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING id";
+        const CALL: &str = "INSERT INTO run_calls (run, process, module, function, calls, crashes)
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        let (t, i, f) = (Type::TEXT, Type::INT8, Type::FLOAT8);
         self.with_tx(|tx| {
-            let ev = tx.prepare(
-                "INSERT INTO events (deployment, spool, \"offset\", time, program, build_id, pid,
-                   process, module, function, signal, fault_addr, outcome, env, detail, frames,
-                   backtrace)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                 ON CONFLICT (deployment, spool, \"offset\") DO NOTHING",
-            )?;
-            let run = tx.prepare(
-                "INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id, pid, map,
-                   isolated, exit)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING id",
-            )?;
-            let call = tx.prepare(
-                "INSERT INTO run_calls (run, process, module, function, calls, crashes)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )?;
             let mut new = 0;
             for (off, r) in records {
                 match r {
                     Record::Event(e) => {
-                        new += tx.execute(
-                            &ev,
-                            &[
-                                &e.deployment,
-                                &spool,
-                                off,
-                                &e.time,
-                                &e.program,
-                                &e.build_id,
-                                &e.pid,
-                                &e.process,
-                                &e.module,
-                                &e.function,
-                                &e.signal,
-                                &e.fault_addr,
-                                &e.outcome,
-                                &e.env,
-                                &e.detail,
-                                &e.frames,
-                                &e.backtrace,
-                            ],
-                        )? as usize
+                        let p: [(&(dyn ToSql + Sync), Type); 17] = [
+                            (&e.deployment, t.clone()),
+                            (&spool, t.clone()),
+                            (off, i.clone()),
+                            (&e.time, f.clone()),
+                            (&e.program, t.clone()),
+                            (&e.build_id, t.clone()),
+                            (&e.pid, i.clone()),
+                            (&e.process, t.clone()),
+                            (&e.module, t.clone()),
+                            (&e.function, t.clone()),
+                            (&e.signal, i.clone()),
+                            (&e.fault_addr, t.clone()),
+                            (&e.outcome, t.clone()),
+                            (&e.env, t.clone()),
+                            (&e.detail, t.clone()),
+                            (&e.frames, t.clone()),
+                            (&e.backtrace, t.clone()),
+                        ];
+                        new += tx.execute_typed(EVENT, &p)? as usize;
                     }
                     Record::Run(r) => {
-                        let rows = tx.query(
-                            &run,
-                            &[
-                                &r.deployment,
-                                &spool,
-                                off,
-                                &r.time,
-                                &r.program,
-                                &r.build_id,
-                                &r.pid,
-                                &r.map,
-                                &r.isolated,
-                                &r.exit,
-                            ],
-                        )?;
+                        let p: [(&(dyn ToSql + Sync), Type); 10] = [
+                            (&r.deployment, t.clone()),
+                            (&spool, t.clone()),
+                            (off, i.clone()),
+                            (&r.time, f.clone()),
+                            (&r.program, t.clone()),
+                            (&r.build_id, t.clone()),
+                            (&r.pid, i.clone()),
+                            (&r.map, t.clone()),
+                            (&r.isolated, t.clone()),
+                            (&r.exit, i.clone()),
+                        ];
+                        let rows = tx.query_typed(RUN, &p)?;
                         if let Some(row) = rows.first() {
                             new += 1;
                             let id: i64 = row.get(0);
                             for c in &r.calls {
-                                tx.execute(
-                                    &call,
-                                    &[
-                                        &id,
-                                        &c.process,
-                                        &c.module,
-                                        &c.function,
-                                        &c.calls,
-                                        &c.crashes,
-                                    ],
-                                )?;
+                                let p: [(&(dyn ToSql + Sync), Type); 6] = [
+                                    (&id, i.clone()),
+                                    (&c.process, t.clone()),
+                                    (&c.module, t.clone()),
+                                    (&c.function, t.clone()),
+                                    (&c.calls, i.clone()),
+                                    (&c.crashes, i.clone()),
+                                ];
+                                tx.execute_typed(CALL, &p)?;
                             }
                         }
                     }

@@ -125,15 +125,11 @@ pub(super) fn move_aside(path: &Path, why: &str) {
     }
 }
 
-/// True when nobody holds the spool file's lock and it is older than a second (a writer takes
-/// its lock right after creating the file). Asked of the descriptor the file was read through,
-/// so the answer is about that file, whatever the path names by now.
-pub(super) fn writer_gone(file: &std::fs::File) -> bool {
-    let old = file
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|d| d.as_secs_f64() > 1.0);
-    old && matches!(file.try_lock(), Ok(()))
+/// True when the spool file can go: nobody holds its lock (its writer is gone; the shim names
+/// a file `.jsonl` only after taking its lock) and it holds no more than the `read` bytes
+/// that were stored (its writer may have added lines after they were read, then exited).
+/// Asked of the descriptor the file was read through, so the answer is about that file,
+/// whatever the path names by now.
+pub(super) fn writer_gone(file: &std::fs::File, read: usize) -> bool {
+    matches!(file.try_lock(), Ok(())) && file.metadata().is_ok_and(|m| m.len() == read as u64)
 }

@@ -130,13 +130,16 @@ fn concurrent_writers_and_ingesters_lose_nothing() {
         .map(|w| {
             let spool = spool.clone();
             std::thread::spawn(move || {
+                // As the shim does: created under a name ingesters skip, locked, renamed.
                 let path = spool.join(format!("{w}-0.jsonl"));
+                let new = spool.join(format!("{w}-0.jsonl.new"));
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&path)
+                    .open(&new)
                     .unwrap();
                 f.lock_shared().unwrap();
+                std::fs::rename(&new, &path).unwrap();
                 for i in 0..200 {
                     f.write_all(event(w * 1000 + i, "m").as_bytes()).unwrap();
                     if i % 50 == 0 {

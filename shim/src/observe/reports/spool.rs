@@ -350,10 +350,15 @@ fn append(rec: &[u8]) {
             };
             libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
             name.num(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-            name.raw(b".jsonl\0");
+            name.raw(b".jsonl");
+            let stem = name.n;
+            name.raw(b".new\0");
             if name.over {
                 return;
             }
+            let mut done = Line::new();
+            done.raw(&name.b[..stem]);
+            done.raw(b"\0");
             // A fresh file of our own: never one that exists (or a symlink planted there).
             fd = libc::open(
                 name.b.as_ptr().cast(),
@@ -369,8 +374,11 @@ fn append(rec: &[u8]) {
                 return;
             }
             // Held for the life of the process: the ingester deletes the file only when it
-            // can take the lock exclusively, i.e. when nobody writes to it any more.
+            // can take the lock exclusively, i.e. when nobody writes to it any more. The
+            // file gets its `.jsonl` name (the only one ingesters read) once locked, so a
+            // spool file without a lock is one whose writer is gone.
             libc::flock(fd, libc::LOCK_SH);
+            libc::rename(name.b.as_ptr().cast(), done.b.as_ptr().cast());
             SPOOL_FD.store(fd, Release);
             SPOOL_PID.store(pid, Release);
         }
