@@ -13,7 +13,7 @@ pub fn locations(db: &[OsString]) -> Result<Vec<Reports>> {
     } else {
         db.iter().map(|d| Reports::parse(d)).collect()
     };
-    if locs.iter().any(|l| *l == Reports::Off) {
+    if locs.contains(&Reports::Off) {
         bail!("crash reports are off (FRACTURE_REPORTS=off): name a store with --db");
     }
     Ok(locs)

@@ -263,9 +263,9 @@ pub fn page(p: &Page) -> String {
             );
         }
         let y = lane * lanes.len() as f64 + 20.0;
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<text x=\"{left}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#777\">{}</text><text x=\"{}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#777\" text-anchor=\"end\">{}</text></svg>\n",
+            "<text x=\"{left}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#777\">{}</text><text x=\"{}\" y=\"{y:.1}\" font-size=\"11\" fill=\"#777\" text-anchor=\"end\">{}</text></svg>",
             date(t0),
             left + width,
             date(t1)

@@ -2,13 +2,14 @@
 //! SVG file, drawn with no Graphviz installed.
 //!
 //! The layout (ranks, crossing reduction, edge routing) comes from `layout-rs`, a maintained,
-//! dependency-free Rust port of Graphviz's layered (`dot`) layout. Its own SVG writer is not
-//! used: this module is the render backend, so every name from the graph is escaped here,
-//! once, and the shapes carry classes a reader or a test can select: `node helper` / `node
-//! program` groups holding a box and the module's `<text class="module">`, `edge` paths with
-//! `cut` on the edges that cross the boundary, a `label` per edge (function, calls, bytes,
-//! cost). A module's calls to itself never cross a boundary and `layout-rs` draws loops
-//! poorly: they are listed in the module's box instead.
+//! dependency-free Rust implementation of Graphviz's layered (`dot`) style of layout. Its own
+//! SVG writer is not used: this module is the render backend, so every name from the graph is
+//! escaped here, once, and the shapes carry classes a reader or a test can select: `node
+//! helper` / `node program` groups holding a box and the module's `<text class="module">`,
+//! one `edge` path per caller/module pair (as in the Graphviz drawing) with `cut` when it
+//! crosses the boundary and `data-edges` the number of profile edges it stands for, and a
+//! `label` per path (function, calls, bytes, cost). A module's calls to itself never cross a
+//! boundary and `layout-rs` draws loops poorly: they are listed in the module's box instead.
 //!
 //! It must never panic on a graph it is given (empty, names with quotes or markup, duplicate
 //! modules, cycles, self-calls): a failure of the layout crate comes back as an error.
@@ -39,9 +40,9 @@ const LABEL_FONT: f64 = 11.0;
 const LABEL_FONT_ROOM: usize = 12;
 /// The two title lines above the drawing.
 const TITLE_BAND: f64 = 44.0;
-/// `layout-rs`'s crossing reduction grows about as the cube of the arrows (0.2 s for 80 of
-/// them on a random module graph, 9 s for 300 in a star): above this many it is skipped, and
-/// the drawing keeps its ranks but may cross more.
+/// `layout-rs`'s crossing reduction grows about as the cube of the arrows (0.35 s for 80
+/// among 30 random modules, 1.9 s for 120, 9 s for a star of 600): above this many it is
+/// skipped, and the drawing keeps its ranks but may cross more.
 const REDUCE_CROSSINGS_UP_TO: usize = 80;
 /// Even without it, placing a dense graph grows that way (1.3 s for 200 arrows among 25
 /// random modules, 12 s for 300): a larger graph is refused, not drawn for minutes.

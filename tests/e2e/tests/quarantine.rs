@@ -862,4 +862,16 @@ fn partition_draws_the_graph_and_its_cut_as_svg_without_graphviz() {
         .sum();
     assert!(cut > 0);
     assert_eq!(cut, cut_edges, "{out}\n{text}");
+    // It opens in a real browser: the helper side's fill, the program side's and the cut's
+    // red are on the screen.
+    let (_, _, px) = screenshot(&svg, 1400, 1000, &t);
+    let (helper, program, red) = (
+        pixels_of(&px, "#fde9d9"),
+        pixels_of(&px, "#dde8f6"),
+        pixels_of(&px, "#c62828"),
+    );
+    assert!(
+        helper > 2000 && program > 2000 && red > 50,
+        "{helper} {program} {red}"
+    );
 }

@@ -614,3 +614,57 @@ pub fn real_files(n: usize) -> Vec<String> {
     v.truncate(n);
     v
 }
+
+/// Headless Chromium's screenshot of `page` (a file), `w` x `h` pixels, as RGBA rows.
+pub fn screenshot(page: &Path, w: u32, h: u32, dir: &TempDir) -> (u32, u32, Vec<u8>) {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("headless Chromium (Debian's chromium package; .ci/run installs it)");
+    let shot = dir.path("shot.png");
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.path("chromium").display()
+    ))
+    .arg(format!("--window-size={w},{h}"))
+    .arg(format!("--screenshot={}", shot.display()))
+    .arg(format!("file://{}", page.display()));
+    let o = run_with(c, b"", WATCHDOG);
+    assert!(shot.exists(), "no screenshot: {}", stderr(&o));
+    let dec = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let px = match info.color_type {
+        png::ColorType::Rgba => buf[..info.buffer_size()].to_vec(),
+        png::ColorType::Rgb => buf[..info.buffer_size()]
+            .chunks(3)
+            .flat_map(|c| [c[0], c[1], c[2], 255])
+            .collect(),
+        other => panic!("screenshot colour type {other:?}"),
+    };
+    (info.width, info.height, px)
+}
+
+/// Pixels of colour `#rrggbb` in an RGBA image.
+pub fn pixels_of(px: &[u8], hex: &str) -> usize {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+    let (r, g, b) = ((v >> 16) as u8, (v >> 8) as u8, v as u8);
+    px.chunks(4)
+        .filter(|c| c[0] == r && c[1] == g && c[2] == b)
+        .count()
+}
