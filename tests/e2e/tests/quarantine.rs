@@ -871,7 +871,7 @@ fn partition_draws_the_graph_and_its_cut_as_svg_without_graphviz() {
         pixels_of(&px, "#c62828"),
     );
     assert!(
-        helper > 2000 && program > 2000 && red > 50,
+        helper > 500 && program > 2000 && red > 50,
         "{helper} {program} {red}"
     );
 }
