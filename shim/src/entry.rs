@@ -44,8 +44,8 @@ fn on_load() {
             Ok(Err(_)) => {}
             Err(e) => {
                 emit_fatal(&e.to_string());
-                // SAFETY: leaving before main, as SPEC.md says: status 127.
-                unsafe { libc::_exit(127) };
+                // Leaving before main, as SPEC.md says: status 127.
+                crate::platform::sys::exit_now(127);
             }
         }
 }
@@ -175,24 +175,22 @@ unsafe fn main_wrapper(
     argv: *mut *mut c_char,
     envp: *mut *mut c_char,
 ) -> c_int = 70; {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
+    let me = crate::platform::sys::getpid();
     let r = std::panic::catch_unwind(|| {
         if let Some(rt) = runtime::get() {
             if let Err(e) = start(rt) {
                 emit_fatal(&e);
-                // SAFETY: a map naming what this program lacks stops it before main (SPEC.md).
-                unsafe { libc::_exit(127) };
+                // A map naming what this program lacks stops it before main (SPEC.md).
+                crate::platform::sys::exit_now(127);
             }
             // Everything start-up allocated is freed now: use that up too (on-demand only).
             crate::supervise::address::after_start(rt);
         }
     });
-    // SAFETY: getpid has no preconditions.
-    if unsafe { libc::getpid() } != me {
+    if crate::platform::sys::getpid() != me {
         // A forked child of ours got here: it must never run the program's main.
-        // SAFETY: leaving the child.
-        unsafe { libc::_exit(70) };
+        // Leaving the child.
+        crate::platform::sys::exit_now(70);
     }
     if r.is_err() {
         emit_fatal("internal error while starting; running the program without fracture");
@@ -219,8 +217,8 @@ pub unsafe fn __libc_start_main(
     rtld_fini: *mut c_void,
     stack_end: *mut c_void,
 ) -> c_int = {
-    // SAFETY: nothing can start the program after a failure this early.
-    unsafe { libc::_exit(127) }
+    // Nothing can start the program after a failure this early.
+    crate::platform::sys::exit_now(127)
 }; {
     // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
     let real = unsafe {
@@ -244,8 +242,8 @@ pub unsafe fn __libc_start_main(
     };
     if real.is_null() {
         emit_fatal("cannot find glibc's __libc_start_main");
-        // SAFETY: nothing else can start the program.
-        unsafe { libc::_exit(127) };
+        // Nothing else can start the program.
+        crate::platform::sys::exit_now(127);
     }
     // SAFETY: `real` is glibc's __libc_start_main with this signature.
     let real: StartMainFn = unsafe { std::mem::transmute(real) };

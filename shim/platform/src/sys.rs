@@ -67,6 +67,74 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// The parent's pid.
+pub fn getppid() -> i32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
+/// Ends this process at once with `code`: no atexit handlers, no stdio flush (`_exit`).
+/// Async-signal-safe; the way out of a forked child that must not run the program's code.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes `fd`, which the caller owns and gives up; errors (EBADF, EINTR) are ignored.
+pub fn close(fd: i32) {
+    if fd >= 0 {
+        // SAFETY: closing a descriptor the caller owns; nothing of ours refers to it after.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Sends `sig` to the process `pid` (0: only checks that it exists); false when it failed.
+/// Only a single process: a pid that is not positive (a process group, every process) is
+/// refused, so that a stale or zero pid cannot signal more than one process.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill has no memory preconditions; pid > 0 names one process.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+}
+
+/// Kills the process `pid` (SIGKILL) and waits for it, `flags` as `waitpid` takes them
+/// (`__WALL` for a child that is not ours to reap in the usual way). Single processes only.
+pub fn kill_and_reap(pid: i32, flags: i32) {
+    if kill(pid, libc::SIGKILL) {
+        let mut st = 0;
+        // SAFETY: waitpid writes the local status word.
+        unsafe { libc::waitpid(pid, &mut st, flags) };
+    }
+}
+
+/// Names the calling thread (the main thread's name is the process's in `ps`); the kernel
+/// keeps the first 15 bytes.
+pub fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which a CStr is.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// The signal this process gets when its parent dies (`PR_SET_PDEATHSIG`; 0: none).
+pub fn set_parent_death_signal(sig: i32) {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number, no memory.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) };
+}
+
+/// Makes this process die (SIGKILL) with its parent, and ends it now when the parent died
+/// before that was in place (then it has been reparented already).
+pub fn die_with_parent() {
+    let parent = getppid();
+    set_parent_death_signal(libc::SIGKILL);
+    if getppid() != parent {
+        exit_now(0);
+    }
+}
+
+/// Raises `sig` in the calling thread (async-signal-safe).
+pub fn raise(sig: i32) {
+    // SAFETY: raise has no memory preconditions.
+    unsafe { libc::raise(sig) };
+}
+
 /// Writes `bytes` to stderr with one `write` (no buffer, no lock: usable after fork and in
 /// signal handlers); a short or failed write is ignored.
 pub fn write_stderr(bytes: &[u8]) {

@@ -153,8 +153,7 @@ pub fn init(exe: &str, map_modules: &[module_map::Module]) {
         fns,
     });
     refresh_with(&objs, exe);
-    // SAFETY: getpid has no preconditions.
-    PROGRAM_PID.store(unsafe { libc::getpid() }, Release);
+    PROGRAM_PID.store(crate::platform::sys::getpid(), Release);
     install_handler();
 }
 

@@ -23,21 +23,13 @@ use std::time::Duration;
 pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     let t0 = std::time::Instant::now();
     leave_the_others(rt, k);
-    // SAFETY: single-threaded child of the zygote; prctl/getppid have no memory arguments.
-    unsafe {
-        let zygote = libc::getppid();
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != zygote {
-            libc::_exit(0);
-        }
-    }
+    crate::platform::sys::die_with_parent();
     let p = &rt.procs[k];
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
-    // SAFETY: PR_SET_NAME with a NUL-terminated name (the kernel truncates to 15 bytes).
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    crate::platform::sys::set_name(&name);
     if !p.region.valid() {
-        // SAFETY: leaving the child.
-        unsafe { libc::_exit(70) };
+        // Leaving the child.
+        crate::platform::sys::exit_now(70);
     }
     rt.me.store(rt.procs[k].owner(), SeqCst);
     rt.my_region.store(k, SeqCst);
@@ -122,8 +114,8 @@ fn serve_loop(rt: &'static Runtime, k: usize, programs: Option<Vec<(u64, u64)>>)
                         "helper '{}': cannot start a serving thread",
                         rt.procs[k].name
                     );
-                    // SAFETY: leaving the helper; the program sees it die and recovers.
-                    unsafe { libc::_exit(71) };
+                    // Leaving the helper; the program sees it die and recovers.
+                    crate::platform::sys::exit_now(71);
                 }
             }
         }
@@ -148,8 +140,8 @@ fn spawn_server(rt: &'static Runtime, k: usize, c: usize) -> bool {
             "helper '{}': cannot start a serving thread",
             rt.procs[k].name
         );
-        // SAFETY: leaving the helper; the program sees it die and recovers.
-        unsafe { libc::_exit(71) };
+        // Leaving the helper; the program sees it die and recovers.
+        crate::platform::sys::exit_now(71);
     }
     true
 }
@@ -170,8 +162,8 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             "helper '{}': no memory for on-demand pages",
             rt.procs[k].name
         );
-        // SAFETY: leaving the helper; the program sees it die and recovers.
-        unsafe { libc::_exit(71) };
+        // Leaving the helper; the program sees it die and recovers.
+        crate::platform::sys::exit_now(71);
     }
     while !PROTECTED.load(SeqCst) {
         std::thread::sleep(Duration::from_micros(50));
@@ -415,13 +407,9 @@ fn checkpoint(rt: &'static Runtime, k: usize) -> region::Msg {
     }
     let old = h.ckpt_pid.swap(pid, SeqCst);
     if old > 0 {
-        // SAFETY: killing the previous frozen copy; reaping it if it is our child (else its
-        // parent or the subreaper does).
-        unsafe {
-            libc::kill(old, libc::SIGKILL);
-            let mut st = 0;
-            libc::waitpid(old, &mut st, libc::__WALL);
-        }
+        // The previous frozen copy: killed, and reaped if it is our child (else its parent
+        // or the subreaper does).
+        crate::platform::sys::kill_and_reap(old, libc::__WALL);
     }
     r.kind = region::MSG_RETURN;
     r.ret_rax = pid as u64;
@@ -435,25 +423,22 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
     let p = &rt.procs[k];
     let h = p.region.header();
     let name = std::ffi::CString::new(format!("frac-ckpt-{}", p.name)).unwrap_or_default();
-    // SAFETY: PR_SET_NAME with a NUL-terminated name; the checkpoint must outlive its parent,
-    // so no parent-death signal.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
-    }
+    crate::platform::sys::set_name(&name);
+    // The checkpoint must outlive its parent: no parent-death signal.
+    crate::platform::sys::set_parent_death_signal(0);
     let program = rt.program_pid();
     loop {
         if h.shutdown.load(SeqCst) != 0 {
-            // SAFETY: leaving the frozen copy.
-            unsafe { libc::_exit(0) };
+            // Leaving the frozen copy.
+            crate::platform::sys::exit_now(0);
         }
-        // SAFETY: kill with signal 0 only checks that the program exists. A sandboxed copy
+        // Kill with signal 0 only checks that the program exists. A sandboxed copy
         // may not signal the program (EPERM): only ESRCH says it is gone.
-        if unsafe { libc::kill(program, 0) } != 0
+        if !crate::platform::sys::kill(program, 0)
             && crate::supervise::sandbox::last_errno() == libc::ESRCH
         {
-            // SAFETY: the program is gone.
-            unsafe { libc::_exit(0) };
+            // The program is gone.
+            crate::platform::sys::exit_now(0);
         }
         if h.ckpt_cmd.load(SeqCst) == region::CKPT_RESUME && h.ckpt_pid.load(SeqCst) == my_pid() {
             h.ckpt_cmd.store(region::CKPT_IDLE, SeqCst);
@@ -469,8 +454,7 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
 }
 
 fn my_pid() -> i32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() }
+    crate::platform::sys::getpid()
 }
 
 /// A child of the checkpoint becomes the helper: same module state as at the checkpoint.
@@ -478,8 +462,7 @@ fn resume(rt: &'static Runtime, k: usize) -> ! {
     let p = &rt.procs[k];
     let h = p.region.header();
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
-    // SAFETY: PR_SET_NAME with a NUL-terminated name.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    crate::platform::sys::set_name(&name);
     // Checkpoints are refused with `memory: on-demand` (module-map): copy memory only.
     install_fault_handlers(&p.region, false);
     apply_env(&env_for(p, h.ckpt_env.load(SeqCst)));
@@ -589,8 +572,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     leave_the_others(rt, k);
     let p = &rt.procs[k];
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
-    // SAFETY: PR_SET_NAME with a NUL-terminated name.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    crate::platform::sys::set_name(&name);
     rt.me.store(rt.procs[k].owner(), SeqCst);
     rt.my_region.store(k, SeqCst);
     rt.program_pid.store(

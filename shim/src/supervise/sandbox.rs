@@ -134,8 +134,8 @@ pub fn enter(env: &Env, helper: &str) {
         Ok(()) => debug!("helper '{helper}': sandbox applied"),
         Err(e) => {
             error!("helper '{helper}': cannot apply its sandbox, so it serves no call: {e}");
-            // SAFETY: leaving the helper before it served anything; the program sees it die.
-            unsafe { libc::_exit(EXIT_SANDBOX) };
+            // Leaving the helper before it served anything; the program sees it die.
+            crate::platform::sys::exit_now(EXIT_SANDBOX);
         }
     }
 }

@@ -83,8 +83,8 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
     // The zygote sends its pid first thing.
     let zpid = crate::platform::sys::recv_i32(sv[0]).unwrap_or(0);
     if zpid <= 0 {
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(sv[0]) };
+        // Closing our own fd.
+        crate::platform::sys::close(sv[0]);
         return Err(std::io::Error::other("the zygote did not start"));
     }
     ZYGOTE.store(zpid, SeqCst);
@@ -97,8 +97,8 @@ pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
 pub fn forget_in_child() {
     if let Ok(mut c) = CONN.try_lock() {
         if let Some(conn) = c.take() {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(conn.fd) };
+            // Closing our own fd.
+            crate::platform::sys::close(conn.fd);
         }
     }
 }
@@ -151,8 +151,8 @@ pub fn signal(pidfd: i32, pid: i32, sig: i32) {
         // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
         unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, 0usize, 0u32) };
     } else if pid > 0 {
-        // SAFETY: signalling the helper we started (no pidfd could be opened for it).
-        unsafe { libc::kill(pid, sig) };
+        // Signalling the helper we started (no pidfd could be opened for it).
+        crate::platform::sys::kill(pid, sig);
     }
 }
 
@@ -182,8 +182,8 @@ pub fn reset_region(p: &crate::plan::runtime::ProcRt) {
     }
     let old = p.pidfd.swap(-1, SeqCst);
     if old >= 0 {
-        // SAFETY: closing our own pidfd of the previous helper.
-        unsafe { libc::close(old) };
+        // Closing our own pidfd of the previous helper.
+        crate::platform::sys::close(old);
     }
 }
 
@@ -225,8 +225,8 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
                 return Ok(pid);
             }
             if fd >= 0 {
-                // SAFETY: closing the pidfd we just opened.
-                unsafe { libc::close(fd) };
+                // Closing the pidfd we just opened.
+                crate::platform::sys::close(fd);
             }
         }
         std::thread::sleep(std::time::Duration::from_micros(50));
@@ -237,8 +237,8 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
         let fd = pidfd_open(c);
         if fd >= 0 {
             signal(fd, c, libc::SIGKILL);
-            // SAFETY: closing the pidfd we just opened.
-            unsafe { libc::close(fd) };
+            // Closing the pidfd we just opened.
+            crate::platform::sys::close(fd);
         }
     }
     Err(std::io::Error::other("the checkpoint did not resume"))
@@ -263,8 +263,8 @@ struct Child {
 extern "C" fn zygote_on_stack(sock: usize) -> ! {
     crate::platform::sys::child_entry(|| match crate::plan::runtime::get() {
         Some(rt) => zygote_main(rt, sock as i32),
-        // SAFETY: leaving the child.
-        None => unsafe { libc::_exit(70) },
+        // Leaving the child.
+        None => crate::platform::sys::exit_now(70),
     })
 }
 
@@ -325,8 +325,8 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
                 // SAFETY: fork of the single-threaded zygote.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
-                    // SAFETY: closing the zygote's end of the socket in the helper.
-                    unsafe { libc::close(sock) };
+                    // Closing the zygote's end of the socket in the helper.
+                    crate::platform::sys::close(sock);
                     crate::platform::sys::child_entry(|| match &exec {
                         Some(plan) => crate::supervise::helper::exec(rt, k, plan),
                         None => crate::supervise::helper::main(rt, k, cmd[2]),
@@ -366,8 +366,8 @@ fn reap(rt: &Runtime, c: &mut Child) {
             region::futex_wake(&ch.to_prog_ev);
         }
     }
-    // SAFETY: closing the pidfd we opened; the caller drops the entry.
-    unsafe { libc::close(c.pidfd) };
+    // Closing the pidfd we opened; the caller drops the entry.
+    crate::platform::sys::close(c.pidfd);
     c.pidfd = -1;
 }
 
@@ -415,15 +415,11 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
     }
     let left: Vec<i32> = left.iter().map(|x| x.0).collect();
     for pid in left {
-        // SAFETY: killing and reaping our own children.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            let mut st = 0;
-            libc::waitpid(pid, &mut st, 0);
-        }
+        // Our own children: killed and reaped.
+        crate::platform::sys::kill_and_reap(pid, 0);
     }
-    // SAFETY: leaving without running the program's atexit handlers.
-    unsafe { libc::_exit(0) }
+    // Leaving without running the program's atexit handlers.
+    crate::platform::sys::exit_now(0)
 }
 
 extern "C" {

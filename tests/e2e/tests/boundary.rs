@@ -184,18 +184,10 @@ fn a_restart_inside_a_module_program_module_chain_does_not_deadlock() {
     assert!(e.contains("recovered"), "{e}");
     // One record per fault, naming the inner call that faulted: the outer call saw the same
     // death and does not report it again.
-    let crashes: Vec<String> = std::fs::read_dir(d.path("r.db.spool"))
-        .unwrap()
-        .flatten()
-        .flat_map(|f| {
-            std::fs::read_to_string(f.path())
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .filter(|l| l.contains("\"outcome\":\"crash\""))
-        .collect();
+    let crashes = stored(
+        &d.path("r.db"),
+        "SELECT function || ' ' || backtrace FROM events WHERE outcome = 'crash'",
+    );
     assert_eq!(crashes.len(), 1, "{crashes:?}");
     assert!(crashes[0].contains("nest_leaf_crashy"), "{crashes:?}");
 }

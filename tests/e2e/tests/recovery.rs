@@ -150,17 +150,10 @@ fn threads_with_repeated_crashes_lose_and_duplicate_no_call() {
         // One crash record per fault, naming the call that faulted: 10 fx_crash_on calls,
         // each crashing its first attempt and its retry. The calls of other threads that were
         // in flight (retried as bystanders) are not blamed.
-        let spool: String = std::fs::read_dir(t.path("r.db.spool"))
-            .unwrap()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .collect();
-        let crashed: Vec<String> = spool
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|r| r["outcome"] == "crash")
-            .map(|r| r["function"].as_str().unwrap_or("").to_string())
-            .collect();
+        let crashed = stored(
+            &t.path("r.db"),
+            "SELECT function FROM events WHERE outcome = 'crash'",
+        );
         assert_eq!(crashed.len(), 20, "{restore}: {crashed:?}");
         assert!(
             crashed.iter().all(|f| f == "fx_crash_on"),

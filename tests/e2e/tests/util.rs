@@ -668,3 +668,19 @@ pub fn pixels_of(px: &[u8], hex: &str) -> usize {
         .filter(|c| c[0] == r && c[1] == g && c[2] == b)
         .count()
 }
+
+/// The first column of `sql` over the report database `db`, after moving whatever is still
+/// in its spool into it (`fracture sync`): the records a run left, wherever they are now.
+pub fn stored(db: &Path, sql: &str) -> Vec<String> {
+    let mut c = Command::new(fracture());
+    c.arg("sync").arg("--db").arg(db).env_remove("LD_PRELOAD");
+    ok(run_with(c, b"", WATCHDOG));
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut q = conn.prepare(sql).unwrap();
+    let rows = q
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<String>, _>>()
+        .unwrap();
+    rows
+}

@@ -270,11 +270,10 @@ fn on_program_fault(
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
 ) {
-    // SAFETY: getpid has no preconditions.
-    if unsafe { libc::getpid() } != PROGRAM_PID.load(Acquire) {
+    if crate::platform::sys::getpid() != PROGRAM_PID.load(Acquire) {
         // The zygote or a helper (forked from the program): not the program's death.
-        // SAFETY: as below, default action restored by SA_RESETHAND.
-        unsafe { libc::raise(sig) };
+        // As below, default action restored by SA_RESETHAND.
+        crate::platform::sys::raise(sig);
         return;
     }
     // SAFETY: ctx/info come from the kernel for this signal.
@@ -315,8 +314,8 @@ fn on_program_fault(
     if sent || sig == libc::SIGABRT {
         // Sent (kill, raise, abort): nothing re-executes; raise it again with the default
         // action restored.
-        // SAFETY: re-raising with the default action restored.
-        unsafe { libc::raise(sig) };
+        // Re-raising with the default action restored.
+        crate::platform::sys::raise(sig);
     }
 }
 }

@@ -266,8 +266,7 @@ fn head(l: &mut Line, kind: &str) {
     l.key("deployment");
     l.string(s.deployment.as_bytes());
     l.key("pid");
-    // SAFETY: getpid has no preconditions.
-    l.num(unsafe { libc::getpid() } as u64);
+    l.num(crate::platform::sys::getpid() as u64);
 }
 
 fn frames(l: &mut Line, frames: &[u64]) {
