@@ -124,15 +124,22 @@ pub fn main(args: &ReportArgs) -> Result<i32> {
         "first seen",
         "last seen",
     ];
+    // Names come from spool records, which anyone who can write the spool wrote: control
+    // characters (terminal escapes) are shown as U+FFFD.
+    let printable = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    };
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
-                r.module.clone(),
+                printable(&r.module),
                 if r.function.is_empty() {
                     "?".into()
                 } else {
-                    r.function.clone()
+                    printable(&r.function)
                 },
                 r.crash.to_string(),
                 r.hang.to_string(),

@@ -187,6 +187,14 @@ fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
     cmd.args(&args.program[1..]);
     cmd.env("LD_PRELOAD", preload_value(&shim));
     cmd.env(vars::CONFIG, &config);
+    // A fleet store's URL holds a password the program (and the quarantined module in it)
+    // has no use for: the shim only needs the spool. The program sees the URL without it.
+    if let vars::Reports::Url(u) = vars::Reports::from_env() {
+        if let Some(spool) = vars::Reports::Url(u.clone()).spool_dir() {
+            cmd.env(vars::SPOOL, spool);
+            cmd.env(vars::REPORTS, quarantine::reports::redact(&u));
+        }
+    }
     if !args.sets.is_empty() {
         cmd.env(vars::SET, vars::encode_sets(&args.sets));
     }

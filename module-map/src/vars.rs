@@ -28,6 +28,9 @@ pub const PROFILE: &str = "FRACTURE_PROFILE";
 pub const HELPER: &str = "FRACTURE_HELPER";
 /// The fd of an exec-mode helper's queue (shim to its own helper).
 pub const REGION_FD: &str = "FRACTURE_REGION_FD";
+/// Unique per exec of an exec-mode helper: `<ns>-<process>-<env>` (shim to its helper and
+/// its wrapper: valgrind's `%q{FRACTURE_EXEC_ID}`).
+pub const EXEC_ID: &str = "FRACTURE_EXEC_ID";
 /// The program's pid, for an exec-mode helper (shim to its own helper).
 pub const PROGRAM_PID: &str = "FRACTURE_PROGRAM_PID";
 
@@ -45,7 +48,8 @@ pub enum Reports {
 
 /// True when `s` names a PostgreSQL store rather than a file.
 pub fn is_store_url(s: &str) -> bool {
-    s.starts_with("postgresql://") || s.starts_with("postgres://")
+    let scheme = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    scheme("postgresql://") || scheme("postgres://")
 }
 
 /// `$XDG_STATE_HOME/fracture`, else `~/.local/state/fracture`.

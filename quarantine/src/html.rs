@@ -244,8 +244,13 @@ pub fn page(p: &Page) -> String {
                 y + 11.0
             );
         }
+        let lane_of: std::collections::HashMap<&str, usize> = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
         for e in p.events.iter().filter(|e| e.time > 0.0) {
-            let Some(i) = lanes.iter().position(|n| **n == e.module) else {
+            let Some(&i) = lane_of.get(e.module.as_str()) else {
                 continue;
             };
             let x = left + width * (e.time - t0) / span;

@@ -55,7 +55,14 @@ fn valgrind_sample(process: &str, modules: &[(String, String)], spool: &std::pat
         "valgrind".to_string(),
         "-q".into(),
         "--xml=yes".into(),
-        format!("--xml-file={}/valgrind-{process}-%p.xml", spool.display()),
+        // %p and the exec id: pids repeat (in a container, at every start) and valgrind
+        // numbers its findings from 0 in every file, so the file name keys the findings.
+        format!(
+            "--xml-file={}/valgrind-{}-%p-%q{{{}}}.xml",
+            spool.display().to_string().replace('%', "%%"),
+            process.replace('%', "%%").replace('/', "_"),
+            module_map::vars::EXEC_ID
+        ),
         format!(
             "--xml-user-comment=<fracture process=\"{}\">{comment}</fracture>",
             xml_attr(process)

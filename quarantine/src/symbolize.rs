@@ -11,19 +11,39 @@ use std::collections::HashMap;
 
 #[derive(Default)]
 pub struct Symbolizer {
-    /// Per object path: function symbols sorted by address (address, size, name).
-    objects: HashMap<String, Vec<(u64, u64, String)>>,
+    /// Per object, by its canonical path: function symbols sorted by address (address, size,
+    /// name).
+    objects: HashMap<std::path::PathBuf, Vec<(u64, u64, String)>>,
+    /// Path as a record spells it -> canonical path (None: not a file).
+    spelled: HashMap<String, Option<std::path::PathBuf>>,
 }
+
+/// Most objects read in one ingestion, and most spellings of paths remembered: a hostile
+/// spool naming one large library in a million ways (`/usr//lib/x`, `/usr/./lib/x`) reads it
+/// once, and a spool naming a million files reads at most this many.
+const MAX_OBJECTS: usize = 256;
+const MAX_SPELLINGS: usize = 65536;
 
 impl Symbolizer {
     pub fn symbol(&mut self, obj: &str, off: u64) -> Option<String> {
         if obj.is_empty() {
             return None;
         }
+        if !self.spelled.contains_key(obj) {
+            if self.spelled.len() >= MAX_SPELLINGS {
+                return None;
+            }
+            let canon = std::fs::canonicalize(obj).ok();
+            self.spelled.insert(obj.to_string(), canon);
+        }
+        let canon = self.spelled.get(obj)?.clone()?;
+        if !self.objects.contains_key(&canon) && self.objects.len() >= MAX_OBJECTS {
+            return None;
+        }
         let syms = self
             .objects
-            .entry(obj.to_string())
-            .or_insert_with(|| load(obj));
+            .entry(canon.clone())
+            .or_insert_with(|| canon.to_str().map(load).unwrap_or_default());
         let i = syms.partition_point(|s| s.0 <= off);
         let (addr, size, name) = syms.get(i.checked_sub(1)?)?;
         // Past the symbol's end (when its size is known): an anonymous stretch of code.

@@ -14,6 +14,30 @@ pub(super) trait Sink {
     /// Stores the records of one spool file (`spool`: its file name; each record keyed by
     /// its deployment, `spool` and its byte offset), all or none; returns how many were new.
     fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize>;
+
+    /// True when `e` (from [`Sink::store_file`]) says the store refuses the file's contents,
+    /// not that it cannot be reached: then the file is moved aside and the walk goes on,
+    /// instead of one bad file stopping every upload for good.
+    fn refused(&self, _e: &anyhow::Error) -> bool {
+        false
+    }
+}
+
+/// Stores one file's records; a file the store refuses is moved aside with a warning.
+fn store_or_set_aside(
+    sink: &mut dyn Sink,
+    path: &Path,
+    name: &str,
+    records: &[(i64, Record)],
+) -> Result<Option<usize>> {
+    match sink.store_file(name, records) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if sink.refused(&e) => {
+            move_aside(path, &format!("was refused by the store ({e:#})"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Ingests every spool file of `dir` into `sink` (see the module documentation of
@@ -61,7 +85,10 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
             }
             off += nl + 1;
         }
-        st.records += sink.store_file(&name, &records)?;
+        let Some(n) = store_or_set_aside(sink, &f, &name, &records)? else {
+            continue;
+        };
+        st.records += n;
         if writer_gone(&file, data.len()) && std::fs::remove_file(&f).is_ok() {
             st.removed += 1;
         }
@@ -77,7 +104,8 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
     Ok(st)
 }
 
-/// A valgrind file not finished this long after its last write is one whose valgrind died.
+/// A valgrind file not finished this long after its last write, whose valgrind is gone, is
+/// one whose valgrind died.
 const VALGRIND_STALE_S: f64 = 600.0;
 
 /// Valgrind's XML files in the spool (`valgrind-*.xml`, written by the replica of a
@@ -118,7 +146,9 @@ fn ingest_valgrind(
         let time = modified
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
-        let stale = age > VALGRIND_STALE_S;
+        // Dead, not merely quiet: valgrind writes nothing while it finds nothing, so a file
+        // is cut only when it is old and the process it names is gone.
+        let stale = age > VALGRIND_STALE_S && super::valgrind::writer_gone(&data);
         let text = String::from_utf8_lossy(&data);
         let Some(out) = super::valgrind::parse(&text, stale, time, here) else {
             if stale {
@@ -136,7 +166,10 @@ fn ingest_valgrind(
             .into_iter()
             .map(|(id, e)| (id, Record::Event(e)))
             .collect();
-        st.records += sink.store_file(&name, &records)?;
+        let Some(n) = store_or_set_aside(sink, &f, &name, &records)? else {
+            continue;
+        };
+        st.records += n;
         if out.complete && std::fs::remove_file(&f).is_ok() {
             st.removed += 1;
         }

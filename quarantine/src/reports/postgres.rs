@@ -56,18 +56,54 @@ pub struct Pg {
     pub ingested: IngestStats,
 }
 
-/// `url` with the password (if any) replaced by `***`, for messages.
+/// `url` as messages may show it: user, hosts, ports and database from the parsed URL, the
+/// password (in the user part or a `password=` parameter) as `***`, no other parameters.
+/// A URL that does not parse shows only its scheme and host part without any user part.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (a, h),
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let scheme = url.split_once("://").map_or("postgresql", |(s, _)| s);
+    // An '@' in a host: the URL held an unencoded '@' in its password, which the parser
+    // split at the first one; show it the way a URL that does not parse is shown.
+    let parsed = url.parse::<postgres::Config>().ok().filter(|c| {
+        !c.get_hosts()
+            .iter()
+            .any(|h| matches!(h, postgres::config::Host::Tcp(t) if t.contains('@')))
+    });
+    match parsed {
+        Some(c) => {
+            let user = match (c.get_user(), c.get_password().is_some()) {
+                (Some(u), true) => format!("{u}:***@"),
+                (Some(u), false) => format!("{u}@"),
+                (None, true) => ":***@".to_string(),
+                (None, false) => String::new(),
+            };
+            let ports = c.get_ports();
+            let hosts: Vec<String> = c
+                .get_hosts()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let h = match h {
+                        postgres::config::Host::Tcp(h) => h.clone(),
+                        postgres::config::Host::Unix(p) => p.display().to_string(),
+                    };
+                    match ports.get(i).or(ports.first()) {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h,
+                    }
+                })
+                .collect();
+            format!(
+                "{scheme}://{user}{}/{}",
+                hosts.join(","),
+                c.get_dbname().unwrap_or("")
+            )
+        }
+        None => {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}/...")
+        }
     }
 }
 
@@ -98,13 +134,22 @@ impl Pg {
         let name = redact(url);
         let mut config: postgres::Config = url
             .parse()
-            .with_context(|| format!("{name} is not a PostgreSQL URL"))?;
+            .map_err(|_| anyhow::anyhow!("{name} is not a PostgreSQL URL"))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("fracture");
         }
+        // An uploader must never wait for good: a stopped peer holding the same records
+        // (lock_timeout), a statement stuck (statement_timeout), a peer gone silent
+        // (keepalives) each end the upload, and the records stay in the spool.
+        if config.get_options().is_none() {
+            config.options("-c lock_timeout=10000 -c statement_timeout=30000");
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         let t0 = std::time::Instant::now();
         let mut pause = Duration::from_millis(20);
         let client = loop {
@@ -194,6 +239,15 @@ impl Pg {
 }
 
 impl Sink for Pg {
+    fn refused(&self, e: &anyhow::Error) -> bool {
+        // Data exceptions (22: bad text, out of range), integrity (23), program limits (54).
+        e.chain().any(|c| {
+            c.downcast_ref::<postgres::Error>()
+                .and_then(|p| p.code())
+                .is_some_and(|c| ["22", "23", "54"].iter().any(|k| c.code().starts_with(k)))
+        })
+    }
+
     fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
         use postgres::types::{ToSql, Type};
         // Typed statements: each insert is one round trip (no prepare before it).
@@ -320,5 +374,38 @@ impl Source for Pg {
                 clean: r.get(5),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn no_password_survives_redaction_whatever_the_url_looks_like() {
+        for (url, want) in [
+            ("postgresql://u:s3cret@h:5/db", "postgresql://u:***@h:5/db"),
+            ("postgresql://u:p@s3cret@h/db", "postgresql://h/..."),
+            (
+                "postgresql://h/db?password=s3cret",
+                "postgresql://:***@h:5432/db",
+            ),
+            (
+                "postgresql://u@h/db?password=s3cret&application_name=a@b",
+                "postgresql://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h:5432/db"),
+            (
+                "postgresql:///db?host=/run/pg&user=u&password=s3cret",
+                "postgresql://u:***@/run/pg/db",
+            ),
+        ] {
+            let r = redact(url);
+            assert!(!r.contains("s3cret"), "{url} -> {r}");
+            assert_eq!(r, want, "{url}");
+        }
+        // Unparseable: only the host part, never what precedes an '@'.
+        let r = redact("postgresql://u:s3cret@[::1/x?password=s3cret");
+        assert!(!r.contains("s3cret"), "{r}");
     }
 }

@@ -60,6 +60,15 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Text as a store can hold it: PostgreSQL refuses NUL in text (a record holding one would
+/// stop every upload), so it becomes U+FFFD, in SQLite too.
+pub(super) fn clean(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
+}
+
+/// Longest line read as a record: what the shim writes at most (`LINE_MAX` there).
+pub const MAX_LINE: usize = 8192;
+
 /// A count of a `calls` entry: a non-negative integer, else 0.
 fn count(v: &Value, k: &str) -> i64 {
     v.get(k).and_then(Value::as_i64).unwrap_or(0).max(0)
@@ -68,17 +77,19 @@ fn count(v: &Value, k: &str) -> i64 {
 /// The record a spool line holds, or None when it is not a valid record. `deployment`: the
 /// one a record without its own is stamped with (records written before deployments existed).
 pub fn parse(line: &[u8], deployment: &str, sym: &mut Symbolizer) -> Option<Record> {
+    if line.len() > MAX_LINE {
+        return None;
+    }
     let v: Value = serde_json::from_slice(line).ok()?;
     if v.get("v").and_then(Value::as_u64) != Some(1) {
         return None;
     }
     let time = v.get("time").and_then(Value::as_f64)?;
     let pid = v.get("pid").and_then(Value::as_i64).unwrap_or(0);
-    let dep = match s(&v, "deployment") {
+    let dep = clean(match s(&v, "deployment") {
         "" => deployment,
         d => d,
-    }
-    .to_string();
+    });
     match s(&v, "kind") {
         "event" => {
             let outcome = s(&v, "outcome");
@@ -131,34 +142,35 @@ pub fn parse(line: &[u8], deployment: &str, sym: &mut Symbolizer) -> Option<Reco
                 .collect();
             Some(Record::Event(Event {
                 time,
-                program: s(&v, "program").into(),
-                build_id: s(&v, "build_id").into(),
+                program: clean(s(&v, "program")),
+                build_id: clean(s(&v, "build_id")),
                 deployment: dep,
                 pid,
-                process: s(&v, "process").into(),
-                module,
-                function,
+                process: clean(s(&v, "process")),
+                module: clean(&module),
+                function: clean(&function),
                 signal: v.get("signal").and_then(Value::as_i64).unwrap_or(0),
-                fault_addr: s(&v, "fault_addr").into(),
-                outcome: outcome.into(),
-                env: s(&v, "env").into(),
-                detail: s(&v, "detail").into(),
-                frames: Value::Array(frames).to_string(),
-                backtrace: bt.join(" <- "),
+                fault_addr: clean(s(&v, "fault_addr")),
+                outcome: clean(outcome),
+                env: clean(s(&v, "env")),
+                detail: clean(s(&v, "detail")),
+                frames: clean(&Value::Array(frames).to_string()),
+                backtrace: clean(&bt.join(" <- ")),
             }))
         }
         "run" => Some(Record::Run(Run {
             time,
-            program: s(&v, "program").into(),
-            build_id: s(&v, "build_id").into(),
+            program: clean(s(&v, "program")),
+            build_id: clean(s(&v, "build_id")),
             deployment: dep,
             pid,
-            map: s(&v, "map").into(),
-            isolated: v
-                .get("isolated")
-                .cloned()
-                .unwrap_or(Value::Array(vec![]))
-                .to_string(),
+            map: clean(s(&v, "map")),
+            isolated: clean(
+                &v.get("isolated")
+                    .cloned()
+                    .unwrap_or(Value::Array(vec![]))
+                    .to_string(),
+            ),
             exit: v.get("exit").and_then(Value::as_i64),
             calls: v
                 .get("calls")
@@ -167,9 +179,9 @@ pub fn parse(line: &[u8], deployment: &str, sym: &mut Symbolizer) -> Option<Reco
                 .flatten()
                 .filter(|c| c.is_object())
                 .map(|c| Call {
-                    process: s(c, "process").into(),
-                    module: s(c, "module").into(),
-                    function: s(c, "function").into(),
+                    process: clean(s(c, "process")),
+                    module: clean(s(c, "module")),
+                    function: clean(s(c, "function")),
                     calls: count(c, "calls"),
                     crashes: count(c, "crashes"),
                 })

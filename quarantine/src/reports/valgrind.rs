@@ -52,16 +52,64 @@ fn child_text<'a>(n: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
         .trim()
 }
 
-/// True when the frame's object is `object` (a soname, file name or path as the map names
-/// it): the same path, or a file name that starts with the object's (libmagic.so.1.0.0 is
-/// what libmagic.so.1 names).
-fn object_matches(obj: &str, object: &str) -> bool {
-    if obj == object {
-        return true;
+/// True when the valgrind that writes `data` is gone: the `<pid>` the file names has no
+/// `/proc` entry (a file that names none is taken as gone).
+pub fn writer_gone(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&data[..data.len().min(4096)]);
+    let pid = text
+        .split_once("<pid>")
+        .and_then(|(_, r)| r.split_once("</pid>"))
+        .and_then(|(p, _)| p.trim().parse::<u32>().ok());
+    match pid {
+        Some(p) if p > 0 => !std::path::Path::new(&format!("/proc/{p}")).exists(),
+        _ => true,
     }
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    let (o, want) = (base(obj), base(object));
-    !want.is_empty() && o.starts_with(&want)
+}
+
+/// Most modules a file's comment may name, and most frames of one finding read (valgrind's
+/// own limit is 500): a hostile file cannot make charging findings quadratic.
+const MAX_MODULES: usize = 1024;
+const MAX_FRAMES: usize = 500;
+
+/// Modules by the objects they name: a frame's object is a module's when it is the same
+/// path, or when its file name starts with the module object's file name at a `.`
+/// (libmagic.so.1.0.0 is what libmagic.so.1 names); each such prefix is looked up once.
+struct Owners {
+    by_path: std::collections::HashMap<String, String>,
+    by_name: std::collections::HashMap<String, String>,
+}
+
+impl Owners {
+    fn new(modules: &[(String, String)]) -> Owners {
+        let mut o = Owners {
+            by_path: Default::default(),
+            by_name: Default::default(),
+        };
+        for (m, obj) in modules.iter().filter(|(_, obj)| !obj.is_empty()) {
+            o.by_path.entry(obj.clone()).or_insert_with(|| m.clone());
+            let base = obj.rsplit('/').next().unwrap_or(obj);
+            if !base.is_empty() {
+                o.by_name
+                    .entry(base.to_string())
+                    .or_insert_with(|| m.clone());
+            }
+        }
+        o
+    }
+
+    fn of(&self, obj: &str) -> Option<&String> {
+        if let Some(m) = self.by_path.get(obj) {
+            return Some(m);
+        }
+        let base = obj.rsplit('/').next().unwrap_or(obj);
+        let mut end = base.len();
+        loop {
+            if let Some(m) = self.by_name.get(&base[..end]) {
+                return Some(m);
+            }
+            end = base[..end].rfind('.')?;
+        }
+    }
 }
 
 /// Parses one file. `time`: when it was written (its mtime); `deployment`: this host's.
@@ -82,7 +130,11 @@ pub fn parse(text: &str, stale: bool, time: f64, deployment: &str) -> Option<Out
         if n.has_tag_name("usercomment") {
             for f in n.children().filter(|c| c.has_tag_name("fracture")) {
                 out.process = f.attribute("process").unwrap_or("").to_string();
-                for m in f.children().filter(|c| c.has_tag_name("module")) {
+                for m in f
+                    .children()
+                    .filter(|c| c.has_tag_name("module"))
+                    .take(MAX_MODULES)
+                {
                     if let (Some(name), Some(obj)) = (m.attribute("name"), m.attribute("object")) {
                         modules.push((name.to_string(), obj.to_string()));
                     }
@@ -95,6 +147,7 @@ pub fn parse(text: &str, stale: bool, time: f64, deployment: &str) -> Option<Out
             }
         }
     }
+    let owners_map = Owners::new(&modules);
     let build_id = crate::symbolize::build_id(std::path::Path::new(&out.exe)).unwrap_or_default();
     for e in root.children().filter(|c| c.has_tag_name("error")) {
         let unique =
@@ -115,67 +168,66 @@ pub fn parse(text: &str, stale: bool, time: f64, deployment: &str) -> Option<Out
         let frames: Vec<roxmltree::Node> = stack
             .children()
             .filter(|c| c.has_tag_name("frame"))
+            .take(MAX_FRAMES)
             .collect();
-        let owner = |f: &roxmltree::Node| {
-            let obj = child_text(*f, "obj");
-            modules
-                .iter()
-                .find(|(_, o)| object_matches(obj, o))
-                .map(|(m, _)| m.clone())
-        };
+        // Each frame's module, looked up once ("main": none of the comment's modules).
+        let owners: Vec<Option<&String>> = frames
+            .iter()
+            .map(|f| owners_map.of(child_text(*f, "obj")))
+            .collect();
         let Some((module, function)) = frames
             .iter()
-            .find_map(|f| owner(f).map(|m| (m, child_text(*f, "fn").to_string())))
+            .zip(&owners)
+            .find_map(|(f, o)| o.map(|m| (m.clone(), child_text(*f, "fn").to_string())))
         else {
             out.elsewhere += 1;
             continue;
         };
+        let name = |o: &Option<&String>| o.map_or("main", |m| m.as_str()).to_string();
         let json: Vec<serde_json::Value> = frames
             .iter()
-            .map(|f| {
+            .zip(&owners)
+            .map(|(f, o)| {
                 serde_json::json!({
                     "obj": child_text(*f, "obj"),
                     "symbol": child_text(*f, "fn"),
                     "file": child_text(*f, "file"),
                     "line": child_text(*f, "line"),
-                    "module": owner(f).unwrap_or_else(|| "main".into()),
+                    "module": name(o),
                 })
             })
             .collect();
         let backtrace: Vec<String> = frames
             .iter()
-            .map(|f| {
+            .zip(&owners)
+            .map(|(f, o)| {
                 let (file, line) = (child_text(*f, "file"), child_text(*f, "line"));
                 let at = if file.is_empty() {
                     String::new()
                 } else {
                     format!(" ({file}:{line})")
                 };
-                format!(
-                    "{}:{}{at}",
-                    owner(f).unwrap_or_else(|| "main".into()),
-                    child_text(*f, "fn")
-                )
+                format!("{}:{}{at}", name(o), child_text(*f, "fn"))
             })
             .collect();
         out.findings.push((
             unique,
             Event {
                 time,
-                program: out.exe.clone(),
+                program: super::record::clean(&out.exe),
                 build_id: build_id.clone(),
                 deployment: deployment.to_string(),
                 pid: out.pid,
-                process: out.process.clone(),
-                module,
-                function,
+                process: super::record::clean(&out.process),
+                module: super::record::clean(&module),
+                function: super::record::clean(&function),
                 signal: 0,
                 fault_addr: String::new(),
                 outcome: "valgrind".into(),
                 env: "valgrind".into(),
-                detail: format!("{kind}: {what}"),
+                detail: super::record::clean(&format!("{kind}: {what}")),
                 frames: serde_json::Value::Array(json).to_string(),
-                backtrace: backtrace.join(" <- "),
+                backtrace: super::record::clean(&backtrace.join(" <- ")),
             },
         ));
     }
@@ -246,10 +298,16 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(object_matches(
-            "/usr/lib/libmagic.so.1.0.0",
-            "libmagic.so.1"
-        ));
-        assert!(!object_matches("/usr/lib/libfoo.so", ""));
+        let o = Owners::new(&[
+            ("magic".into(), "libmagic.so.1".into()),
+            ("empty".into(), "".into()),
+            ("path".into(), "/opt/x/libp.so".into()),
+        ]);
+        let of = |x: &str| o.of(x).map(String::as_str);
+        assert_eq!(of("/usr/lib/libmagic.so.1.0.0"), Some("magic"));
+        assert_eq!(of("/usr/lib/libmagic.so"), None);
+        assert_eq!(of("/usr/lib/libfoo.so"), None);
+        assert_eq!(of("/opt/x/libp.so"), Some("path"));
+        assert_eq!(of(""), None);
     }
 }

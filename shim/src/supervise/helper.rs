@@ -518,6 +518,15 @@ pub fn exec_plan(rt: &Runtime, k: usize, env_idx: u32, env: &Env) -> ExecPlan {
         set(k2, v.clone().into_bytes());
     }
     set("FRACTURE_HELPER", format!("{k}:{env_idx}").into_bytes());
+    // Unique per exec (pids repeat, in containers at every start): a wrapper can name its
+    // output files with it (a valgrind-slices plan writes `%q{FRACTURE_EXEC_ID}`).
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    set(
+        "FRACTURE_EXEC_ID",
+        format!("{ns}-{k}-{env_idx}").into_bytes(),
+    );
     set("FRACTURE_HELPER_EXE", rt.exe.clone().into_bytes());
     set(
         "FRACTURE_REGION_FD",

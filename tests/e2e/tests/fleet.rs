@@ -596,3 +596,56 @@ fn the_html_report_renders_in_a_real_browser_with_crashes_costs_and_the_plan() {
         .count();
     assert!(dark > 2000, "text: {dark} dark pixels");
 }
+
+#[test]
+fn hostile_spool_lines_neither_block_the_store_nor_reach_the_program_the_password() {
+    let pg = Pg::new("hostile");
+    let t = TempDir::new("fleet-hostile");
+    let d = Deployment::new(&t, "h", &pg.url);
+    std::fs::create_dir_all(&d.spool).unwrap();
+    let rec = |module: &str, pad: usize| {
+        format!(
+            "{{\"v\":1,\"kind\":\"event\",\"time\":2.5,\"program\":\"/bin/x\",\"build_id\":\"\",\"deployment\":\"h\",\"pid\":3,\"process\":\"p\",\"module\":\"{module}\",\"function\":\"f\",\"signal\":11,\"fault_addr\":\"0x0\",\"outcome\":\"crash\",\"env\":\"\",\"detail\":\"{}\",\"frames\":[]}}\n",
+            "x".repeat(pad)
+        )
+    };
+    // A NUL in a name (PostgreSQL refuses NUL in text: once, that stopped every upload), a
+    // line longer than the shim ever writes, and an honest record in a later file.
+    std::fs::write(
+        d.spool.join("1-1.jsonl"),
+        rec("nul\\u0000here", 0) + &rec("long", 9000),
+    )
+    .unwrap();
+    std::fs::write(d.spool.join("2-1.jsonl"), rec("honest", 0)).unwrap();
+    let o = d.fracture(&["sync"]);
+    let out = ok(o);
+    assert!(out.contains("2 new records"), "{out}");
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM events WHERE module = 'honest'"),
+        1
+    );
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM events WHERE module = 'nul\u{fffd}here'"),
+        1
+    );
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM events WHERE module = 'long'"),
+        0
+    );
+    // The program under `fracture run` sees the store without its password (and its spool).
+    let secret = format!("{}", pg.url);
+    let mut c = under(&config("fx-none.yaml"), &[], Path::new("/usr/bin/env"), &[]);
+    d.env(&mut c);
+    c.env_remove("FRACTURE_TEST_POSTGRES");
+    let env = ok(run_with(c, b"", WATCHDOG));
+    assert!(!env.contains(":fracture@"), "{env}");
+    assert!(
+        env.contains("FRACTURE_REPORTS=postgresql://fracture:***@"),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("FRACTURE_SPOOL={}", d.spool.display())),
+        "{env}"
+    );
+    assert!(secret.contains(":fracture@"));
+}

@@ -18,6 +18,8 @@ use super::{obj_of, Runtime, SETUP};
 /// The spool file of this process (-1: not opened yet) and the pid that opened it.
 static SPOOL_FD: AtomicI32 = AtomicI32::new(-1);
 static SPOOL_PID: AtomicI32 = AtomicI32::new(0);
+/// Bytes written to the current spool file.
+static SPOOL_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Longest record, newline included: what one spool line may take.
 pub const LINE_MAX: usize = 8192;
@@ -329,37 +331,72 @@ fn append(rec: &[u8]) {
     let Some(s) = SETUP.get().filter(|s| !s.spool.is_empty()) else {
         return;
     };
-    // SAFETY: plain syscalls on prepared C strings and a local buffer.
+    let pid = crate::platform::sys::getpid();
+    let mut fd = SPOOL_FD.load(Acquire);
+    if fd >= 0
+        && SPOOL_PID.load(Acquire) == pid
+        && SPOOL_BYTES.load(Relaxed) + rec.len() as u64 > ROTATE_AT
+    {
+        // A long-lived process starts a new file past ROTATE_AT, so that no file it writes
+        // grows past what ingesters read (64 MiB). The old descriptor stays open (another
+        // thread may be writing through it; its lock keeps the file until we exit); one
+        // thread wins the switch, the others finish on the old file.
+        if SPOOL_FD.compare_exchange(fd, -1, AcqRel, Acquire).is_ok() {
+            fd = -1;
+        }
+    }
+    if fd < 0 || SPOOL_PID.load(Acquire) != pid {
+        fd = open_spool_file(s, pid);
+        if fd < 0 {
+            return;
+        }
+        SPOOL_BYTES.store(0, Relaxed);
+        SPOOL_FD.store(fd, Release);
+        SPOOL_PID.store(pid, Release);
+    }
+    // SAFETY: writing a caller's buffer to our own spool descriptor.
+    let n = unsafe { libc::write(fd, rec.as_ptr().cast(), rec.len()) };
+    SPOOL_BYTES.fetch_add(n.max(0) as u64, Relaxed);
+}
+
+/// Where a process's spool file is replaced by a new one (32 MiB).
+const ROTATE_AT: u64 = 32 << 20;
+
+/// Creates, locks and names a new spool file of this process (async-signal-safe); -1 when
+/// it cannot.
+fn open_spool_file(s: &super::Setup, pid: i32) -> i32 {
+    // SAFETY: plain syscalls on prepared C strings and local buffers.
     unsafe {
-        let pid = libc::getpid();
-        let mut fd = SPOOL_FD.load(Acquire);
-        if fd < 0 || SPOOL_PID.load(Acquire) != pid {
-            // 0700 / 0600: records hold paths, arguments and addresses (existing directories
-            // keep their mode).
-            for d in &s.dirs {
-                libc::mkdir(d.as_ptr(), 0o700);
-            }
+        // 0700 / 0600: records hold paths, arguments and addresses (existing directories
+        // keep their mode).
+        for d in &s.dirs {
+            libc::mkdir(d.as_ptr(), 0o700);
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+        let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        // Two threads of one process may start a file in the same nanosecond: the second
+        // takes the next one.
+        for bump in 0..8 {
             let mut name = Line::new();
             name.raw(&s.spool);
             name.num(pid as u64);
             name.raw(b"-");
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
-            name.num(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            name.num(ns + bump);
             name.raw(b".jsonl");
             let stem = name.n;
             name.raw(b".new\0");
             if name.over {
-                return;
+                return -1;
             }
             let mut done = Line::new();
             done.raw(&name.b[..stem]);
             done.raw(b"\0");
             // A fresh file of our own: never one that exists (or a symlink planted there).
-            fd = libc::open(
+            let fd = libc::open(
                 name.b.as_ptr().cast(),
                 libc::O_WRONLY
                     | libc::O_CREAT
@@ -370,18 +407,22 @@ fn append(rec: &[u8]) {
                 0o600,
             );
             if fd < 0 {
-                return;
+                if crate::platform::sys::errno() == libc::EEXIST {
+                    continue;
+                }
+                return -1;
             }
             // Held for the life of the process: the ingester deletes the file only when it
             // can take the lock exclusively, i.e. when nobody writes to it any more. The
             // file gets its `.jsonl` name (the only one ingesters read) once locked, so a
-            // spool file without a lock is one whose writer is gone.
+            // spool file without a lock is one whose writer is gone. Where locks do not work
+            // (some network file systems) ingesters cannot take one either, so they store
+            // the file and never remove it.
             libc::flock(fd, libc::LOCK_SH);
             libc::rename(name.b.as_ptr().cast(), done.b.as_ptr().cast());
-            SPOOL_FD.store(fd, Release);
-            SPOOL_PID.store(pid, Release);
+            return fd;
         }
-        libc::write(fd, rec.as_ptr().cast(), rec.len());
+        -1
     }
 }
 
