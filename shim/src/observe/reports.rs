@@ -39,6 +39,7 @@
 #![allow(unsafe_code)]
 
 mod crash;
+mod line;
 mod spool;
 
 use std::ffi::CString;
@@ -50,7 +51,7 @@ pub use crash::{altstack_for_this_thread, pc_sp, scan_stack};
 pub use spool::{event, run_summary, Event};
 // Public as before the split, though no other module names them today.
 #[allow(unused_imports)]
-pub use spool::{Line, LINE_MAX};
+pub use line::{Line, LINE_MAX};
 
 pub use crate::transport::region::MAX_FRAMES;
 // Every `crate::` path of this module is named in this file, which the layering test

@@ -646,5 +646,8 @@ fn hostile_spool_lines_neither_block_the_store_nor_reach_the_program_the_passwor
         env.contains(&format!("FRACTURE_SPOOL={}", d.spool.display())),
         "{env}"
     );
-    assert!(pg.url.contains(":fracture@"), "the test's URL has the password");
+    assert!(
+        pg.url.contains(":fracture@"),
+        "the test's URL has the password"
+    );
 }
