@@ -53,8 +53,7 @@ fn on_load() {
 
 fn emit_fatal(msg: &str) {
     let line = format!("fracture: error: {msg}\n");
-    // SAFETY: writing a local buffer to stderr.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    crate::platform::sys::write_stderr(line.as_bytes());
 }
 
 #[used]

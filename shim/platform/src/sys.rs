@@ -129,6 +129,18 @@ pub fn die_with_parent() {
     }
 }
 
+/// The real-time clock as (seconds, nanoseconds) since the epoch (async-signal-safe, unlike
+/// `SystemTime::now` it is documented to be: `clock_gettime` on a local).
+pub fn realtime() -> (u64, u64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec.max(0) as u64, ts.tv_nsec.max(0) as u64)
+}
+
 /// Raises `sig` in the calling thread (async-signal-safe).
 pub fn raise(sig: i32) {
     // SAFETY: raise has no memory preconditions.

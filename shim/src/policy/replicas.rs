@@ -465,8 +465,8 @@ fn vote(
                 ),
             );
             crate::plan::stats_file::write(rt);
-            // SAFETY: ending the program as configured.
-            unsafe { libc::abort() };
+            // Ending the program as configured.
+            crate::platform::sys::abort();
         }
         OnMismatch::First => {
             warn!(

@@ -56,8 +56,8 @@ impl Peeked {
             if spins < 64 {
                 std::hint::spin_loop();
             } else {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
+                // sched_yield: async-signal-safe, no lock.
+                std::thread::yield_now();
             }
         }
         PeekGuard(self)

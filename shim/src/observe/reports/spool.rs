@@ -36,15 +36,10 @@ pub struct Event<'a> {
 }
 
 fn now(l: &mut Line) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the local timespec; async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    l.num(ts.tv_sec as u64);
+    let (sec, nsec) = crate::platform::sys::realtime();
+    l.num(sec);
     l.raw(b".");
-    let ms = (ts.tv_nsec / 1_000_000) as u64;
+    let ms = nsec / 1_000_000;
     l.raw(&[
         b'0' + (ms / 100) as u8,
         b'0' + (ms / 10 % 10) as u8,
@@ -171,12 +166,8 @@ fn open_spool_file(s: &super::Setup, pid: i32) -> i32 {
         for d in &s.dirs {
             libc::mkdir(d.as_ptr(), 0o700);
         }
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
-        let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let (sec, nsec) = crate::platform::sys::realtime();
+        let ns = sec * 1_000_000_000 + nsec;
         // Two threads of one process may start a file in the same nanosecond: the second
         // takes the next one.
         for bump in 0..8 {
