@@ -536,7 +536,7 @@ pub struct Begun {
 
 /// True when this thread is inside a call of `owner` (serving its nested call): a new call
 /// of it goes on the same channel, and must be waited for before anything else is posted.
-pub fn nested_in(owner: u32) -> bool {
+pub fn nested_in(owner: crate::plan::runtime::Owner) -> bool {
     active_find(owner).is_some()
 }
 
@@ -688,7 +688,10 @@ pub fn death_status(p: &ProcRt) -> i32 {
 
 /// Holds the gate of `p` shared for one call, unless this thread already runs under it (a
 /// nested call, or a replay under the exclusive gate).
-pub fn gate_for(p: &ProcRt, owner: u32) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+pub fn gate_for(
+    p: &ProcRt,
+    owner: crate::plan::runtime::Owner,
+) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
     if crate::call::hooks::replaying() || active_find(owner).is_some() {
         None
     } else {

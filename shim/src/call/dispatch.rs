@@ -78,7 +78,7 @@ pub enum CallError {
 /// One channel this thread is using, innermost last.
 #[derive(Clone, Copy, Default)]
 pub(super) struct Active {
-    pub(super) owner: u32,
+    pub(super) owner: runtime::Owner,
     /// The region (index in `procs`) the channel belongs to: replicas share an owner, not
     /// a region. NO_REGION in a helper, whose peer is the program.
     pub(super) region: u32,
@@ -91,7 +91,7 @@ pub(super) const MAX_DEPTH: usize = 32;
 pub(super) const NO_REGION: u32 = u32::MAX;
 
 thread_local! {
-    static ACTIVE: RefCell<[Active; MAX_DEPTH]> = const { RefCell::new([Active { owner: 0, region: NO_REGION, ch: 0, top: 0 }; MAX_DEPTH]) };
+    static ACTIVE: RefCell<[Active; MAX_DEPTH]> = const { RefCell::new([Active { owner: PROGRAM, region: NO_REGION, ch: 0, top: 0 }; MAX_DEPTH]) };
     pub(super) static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -105,7 +105,7 @@ pub(super) fn active_where(which: impl Fn(&Active) -> bool) -> Option<Active> {
 }
 
 /// The innermost channel this thread uses with a process of `owner` (any of its replicas).
-pub(super) fn active_find(owner: u32) -> Option<Active> {
+pub(super) fn active_find(owner: runtime::Owner) -> Option<Active> {
     active_where(|x| x.owner == owner)
 }
 

@@ -21,23 +21,47 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
-/// Owner of every function under `fracture profile`: routed, but run in the program.
-pub const PROFILED: u32 = u32::MAX;
-/// Owner id of the program itself; helper process k has owner id k + 1 ([`owner_of`]).
-pub const PROGRAM: u32 = 0;
+/// Who runs a function: the program, the map's process k, or nobody but the program while
+/// profiling. The one place that says how process indices and owner ids map to each other
+/// (`k + 1`); the raw `u32` exists only where an atomic holds it ([`Runtime::me`]). The
+/// default is the program.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Owner(u32);
 
-/// The owner id of the map's process `k` (0-based): the one place that says `k + 1`.
-pub const fn owner_of(k: usize) -> u32 {
-    k as u32 + 1
+impl Owner {
+    /// The program itself.
+    pub const PROGRAM: Owner = Owner(0);
+    /// Every function under `fracture profile`: routed, but run in the program.
+    pub const PROFILED: Owner = Owner(u32::MAX);
+
+    /// The owner that is the map's process `k` (0-based).
+    pub const fn of_process(k: usize) -> Owner {
+        Owner(k as u32 + 1)
+    }
+
+    /// The map's process (0-based) this owner is; None for the program and `PROFILED`.
+    pub fn process(self) -> Option<usize> {
+        (self != Owner::PROFILED)
+            .then(|| self.0.checked_sub(1))
+            .flatten()
+            .map(|k| k as usize)
+    }
+
+    /// As an atomic holds it.
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// From what an atomic held ([`Owner::raw`]).
+    pub const fn from_raw(v: u32) -> Owner {
+        Owner(v)
+    }
 }
 
-/// The map's process (0-based) an owner id names; None for the program and `PROFILED`.
-pub fn process_of(owner: u32) -> Option<usize> {
-    (owner != PROFILED)
-        .then(|| owner.checked_sub(1))
-        .flatten()
-        .map(|k| k as usize)
-}
+/// Owner of every function under `fracture profile` ([`Owner::PROFILED`]).
+pub const PROFILED: Owner = Owner::PROFILED;
+/// The program itself ([`Owner::PROGRAM`]).
+pub const PROGRAM: Owner = Owner::PROGRAM;
 
 pub struct FnDesc {
     pub idx: usize,
@@ -46,7 +70,7 @@ pub struct FnDesc {
     pub version: Option<CString>,
     pub module: String,
     pub object: String,
-    pub owner: u32,
+    pub owner: Owner,
     pub layout: Layout,
     pub ret: RetSpec,
     pub pure: bool,
@@ -71,8 +95,8 @@ pub const CB_SLOTS: usize = 32;
 pub struct CbSlot {
     /// The callback type's name (`row`), or `cb` for bare ones.
     pub ty: String,
-    /// Owner id of the process the module runs in: the only one that may call the slot.
-    pub process: u32,
+    /// The process the module runs in: the only one that may call the slot.
+    pub process: Owner,
 }
 
 /// One GOT slot of a mapped function, and its page's protection when it was found.
@@ -125,8 +149,8 @@ pub struct ProcRt {
 
 impl ProcRt {
     /// The owner id of the map's process this region serves (replicas share it).
-    pub fn owner(&self) -> u32 {
-        owner_of(self.primary)
+    pub fn owner(&self) -> Owner {
+        Owner::of_process(self.primary)
     }
 
     fn new(
@@ -277,7 +301,7 @@ pub(crate) fn build(
             .iter()
             .position(|p| p.modules.iter().any(|x| x == &m.name))
         {
-            Some(k) => owner_of(k),
+            Some(k) => Owner::of_process(k),
             None if profiling => PROFILED,
             None => PROGRAM,
         };
@@ -503,7 +527,7 @@ pub(crate) fn build(
         map,
         fns,
         procs,
-        me: AtomicU32::new(PROGRAM),
+        me: AtomicU32::new(PROGRAM.raw()),
         detached: AtomicBool::new(false),
         exe,
         patch_lock: Mutex::new(()),
@@ -530,8 +554,8 @@ impl Runtime {
         self.program_pid.load(Relaxed)
     }
 
-    pub fn me(&self) -> u32 {
-        self.me.load(Relaxed)
+    pub fn me(&self) -> Owner {
+        Owner::from_raw(self.me.load(Relaxed))
     }
 
     /// In a helper: the index of its own region in `procs` (replicas share an owner id).
@@ -549,8 +573,8 @@ impl Runtime {
         &self.map.file
     }
 
-    pub fn proc_of(&self, owner: u32) -> Option<&ProcRt> {
-        process_of(owner).and_then(|k| self.procs.get(k))
+    pub fn proc_of(&self, owner: Owner) -> Option<&ProcRt> {
+        owner.process().and_then(|k| self.procs.get(k))
     }
 
     /// Resolves the real address of every mapped function whose object is loaded now.

@@ -15,7 +15,8 @@ pub fn write(rt: &Runtime) {
         stats::json_str(&rt.exe),
         rt.program_pid()
     ));
-    let mut owners: Vec<(u32, String)> = vec![(PROGRAM, "main".to_string())];
+    let mut owners: Vec<(crate::plan::runtime::Owner, String)> =
+        vec![(PROGRAM, "main".to_string())];
     owners.extend(
         rt.procs
             .iter()
@@ -44,7 +45,7 @@ pub fn write(rt: &Runtime) {
             .proc_of(owner)
             .map(|p| p.pid.load(Relaxed))
             .unwrap_or(rt.program_pid());
-        let replicas: Vec<String> = match crate::plan::runtime::process_of(owner) {
+        let replicas: Vec<String> = match owner.process() {
             Some(k) if rt.replicas_of(k).nth(1).is_some() => rt
                 .replicas_of(k)
                 .map(|p| {
@@ -60,7 +61,7 @@ pub fn write(rt: &Runtime) {
                 .collect(),
             _ => Vec::new(),
         };
-        let pages = crate::plan::runtime::process_of(owner)
+        let pages = owner.process()
             .filter(|&k| {
                 rt.procs
                     .get(k)

@@ -55,7 +55,7 @@ pub fn after_start(rt: &Runtime) {
     let mut data: Vec<(u64, u64, usize)> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for f in &rt.fns {
-        let Some(k) = crate::plan::runtime::process_of(f.owner) else {
+        let Some(k) = f.owner.process() else {
             continue;
         };
         let real = f.real.load(std::sync::atomic::Ordering::Acquire);

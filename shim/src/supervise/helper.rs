@@ -31,7 +31,7 @@ pub fn main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
         // Leaving the child.
         crate::platform::sys::exit_now(70);
     }
-    rt.me.store(rt.procs[k].owner(), SeqCst);
+    rt.me.store(rt.procs[k].owner().raw(), SeqCst);
     rt.my_region.store(k, SeqCst);
     // `memory: on-demand`: the program's ranges, made inaccessible before the first call.
     let programs = crate::supervise::address::helper_side(k);
@@ -582,7 +582,7 @@ pub fn exec_main(rt: &'static Runtime, k: usize, env_idx: u32) -> ! {
     let p = &rt.procs[k];
     let name = std::ffi::CString::new(format!("frac-{}", p.name)).unwrap_or_default();
     crate::platform::sys::set_name(&name);
-    rt.me.store(rt.procs[k].owner(), SeqCst);
+    rt.me.store(rt.procs[k].owner().raw(), SeqCst);
     rt.my_region.store(k, SeqCst);
     rt.program_pid.store(
         std::env::var("FRACTURE_PROGRAM_PID")
