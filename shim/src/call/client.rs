@@ -147,7 +147,11 @@ pub fn client_post(
     let frame_in = &tf;
     // The caller's wait, decided once per call: spin, or sleep with the helper on our CPU.
     let spin = if from_program {
-        f.stats.spin_budget()
+        if crate::call::pages::program::is_on_demand(region) {
+            f.stats.spin_budget_on_demand()
+        } else {
+            f.stats.spin_budget()
+        }
     } else {
         crate::call::colocate::server_spin(SERVER_SPIN)
     };
