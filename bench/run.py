@@ -356,7 +356,7 @@ def main():
     row(f"partition: pairs >10% apart ordered as measured, of {len(pairs)}", float(agree), "",
         "pairs", float(len(pairs)), "all")
 
-    # 7. the fleet: what uploading a run's records to PostgreSQL adds to `fracture run`,
+    # 10. the fleet: what uploading a run's records to PostgreSQL adds to `fracture run`,
     #    paired rounds of one short fx_chat run (p03 isolated) with reports off, to a
     #    PostgreSQL store that is up (the private test server) and to one that is down.
     pg_env = dict(os.environ, PGTEST_PORT="54999", PGTEST_DIR="/tmp/fracture-pg-bench")
