@@ -77,23 +77,7 @@ fn write_html(
 }
 
 fn time(t: f64) -> String {
-    if t <= 0.0 {
-        return "-".into();
-    }
-    let secs = t as i64;
-    let days = secs.div_euclid(86400);
-    let (h, m, s) = (secs.rem_euclid(86400) / 3600, secs % 3600 / 60, secs % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}")
+    quarantine::utc::format(t, true)
 }
 
 pub fn main(args: &ReportArgs) -> Result<i32> {

@@ -10,3 +10,4 @@ pub mod plan;
 pub mod reports;
 pub mod svg;
 pub mod symbolize;
+pub mod utc;

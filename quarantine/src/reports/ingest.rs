@@ -23,6 +23,28 @@ pub(super) trait Sink {
     }
 }
 
+/// The files of the spool directory whose names `want` accepts, in name order (none when it
+/// cannot be read).
+fn spool_files(dir: &Path, want: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| want(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The file name of a spool path, for keys.
+fn name_of(f: &Path) -> String {
+    f.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Stores one file's records; a file the store refuses is moved aside with a warning.
 fn store_or_set_aside(
     sink: &mut dyn Sink,
@@ -44,15 +66,7 @@ fn store_or_set_aside(
 /// `reports`). An error of the store stops the walk: what was not stored stays in the spool.
 pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats> {
     let mut st = IngestStats::default();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(st);
-    };
-    let mut files: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
+    let files = spool_files(dir, |name| name.ends_with(".jsonl"));
     let mut sym = Symbolizer::default();
     let here = module_map::vars::deployment();
     for f in files {
@@ -72,10 +86,7 @@ pub(super) fn ingest_dir(dir: &Path, sink: &mut dyn Sink) -> Result<IngestStats>
             }
         };
         st.files += 1;
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = name_of(&f);
         let mut records = Vec::new();
         let mut off = 0usize;
         while let Some(nl) = data[off..].iter().position(|&b| b == b'\n') {
@@ -117,19 +128,9 @@ fn ingest_valgrind(
     here: &str,
     st: &mut IngestStats,
 ) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut files: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "xml")
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("valgrind-"))
-        })
-        .collect();
-    files.sort();
+    let files = spool_files(dir, |name| {
+        name.starts_with("valgrind-") && name.ends_with(".xml")
+    });
     for f in files {
         let (data, file) = match read_spool_file(&f) {
             SpoolRead::Ok { data, file } => (data, file),
@@ -157,10 +158,7 @@ fn ingest_valgrind(
             continue;
         };
         st.files += 1;
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = name_of(&f);
         let records: Vec<(i64, Record)> = out
             .findings
             .into_iter()
