@@ -189,11 +189,10 @@ fn command(args: &RunArgs, opts: &Options) -> Result<Command> {
     cmd.env(vars::CONFIG, &config);
     // A fleet store's URL holds a password the program (and the quarantined module in it)
     // has no use for: the shim only needs the spool. The program sees the URL without it.
-    if let vars::Reports::Url(u) = vars::Reports::from_env() {
-        if let Some(spool) = vars::Reports::Url(u.clone()).spool_dir() {
-            cmd.env(vars::SPOOL, spool);
-            cmd.env(vars::REPORTS, quarantine::reports::redact(&u));
-        }
+    let reports = vars::Reports::from_env();
+    if let (vars::Reports::Url(u), Some(spool)) = (&reports, reports.spool_dir()) {
+        cmd.env(vars::SPOOL, spool);
+        cmd.env(vars::REPORTS, quarantine::reports::redact(u));
     }
     if !args.sets.is_empty() {
         cmd.env(vars::SET, vars::encode_sets(&args.sets));

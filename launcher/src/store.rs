@@ -3,7 +3,7 @@
 //! at the end of `fracture run`.
 
 use anyhow::{bail, Result};
-use quarantine::reports::{has_events, Pg, Reports, Store};
+use quarantine::reports::{has_events, has_spooled, Pg, Reports, Store};
 use std::ffi::OsString;
 
 /// The stores named with `--db`, or the default one.
@@ -77,10 +77,7 @@ pub fn after_run(pid: u32, early: Early) {
             }
         }
         Reports::Url(u) => {
-            let pending = std::fs::read_dir(&spool).is_ok_and(|mut d| {
-                d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
-            });
-            if !pending {
+            if !has_spooled(&spool) {
                 return;
             }
             let early = early.0.and_then(|h| h.join().ok());

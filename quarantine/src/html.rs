@@ -51,19 +51,7 @@ fn colour(kind: &str) -> &'static str {
 
 /// Text escaped for HTML (and XML inside inline SVG).
 pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
+    crate::xml::escape(s)
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of seconds since the epoch.

@@ -11,3 +11,4 @@ pub mod reports;
 pub mod svg;
 pub mod symbolize;
 pub mod utc;
+pub mod xml;

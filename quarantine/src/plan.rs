@@ -29,14 +29,6 @@ pub enum Strategy {
     },
 }
 
-/// XML-escaped attribute text.
-fn xml_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The `sample` of a process checked under valgrind: two replicas, the second an observer
 /// under valgrind writing XML into the spool, with the process's modules and their objects
 /// in the user comment (so that findings can be charged to them).
@@ -46,8 +38,8 @@ fn valgrind_sample(process: &str, modules: &[(String, String)], spool: &std::pat
         .map(|(m, o)| {
             format!(
                 "<module name=\"{}\" object=\"{}\"/>",
-                xml_attr(m),
-                xml_attr(o)
+                crate::xml::escape(m),
+                crate::xml::escape(o)
             )
         })
         .collect();
@@ -65,7 +57,7 @@ fn valgrind_sample(process: &str, modules: &[(String, String)], spool: &std::pat
         ),
         format!(
             "--xml-user-comment=<fracture process=\"{}\">{comment}</fracture>",
-            xml_attr(process)
+            crate::xml::escape(process)
         ),
         "--leak-check=full".into(),
         "--child-silent-after-fork=yes".into(),

@@ -15,6 +15,7 @@
 //! modules, cycles, self-calls): a failure of the layout crate comes back as an error.
 
 use crate::partition::{Cut, Graph};
+use crate::xml::escape as xml;
 use anyhow::{bail, Result};
 use layout::core::color::Color;
 use layout::core::format::{ClipHandle, RenderBackend};
@@ -480,25 +481,6 @@ fn token(p: &str, kind: char) -> Option<usize> {
 /// `#rrggbb` of a `layout-rs` RGBA colour.
 fn rgb(rgba: u32) -> String {
     format!("#{:06x}", rgba >> 8)
-}
-
-/// `s` as XML character data or attribute value. Characters XML 1.0 cannot hold at all (most
-/// C0 controls, U+FFFE, U+FFFF), even as references, become U+FFFD.
-fn xml(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\t' | '\n' | '\r' => o.push(ch),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 #[cfg(test)]

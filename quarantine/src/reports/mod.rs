@@ -29,7 +29,7 @@ pub use module_map::vars::Reports;
 pub use postgres::{redact, Pg};
 pub use queries::{count_events, module_history, summary, CallRow, EventRow, History, Row, Source};
 pub use record::{parse as parse_record, Call, Event, Record, Run};
-pub use spool::{has_events, spool_dir_of, MAX_SPOOL_FILE};
+pub use spool::{has_events, has_spooled, spool_dir_of, MAX_SPOOL_FILE};
 
 /// Outcomes that mean a module failed (as opposed to `mismatch`, a disagreement, or a
 /// `valgrind` finding).

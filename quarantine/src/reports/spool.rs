@@ -11,6 +11,13 @@ pub fn spool_dir_of(db: &Path) -> PathBuf {
     s.into()
 }
 
+/// True when `spool` holds a spool file (`*.jsonl`) waiting to be stored.
+pub fn has_spooled(spool: &Path) -> bool {
+    std::fs::read_dir(spool).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".jsonl")))
+    })
+}
+
 /// True when a spool file in `spool` that process `pid` wrote (`<pid>-<ns>.jsonl`; a program that
 /// `exec`s keeps its pid) holds an event record: a crash, hang, give-up or mismatch, not only
 /// a run summary. Reads spool files as ingestion does (regular files only, bounded).

@@ -82,6 +82,8 @@ pub struct Posted {
     hint: u32,
     /// Spin yielding the CPU (the serving thread may be on ours).
     yielding: bool,
+    /// A program call into a `memory: on-demand` process (looked up once per call).
+    od: bool,
 }
 
 /// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
@@ -146,8 +148,9 @@ pub fn client_post(
     }
     let frame_in = &tf;
     // The caller's wait, decided once per call: spin, or sleep with the helper on our CPU.
+    let od = from_program && pages::program::is_on_demand(region);
     let spin = if from_program {
-        if crate::call::pages::program::is_on_demand(region) {
+        if od {
             f.stats.spin_budget_on_demand()
         } else {
             f.stats.spin_budget()
@@ -234,11 +237,9 @@ pub fn client_post(
     } else {
         (ch.to_prog(), ch.to_helper())
     };
-    if from_program {
-        if pages::program::is_on_demand(region) {
-            pages::program::send_ahead(region, c, frame_in, &mut m);
-        }
-    } else {
+    if od {
+        pages::program::send_ahead(region, c, frame_in, &mut m);
+    } else if !from_program {
         // A helper's nested call ends its segment: the module's writes go with it.
         pages::helper::end(&mut m);
     }
@@ -262,6 +263,7 @@ pub fn client_post(
         // A helper's `spin_hint` is its work time, not a CPU: nothing to stay on.
         hint: if from_program { spin_hint } else { 0 },
         yielding,
+        od,
     })
 }
 
@@ -276,7 +278,7 @@ pub fn client_wait(
     from_program: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Moved, CallError> {
-    let od = from_program && pages::program::is_on_demand(region);
+    let od = posted.od;
     let r = wait_answer(rt, f, region, posted, frame, from_program, od, stop);
     if od && r.is_err() {
         pages::program::discard(region);
@@ -311,6 +313,7 @@ fn wait_answer(
         spin,
         hint,
         yielding,
+        od: _,
     } = posted;
     let _stay = crate::call::colocate::stay_for(hint);
     let ch = region.channel(c);
