@@ -27,9 +27,9 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
+pub use super::channels::{control, gate_for, helper_gone, pending};
 pub use super::client::{
-    call_finish, call_once, call_post, client_call, control, gate_for, helper_gone, nested_in,
-    pending, set_ret_str, Begun, Moved,
+    call_finish, call_once, call_post, client_call, nested_in, set_ret_str, Begun, Moved,
 };
 pub use super::nested::{
     digests, nested_digest, nested_mark, nested_mode, nested_since, set_seen, take_seen, Nested,

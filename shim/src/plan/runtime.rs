@@ -126,7 +126,7 @@ pub struct ProcRt {
     pub pidfd: AtomicI32,
     /// Bit i set: channel i is free (program side only).
     pub free: AtomicU32,
-    /// Bit i set: channel i is some program thread's own (see `call::client::acquire`).
+    /// Bit i set: channel i is some program thread's own (see `call::channels::acquire`).
     pub claimed: AtomicU32,
     pub spec: module_map::Process,
     /// Calls hold it shared; a restart holds it exclusively while it starts the new helper

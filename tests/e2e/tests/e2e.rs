@@ -20,6 +20,7 @@ mod got_patching;
 mod launcher_cli;
 mod map_errors;
 mod on_demand;
+mod partition;
 mod quarantine;
 mod real_programs;
 mod recovery;

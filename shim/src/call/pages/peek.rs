@@ -307,12 +307,12 @@ fn peek(addr: u64, write: bool) -> bool {
             return false;
         }
     }
-    let c = super::super::client::acquire(p);
+    let c = super::super::channels::acquire(p);
     let mut m = Msg::zeroed();
     m.kind = MSG_PEEK;
     m.gp[0] = page;
     let ok = round_trip(&p.region, c, &m, || {
-        super::super::client::known_dead(p).is_some()
+        super::super::channels::known_dead(p).is_some()
     })
     .is_some_and(|r| r.ret_rax == 1);
     let _g = peeked.lock();
@@ -339,7 +339,7 @@ fn peek(addr: u64, write: bool) -> bool {
             }
         }
     }
-    super::super::client::release(p, c);
+    super::super::channels::release(p, c);
     ok
 }
 
