@@ -82,13 +82,21 @@ pub fn after_run(pid: u32, early: Early) {
             }
             let early = early.0.and_then(|h| h.join().ok());
             let pg = match early {
-                Some(Ok(pg)) if pg.alive() => Ok(pg),
+                Some(Ok(pg)) => Ok(pg),
+                // Reached, then ended by the server (a restart): a new connection.
+                Some(Err(e)) if Pg::ended_by_server(&e) => Pg::connect(u),
                 // Refused or unreachable a moment ago: not tried again (nothing is added to
                 // the run when the store is down).
                 Some(Err(e)) => Err(e),
-                _ => Pg::connect(u),
+                None => Pg::connect(u),
             };
-            if let Err(e) = pg.and_then(|mut pg| pg.ingest(&spool)) {
+            // No "are you there?" round trip first: a connection the server closed while the
+            // program ran fails the upload without storing anything, and a new one retries.
+            let r = pg.and_then(|mut pg| match pg.ingest(&spool) {
+                Err(e) if Pg::lost_connection(&e) => Pg::connect(u)?.ingest(&spool),
+                r => r,
+            });
+            if let Err(e) = r {
                 warn(&e);
             }
         }

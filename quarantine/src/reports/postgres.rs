@@ -182,9 +182,29 @@ impl Pg {
         Ok(())
     }
 
-    /// True while the connection works (it may have been idle for as long as a program ran).
-    pub fn alive(&self) -> bool {
-        self.client.borrow_mut().simple_query("").is_ok()
+    /// True when `e` says the connection is gone, not that the server refused a statement:
+    /// no SQLSTATE (the socket), a connection exception (08) or an operator's intervention
+    /// (57: the backend was terminated, the server restarts). One that sat idle while a
+    /// program ran may have been ended meanwhile, and a new one is worth one try.
+    pub fn lost_connection(e: &anyhow::Error) -> bool {
+        Self::ended_by_server(e)
+            || e.chain().any(|c| {
+                c.downcast_ref::<postgres::Error>().is_some_and(|p| {
+                    p.code()
+                        .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57"))
+                })
+            })
+    }
+
+    /// True when `e` says a server that was reached ended the connection (it was closed, or
+    /// the backend terminated): unlike a refused or unreachable server, one that may well
+    /// take a new connection at once.
+    pub fn ended_by_server(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            c.downcast_ref::<postgres::Error>().is_some_and(|p| {
+                p.is_closed() || p.code().is_some_and(|c| c.code().starts_with("57"))
+            })
+        })
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -219,23 +239,6 @@ impl Pg {
         tx.commit()?;
         Ok(())
     }
-
-    /// Runs `f` in a transaction, again after a deadlock or serialization failure.
-    fn with_tx<T>(
-        &mut self,
-        mut f: impl FnMut(&mut postgres::Transaction) -> Result<T, postgres::Error>,
-    ) -> Result<T> {
-        let c = self.client.get_mut();
-        let mut tries = 0;
-        loop {
-            let mut tx = c.transaction()?;
-            match f(&mut tx).and_then(|v| tx.commit().map(|()| v)) {
-                Ok(v) => return Ok(v),
-                Err(e) if transient(&e) && tries < 10 => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
 }
 
 impl Sink for Pg {
@@ -250,80 +253,142 @@ impl Sink for Pg {
 
     fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
         use postgres::types::{ToSql, Type};
-        // Typed statements: each insert is one round trip (no prepare before it).
-        const EVENT: &str = "INSERT INTO events (deployment, spool, \"offset\", time, program,
-               build_id, pid, process, module, function, signal, fault_addr, outcome, env, detail,
-               frames, backtrace)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (deployment, spool, \"offset\") DO NOTHING";
-        const RUN: &str =
-            "INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id,
-               pid, map, isolated, exit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING id";
-        const CALL: &str = "INSERT INTO run_calls (run, process, module, function, calls, crashes)
-             VALUES ($1, $2, $3, $4, $5, $6)";
-        let (t, i, f) = (Type::TEXT, Type::INT8, Type::FLOAT8);
-        self.with_tx(|tx| {
-            let mut new = 0;
-            for (off, r) in records {
-                match r {
-                    Record::Event(e) => {
-                        let p: [(&(dyn ToSql + Sync), Type); 17] = [
-                            (&e.deployment, t.clone()),
-                            (&spool, t.clone()),
-                            (off, i.clone()),
-                            (&e.time, f.clone()),
-                            (&e.program, t.clone()),
-                            (&e.build_id, t.clone()),
-                            (&e.pid, i.clone()),
-                            (&e.process, t.clone()),
-                            (&e.module, t.clone()),
-                            (&e.function, t.clone()),
-                            (&e.signal, i.clone()),
-                            (&e.fault_addr, t.clone()),
-                            (&e.outcome, t.clone()),
-                            (&e.env, t.clone()),
-                            (&e.detail, t.clone()),
-                            (&e.frames, t.clone()),
-                            (&e.backtrace, t.clone()),
-                        ];
-                        new += tx.execute_typed(EVENT, &p)? as usize;
-                    }
-                    Record::Run(r) => {
-                        let p: [(&(dyn ToSql + Sync), Type); 10] = [
-                            (&r.deployment, t.clone()),
-                            (&spool, t.clone()),
-                            (off, i.clone()),
-                            (&r.time, f.clone()),
-                            (&r.program, t.clone()),
-                            (&r.build_id, t.clone()),
-                            (&r.pid, i.clone()),
-                            (&r.map, t.clone()),
-                            (&r.isolated, t.clone()),
-                            (&r.exit, i.clone()),
-                        ];
-                        let rows = tx.query_typed(RUN, &p)?;
-                        if let Some(row) = rows.first() {
-                            new += 1;
-                            let id: i64 = row.get(0);
-                            for c in &r.calls {
-                                let p: [(&(dyn ToSql + Sync), Type); 6] = [
-                                    (&id, i.clone()),
-                                    (&c.process, t.clone()),
-                                    (&c.module, t.clone()),
-                                    (&c.function, t.clone()),
-                                    (&c.calls, i.clone()),
-                                    (&c.crashes, i.clone()),
-                                ];
-                                tx.execute_typed(CALL, &p)?;
-                            }
-                        }
-                    }
+        // One statement for the whole file, so one round trip (an upload sits on the path of
+        // `fracture run`'s exit), and atomic without a transaction around it: the file's
+        // events and runs as arrays, the runs' calls joined to the runs actually inserted (a
+        // run already stored keeps its calls once).
+        const FILE: &str = "WITH e AS (
+               INSERT INTO events (deployment, spool, \"offset\", time, program, build_id, pid,
+                 process, module, function, signal, fault_addr, outcome, env, detail, frames,
+                 backtrace)
+               SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.process,
+                 u.module, u.function, u.signal, u.fault_addr, u.outcome, u.env, u.detail,
+                 u.frames, u.backtrace
+               FROM unnest($2::text[], $3::int8[], $4::float8[], $5::text[], $6::text[],
+                 $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[],
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+                 AS u(deployment, off, time, program, build_id, pid, process, module, function,
+                   signal, fault_addr, outcome, env, detail, frames, backtrace)
+               ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING 1),
+             r AS (
+               INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id, pid, map,
+                 isolated, exit)
+               SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.map,
+                 u.isolated, u.exit
+               FROM unnest($18::text[], $19::int8[], $20::float8[], $21::text[], $22::text[],
+                 $23::int8[], $24::text[], $25::text[], $26::int8[])
+                 AS u(deployment, off, time, program, build_id, pid, map, isolated, exit)
+               ON CONFLICT (deployment, spool, \"offset\") DO NOTHING
+               RETURNING id, \"offset\"),
+             c AS (
+               INSERT INTO run_calls (run, process, module, function, calls, crashes)
+               SELECT r.id, u.process, u.module, u.function, u.calls, u.crashes
+               FROM r JOIN unnest($27::int8[], $28::text[], $29::text[], $30::text[],
+                 $31::int8[], $32::int8[])
+                 AS u(off, process, module, function, calls, crashes) ON u.off = r.\"offset\"
+               RETURNING 1)
+           SELECT (SELECT COUNT(*) FROM e) + (SELECT COUNT(*) FROM r)";
+        let events: Vec<(i64, &super::record::Event)> = records
+            .iter()
+            .filter_map(|(o, r)| match r {
+                Record::Event(e) => Some((*o, e)),
+                Record::Run(_) => None,
+            })
+            .collect();
+        let runs: Vec<(i64, &super::record::Run)> = records
+            .iter()
+            .filter_map(|(o, r)| match r {
+                Record::Run(r) => Some((*o, r)),
+                Record::Event(_) => None,
+            })
+            .collect();
+        let texts = |f: &dyn Fn(&super::record::Event) -> &str| -> Vec<&str> {
+            events.iter().map(|(_, e)| f(e)).collect()
+        };
+        let e_dep = texts(&|e| &e.deployment);
+        let e_off: Vec<i64> = events.iter().map(|(o, _)| *o).collect();
+        let e_time: Vec<f64> = events.iter().map(|(_, e)| e.time).collect();
+        let e_prog = texts(&|e| &e.program);
+        let e_build = texts(&|e| &e.build_id);
+        let e_pid: Vec<i64> = events.iter().map(|(_, e)| e.pid).collect();
+        let e_proc = texts(&|e| &e.process);
+        let e_mod = texts(&|e| &e.module);
+        let e_fn = texts(&|e| &e.function);
+        let e_sig: Vec<i64> = events.iter().map(|(_, e)| e.signal).collect();
+        let e_addr = texts(&|e| &e.fault_addr);
+        let e_out = texts(&|e| &e.outcome);
+        let e_env = texts(&|e| &e.env);
+        let e_detail = texts(&|e| &e.detail);
+        let e_frames = texts(&|e| &e.frames);
+        let e_bt = texts(&|e| &e.backtrace);
+        let r_dep: Vec<&str> = runs.iter().map(|(_, r)| r.deployment.as_str()).collect();
+        let r_off: Vec<i64> = runs.iter().map(|(o, _)| *o).collect();
+        let r_time: Vec<f64> = runs.iter().map(|(_, r)| r.time).collect();
+        let r_prog: Vec<&str> = runs.iter().map(|(_, r)| r.program.as_str()).collect();
+        let r_build: Vec<&str> = runs.iter().map(|(_, r)| r.build_id.as_str()).collect();
+        let r_pid: Vec<i64> = runs.iter().map(|(_, r)| r.pid).collect();
+        let r_map: Vec<&str> = runs.iter().map(|(_, r)| r.map.as_str()).collect();
+        let r_iso: Vec<&str> = runs.iter().map(|(_, r)| r.isolated.as_str()).collect();
+        let r_exit: Vec<Option<i64>> = runs.iter().map(|(_, r)| r.exit).collect();
+        let calls: Vec<(i64, &super::record::Call)> = runs
+            .iter()
+            .flat_map(|(o, r)| r.calls.iter().map(move |c| (*o, c)))
+            .collect();
+        let c_off: Vec<i64> = calls.iter().map(|(o, _)| *o).collect();
+        let c_proc: Vec<&str> = calls.iter().map(|(_, c)| c.process.as_str()).collect();
+        let c_mod: Vec<&str> = calls.iter().map(|(_, c)| c.module.as_str()).collect();
+        let c_fn: Vec<&str> = calls.iter().map(|(_, c)| c.function.as_str()).collect();
+        let c_calls: Vec<i64> = calls.iter().map(|(_, c)| c.calls).collect();
+        let c_crashes: Vec<i64> = calls.iter().map(|(_, c)| c.crashes).collect();
+        let (t, i, f) = (Type::TEXT_ARRAY, Type::INT8_ARRAY, Type::FLOAT8_ARRAY);
+        let p: [(&(dyn ToSql + Sync), Type); 32] = [
+            (&spool, Type::TEXT),
+            (&e_dep, t.clone()),
+            (&e_off, i.clone()),
+            (&e_time, f.clone()),
+            (&e_prog, t.clone()),
+            (&e_build, t.clone()),
+            (&e_pid, i.clone()),
+            (&e_proc, t.clone()),
+            (&e_mod, t.clone()),
+            (&e_fn, t.clone()),
+            (&e_sig, i.clone()),
+            (&e_addr, t.clone()),
+            (&e_out, t.clone()),
+            (&e_env, t.clone()),
+            (&e_detail, t.clone()),
+            (&e_frames, t.clone()),
+            (&e_bt, t.clone()),
+            (&r_dep, t.clone()),
+            (&r_off, i.clone()),
+            (&r_time, f.clone()),
+            (&r_prog, t.clone()),
+            (&r_build, t.clone()),
+            (&r_pid, i.clone()),
+            (&r_map, t.clone()),
+            (&r_iso, t.clone()),
+            (&r_exit, i.clone()),
+            (&c_off, i.clone()),
+            (&c_proc, t.clone()),
+            (&c_mod, t.clone()),
+            (&c_fn, t.clone()),
+            (&c_calls, i.clone()),
+            (&c_crashes, i.clone()),
+        ];
+        let c = self.client.get_mut();
+        let mut tries = 0;
+        loop {
+            match c.query_typed(FILE, &p) {
+                Ok(rows) => {
+                    let n: i64 = rows.first().map_or(0, |r| r.get(0));
+                    return Ok(n as usize);
                 }
+                // A deadlock or serialization failure with a concurrent uploader: the
+                // statement stored nothing, so it is simply sent again.
+                Err(e) if transient(&e) && tries < 10 => tries += 1,
+                Err(e) => return Err(e.into()),
             }
-            Ok(new)
-        })
+        }
     }
 }
 

@@ -651,3 +651,54 @@ fn hostile_spool_lines_neither_block_the_store_nor_reach_the_program_the_passwor
         "the test's URL has the password"
     );
 }
+
+// The upload used to ask the early connection "are you there?" before using it: one more
+// round trip on every run's exit. Now it goes straight to the upload, and a connection the
+// server dropped while the program ran must still cost no record: a new one takes over.
+#[test]
+fn a_connection_the_server_dropped_during_the_run_is_replaced_and_nothing_is_lost() {
+    use std::io::Write;
+    let pg = Pg::new("dropped");
+    let t = TempDir::new("fleet-dropped");
+    let d = Deployment::new(&t, "web-9", &pg.url);
+    let input = chat_input(40, true);
+    let plain_out = run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG);
+    let mut c = under(&config("chat.yaml"), &[], &fixture("fx_chat"), &[]);
+    d.env(&mut c);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The launcher's early connection is made and idle while the program waits for its
+    // input; the server then ends it, as a restart or an idle timeout would.
+    let mut admin = postgres::Client::connect(&pg.admin, postgres::NoTls).unwrap();
+    let seen = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'fracture' \
+                AND datname = $1 AND state = 'idle'";
+    let t0 = std::time::Instant::now();
+    while admin.query_one(seen, &[&pg.name]).unwrap().get::<_, i64>(0) == 0 {
+        assert!(t0.elapsed() < WATCHDOG, "no early connection to the store");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ended: i64 = admin
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'fracture' AND datname = $1) t",
+            &[&pg.name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1);
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), shell_status(&plain_out.status));
+    assert_eq!(stdout(&o), stdout(&plain_out));
+    assert!(!stderr(&o).contains("stay in the spool"), "{}", stderr(&o));
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM events"),
+        1,
+        "the crash is stored"
+    );
+    assert_eq!(d.spooled(), 0);
+}
