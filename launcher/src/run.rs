@@ -129,8 +129,10 @@ pub fn run_with(args: &RunArgs, opts: &Options) -> Result<i32> {
     })?;
     crate::reaper::become_subreaper();
     let prog = Path::new(cmd.get_program()).to_path_buf();
-    let mut child = cmd.spawn().map_err(|e| not_started(&prog, &e))?;
+    // The store's connection is made while the program runs (from before its exec: the
+    // connection and authentication take a few ms that a short run cannot hide).
     let store = crate::store::connect_early();
+    let mut child = cmd.spawn().map_err(|e| not_started(&prog, &e))?;
     if let (Some(input), Some(mut w)) = (opts.stdin.clone(), child.stdin.take()) {
         // A writer thread, so a program that does not read its input cannot block us.
         std::thread::spawn(move || {
