@@ -44,7 +44,12 @@ pub fn connect_early() -> Early {
         Reports::Url(u) => Early(
             std::thread::Builder::new()
                 .name("fracture-store".into())
-                .spawn(move || Pg::connect(&u))
+                .spawn(move || {
+                    Pg::connect(&u).map(|mut pg| {
+                        pg.warm();
+                        pg
+                    })
+                })
                 .ok(),
         ),
         _ => Early(None),
@@ -92,9 +97,16 @@ pub fn after_run(pid: u32, early: Early) {
             };
             // No "are you there?" round trip first: a connection the server closed while the
             // program ran fails the upload without storing anything, and a new one retries.
-            let r = pg.and_then(|mut pg| match pg.ingest(&spool) {
-                Err(e) if Pg::lost_connection(&e) => Pg::connect(u)?.ingest(&spool),
-                r => r,
+            let r = pg.and_then(|mut pg| {
+                let r = match pg.ingest(&spool) {
+                    Err(e) if Pg::lost_connection(&e) => Pg::connect(u)?.ingest(&spool),
+                    r => r,
+                };
+                // The process ends right after: no goodbye to the server and no shutdown of
+                // the client's I/O thread (a millisecond here); the socket closes with us,
+                // which a server takes silently from an idle connection.
+                std::mem::forget(pg);
+                r
             });
             if let Err(e) = r {
                 warn(&e);

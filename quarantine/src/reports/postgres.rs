@@ -49,8 +49,92 @@ const MIGRATION_LOCK: i64 = 0x6672_6163;
 /// How long a connection attempt may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// One statement for the whole file, so one round trip (an upload sits on the path of
+/// `fracture run`'s exit), and atomic without a transaction around it: the file's
+/// events and runs as arrays, the runs' calls joined to the runs actually inserted (a
+/// run already stored keeps its calls once).
+pub(super) const UPLOAD: &str = "WITH e AS (
+       INSERT INTO events (deployment, spool, \"offset\", time, program, build_id, pid,
+         process, module, function, signal, fault_addr, outcome, env, detail, frames,
+         backtrace)
+       SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.process,
+         u.module, u.function, u.signal, u.fault_addr, u.outcome, u.env, u.detail,
+         u.frames, u.backtrace
+       FROM unnest($2::text[], $3::int8[], $4::float8[], $5::text[], $6::text[],
+         $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[],
+         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+         AS u(deployment, off, time, program, build_id, pid, process, module, function,
+           signal, fault_addr, outcome, env, detail, frames, backtrace)
+       ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING 1),
+     r AS (
+       INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id, pid, map,
+         isolated, exit)
+       SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.map,
+         u.isolated, u.exit
+       FROM unnest($18::text[], $19::int8[], $20::float8[], $21::text[], $22::text[],
+         $23::int8[], $24::text[], $25::text[], $26::int8[])
+         AS u(deployment, off, time, program, build_id, pid, map, isolated, exit)
+       ON CONFLICT (deployment, spool, \"offset\") DO NOTHING
+       RETURNING id, \"offset\"),
+     c AS (
+       INSERT INTO run_calls (run, process, module, function, calls, crashes)
+       SELECT r.id, u.process, u.module, u.function, u.calls, u.crashes
+       FROM r JOIN unnest($27::int8[], $28::text[], $29::text[], $30::text[],
+         $31::int8[], $32::int8[])
+         AS u(off, process, module, function, calls, crashes) ON u.off = r.\"offset\"
+       RETURNING 1)
+   SELECT (SELECT COUNT(*) FROM e) + (SELECT COUNT(*) FROM r)";
+
+/// The parameter types of [`UPLOAD`], in order.
+fn upload_types() -> [postgres::types::Type; 32] {
+    use postgres::types::Type;
+    let (t, i, f) = (Type::TEXT_ARRAY, Type::INT8_ARRAY, Type::FLOAT8_ARRAY);
+    [
+        Type::TEXT,
+        // events: deployment, offset, time, program, build_id, pid, process, module,
+        // function, signal, fault_addr, outcome, env, detail, frames, backtrace
+        t.clone(),
+        i.clone(),
+        f.clone(),
+        t.clone(),
+        t.clone(),
+        i.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        i.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        // runs: deployment, offset, time, program, build_id, pid, map, isolated, exit
+        t.clone(),
+        i.clone(),
+        f.clone(),
+        t.clone(),
+        t.clone(),
+        i.clone(),
+        t.clone(),
+        t.clone(),
+        i.clone(),
+        // run calls: run offset, process, module, function, calls, crashes
+        i.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        i.clone(),
+        i,
+    ]
+}
+
 pub struct Pg {
     client: RefCell<postgres::Client>,
+    /// [`UPLOAD`], prepared as soon as the connection is made: parsing it loads the tables'
+    /// catalog entries into a fresh backend (milliseconds), which `fracture run` does while
+    /// the program runs, not on its exit path.
+    upload: postgres::Statement,
     /// The URL without its password.
     pub name: String,
     pub ingested: IngestStats,
@@ -165,14 +249,35 @@ impl Pg {
                 }
             }
         };
-        let mut pg = Pg {
+        let mut client = client;
+        migrate(&mut client).with_context(|| format!("{name} is not a fracture report store"))?;
+        let upload = client
+            .prepare_typed(UPLOAD, &upload_types())
+            .with_context(|| format!("{name} is not a fracture report store"))?;
+        Ok(Pg {
             client: RefCell::new(client),
+            upload,
             name,
             ingested: IngestStats::default(),
-        };
-        pg.migrate()
-            .with_context(|| format!("{} is not a fracture report store", pg.name))?;
-        Ok(pg)
+        })
+    }
+
+    /// Runs the upload statement once with nothing to store: a fresh backend plans it and
+    /// opens the tables (about a millisecond here), which `fracture run` has done while the
+    /// program ran instead of on its exit path. Errors are left to the upload itself.
+    pub fn warm(&mut self) {
+        let run = Record::Run(super::record::Run {
+            calls: vec![super::record::Call::default()],
+            ..Default::default()
+        });
+        let upload = &self.upload;
+        let c = self.client.get_mut();
+        // A run and a call, stored and taken back: the indexes and the foreign key's check
+        // are warmed too (the identity values it drew are skipped, which is harmless).
+        if let Ok(mut tx) = c.transaction() {
+            let _ = upload_file(&mut tx, upload, "", &[(0, run)]);
+            let _ = tx.rollback();
+        }
     }
 
     /// Moves the spool at `dir` into the store (what it did: [`Pg::ingested`]).
@@ -206,9 +311,11 @@ impl Pg {
             })
         })
     }
+}
 
-    fn migrate(&mut self) -> Result<()> {
-        let c = self.client.get_mut();
+/// Applies the migrations the store lacks.
+fn migrate(c: &mut postgres::Client) -> Result<()> {
+    {
         // The usual case, one round trip: the store is up to date (a missing table is an
         // error here, and then the locked path below creates it).
         if let Ok(row) = c.query_one("SELECT MAX(version) FROM fracture_schema", &[]) {
@@ -252,142 +359,88 @@ impl Sink for Pg {
     }
 
     fn store_file(&mut self, spool: &str, records: &[(i64, Record)]) -> Result<usize> {
-        use postgres::types::{ToSql, Type};
-        // One statement for the whole file, so one round trip (an upload sits on the path of
-        // `fracture run`'s exit), and atomic without a transaction around it: the file's
-        // events and runs as arrays, the runs' calls joined to the runs actually inserted (a
-        // run already stored keeps its calls once).
-        const FILE: &str = "WITH e AS (
-               INSERT INTO events (deployment, spool, \"offset\", time, program, build_id, pid,
-                 process, module, function, signal, fault_addr, outcome, env, detail, frames,
-                 backtrace)
-               SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.process,
-                 u.module, u.function, u.signal, u.fault_addr, u.outcome, u.env, u.detail,
-                 u.frames, u.backtrace
-               FROM unnest($2::text[], $3::int8[], $4::float8[], $5::text[], $6::text[],
-                 $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
-                 AS u(deployment, off, time, program, build_id, pid, process, module, function,
-                   signal, fault_addr, outcome, env, detail, frames, backtrace)
-               ON CONFLICT (deployment, spool, \"offset\") DO NOTHING RETURNING 1),
-             r AS (
-               INSERT INTO runs (deployment, spool, \"offset\", time, program, build_id, pid, map,
-                 isolated, exit)
-               SELECT u.deployment, $1, u.off, u.time, u.program, u.build_id, u.pid, u.map,
-                 u.isolated, u.exit
-               FROM unnest($18::text[], $19::int8[], $20::float8[], $21::text[], $22::text[],
-                 $23::int8[], $24::text[], $25::text[], $26::int8[])
-                 AS u(deployment, off, time, program, build_id, pid, map, isolated, exit)
-               ON CONFLICT (deployment, spool, \"offset\") DO NOTHING
-               RETURNING id, \"offset\"),
-             c AS (
-               INSERT INTO run_calls (run, process, module, function, calls, crashes)
-               SELECT r.id, u.process, u.module, u.function, u.calls, u.crashes
-               FROM r JOIN unnest($27::int8[], $28::text[], $29::text[], $30::text[],
-                 $31::int8[], $32::int8[])
-                 AS u(off, process, module, function, calls, crashes) ON u.off = r.\"offset\"
-               RETURNING 1)
-           SELECT (SELECT COUNT(*) FROM e) + (SELECT COUNT(*) FROM r)";
-        let events: Vec<(i64, &super::record::Event)> = records
-            .iter()
-            .filter_map(|(o, r)| match r {
-                Record::Event(e) => Some((*o, e)),
-                Record::Run(_) => None,
-            })
-            .collect();
-        let runs: Vec<(i64, &super::record::Run)> = records
-            .iter()
-            .filter_map(|(o, r)| match r {
-                Record::Run(r) => Some((*o, r)),
-                Record::Event(_) => None,
-            })
-            .collect();
-        let texts = |f: &dyn Fn(&super::record::Event) -> &str| -> Vec<&str> {
-            events.iter().map(|(_, e)| f(e)).collect()
-        };
-        let e_dep = texts(&|e| &e.deployment);
-        let e_off: Vec<i64> = events.iter().map(|(o, _)| *o).collect();
-        let e_time: Vec<f64> = events.iter().map(|(_, e)| e.time).collect();
-        let e_prog = texts(&|e| &e.program);
-        let e_build = texts(&|e| &e.build_id);
-        let e_pid: Vec<i64> = events.iter().map(|(_, e)| e.pid).collect();
-        let e_proc = texts(&|e| &e.process);
-        let e_mod = texts(&|e| &e.module);
-        let e_fn = texts(&|e| &e.function);
-        let e_sig: Vec<i64> = events.iter().map(|(_, e)| e.signal).collect();
-        let e_addr = texts(&|e| &e.fault_addr);
-        let e_out = texts(&|e| &e.outcome);
-        let e_env = texts(&|e| &e.env);
-        let e_detail = texts(&|e| &e.detail);
-        let e_frames = texts(&|e| &e.frames);
-        let e_bt = texts(&|e| &e.backtrace);
-        let r_dep: Vec<&str> = runs.iter().map(|(_, r)| r.deployment.as_str()).collect();
-        let r_off: Vec<i64> = runs.iter().map(|(o, _)| *o).collect();
-        let r_time: Vec<f64> = runs.iter().map(|(_, r)| r.time).collect();
-        let r_prog: Vec<&str> = runs.iter().map(|(_, r)| r.program.as_str()).collect();
-        let r_build: Vec<&str> = runs.iter().map(|(_, r)| r.build_id.as_str()).collect();
-        let r_pid: Vec<i64> = runs.iter().map(|(_, r)| r.pid).collect();
-        let r_map: Vec<&str> = runs.iter().map(|(_, r)| r.map.as_str()).collect();
-        let r_iso: Vec<&str> = runs.iter().map(|(_, r)| r.isolated.as_str()).collect();
-        let r_exit: Vec<Option<i64>> = runs.iter().map(|(_, r)| r.exit).collect();
-        let calls: Vec<(i64, &super::record::Call)> = runs
-            .iter()
-            .flat_map(|(o, r)| r.calls.iter().map(move |c| (*o, c)))
-            .collect();
-        let c_off: Vec<i64> = calls.iter().map(|(o, _)| *o).collect();
-        let c_proc: Vec<&str> = calls.iter().map(|(_, c)| c.process.as_str()).collect();
-        let c_mod: Vec<&str> = calls.iter().map(|(_, c)| c.module.as_str()).collect();
-        let c_fn: Vec<&str> = calls.iter().map(|(_, c)| c.function.as_str()).collect();
-        let c_calls: Vec<i64> = calls.iter().map(|(_, c)| c.calls).collect();
-        let c_crashes: Vec<i64> = calls.iter().map(|(_, c)| c.crashes).collect();
-        let (t, i, f) = (Type::TEXT_ARRAY, Type::INT8_ARRAY, Type::FLOAT8_ARRAY);
-        let p: [(&(dyn ToSql + Sync), Type); 32] = [
-            (&spool, Type::TEXT),
-            (&e_dep, t.clone()),
-            (&e_off, i.clone()),
-            (&e_time, f.clone()),
-            (&e_prog, t.clone()),
-            (&e_build, t.clone()),
-            (&e_pid, i.clone()),
-            (&e_proc, t.clone()),
-            (&e_mod, t.clone()),
-            (&e_fn, t.clone()),
-            (&e_sig, i.clone()),
-            (&e_addr, t.clone()),
-            (&e_out, t.clone()),
-            (&e_env, t.clone()),
-            (&e_detail, t.clone()),
-            (&e_frames, t.clone()),
-            (&e_bt, t.clone()),
-            (&r_dep, t.clone()),
-            (&r_off, i.clone()),
-            (&r_time, f.clone()),
-            (&r_prog, t.clone()),
-            (&r_build, t.clone()),
-            (&r_pid, i.clone()),
-            (&r_map, t.clone()),
-            (&r_iso, t.clone()),
-            (&r_exit, i.clone()),
-            (&c_off, i.clone()),
-            (&c_proc, t.clone()),
-            (&c_mod, t.clone()),
-            (&c_fn, t.clone()),
-            (&c_calls, i.clone()),
-            (&c_crashes, i.clone()),
-        ];
-        let c = self.client.get_mut();
-        let mut tries = 0;
-        loop {
-            match c.query_typed(FILE, &p) {
-                Ok(rows) => {
-                    let n: i64 = rows.first().map_or(0, |r| r.get(0));
-                    return Ok(n as usize);
-                }
-                // A deadlock or serialization failure with a concurrent uploader: the
-                // statement stored nothing, so it is simply sent again.
-                Err(e) if transient(&e) && tries < 10 => tries += 1,
-                Err(e) => return Err(e.into()),
+        upload_file(self.client.get_mut(), &self.upload, spool, records)
+    }
+}
+
+/// Stores one spool file's records with the prepared [`UPLOAD`] on `c` (a connection or a
+/// transaction); returns how many were new.
+fn upload_file<C: postgres::GenericClient>(
+    c: &mut C,
+    upload: &postgres::Statement,
+    spool: &str,
+    records: &[(i64, Record)],
+) -> Result<usize> {
+    use postgres::types::ToSql;
+    let events: Vec<(i64, &super::record::Event)> = records
+        .iter()
+        .filter_map(|(o, r)| match r {
+            Record::Event(e) => Some((*o, e)),
+            Record::Run(_) => None,
+        })
+        .collect();
+    let runs: Vec<(i64, &super::record::Run)> = records
+        .iter()
+        .filter_map(|(o, r)| match r {
+            Record::Run(r) => Some((*o, r)),
+            Record::Event(_) => None,
+        })
+        .collect();
+    let texts = |f: &dyn Fn(&super::record::Event) -> &str| -> Vec<&str> {
+        events.iter().map(|(_, e)| f(e)).collect()
+    };
+    let e_dep = texts(&|e| &e.deployment);
+    let e_off: Vec<i64> = events.iter().map(|(o, _)| *o).collect();
+    let e_time: Vec<f64> = events.iter().map(|(_, e)| e.time).collect();
+    let e_prog = texts(&|e| &e.program);
+    let e_build = texts(&|e| &e.build_id);
+    let e_pid: Vec<i64> = events.iter().map(|(_, e)| e.pid).collect();
+    let e_proc = texts(&|e| &e.process);
+    let e_mod = texts(&|e| &e.module);
+    let e_fn = texts(&|e| &e.function);
+    let e_sig: Vec<i64> = events.iter().map(|(_, e)| e.signal).collect();
+    let e_addr = texts(&|e| &e.fault_addr);
+    let e_out = texts(&|e| &e.outcome);
+    let e_env = texts(&|e| &e.env);
+    let e_detail = texts(&|e| &e.detail);
+    let e_frames = texts(&|e| &e.frames);
+    let e_bt = texts(&|e| &e.backtrace);
+    let r_dep: Vec<&str> = runs.iter().map(|(_, r)| r.deployment.as_str()).collect();
+    let r_off: Vec<i64> = runs.iter().map(|(o, _)| *o).collect();
+    let r_time: Vec<f64> = runs.iter().map(|(_, r)| r.time).collect();
+    let r_prog: Vec<&str> = runs.iter().map(|(_, r)| r.program.as_str()).collect();
+    let r_build: Vec<&str> = runs.iter().map(|(_, r)| r.build_id.as_str()).collect();
+    let r_pid: Vec<i64> = runs.iter().map(|(_, r)| r.pid).collect();
+    let r_map: Vec<&str> = runs.iter().map(|(_, r)| r.map.as_str()).collect();
+    let r_iso: Vec<&str> = runs.iter().map(|(_, r)| r.isolated.as_str()).collect();
+    let r_exit: Vec<Option<i64>> = runs.iter().map(|(_, r)| r.exit).collect();
+    let calls: Vec<(i64, &super::record::Call)> = runs
+        .iter()
+        .flat_map(|(o, r)| r.calls.iter().map(move |c| (*o, c)))
+        .collect();
+    let c_off: Vec<i64> = calls.iter().map(|(o, _)| *o).collect();
+    let c_proc: Vec<&str> = calls.iter().map(|(_, c)| c.process.as_str()).collect();
+    let c_mod: Vec<&str> = calls.iter().map(|(_, c)| c.module.as_str()).collect();
+    let c_fn: Vec<&str> = calls.iter().map(|(_, c)| c.function.as_str()).collect();
+    let c_calls: Vec<i64> = calls.iter().map(|(_, c)| c.calls).collect();
+    let c_crashes: Vec<i64> = calls.iter().map(|(_, c)| c.crashes).collect();
+    let p: [&(dyn ToSql + Sync); 32] = [
+        &spool, &e_dep, &e_off, &e_time, &e_prog, &e_build, &e_pid, &e_proc, &e_mod, &e_fn, &e_sig,
+        &e_addr, &e_out, &e_env, &e_detail, &e_frames, &e_bt, &r_dep, &r_off, &r_time, &r_prog,
+        &r_build, &r_pid, &r_map, &r_iso, &r_exit, &c_off, &c_proc, &c_mod, &c_fn, &c_calls,
+        &c_crashes,
+    ];
+    let mut tries = 0;
+    loop {
+        match c.query(upload, &p) {
+            Ok(rows) => {
+                let n: i64 = rows.first().map_or(0, |r| r.get(0));
+                return Ok(n as usize);
             }
+            // A deadlock or serialization failure with a concurrent uploader: the
+            // statement stored nothing, so it is simply sent again.
+            Err(e) if transient(&e) && tries < 10 => tries += 1,
+            Err(e) => return Err(e.into()),
         }
     }
 }

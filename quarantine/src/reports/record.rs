@@ -27,7 +27,7 @@ pub struct Event {
 }
 
 /// A run summary and its calls per function.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Run {
     pub time: f64,
     pub program: String,
@@ -41,7 +41,7 @@ pub struct Run {
     pub calls: Vec<Call>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Call {
     pub process: String,
     pub module: String,
