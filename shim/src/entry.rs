@@ -145,8 +145,7 @@ fn start(rt: &'static Runtime) -> Result<(), String> {
         debug!("routed {n} GOT slots in {} objects", objs.len());
     }
     rt.started.store(true, Release);
-    // SAFETY: registering a fork handler with a plain extern "C" function.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    crate::platform::process::at_fork_child(after_fork_child);
     Ok(())
 }
 
@@ -219,27 +218,11 @@ pub unsafe fn __libc_start_main(
     // Nothing can start the program after a failure this early.
     crate::platform::sys::exit_now(127)
 }; {
-    // SAFETY: dlvsym with static names; RTLD_NEXT from our object finds glibc's.
-    let real = unsafe {
-        libc::dlvsym(
-            libc::RTLD_NEXT,
-            c"__libc_start_main".as_ptr(),
-            c"GLIBC_2.34".as_ptr(),
-        )
-    };
-    let real = if real.is_null() {
-        // SAFETY: as above, older symbol version.
-        unsafe {
-            libc::dlvsym(
-                libc::RTLD_NEXT,
-                c"__libc_start_main".as_ptr(),
-                c"GLIBC_2.2.5".as_ptr(),
-            )
-        }
-    } else {
-        real
-    };
-    if real.is_null() {
+    let real = crate::platform::loader::next_symbol(
+        c"__libc_start_main",
+        &[c"GLIBC_2.34", c"GLIBC_2.2.5"],
+    );
+    if real == 0 {
         emit_fatal("cannot find glibc's __libc_start_main");
         // Nothing else can start the program.
         crate::platform::sys::exit_now(127);

@@ -3,6 +3,11 @@
 //!
 //! - `entry`: the `entry_point!` macro: extern "C" entries that never unwind into C.
 //! - `sys`: safe wrappers of libc calls shared by the layers above.
+//! - `confine`: Landlock's version, seccomp, no_new_privs (the sandbox's syscalls).
+//! - `futex`: sleeping on and waking words of shared mappings.
+//! - `fs`: the few file calls of the crash spool writer, async-signal-safe.
+//! - `process`: fork, wait, pidfds, process groups, exec, limits, the zygote's socket.
+//! - `signal`: handlers through glibc's real `sigaction`, default actions, alternate stacks.
 //! - `loader`: glibc's real `dlopen`/`dlsym`, symbol lookup in one object.
 //! - `got`: the loader's object list and GOT slots (reading, patching under a guard).
 //! - `abi`: the x86_64 SysV call frame the stubs save and replay.
@@ -13,10 +18,15 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod confine;
+pub mod fs;
+pub mod futex;
 #[macro_use]
 pub mod entry;
 pub mod got;
 pub mod loader;
+pub mod process;
+pub mod signal;
 pub mod stubs;
 pub mod sys;
 pub mod vm;

@@ -19,7 +19,9 @@ type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 pub static FRACTURE_REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
 
-fn next(name: &CStr, versions: &[&CStr]) -> usize {
+/// The address of `name` in the objects loaded after ours (glibc's, for names we
+/// interpose), at the first of `versions` that has it; 0 when none.
+pub fn next_symbol(name: &CStr, versions: &[&CStr]) -> usize {
     for v in versions {
         // SAFETY: dlvsym with NUL-terminated names; RTLD_NEXT from our object finds libc's.
         let p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr(), v.as_ptr()) };
@@ -33,10 +35,16 @@ fn next(name: &CStr, versions: &[&CStr]) -> usize {
 /// Resolves glibc's dlopen and dlsym once (idempotent, callable from any thread).
 pub fn init_real() {
     if FRACTURE_REAL_DLSYM.load(Acquire) == 0 {
-        FRACTURE_REAL_DLSYM.store(next(c"dlsym", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]), Release);
+        FRACTURE_REAL_DLSYM.store(
+            next_symbol(c"dlsym", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]),
+            Release,
+        );
     }
     if REAL_DLOPEN.load(Acquire) == 0 {
-        REAL_DLOPEN.store(next(c"dlopen", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]), Release);
+        REAL_DLOPEN.store(
+            next_symbol(c"dlopen", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]),
+            Release,
+        );
     }
 }
 
@@ -49,7 +57,7 @@ static REAL_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 fn resolved(slot: &AtomicUsize, name: &CStr) -> usize {
     let mut f = slot.load(Acquire);
     if f == 0 {
-        f = next(name, &[c"GLIBC_2.2.5"]);
+        f = next_symbol(name, &[c"GLIBC_2.2.5"]);
         slot.store(f, Release);
     }
     f

@@ -204,6 +204,19 @@ pub fn current_cpu() -> Option<u32> {
     u32::try_from(c).ok()
 }
 
+/// A pseudo-random number from libc's `rand` (for choices that need no quality: which
+/// sampled replica takes a call).
+pub fn rand() -> u32 {
+    // SAFETY: rand has no preconditions.
+    unsafe { libc::rand() as u32 }
+}
+
+/// Gives the CPU to another runnable thread, if any (async-signal-safe, takes no lock).
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
 /// The calling thread's CPU affinity mask.
 pub fn affinity() -> Option<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.

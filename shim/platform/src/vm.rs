@@ -114,6 +114,80 @@ pub fn anonymous(len: usize) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+/// The length of the C string at `p`, looking at `max` bytes at most (`strnlen`).
+///
+/// # Safety
+/// `[p, p + max)` is readable, or the string's NUL lies before the first byte that is not.
+pub unsafe fn c_str_len_within(p: *const libc::c_char, max: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { libc::strnlen(p, max) }
+}
+
+/// The length of the C string at `p` (`strlen`).
+///
+/// # Safety
+/// `p` points to a NUL-terminated string that stays readable during the call.
+pub unsafe fn c_str_len(p: *const libc::c_char) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { libc::strlen(p) }
+}
+
+/// A new memfd named `name` (close-on-exec) of `size` bytes: memory to share with
+/// processes forked later or given the fd.
+pub fn memfd(name: &str, size: usize) -> std::io::Result<i32> {
+    let cname = std::ffi::CString::new(name).unwrap_or_default();
+    // SAFETY: a NUL-terminated name of our own.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: sizing the memfd just made.
+    if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        crate::sys::close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Maps `len` bytes of `fd` shared, readable and writable, anywhere (the start address).
+pub fn map_shared(fd: i32, len: usize) -> std::io::Result<usize> {
+    // SAFETY: a new mapping at an address the kernel picks: nothing of ours is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p as usize)
+}
+
+/// Maps `len` zeroed bytes shared with the children forked later, anywhere.
+pub fn map_shared_anonymous(len: usize) -> std::io::Result<usize> {
+    // SAFETY: a new anonymous mapping at an address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p as usize)
+}
+
 /// Reserves the free range `[a, b)`, inaccessible, without replacing anything
 /// (`MAP_FIXED_NOREPLACE`): false when something is there.
 pub fn reserve_free(a: usize, b: usize) -> bool {

@@ -88,7 +88,9 @@ impl Profile {
         }
         if f.ret == RetSpec::Str && frame.ret_rax != 0 {
             // SAFETY: the function returned a NUL-terminated string (its spec says so).
-            bout += unsafe { libc::strlen(frame.ret_rax as *const libc::c_char) } as u64 + 1;
+            bout += unsafe { crate::platform::vm::c_str_len(frame.ret_rax as *const libc::c_char) }
+                as u64
+                + 1;
         }
         if let Some(c) = self.cells.get(m * self.nfns + f.idx) {
             c[0].fetch_add(1, Relaxed);

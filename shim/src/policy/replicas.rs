@@ -201,8 +201,7 @@ pub fn call(rt: &Runtime, f: &FnDesc, k: usize, frame: &mut Frame, walk: &Walk) 
                 // In turns of RR_BATCH calls: the same helper keeps its caches and its spinning
                 // thread for a while; over a run every replica gets its share.
                 Pick::RoundRobin => (ROUND_ROBIN.fetch_add(1, Relaxed) / RR_BATCH + start) % n,
-                // SAFETY: rand() has no preconditions; a sampling choice needs no quality.
-                Pick::Random => (unsafe { libc::rand() }) as u64 % n,
+                Pick::Random => u64::from(crate::platform::sys::rand()) % n,
             } as usize;
             if all[pick].observer {
                 // The observer gets this call (queued, never dropped) when its queue has room;

@@ -65,10 +65,9 @@ fn leave_the_others(rt: &Runtime, k: usize) {
     for q in rt.procs.iter().filter(|q| q.index != k) {
         // SAFETY: this helper never touches another region (its calls and nested calls go
         // through its own; the fault handler wakes only its own); the fd is ours to close.
-        unsafe {
-            q.region.unmap();
-            libc::close(q.region_fd);
-        }
+        unsafe { q.region.unmap() };
+        // Its memfd, which this helper never uses either.
+        crate::platform::sys::close(q.region_fd);
     }
     // SAFETY: only the program and the zygote read or write the watches.
     unsafe { rt.watches.unmap() };
@@ -252,12 +251,7 @@ fn apply_env(env: &Env) {
             "memlock" => libc::RLIMIT_MEMLOCK,
             _ => continue,
         };
-        let lim = libc::rlimit {
-            rlim_cur: *v as libc::rlim_t,
-            rlim_max: *v as libc::rlim_t,
-        };
-        // SAFETY: setrlimit with a local struct.
-        unsafe { libc::setrlimit(res, &lim) };
+        crate::platform::process::set_limit(res, *v);
     }
     crate::supervise::rxmalloc::apply(&env.malloc);
 }
@@ -265,11 +259,7 @@ fn apply_env(env: &Env) {
 /// Orderly exit: flush what the module wrote through stdio, then leave without the
 /// program's atexit handlers.
 fn finish() -> ! {
-    // SAFETY: fflush(NULL) flushes every stream of this process; _exit ends it.
-    unsafe {
-        libc::fflush(std::ptr::null_mut());
-        libc::_exit(0)
-    }
+    crate::platform::process::flush_and_exit(0)
 }
 
 /// Header of this helper's region, for the fatal-signal handler (0 until set).
@@ -326,18 +316,13 @@ fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void
     }
     // SA_RESETHAND restored the default action; re-raise so that a raise()d signal kills too
     // (a fault re-faults on return anyway).
-    // SAFETY: tgkill on our own thread.
-    unsafe {
-        libc::syscall(
-            libc::SYS_tgkill,
-            libc::getpid(),
-            libc::syscall(libc::SYS_gettid),
-            sig,
-        );
-    }
+    crate::platform::process::raise_on_this_thread(sig);
 }
 }
 
+// (It was a plain Rust function installed by its address: called by the kernel with the C
+// ABI it did not declare, and unguarded against unwinding.)
+entry_point! {
 /// SIGSEGV of an on-demand helper: a touch of the program's memory during a call fetches the
 /// page (the instruction then runs again); anything else is a crash, as with [`on_fatal`].
 fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -345,13 +330,9 @@ fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     if unsafe { crate::call::pages::helper::on_fault(info, ctx) } {
         return;
     }
-    // SAFETY: restoring the default action (no memory of ours is passed but a zeroed local).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        crate::platform::loader::real_sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
-    }
+    crate::platform::signal::set_default(libc::SIGSEGV);
     on_fatal(sig, info, ctx)
+}
 }
 
 fn install_fault_handlers(region: &crate::transport::region::Region, on_demand: bool) {
@@ -371,20 +352,18 @@ fn install_fault_handlers(region: &crate::transport::region::Region, on_demand: 
         libc::SIGTRAP,
         libc::SIGSYS,
     ] {
-        // SAFETY: installing a handler that only does async-signal-safe work.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_fatal as *const () as usize;
-            // On the thread's alternate stack where it has one (serving threads do), so a
-            // stack overflow in the module is recorded too.
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_ONSTACK;
-            if on_demand && sig == libc::SIGSEGV {
-                // Kept after a fetch: `on_segv` restores the default itself for a crash.
-                sa.sa_sigaction = on_segv as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            }
-            libc::sigemptyset(&mut sa.sa_mask);
-            crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
+        // Handlers that only do async-signal-safe work, on the thread's alternate stack
+        // where it has one (serving threads do), so a stack overflow in the module is
+        // recorded too.
+        if on_demand && sig == libc::SIGSEGV {
+            // Kept after a fetch: `on_segv` restores the default itself for a crash.
+            crate::platform::signal::set_handler(sig, on_segv, libc::SA_ONSTACK);
+        } else {
+            crate::platform::signal::set_handler(
+                sig,
+                on_fatal,
+                libc::SA_RESETHAND | libc::SA_ONSTACK,
+            );
         }
     }
 }
@@ -397,14 +376,15 @@ fn checkpoint(rt: &'static Runtime, k: usize) -> region::Msg {
     // SAFETY: Msg is plain data.
     let mut r: region::Msg = unsafe { std::mem::zeroed() };
     r.kind = MSG_FAIL;
-    // SAFETY: fork of a quiescent helper; the child only waits, then becomes a helper.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        crate::platform::sys::child_entry(|| checkpoint_wait(rt, k));
-    }
-    if pid < 0 {
-        return r;
-    }
+    // SAFETY: fork of a quiescent helper (no call in flight, so no other thread holds a
+    // lock the copy needs); the child only waits, then becomes a helper.
+    let pid = match unsafe { crate::platform::process::fork() } {
+        Ok(crate::platform::process::Forked::Parent(pid)) => pid,
+        Ok(crate::platform::process::Forked::Child) => {
+            crate::platform::sys::child_entry(|| checkpoint_wait(rt, k))
+        }
+        Err(_) => return r,
+    };
     let old = h.ckpt_pid.swap(pid, SeqCst);
     if old > 0 {
         // The previous frozen copy: killed, and reaped if it is our child (else its parent
@@ -443,8 +423,8 @@ fn checkpoint_wait(rt: &'static Runtime, k: usize) -> ! {
         if h.ckpt_cmd.load(SeqCst) == region::CKPT_RESUME && h.ckpt_pid.load(SeqCst) == my_pid() {
             h.ckpt_cmd.store(region::CKPT_IDLE, SeqCst);
             // SAFETY: the frozen copy is single-threaded.
-            let child = unsafe { libc::fork() };
-            if child == 0 {
+            let forked = unsafe { crate::platform::process::fork() };
+            if let Ok(crate::platform::process::Forked::Child) = forked {
                 crate::platform::sys::child_entry(|| resume(rt, k));
             }
             continue;
@@ -558,19 +538,12 @@ fn shim_path() -> String {
 
 /// In the forked child: keep the region's memfd across exec, then exec the plan.
 pub fn exec(rt: &Runtime, k: usize, plan: &ExecPlan) -> ! {
-    let fd = rt.procs[k].region_fd;
-    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: in the single-threaded child: clear close-on-exec on our memfd, die with the
-    // zygote, and exec with NUL-terminated arrays built before the fork.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::fcntl(fd, libc::F_SETFD, 0);
-        libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
-        libc::_exit(127)
-    }
+    // In the single-threaded child of the zygote (allocating is safe): die with the
+    // zygote, keep our memfd across the exec, exec.
+    crate::platform::sys::set_parent_death_signal(libc::SIGKILL);
+    crate::platform::process::keep_across_exec(rt.procs[k].region_fd);
+    crate::platform::process::exec(&plan.argv, &plan.envp);
+    crate::platform::sys::exit_now(127)
 }
 
 /// An exec-mode helper, in place of `main`: route, set up, serve.

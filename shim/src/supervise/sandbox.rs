@@ -23,15 +23,9 @@
 //! still cannot apply its sandbox (a wrapper that swallows the syscalls) never serves: it
 //! leaves with [`EXIT_SANDBOX`] and the program treats that like any helper that died.
 //!
-//! # Safety
-//!
-//! The unsafe code here is four raw syscalls (`landlock_create_ruleset` to read the ABI
-//! version, `seccomp`, `prctl`, `unshare`) with arguments that are constants or point to locals that
-//! outlive the call. The filter is built and checked for length before it is installed. This
-//! module runs in a helper after its fork, where allocating is allowed (the zygote is
-//! single-threaded), and never in a signal handler.
-
-#![allow(unsafe_code)]
+//! This module runs in a helper after its fork, where allocating is allowed (the zygote is
+//! single-threaded), and never in a signal handler. Its syscalls are
+//! `platform::confine`'s; it has no unsafe code of its own.
 
 use module_map::{Env, MapError, Sandbox};
 
@@ -47,40 +41,9 @@ pub const EXIT_SANDBOX: i32 = 72;
 const LANDLOCK_ABI: ABI = ABI::V6;
 const LANDLOCK_ABI_NUM: i64 = 6;
 
-/// The running kernel's Landlock ABI version, or the errno that says why there is none
-/// (EOPNOTSUPP: built in but disabled at boot; ENOSYS: not built in).
-fn landlock_abi() -> Result<i64, i32> {
-    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
-    // SAFETY: the version query takes no attribute (NULL, size 0) and writes no memory.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if v < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    } else {
-        Ok(v)
-    }
-}
-
-/// True when seccomp filters returning an errno can be installed.
-fn seccomp_available() -> bool {
-    let action: u32 = libc::SECCOMP_RET_ERRNO;
-    // SAFETY: SECCOMP_GET_ACTION_AVAIL reads one u32 from a local.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_GET_ACTION_AVAIL,
-            0u32,
-            &action as *const u32,
-        )
-    };
-    r == 0
-}
+use crate::platform::confine::{
+    landlock_abi, seccomp_errno_available as seccomp_available, single_threaded,
+};
 
 /// What this kernel lacks to enforce a sandbox, as a sentence for the user; `None` when it
 /// has everything.
@@ -158,15 +121,6 @@ fn apply(sb: &Sandbox) -> Result<(), String> {
 /// errno of the last failed call of this thread.
 pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// True when this process has one thread. `unshare(CLONE_THREAD)` changes nothing in a
-/// process that is alone and fails with EINVAL in one that is not; unlike counting the
-/// entries of /proc/self/task, it opens no file (a helper resumed from a checkpoint already
-/// runs under the sandbox of the helper it copies).
-fn single_threaded() -> bool {
-    // SAFETY: unshare with a flag only, no memory argument.
-    unsafe { libc::unshare(libc::CLONE_THREAD) == 0 }
 }
 
 fn landlock(sb: &Sandbox) -> Result<(), String> {
@@ -335,32 +289,8 @@ pub fn filter(no_exec: bool, no_network: bool) -> Vec<libc::sock_filter> {
 /// Installs `prog` on every thread of this process, after `PR_SET_NO_NEW_PRIVS` (which an
 /// unprivileged process needs for seccomp, and which stops a setuid exec from shedding it).
 fn install_filter(prog: &[libc::sock_filter]) -> Result<(), String> {
-    let len = u16::try_from(prog.len()).map_err(|_| "seccomp filter too long".to_string())?;
-    let fprog = libc::sock_fprog {
-        len,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "PR_SET_NO_NEW_PRIVS: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `fprog` points to `prog`, whose length was checked above; both outlive the
-    // call, and the kernel copies the program.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::platform::confine::no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    crate::platform::confine::install_seccomp(prog).map_err(|e| format!("seccomp: {e}"))
 }
 
 #[cfg(test)]

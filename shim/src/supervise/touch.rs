@@ -49,7 +49,9 @@ unsafe fn touch_str(s: *const c_char) {
         }
         let page_end = (a & !4095) + 4096;
         // SAFETY: the page is present now (ours, or fetched); scanning stops at its end.
-        let len = unsafe { libc::strnlen(a as *const c_char, (page_end - a) as usize) };
+        let len = unsafe {
+            crate::platform::vm::c_str_len_within(a as *const c_char, (page_end - a) as usize)
+        };
         if (a + len as u64) < page_end {
             return;
         }

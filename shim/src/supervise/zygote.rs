@@ -21,6 +21,24 @@ use crate::transport::region::{self, STATE_ALIVE, STATE_DEAD, STATE_NONE};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 use std::sync::Mutex;
 
+use crate::platform::process::{self, Forked};
+use crate::platform::sys;
+
+/// A command to the zygote: four native-endian words (kind, process, environment, 0).
+fn encode_cmd(cmd: [u32; 4]) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    for (i, w) in cmd.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    b
+}
+
+fn decode_cmd(b: &[u8; 16]) -> [u32; 4] {
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    })
+}
+
 const CMD_SPAWN: u32 = 1;
 
 struct Conn {
@@ -33,62 +51,43 @@ static CONN: Mutex<Option<Conn>> = Mutex::new(None);
 /// zygote makes its own group): told by the zygote itself over the socket at start.
 static ZYGOTE: AtomicI32 = AtomicI32::new(0);
 
-fn pidfd_open(pid: i32) -> i32 {
-    // SAFETY: pidfd_open has no memory arguments.
-    unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32 }
-}
-
 /// Forks the zygote (through an intermediate child). Called once, before `main`.
 pub fn start(rt: &'static Runtime) -> std::io::Result<()> {
     crate::supervise::address::prepare_program(rt).map_err(std::io::Error::other)?;
-    let mut sv = [0i32; 2];
-    // SAFETY: socketpair fills two fds.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fork in a single-threaded process (before main).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: in the intermediate child: fork again and leave.
-        unsafe {
-            libc::close(sv[0]);
-            let z = libc::fork();
-            if z == 0 {
+    let (ours, theirs) = process::seqpacket_pair()?;
+    // SAFETY: the program is single-threaded here (before main); the intermediate child
+    // only forks again and leaves, the zygote is its single-threaded child.
+    let mid = match unsafe { process::fork() }? {
+        Forked::Parent(pid) => pid,
+        Forked::Child => {
+            sys::close(ours);
+            // SAFETY: as above.
+            if let Ok(Forked::Child) = unsafe { process::fork() } {
                 if let Some(top) = crate::supervise::address::zygote_side() {
                     // On a stack of its own: the main thread's stack is the program's.
-                    crate::platform::vm::run_on_stack(top, zygote_on_stack, sv[1] as usize);
+                    // SAFETY: `top` is the top of the zygote's own stack mapping, which
+                    // nothing else uses; the function never returns.
+                    unsafe {
+                        crate::platform::vm::run_on_stack(top, zygote_on_stack, theirs as usize)
+                    };
                 }
-                crate::platform::sys::child_entry(|| zygote_main(rt, sv[1]));
+                sys::child_entry(|| zygote_main(rt, theirs));
             }
-            libc::_exit(0);
+            sys::exit_now(0);
         }
-    }
-    // SAFETY: closing the zygote's end in the program and reaping the intermediate child.
-    unsafe {
-        libc::close(sv[1]);
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, 0);
-    }
+    };
+    // The zygote's end is its own; the intermediate child is reaped at once.
+    sys::close(theirs);
+    process::waitpid(mid, 0);
     // The zygote sends its pid first thing.
-    let zpid = crate::platform::sys::recv_i32(sv[0]).unwrap_or(0);
+    let zpid = sys::recv_i32(ours).unwrap_or(0);
     if zpid <= 0 {
         // Closing our own fd.
-        crate::platform::sys::close(sv[0]);
+        sys::close(ours);
         return Err(std::io::Error::other("the zygote did not start"));
     }
     ZYGOTE.store(zpid, SeqCst);
-    *CONN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn { fd: sv[0] });
+    *CONN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn { fd: ours });
     Ok(())
 }
 
@@ -112,17 +111,14 @@ pub fn spawn(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
         return Err(std::io::Error::other("no zygote"));
     };
     reset_region(p);
-    let cmd = [CMD_SPAWN, k as u32, env, 0];
-    // SAFETY: sending 16 bytes from a local array on our socket.
-    let n = unsafe { libc::send(conn.fd, cmd.as_ptr().cast(), 16, libc::MSG_NOSIGNAL) };
-    if n != 16 {
+    if !process::send(conn.fd, &encode_cmd([CMD_SPAWN, k as u32, env, 0])) {
         return Err(std::io::Error::last_os_error());
     }
     let pid = crate::platform::sys::recv_i32(conn.fd).unwrap_or(0);
     if pid <= 0 {
         return Err(std::io::Error::other("the zygote did not start a helper"));
     }
-    p.pidfd.store(pidfd_open(pid), SeqCst);
+    p.pidfd.store(process::pidfd_open(pid), SeqCst);
     p.pid.store(pid, SeqCst);
     p.zygote_child.store(true, SeqCst);
     Ok(pid)
@@ -148,8 +144,7 @@ pub fn is_child_of(rt: &Runtime, pid: i32, parent: i32) -> bool {
 /// reaped and reused since), else by pid.
 pub fn signal(pidfd: i32, pid: i32, sig: i32) {
     if pidfd >= 0 {
-        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, 0usize, 0u32) };
+        process::pidfd_send_signal(pidfd, sig);
     } else if pid > 0 {
         // Signalling the helper we started (no pidfd could be opened for it).
         crate::platform::sys::kill(pid, sig);
@@ -214,7 +209,7 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     };
     while t.elapsed() < std::time::Duration::from_secs(2) {
         if let [pid] = started()[..] {
-            let fd = pidfd_open(pid);
+            let fd = process::pidfd_open(pid);
             // Still the copy's child once the pidfd holds it (no pid reuse in between).
             if fd >= 0 && is_child_of(rt, pid, ck) {
                 p.pidfd.store(fd, SeqCst);
@@ -234,7 +229,7 @@ pub fn resume(rt: &Runtime, k: usize, env: u32) -> std::io::Result<i32> {
     // Nothing adoptable: whatever the copy started must not serve the region beside the
     // fresh helper the caller starts next.
     for c in started() {
-        let fd = pidfd_open(c);
+        let fd = process::pidfd_open(c);
         if fd >= 0 {
             signal(fd, c, libc::SIGKILL);
             // Closing the pidfd we just opened.
@@ -269,29 +264,15 @@ extern "C" fn zygote_on_stack(sock: usize) -> ! {
 }
 
 fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
-    // SAFETY: single-threaded child; only syscalls and our own data.
-    unsafe {
-        libc::setpgid(0, 0);
-        let name = b"frac-zygote\0";
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-        purge_stdio();
-        let me = libc::getpid();
-        libc::send(sock, (&me as *const i32).cast(), 4, libc::MSG_NOSIGNAL);
-    }
+    process::new_process_group();
+    sys::set_name(c"frac-zygote");
+    process::purge_stdio();
+    process::send(sock, &sys::getpid().to_ne_bytes());
     let mut kids: Vec<Child> = Vec::new();
     loop {
-        let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
-            fd: sock,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        fds.extend(kids.iter().map(|c| libc::pollfd {
-            fd: c.pidfd,
-            events: libc::POLLIN,
-            revents: 0,
-        }));
-        // SAFETY: polling our own fds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let mut fds: Vec<process::PollFd> = vec![process::readable(sock)];
+        fds.extend(kids.iter().map(|c| process::readable(c.pidfd)));
+        let n = process::poll(&mut fds, -1);
         if n < 0 {
             continue;
         }
@@ -307,14 +288,14 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
         }
         kids.retain(|c| c.pidfd >= 0);
         if fds[0].revents != 0 {
-            let mut cmd = [0u32; 4];
-            // SAFETY: receiving at most 16 bytes into a local array.
-            let n = unsafe { libc::recv(sock, cmd.as_mut_ptr().cast(), 16, 0) };
-            if n == 0
-                || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
-            {
-                shutdown(rt, &kids);
-            }
+            let mut buf = [0u8; 16];
+            let n = match process::recv(sock, &mut buf) {
+                Ok(0) => shutdown(rt, &kids),
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
+                Err(_) => shutdown(rt, &kids),
+            };
+            let cmd = decode_cmd(&buf);
             if n == 16 && cmd[0] == CMD_SPAWN && (cmd[1] as usize) < rt.procs.len() {
                 let k = cmd[1] as usize;
                 let env = crate::supervise::helper::env_for(&rt.procs[k], cmd[2]);
@@ -323,7 +304,11 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
                     .exec_mode()
                     .then(|| crate::supervise::helper::exec_plan(rt, k, cmd[2], &env));
                 // SAFETY: fork of the single-threaded zygote.
-                let pid = unsafe { libc::fork() };
+                let pid = match unsafe { process::fork() } {
+                    Ok(Forked::Parent(pid)) => pid,
+                    Ok(Forked::Child) => 0,
+                    Err(_) => -1,
+                };
                 if pid == 0 {
                     // Closing the zygote's end of the socket in the helper.
                     crate::platform::sys::close(sock);
@@ -332,7 +317,11 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
                         None => crate::supervise::helper::main(rt, k, cmd[2]),
                     });
                 }
-                let pidfd = if pid > 0 { pidfd_open(pid) } else { -1 };
+                let pidfd = if pid > 0 {
+                    process::pidfd_open(pid)
+                } else {
+                    -1
+                };
                 if pid > 0 {
                     let w = rt.procs[k].watch;
                     w.pid.store(pid, SeqCst);
@@ -340,9 +329,7 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
                     w.state.store(STATE_ALIVE, SeqCst);
                     kids.push(Child { k, pid, pidfd });
                 }
-                let reply = pid.max(0);
-                // SAFETY: sending 4 bytes from a local.
-                unsafe { libc::send(sock, (&reply as *const i32).cast(), 4, libc::MSG_NOSIGNAL) };
+                process::send(sock, &pid.max(0).to_ne_bytes());
             }
         }
     }
@@ -350,9 +337,10 @@ fn zygote_main(rt: &'static Runtime, sock: i32) -> ! {
 
 /// Collects a helper that ended and tells every waiter in the program.
 fn reap(rt: &Runtime, c: &mut Child) {
-    let mut st = 0;
-    // SAFETY: waiting for our own child, which the pidfd said has ended.
-    let r = unsafe { libc::waitpid(c.pid, &mut st, libc::WNOHANG) };
+    // Our own child, which the pidfd said has ended.
+    let Some((r, st)) = process::waitpid(c.pid, libc::WNOHANG) else {
+        return;
+    };
     if r != c.pid {
         return;
     }
@@ -389,26 +377,18 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
         if now >= deadline {
             break;
         }
-        let mut fds: Vec<libc::pollfd> = left
-            .iter()
-            .map(|&(_, fd)| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut fds: Vec<process::PollFd> =
+            left.iter().map(|&(_, fd)| process::readable(fd)).collect();
         let ms = (deadline - now).as_millis().min(1000) as i32;
-        // SAFETY: polling our own pidfds.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        process::poll(&mut fds, ms);
         let ready: Vec<bool> = fds.iter().map(|f| f.revents != 0).collect();
         let mut i = 0;
         left.retain(|&(pid, _)| {
             let r = ready[i];
             i += 1;
             if r {
-                let mut st = 0;
-                // SAFETY: reaping our own child, which has exited.
-                unsafe { libc::waitpid(pid, &mut st, 0) };
+                // Reaping our own child, which has exited.
+                process::waitpid(pid, 0);
             }
             !r
         });
@@ -420,20 +400,4 @@ fn shutdown(rt: &Runtime, kids: &[Child]) -> ! {
     }
     // Leaving without running the program's atexit handlers.
     crate::platform::sys::exit_now(0)
-}
-
-extern "C" {
-    fn __fpurge(f: *mut libc::FILE);
-    static mut stdout: *mut libc::FILE;
-    static mut stderr: *mut libc::FILE;
-}
-
-/// Drops whatever the program had buffered in stdio before the fork, so a helper that
-/// flushes at exit does not print the program's output a second time.
-unsafe fn purge_stdio() {
-    // SAFETY: stdout/stderr are glibc's FILE pointers; __fpurge only empties their buffers.
-    unsafe {
-        __fpurge(stdout);
-        __fpurge(stderr);
-    }
 }

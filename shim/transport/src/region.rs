@@ -246,32 +246,18 @@ impl Region {
     /// Creates a memfd of REGION_SIZE and maps it shared. The fd stays open (close-on-exec):
     /// an exec-mode helper maps the same memfd after its exec.
     pub fn create(name: &str) -> std::io::Result<(Region, i32)> {
-        let cname = std::ffi::CString::new(name).unwrap_or_default();
-        // SAFETY: plain syscalls on a name we own; results checked.
+        let fd = fracture_platform::vm::memfd(name, REGION_SIZE)?;
+        let p = match fracture_platform::vm::map_shared(fd, REGION_SIZE) {
+            Ok(p) => p,
+            Err(e) => {
+                fracture_platform::sys::close(fd);
+                return Err(e);
+            }
+        };
+        // SAFETY: the header lies at the start of the mapping just made, which nobody else
+        // has yet.
         unsafe {
-            let fd = libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::ftruncate(fd, REGION_SIZE as libc::off_t) != 0 {
-                let e = std::io::Error::last_os_error();
-                libc::close(fd);
-                return Err(e);
-            }
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                REGION_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                let e = std::io::Error::last_os_error();
-                libc::close(fd);
-                return Err(e);
-            }
-            let r = Region { base: p as usize };
+            let r = Region { base: p };
             let h = r.header_ptr();
             (*h).magic = MAGIC;
             (*h).version = VERSION;
@@ -283,21 +269,9 @@ impl Region {
     /// Maps an existing region from an fd inherited across exec (exec-mode helper), and
     /// checks its magic and version.
     pub fn attach(fd: i32) -> std::io::Result<Region> {
-        // SAFETY: mapping REGION_SIZE bytes of an fd the program passed us; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                REGION_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let r = Region { base: p as usize };
+        // REGION_SIZE bytes of an fd the program passed us; checked below.
+        let p = fracture_platform::vm::map_shared(fd, REGION_SIZE)?;
+        let r = Region { base: p };
         if !r.valid() {
             return Err(std::io::Error::other("not a fracture region"));
         }
@@ -450,29 +424,7 @@ pub static CROWDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// Checks of the word between two yields of a crowded spinner.
 const CROWDED_ROUND: u32 = 4;
 
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: FUTEX_WAIT on a live, aligned u32 of a shared mapping; the kernel only reads it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-        );
-    }
-}
-
-pub fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a live, aligned u32 of a shared mapping.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
-}
+pub use fracture_platform::futex::{wait as futex_wait, wake as futex_wake};
 
 /// One direction of a channel.
 pub struct Dir<'a> {
@@ -531,8 +483,7 @@ impl Dir<'_> {
                 }
                 if crowded {
                     // More spinners than CPUs (replicas): let the one with work run.
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    fracture_platform::sys::yield_now();
                 }
             }
         }
@@ -630,24 +581,9 @@ impl Watches {
 
     /// Maps `n` zeroed watches shared with the children forked later.
     pub fn create(n: usize) -> std::io::Result<Watches> {
-        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid Watch array.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Self::bytes(n),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Watches {
-            base: p as usize,
-            n,
-        })
+        // Zeroed memory is a valid Watch array.
+        let base = fracture_platform::vm::map_shared_anonymous(Self::bytes(n))?;
+        Ok(Watches { base, n })
     }
 
     /// The watch of region `k`.
@@ -664,7 +600,7 @@ impl Watches {
     /// No reference obtained from [`Watches::get`] may be used afterwards in this process.
     pub unsafe fn unmap(&self) {
         // SAFETY: forwarded contract: the mapping is ours and unused from now on.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, Self::bytes(self.n)) };
+        unsafe { fracture_platform::vm::unmap(self.base, self.base + Self::bytes(self.n)) };
     }
 }
 
@@ -675,7 +611,7 @@ impl Region {
     /// Nothing in this process may touch this region afterwards.
     pub unsafe fn unmap(&self) {
         // SAFETY: forwarded contract; the mapping is REGION_SIZE bytes at base.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, REGION_SIZE) };
+        unsafe { fracture_platform::vm::unmap(self.base, self.base + REGION_SIZE) };
     }
 }
 
@@ -767,13 +703,7 @@ mod tests {
 
     #[test]
     fn a_memfd_that_is_no_region_is_refused() {
-        let name = std::ffi::CString::new("not-a-region").unwrap();
-        // SAFETY: plain syscalls on a name we own; results checked.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: sizing the memfd just made.
-        let r = unsafe { libc::ftruncate(fd, REGION_SIZE as libc::off_t) };
-        assert_eq!(r, 0);
+        let fd = fracture_platform::vm::memfd("not-a-region", REGION_SIZE).expect("memfd");
         let e = Region::attach(fd).err().expect("refused");
         assert!(e.to_string().contains("not a fracture region"), "{e}");
     }

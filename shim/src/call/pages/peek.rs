@@ -114,19 +114,12 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
     if STATE.set(State { data, peeked }).is_err() {
         return;
     }
-    // SAFETY: installing our handler with a zeroed, then filled, sigaction; the old one is
-    // kept for chaining.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        let mut old: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_segv as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if crate::platform::loader::real_sigaction(libc::SIGSEGV, &sa, &mut old) == 0 {
-            PREV_HANDLER.store(old.sa_sigaction, SeqCst);
-            PREV_FLAGS.store(old.sa_flags, SeqCst);
-            INSTALLED.store(true, SeqCst);
-        }
+    // Ours, the old one kept for chaining.
+    let flags = libc::SA_NODEFER | libc::SA_ONSTACK;
+    if let Some(old) = crate::platform::signal::set_handler(libc::SIGSEGV, on_segv, flags) {
+        PREV_HANDLER.store(old.handler, SeqCst);
+        PREV_FLAGS.store(old.flags, SeqCst);
+        INSTALLED.store(true, SeqCst);
     }
 }
 
@@ -506,12 +499,7 @@ pub unsafe fn signal_hook(sig: libc::c_int, h: libc::sighandler_t) -> libc::sigh
 
 /// Restores the default action: returning re-runs the faulting instruction, which kills.
 fn default(sig: libc::c_int) {
-    // SAFETY: a zeroed sigaction with SIG_DFL.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
-    }
+    crate::platform::signal::set_default(sig);
 }
 
 /// The helper's side: answers MSG_PEEK on channel `c` with its own page (only memory it

@@ -51,19 +51,20 @@ const STACK_SCAN_MAX: usize = 64 << 20;
 fn for_stack_words(sp: usize, max: usize, mut f: impl FnMut(u64) -> bool) {
     let mut at = sp & !7;
     let end = at.saturating_add(max);
-    let mut page = [0u64; 512];
+    let mut page = [0u8; 4096];
     let mut skip = 16;
     while at < end {
         let next = ((at | 4095) + 1).min(end);
         let len = next - at;
-        let got = read_self(at, page.as_mut_ptr().cast(), len);
+        let got = read_self(at, &mut page[..len]);
         if got == 0 && skip > 0 {
             skip -= 1;
             at = next;
             continue;
         }
         skip = 0;
-        for &w in &page[..got / 8] {
+        for w in page[..got / 8 * 8].chunks_exact(8) {
+            let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
             if !f(w) {
                 return;
             }
@@ -82,7 +83,7 @@ fn for_stack_words(sp: usize, max: usize, mut f: impl FnMut(u64) -> bool) {
 fn called_slot(ret: usize) -> Option<usize> {
     let le = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as isize;
     let mut b = [0u8; 6];
-    if read_self(ret.checked_sub(6)?, b.as_mut_ptr(), 6) != 6 {
+    if read_self(ret.checked_sub(6)?, &mut b) != 6 {
         return None;
     }
     if b[0] == 0xff && b[1] == 0x15 {
@@ -93,7 +94,7 @@ fn called_slot(ret: usize) -> Option<usize> {
     }
     let stub = ret.wrapping_add_signed(le(&b[2..]));
     let mut p = [0u8; 11];
-    if read_self(stub, p.as_mut_ptr(), p.len()) != p.len() {
+    if read_self(stub, &mut p) != p.len() {
         return None;
     }
     let mut i = 0;
@@ -142,7 +143,7 @@ fn entered_through(sp: u64, module: &str) -> Option<&'static str> {
 /// True when the bytes before `ret` end with a call instruction (e8 rel32, ff /2).
 fn after_call(ret: usize) -> bool {
     let mut b = [0u8; 8];
-    if read_self(ret - 8, b.as_mut_ptr(), 8) != 8 {
+    if read_self(ret - 8, &mut b) != 8 {
         return false;
     }
     b[3] == 0xe8
@@ -152,23 +153,9 @@ fn after_call(ret: usize) -> bool {
         || (b[1] == 0xff && (b[2] >> 3) & 7 == 2)
 }
 
-fn read_self(addr: usize, dst: *mut u8, len: usize) -> usize {
-    let local = libc::iovec {
-        iov_base: dst.cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: reads our own memory into `dst` (len bytes, owned by the caller); a bad
-    // address makes the syscall fail instead of faulting.
-    let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if r < 0 {
-        0
-    } else {
-        r as usize
-    }
+fn read_self(addr: usize, dst: &mut [u8]) -> usize {
+    let r = crate::platform::sys::read_own_memory(crate::platform::sys::getpid(), addr as u64, dst);
+    usize::try_from(r).unwrap_or(0)
 }
 
 /// The faulting pc and stack pointer from a signal's ucontext.
@@ -205,40 +192,7 @@ const ALTSTACK_SIZE: usize = 256 << 10;
 /// thread's own stack overflowed. Returns false when none could be installed. For a helper's
 /// serving threads too: call it at the start of each thread whose faults are handled.
 pub fn altstack_for_this_thread() -> bool {
-    // SAFETY: stack_t is plain data (all-zero is valid); sigaltstack with a null new stack
-    // only writes the current setting into `cur`.
-    let have = unsafe {
-        let mut cur: libc::stack_t = std::mem::zeroed();
-        libc::sigaltstack(std::ptr::null(), &mut cur) == 0 && cur.ss_flags & libc::SS_DISABLE == 0
-    };
-    if have {
-        return true;
-    }
-    // SAFETY: a new private anonymous mapping, owned by nobody else.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            ALTSTACK_SIZE + 4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return false;
-    }
-    // SAFETY: the lowest page of the mapping just made becomes the guard page; the stack is
-    // the rest of it, handed to the kernel and never unmapped (leaked for the thread's life).
-    unsafe {
-        libc::mprotect(p, 4096, libc::PROT_NONE);
-        let st = libc::stack_t {
-            ss_sp: p.cast::<u8>().add(4096).cast(),
-            ss_flags: 0,
-            ss_size: ALTSTACK_SIZE,
-        };
-        libc::sigaltstack(&st, std::ptr::null_mut()) == 0
-    }
+    crate::platform::signal::altstack_for_this_thread(ALTSTACK_SIZE)
 }
 
 pub(super) fn install_handler() {
@@ -250,14 +204,11 @@ pub(super) fn install_handler() {
         0
     };
     for sig in FATAL {
-        // SAFETY: installing a handler with a zeroed, then filled, sigaction.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_program_fault as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER | onstack;
-            libc::sigemptyset(&mut sa.sa_mask);
-            crate::platform::loader::real_sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        crate::platform::signal::set_handler(
+            sig,
+            on_program_fault,
+            libc::SA_RESETHAND | libc::SA_NODEFER | onstack,
+        );
     }
 }
 

@@ -148,8 +148,7 @@ fn append(rec: &[u8]) {
         SPOOL_FD.store(fd, Release);
         SPOOL_PID.store(pid, Release);
     }
-    // SAFETY: writing a caller's buffer to our own spool descriptor.
-    let n = unsafe { libc::write(fd, rec.as_ptr().cast(), rec.len()) };
+    let n = crate::platform::fs::write(fd, rec);
     SPOOL_BYTES.fetch_add(n.max(0) as u64, Relaxed);
 }
 
@@ -159,12 +158,12 @@ const ROTATE_AT: u64 = 32 << 20;
 /// Creates, locks and names a new spool file of this process (async-signal-safe); -1 when
 /// it cannot.
 fn open_spool_file(s: &super::Setup, pid: i32) -> i32 {
-    // SAFETY: plain syscalls on prepared C strings and local buffers.
-    unsafe {
+    use crate::platform::fs;
+    {
         // 0700 / 0600: records hold paths, arguments and addresses (existing directories
         // keep their mode).
         for d in &s.dirs {
-            libc::mkdir(d.as_ptr(), 0o700);
+            fs::mkdir(d, 0o700);
         }
         let (sec, nsec) = crate::platform::sys::realtime();
         let ns = sec * 1_000_000_000 + nsec;
@@ -185,17 +184,14 @@ fn open_spool_file(s: &super::Setup, pid: i32) -> i32 {
             let mut done = Line::new();
             done.raw(&name.b[..stem]);
             done.raw(b"\0");
+            let (Ok(new), Ok(done)) = (
+                std::ffi::CStr::from_bytes_until_nul(&name.b),
+                std::ffi::CStr::from_bytes_until_nul(&done.b),
+            ) else {
+                return -1;
+            };
             // A fresh file of our own: never one that exists (or a symlink planted there).
-            let fd = libc::open(
-                name.b.as_ptr().cast(),
-                libc::O_WRONLY
-                    | libc::O_CREAT
-                    | libc::O_EXCL
-                    | libc::O_NOFOLLOW
-                    | libc::O_APPEND
-                    | libc::O_CLOEXEC,
-                0o600,
-            );
+            let fd = fs::create_new_for_append(new, 0o600);
             if fd < 0 {
                 if crate::platform::sys::errno() == libc::EEXIST {
                     continue;
@@ -208,8 +204,8 @@ fn open_spool_file(s: &super::Setup, pid: i32) -> i32 {
             // spool file without a lock is one whose writer is gone. Where locks do not work
             // (some network file systems) ingesters cannot take one either, so they store
             // the file and never remove it.
-            libc::flock(fd, libc::LOCK_SH);
-            libc::rename(name.b.as_ptr().cast(), done.b.as_ptr().cast());
+            fs::lock_shared(fd);
+            fs::rename(new, done);
             return fd;
         }
         -1
