@@ -24,14 +24,7 @@ unsafe fn touch(p: *const c_void, n: size_t) {
         return;
     }
     let start = p as u64;
-    let end = start.saturating_add(n as u64);
-    let mut a = start & !4095;
-    while a < end {
-        if !crate::call::pages::helper::ensure(a) {
-            return;
-        }
-        a += 4096;
-    }
+    crate::call::pages::helper::ensure_range(start, start.saturating_add(n as u64));
 }
 
 /// As [`touch`] for a NUL-terminated string: page by page until its NUL.

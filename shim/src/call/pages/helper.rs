@@ -466,6 +466,30 @@ pub fn ensure(addr: u64) -> bool {
     p.find(page).is_some() || fetch(p, owned, page, false)
 }
 
+/// [`ensure`] for every page of `[a, b)`, with the thread's state looked up once: a buffer
+/// of the module's own memory (the usual case: `pread` into its heap) costs one range check.
+pub fn ensure_range(a: u64, b: u64) -> bool {
+    let (Some(p), Some(owned)) = (mine(), OWNED.get()) else {
+        return true;
+    };
+    if !p.in_segment || b <= a {
+        return true;
+    }
+    let last = b - 1;
+    let i = owned.partition_point(|r| r.1 <= a);
+    if owned.get(i).is_some_and(|r| r.0 <= a && last < r.1) {
+        return true;
+    }
+    let mut page = a & !(P - 1);
+    while page <= last {
+        if programs(owned, page) && p.find(page).is_none() && !fetch(p, owned, page, false) {
+            return false;
+        }
+        page += P;
+    }
+    true
+}
+
 /// Fetches the program's page `page` (not fetched yet) and the next few, read ahead.
 fn fetch(p: &mut Pages, owned: &[(u64, u64)], page: u64, exec: bool) -> bool {
     if p.n + PER_REQUEST > MAX_PAGES {
