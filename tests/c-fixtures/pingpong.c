@@ -2,9 +2,12 @@
  *   pipe   one byte back and forth over two pipes
  *   futex  a word in a MAP_SHARED page, futex wait/wake, no spinning
  *   spin   the same words, both sides busy-poll (the floor of a shared-memory round trip)
- *   fork   fork + _exit + waitpid (the floor of any restart) */
+ *   fork   fork + _exit + waitpid (the floor of any restart)
+ *   pin    one thread pinned to its CPU and given its affinity back (the cost a caller that
+ *          sleeps for its answer pays to stay on its CPU, see shim/src/call/colocate.rs) */
 #define _GNU_SOURCE
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,22 @@ int main(int argc, char **argv) {
     int spin_mode = !strcmp(argv[1], "spin");
     long n = atol(argv[2]);
     double *s = calloc((size_t)n, sizeof *s);
+    if (!strcmp(argv[1], "pin")) {
+        cpu_set_t all, one;
+        if (sched_getaffinity(0, sizeof all, &all))
+            return 1;
+        for (long i = 0; i < n; i++) {
+            double t = now_ns();
+            CPU_ZERO(&one);
+            CPU_SET(sched_getcpu(), &one);
+            sched_setaffinity(0, sizeof one, &one);
+            sched_setaffinity(0, sizeof all, &all);
+            s[i] = now_ns() - t;
+        }
+        qsort(s, (size_t)n, sizeof *s, cmp);
+        printf("{\"mode\":\"pin\",\"n\":%ld,\"median_ns\":%.1f,\"p99_ns\":%.1f}\n", n, s[n / 2], s[(n * 99) / 100]);
+        return 0;
+    }
     if (!strcmp(argv[1], "fork")) {
         for (long i = 0; i < n; i++) {
             double t = now_ns();
