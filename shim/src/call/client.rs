@@ -67,9 +67,8 @@ pub fn client_call(
 /// answer's copy-back needs (the caller's buffers, at the offsets we chose).
 pub struct Posted {
     c: usize,
-    /// (caller pointer, offset, length, copy back?) per non-NULL buffer argument.
-    bufs: [(u64, u64, u64, bool); crate::platform::abi::MAX_ARGS],
-    nbufs: usize,
+    /// The buffers copied back after a good answer: (caller pointer, offset, length).
+    back: CopyBack,
     /// First byte after the marshalled buffers: a returned string or mirror lies beyond.
     cursor: u64,
     mirror_token: u64,
@@ -85,6 +84,38 @@ pub struct Posted {
     /// A program call into a `memory: on-demand` process (looked up once per call).
     od: bool,
 }
+
+/// The out- and inout-buffers of a posted call: (caller pointer, offset in the data area,
+/// length), the first few inline. (A posted call is moved several times before its answer
+/// (into `Begun`, an attempt, replicas' lists): it stays small, where an array for every
+/// possible argument was 1 KiB copied at each move.)
+#[derive(Default)]
+struct CopyBack {
+    n: usize,
+    inline: [(u64, u32, u32); 4],
+    more: Vec<(u64, u32, u32)>,
+}
+
+impl CopyBack {
+    fn push(&mut self, ptr: u64, off: u64, len: u64) {
+        // Offsets and lengths lie inside the data area (16 MiB): they fit 32 bits.
+        let e = (ptr, off as u32, len as u32);
+        match self.inline.get_mut(self.n) {
+            Some(slot) => *slot = e,
+            None => self.more.push(e),
+        }
+        self.n += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.inline[..self.n.min(self.inline.len())]
+            .iter()
+            .chain(self.more.iter())
+            .map(|&(p, o, l)| (p, u64::from(o), u64::from(l)))
+    }
+}
+
+const _: () = assert!(DATA_SIZE <= u32::MAX as usize);
 
 /// Marshals the call in `frame` into channel `c` of `region` and posts it; the caller's
 /// frame and buffers are only read, at the places and lengths `walk` computed before.
@@ -202,8 +233,7 @@ pub fn client_post(
         pages_off: NULL_OFF,
         pages_len: 0,
     };
-    let mut bufs = [(0u64, 0u64, 0u64, false); crate::platform::abi::MAX_ARGS];
-    let mut nbufs = 0;
+    let mut back = CopyBack::default();
     let mut cursor = align8(base);
     let moved = Moved {
         bytes_in: walk.bytes_in(),
@@ -225,8 +255,9 @@ pub fn client_post(
                 b.len as usize,
             )
         };
-        bufs[nbufs] = (b.ptr, cursor, b.len, b.copied_back());
-        nbufs += 1;
+        if b.copied_back() {
+            back.push(b.ptr, cursor, b.len);
+        }
         m.arg_off[b.arg as usize] = cursor;
         m.arg_len[b.arg as usize] = b.len;
         cursor = align8(end);
@@ -253,8 +284,7 @@ pub fn client_post(
     }
     Ok(Posted {
         c,
-        bufs,
-        nbufs,
+        back,
         cursor,
         mirror_token,
         seen,
@@ -304,8 +334,7 @@ fn wait_answer(
 ) -> Result<Moved, CallError> {
     let Posted {
         c,
-        bufs,
-        nbufs,
+        back,
         cursor,
         mut mirror_token,
         mut seen,
@@ -331,6 +360,8 @@ fn wait_answer(
     } else {
         spin
     };
+    // One message for every read of this wait (see `read_msg_into`).
+    let mut r = Msg::zeroed();
     loop {
         let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
@@ -339,7 +370,7 @@ fn wait_answer(
         if !from_program {
             ch.consumed.store(s, SeqCst);
         }
-        let r = ch.read_msg();
+        ch.read_msg_into(&mut r);
         if from_program {
             // The helper's word on how long this wait was work (policy only).
             if r.hint != 0 {
@@ -413,12 +444,10 @@ fn wait_answer(
                 }
                 // Copy back out-buffers at the offsets and lengths we chose, never the peer's,
                 // and only once the answer is known to be good: a failed call writes nothing.
-                for &(p, off, len, back) in &bufs[..nbufs] {
-                    if back {
-                        // SAFETY: same ranges as the copy-in above.
-                        unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
-                        moved.bytes_out += len;
-                    }
+                for (p, off, len) in back.iter() {
+                    // SAFETY: same ranges as the copy-in above.
+                    unsafe { copy(p as *mut u8, data.add(off as usize), len as usize) };
+                    moved.bytes_out += len;
                 }
                 set_errno(r.errno);
                 return Ok(moved);

@@ -16,7 +16,7 @@
 #![allow(unsafe_code)]
 
 use crate::plan::runtime::FnDesc;
-use crate::platform::abi::{arg_value, Frame, MAX_ARGS, MAX_STACK};
+use crate::platform::abi::{arg_value, Frame, MAX_STACK};
 use module_map::{ArgSpec, Size, SizeBase};
 use std::cell::Cell;
 
@@ -68,8 +68,9 @@ impl Buf {
 pub struct Walk {
     pub stack: [u64; MAX_STACK],
     pub nstack: usize,
-    bufs: [Buf; MAX_ARGS],
-    n: usize,
+    /// The non-NULL buffers (no allocation for a call without any: a fixed table for every
+    /// possible argument was 1 KiB to fill and move on every call).
+    bufs: Vec<Buf>,
     /// The packed copies of `strv` arguments (empty, no allocation, for other calls).
     packed: Vec<u8>,
 }
@@ -80,8 +81,7 @@ impl Clone for Walk {
         let mut w = Walk {
             stack: self.stack,
             nstack: self.nstack,
-            bufs: self.bufs,
-            n: self.n,
+            bufs: self.bufs.clone(),
             packed: self.packed.clone(),
         };
         w.repoint();
@@ -104,24 +104,14 @@ impl KeptWalk {
         let mut w = Walk {
             stack: [0; MAX_STACK],
             nstack: self.stack.len(),
-            bufs: [NO_BUF; MAX_ARGS],
-            n: self.bufs.len(),
+            bufs: self.bufs.to_vec(),
             packed: self.packed.clone(),
         };
         w.stack[..self.stack.len()].copy_from_slice(&self.stack);
-        w.bufs[..self.bufs.len()].copy_from_slice(&self.bufs);
         w.repoint();
         w
     }
 }
-
-const NO_BUF: Buf = Buf {
-    ptr: 0,
-    len: 0,
-    arg: 0,
-    dir: Dir::In,
-    packed_at: None,
-};
 
 /// Most entries a `strv` array may have (a NULL-terminated one without its NULL within this
 /// many is refused as too large).
@@ -202,8 +192,7 @@ impl Walk {
         let mut w = Walk {
             stack,
             nstack,
-            bufs: [NO_BUF; MAX_ARGS],
-            n: 0,
+            bufs: Vec::new(),
             packed: Vec::new(),
         };
         let arg = |i: usize| {
@@ -241,14 +230,13 @@ impl Walk {
                     // Too many entries (or an unreadable count): too large to post.
                     None => u64::MAX,
                 };
-                w.bufs[w.n] = Buf {
+                w.bufs.push(Buf {
                     ptr: 0,
                     len,
                     arg: i as u16,
                     dir: Dir::In,
                     packed_at: Some(at as u32),
-                };
-                w.n += 1;
+                });
                 continue;
             }
             let len = match spec {
@@ -261,7 +249,7 @@ impl Walk {
                 }
                 _ => 0,
             };
-            w.bufs[w.n] = Buf {
+            w.bufs.push(Buf {
                 ptr: p,
                 len,
                 arg: i as u16,
@@ -271,8 +259,7 @@ impl Walk {
                     _ => Dir::In,
                 },
                 packed_at: None,
-            };
-            w.n += 1;
+            });
         }
         // The packed copies are final: point their buffers at them.
         w.repoint();
@@ -282,7 +269,7 @@ impl Walk {
     /// Points the `strv` buffers at this walk's own packed copies.
     fn repoint(&mut self) {
         let base = self.packed.as_ptr() as u64;
-        for b in &mut self.bufs[..self.n] {
+        for b in &mut self.bufs {
             if let Some(at) = b.packed_at {
                 b.ptr = base + at as u64;
             }
@@ -293,21 +280,21 @@ impl Walk {
     pub fn keep(&self) -> KeptWalk {
         KeptWalk {
             stack: self.stack[..self.nstack.min(MAX_STACK)].into(),
-            bufs: self.bufs[..self.n].into(),
+            bufs: self.bufs.as_slice().into(),
             packed: self.packed.clone(),
         }
     }
 
     /// The non-NULL buffers, in argument order.
     pub fn bufs(&self) -> &[Buf] {
-        &self.bufs[..self.n]
+        &self.bufs
     }
 
     /// The same walk over other buffers of the same lengths (private copies): `ptrs[j]` for
     /// the j-th buffer.
     pub fn rebased(&self, ptrs: &[u64]) -> Walk {
         let mut w = self.clone();
-        for (b, p) in w.bufs[..w.n].iter_mut().zip(ptrs) {
+        for (b, p) in w.bufs.iter_mut().zip(ptrs) {
             b.ptr = *p;
         }
         w
@@ -473,27 +460,25 @@ mod tests {
         let mut w = Walk {
             stack: [0; MAX_STACK],
             nstack: 3,
-            bufs: [NO_BUF; MAX_ARGS],
-            n: 0,
+            bufs: Vec::new(),
             packed: Vec::new(),
         };
         w.stack[..3].copy_from_slice(&[7, 8, 9]);
         w.packed = pack(&[Some("a"), None]);
-        w.bufs[0] = Buf {
+        w.bufs.push(Buf {
             ptr: 0x1000,
             len: 5,
             arg: 0,
             dir: Dir::Out,
             packed_at: None,
-        };
-        w.bufs[1] = Buf {
+        });
+        w.bufs.push(Buf {
             ptr: 0,
             len: w.packed.len() as u64,
             arg: 2,
             dir: Dir::In,
             packed_at: Some(0),
-        };
-        w.n = 2;
+        });
         w.repoint();
         let back = w.keep().walk();
         assert_eq!(back.nstack, 3);

@@ -170,6 +170,8 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
     let h = region.header();
     let ch = region.channel(c);
     let dir = ch.to_helper();
+    // One message for every read (see `read_msg_into`).
+    let mut m = region::Msg::zeroed();
     loop {
         let seen = ch.consumed.load(SeqCst);
         let Some(s) = dir.wait(
@@ -185,7 +187,7 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             continue;
         };
         ch.consumed.store(s, SeqCst);
-        let m = ch.read_msg();
+        ch.read_msg_into(&mut m);
         let reply = if m.kind == MSG_CALL {
             crate::call::colocate::on_call(m.hint);
             crate::call::pages::helper::begin(Some(&m));

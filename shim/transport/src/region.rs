@@ -337,10 +337,18 @@ impl Channel {
     /// the common fields, and for a call its registers, argument table and stack words (counts
     /// bounded by the table sizes, whatever the peer wrote).
     pub fn read_msg(&self) -> Msg {
-        // SAFETY: Msg is plain data; all-zero is a valid value.
-        let mut m: Msg = unsafe { std::mem::zeroed() };
+        let mut m = Msg::zeroed();
+        self.read_msg_into(&mut m);
+        m
+    }
+
+    /// [`Channel::read_msg`] into `m`, a message the caller reuses: only the fields in use are
+    /// copied (the others keep what an earlier message left, as the counts say they are not
+    /// in use: `nstack`, `nargs`, and the call-only parts for other kinds). Saves zeroing and
+    /// moving 1 KiB per message on the hot path.
+    pub fn read_msg_into(&self, m: &mut Msg) {
         let src = self.msg_ptr();
-        let dst = &mut m as *mut Msg as *mut u64;
+        let dst = m as *mut Msg as *mut u64;
         // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
         // counts are bounded by the table sizes), and every bit pattern is a valid Msg.
         unsafe {
@@ -373,9 +381,12 @@ impl Channel {
                     std::ptr::addr_of!((*src).arg_len).cast(),
                     n,
                 );
+                // Entries past `nargs` read as zero, as in a fresh message (a peer that says
+                // fewer than the function has gets no leftovers of an earlier call).
+                m.arg_off[n..].fill(0);
+                m.arg_len[n..].fill(0);
             }
         }
-        m
     }
 
     /// Writes a message into the slot: only the parts its kind uses.
