@@ -32,6 +32,9 @@ fn on_load() {
         });
         match runtime::load() {
             Ok(Ok(rt)) => {
+                // The call path's clock (measured against CLOCK_MONOTONIC during the first
+                // millisecond; only when something is isolated).
+                crate::platform::clock::start(crate::platform::clock::tsc_is_invariant());
                 if rt.exec_helper.is_none() {
                     reports::init(&rt.exe, &rt.map.modules);
                 }

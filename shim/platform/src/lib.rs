@@ -3,6 +3,7 @@
 //!
 //! - `entry`: the `entry_point!` macro: extern "C" entries that never unwind into C.
 //! - `sys`: safe wrappers of libc calls shared by the layers above.
+//! - `clock`: a TSC clock for the call path, scaled against CLOCK_MONOTONIC.
 //! - `confine`: Landlock's version, seccomp, no_new_privs (the sandbox's syscalls).
 //! - `futex`: sleeping on and waking words of shared mappings.
 //! - `fs`: the few file calls of the crash spool writer, async-signal-safe.
@@ -18,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod clock;
 pub mod confine;
 pub mod fs;
 pub mod futex;

@@ -26,7 +26,7 @@ use crate::transport::region::{
 use module_map::{ArgSpec, RetSpec};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 thread_local! {
     /// Returned strings (`ret: str`), per function, valid until the next call of it here.
     static RET_STR: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -566,7 +566,7 @@ pub struct Begun {
     c: usize,
     base: u64,
     acquired: bool,
-    t0: Instant,
+    t0: crate::platform::clock::Stamp,
     posted: Posted,
 }
 
@@ -595,7 +595,7 @@ pub fn call_post(f: &FnDesc, p: &ProcRt, frame: &Frame, walk: &Walk) -> Result<B
         }
         return Err(CallError::Bystander(st));
     }
-    let t0 = Instant::now();
+    let t0 = crate::platform::clock::Stamp::now();
     let colocate = p.spec.replicate.is_none() && p.spec.sample.is_none();
     match client_post(f, &p.region, c, base, frame, walk, true, colocate) {
         Ok(posted) => Ok(Begun {
@@ -689,7 +689,7 @@ pub fn call_finish(
         &r,
         crate::call::hooks::replaying() || crate::call::hooks::secondary(),
     ) {
-        let ns = t0.elapsed().as_nanos() as u64;
+        let ns = t0.elapsed_ns();
         f.stats.record(ns, m.bytes_in, m.bytes_out);
         if m.served_ns == 0 {
             // The helper said nothing: the caller's own elapsed time stands in.

@@ -475,7 +475,8 @@ impl Dir<'_> {
         mut give_up: impl FnMut() -> bool,
     ) -> Option<u32> {
         if !spin.is_zero() {
-            let start = std::time::Instant::now();
+            // Started after the first round: an answer there costs no clock read.
+            let mut start: Option<fracture_platform::clock::Stamp> = None;
             // A round of `pause`s lasts ~50 ns each here: when crowded, yield after a few, so a
             // peer with work is not kept off its CPU for microseconds.
             let crowded = yielding || CROWDED.load(Relaxed);
@@ -489,8 +490,10 @@ impl Dir<'_> {
                     }
                     std::hint::spin_loop();
                 }
-                if start.elapsed() >= spin {
-                    break 'spin;
+                match start {
+                    None => start = Some(fracture_platform::clock::Stamp::now()),
+                    Some(t) if t.elapsed() >= spin => break 'spin,
+                    Some(_) => {}
                 }
                 if crowded {
                     // More spinners than CPUs (replicas): let the one with work run.
