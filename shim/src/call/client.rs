@@ -212,7 +212,9 @@ pub fn client_post(
         func: f.idx as u32,
         errno: get_errno(),
         nstack: nstack as u32,
-        nargs: f.layout.args.len() as u32,
+        // Offsets and lengths up to the last buffer only (the receiver reads the rest as
+        // NULL): a call without buffers sends neither table.
+        nargs: walk.bufs().last().map_or(0, |b| u32::from(b.arg) + 1),
         hint: spin_hint,
         data_base: base,
         data_end: base,

@@ -9,9 +9,10 @@
 //! and lengths against [`DATA_SIZE`] before use.
 //!
 //! Wake-up protocol (per direction): the sender writes the message, bumps the message
-//! sequence (`*_seq`) and the event word (`*_ev`) with SeqCst, then wakes the event word if
-//! the receiver announced it sleeps (`*_sleeping`). The receiver spins on the sequence, then
-//! announces sleep (SeqCst), re-checks, and futex-waits on the event word with a timeout.
+//! sequence (`*_seq`) with SeqCst, and when the receiver announced it sleeps (`*_sleeping`)
+//! bumps the event word (`*_ev`) and wakes it. The receiver spins on the sequence, then reads
+//! the event word, announces sleep (SeqCst), re-checks the sequence, and futex-waits on the
+//! event word (the value it read) with a timeout.
 //! SYNC POINT: sender's seq bump ↔ receiver's seq load; sleeping flag store ↔ its load.
 //! The zygote bumps `to_prog_ev` of every channel when the helper dies, so a program thread
 //! asleep in a call wakes at once.
@@ -395,11 +396,15 @@ impl Channel {
         // SAFETY: the slot belongs to us (we are the sender); ranges are inside Msg.
         unsafe {
             copy_words(dst as *mut u64, m as *const Msg as *const u64, HOT / 8);
-            copy_words(
-                std::ptr::addr_of_mut!((*dst).pages_off).cast(),
-                std::ptr::addr_of!(m.pages_off),
-                2,
-            );
+            // The page table words sit on a cache line of their own and are 0 on every
+            // message but on-demand ones: written only when they change, the line stays
+            // shared by both sides instead of moving to the writer and back on every message.
+            let pages = std::ptr::addr_of_mut!((*dst).pages_off);
+            if std::ptr::read_volatile(pages) != m.pages_off
+                || std::ptr::read_volatile(pages.add(1)) != m.pages_len
+            {
+                copy_words(pages, std::ptr::addr_of!(m.pages_off), 2);
+            }
             if m.kind == MSG_CALL {
                 let k = (m.nstack as usize).min(MAX_STACK);
                 copy_words(
@@ -452,12 +457,13 @@ impl Dir<'_> {
         // `seq` load in `wait` (spinning or after its futex wait) sees them after it sees the
         // new sequence (SeqCst on both sides).
         self.seq.fetch_add(1, SeqCst);
-        // SYNC POINT: pairs with the receiver's `ev` load before it announces sleep: a bump
-        // after that load makes its futex wait return at once.
-        self.ev.fetch_add(1, SeqCst);
-        // SYNC POINT: pairs with the receiver's `sleeping` store, which it makes before its
-        // last `seq` check: either it sees our sequence, or we see it asleep and wake it.
+        // SYNC POINT: pairs with the receiver's `sleeping` store, which it makes after reading
+        // `ev` and before its last `seq` check. Either our load comes first, and then its
+        // check sees the new sequence (it does not sleep), or we see it asleep and bump `ev`
+        // past the value its futex wait compares with, and wake it. (A receiver that is not
+        // asleep costs no second locked instruction and no write to `ev`.)
         if self.sleeping.load(SeqCst) != 0 {
+            self.ev.fetch_add(1, SeqCst);
             futex_wake(self.ev);
         }
     }
