@@ -85,48 +85,25 @@ pub(super) const UPLOAD: &str = "WITH e AS (
        RETURNING 1)
    SELECT (SELECT COUNT(*) FROM e) + (SELECT COUNT(*) FROM r)";
 
-/// The parameter types of [`UPLOAD`], in order.
-fn upload_types() -> [postgres::types::Type; 32] {
+/// The parameter types of [`UPLOAD`], in order: the spool's name, then one letter a column
+/// (t text[], i int8[], f float8[]) of the events (deployment, offset, time, program,
+/// build_id, pid, process, module, function, signal, fault_addr, outcome, env, detail,
+/// frames, backtrace), the runs (deployment, offset, time, program, build_id, pid, map,
+/// isolated, exit) and the runs' calls (run offset, process, module, function, calls,
+/// crashes).
+fn upload_types() -> Vec<postgres::types::Type> {
     use postgres::types::Type;
-    let (t, i, f) = (Type::TEXT_ARRAY, Type::INT8_ARRAY, Type::FLOAT8_ARRAY);
-    [
-        Type::TEXT,
-        // events: deployment, offset, time, program, build_id, pid, process, module,
-        // function, signal, fault_addr, outcome, env, detail, frames, backtrace
-        t.clone(),
-        i.clone(),
-        f.clone(),
-        t.clone(),
-        t.clone(),
-        i.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        i.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        // runs: deployment, offset, time, program, build_id, pid, map, isolated, exit
-        t.clone(),
-        i.clone(),
-        f.clone(),
-        t.clone(),
-        t.clone(),
-        i.clone(),
-        t.clone(),
-        t.clone(),
-        i.clone(),
-        // run calls: run offset, process, module, function, calls, crashes
-        i.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        i.clone(),
-        i,
-    ]
+    let columns = "tifttitttitttttt"
+        .chars()
+        .chain("tifttitti".chars())
+        .chain("itttii".chars());
+    std::iter::once(Type::TEXT)
+        .chain(columns.map(|c| match c {
+            'i' => Type::INT8_ARRAY,
+            'f' => Type::FLOAT8_ARRAY,
+            _ => Type::TEXT_ARRAY,
+        }))
+        .collect()
 }
 
 pub struct Pg {
@@ -293,11 +270,9 @@ impl Pg {
     /// program ran may have been ended meanwhile, and a new one is worth one try.
     pub fn lost_connection(e: &anyhow::Error) -> bool {
         Self::ended_by_server(e)
-            || e.chain().any(|c| {
-                c.downcast_ref::<postgres::Error>().is_some_and(|p| {
-                    p.code()
-                        .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57"))
-                })
+            || pg_errors(e).any(|p| {
+                p.code()
+                    .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57"))
             })
     }
 
@@ -305,12 +280,14 @@ impl Pg {
     /// the backend terminated): unlike a refused or unreachable server, one that may well
     /// take a new connection at once.
     pub fn ended_by_server(e: &anyhow::Error) -> bool {
-        e.chain().any(|c| {
-            c.downcast_ref::<postgres::Error>().is_some_and(|p| {
-                p.is_closed() || p.code().is_some_and(|c| c.code().starts_with("57"))
-            })
-        })
+        pg_errors(e).any(|p| p.is_closed() || p.code().is_some_and(|c| c.code().starts_with("57")))
     }
+}
+
+/// The PostgreSQL errors in `e`'s chain.
+fn pg_errors(e: &anyhow::Error) -> impl Iterator<Item = &postgres::Error> {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<postgres::Error>())
 }
 
 /// Applies the migrations the store lacks.
@@ -351,9 +328,8 @@ fn migrate(c: &mut postgres::Client) -> Result<()> {
 impl Sink for Pg {
     fn refused(&self, e: &anyhow::Error) -> bool {
         // Data exceptions (22: bad text, out of range), integrity (23), program limits (54).
-        e.chain().any(|c| {
-            c.downcast_ref::<postgres::Error>()
-                .and_then(|p| p.code())
+        pg_errors(e).any(|p| {
+            p.code()
                 .is_some_and(|c| ["22", "23", "54"].iter().any(|k| c.code().starts_with(k)))
         })
     }
@@ -497,7 +473,17 @@ impl Source for Pg {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    #[test]
+    fn the_upload_statement_has_a_type_for_each_of_its_parameters() {
+        let highest = (1..100)
+            .take_while(|n| UPLOAD.contains(&format!("${n}")))
+            .last()
+            .unwrap_or(0);
+        assert_eq!(highest, 32);
+        assert_eq!(upload_types().len(), highest);
+    }
+
+    use super::{redact, upload_types, UPLOAD};
 
     #[test]
     fn no_password_survives_redaction_whatever_the_url_looks_like() {
