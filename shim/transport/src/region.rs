@@ -230,6 +230,8 @@ pub struct Channel {
 
 const _: () = assert!(std::mem::size_of::<RegionHeader>() <= HEADER_SIZE);
 const _: () = assert!(std::mem::size_of::<Channel>() <= CHANNEL_HDR);
+// The zygote's status words (state, wait status, pid, generation), shared with the program.
+const _: () = assert!(std::mem::size_of::<Watch>() == 16);
 
 /// One mapped region (program side and helper side see the same address).
 #[derive(Clone, Copy)]
