@@ -82,12 +82,118 @@ impl std::fmt::Display for ElfError {
 impl std::error::Error for ElfError {}
 
 pub fn read(path: &Path) -> Result<ElfObject, ElfError> {
-    let file = std::fs::File::open(path).map_err(|e| ElfError::Io(path.to_path_buf(), e))?;
-    // Only the headers and the dynamic tables are read, as they are asked for, not the whole
-    // file (libpython is 23 MB, of which the symbols and relocations are a few hundred KB:
-    // reading it whole took 30 ms of every `fracture run --isolate` of python).
+    let io = |e| ElfError::Io(path.to_path_buf(), e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Only the headers and the dynamic tables are read, not the whole file (libpython is
+    // 23 MB, of which the symbols, versions and relocations are a few hundred KB: reading it
+    // whole took 30 ms of every `fracture run --isolate` of python). The tables the parse
+    // walks are read whole, one read each; anything else is read as it is asked for.
+    let blocks = dynamic_tables(&file);
+    let sparse = Sparse {
+        blocks,
+        cache: object::ReadCache::new(file),
+    };
+    parse_from(path, &sparse)
+}
+
+/// The section types `parse` reads entries of, whose string tables it reads too.
+const TABLES: &[u32] = &[
+    elf::SHT_DYNSYM,
+    elf::SHT_DYNAMIC,
+    elf::SHT_RELA,
+    elf::SHT_GNU_VERSYM,
+    elf::SHT_GNU_VERDEF,
+    elf::SHT_GNU_VERNEED,
+];
+
+/// (file offset, bytes) of the sections in [`TABLES`] and the string tables they link to.
+/// Empty when the headers cannot be read (the parse then reads as it goes, and says what is
+/// wrong).
+fn dynamic_tables(file: &std::fs::File) -> Vec<(u64, Box<[u8]>)> {
+    use std::os::unix::fs::FileExt;
     let cache = object::ReadCache::new(file);
-    parse_from(path, &cache)
+    let Ok(hdr) = Hdr::parse(&cache) else {
+        return Vec::new();
+    };
+    let Ok(e) = hdr.endian() else {
+        return Vec::new();
+    };
+    let Ok(sections) = hdr.sections(e, &cache) else {
+        return Vec::new();
+    };
+    let mut want: Vec<usize> = Vec::new();
+    for (i, sec) in sections.iter().enumerate() {
+        if TABLES.contains(&sec.sh_type(e)) {
+            want.push(i);
+            want.push(sec.sh_link(e) as usize);
+        }
+    }
+    want.sort_unstable();
+    want.dedup();
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut blocks = Vec::new();
+    for i in want {
+        let Some(sec) = sections.iter().nth(i) else {
+            continue;
+        };
+        let (off, size): (u64, u64) = (sec.sh_offset(e), sec.sh_size(e));
+        if sec.sh_type(e) == elf::SHT_NOBITS || size == 0 || off + size > len || size > 64 << 20 {
+            continue;
+        }
+        let mut b = vec![0u8; size as usize].into_boxed_slice();
+        if file.read_exact_at(&mut b, off).is_ok() {
+            blocks.push((off, b));
+        }
+    }
+    blocks
+}
+
+/// An ELF file for `object`: some ranges held in memory, the rest read on demand.
+struct Sparse {
+    blocks: Vec<(u64, Box<[u8]>)>,
+    cache: object::ReadCache<std::fs::File>,
+}
+
+impl Sparse {
+    /// The block holding `offset`, and where in it.
+    fn block_at(&self, offset: u64) -> Option<(&[u8], usize)> {
+        self.blocks.iter().find_map(|(start, b)| {
+            let rel = offset.checked_sub(*start)?;
+            (rel < b.len() as u64).then_some((&b[..], rel as usize))
+        })
+    }
+}
+
+impl<'a> object::ReadRef<'a> for &'a Sparse {
+    fn len(self) -> Result<u64, ()> {
+        (&self.cache).len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        if let Some((b, rel)) = self.block_at(offset) {
+            if let Some(end) = usize::try_from(size).ok().and_then(|n| rel.checked_add(n)) {
+                if end <= b.len() {
+                    return Ok(&b[rel..end]);
+                }
+            }
+        }
+        (&self.cache).read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(
+        self,
+        range: std::ops::Range<u64>,
+        delimiter: u8,
+    ) -> Result<&'a [u8], ()> {
+        if let Some((b, rel)) = self.block_at(range.start) {
+            let limit = usize::try_from(range.end.saturating_sub(range.start))
+                .map_or(b.len(), |n| rel.saturating_add(n).min(b.len()));
+            if let Some(i) = b[rel..limit].iter().position(|&c| c == delimiter) {
+                return Ok(&b[rel..rel + i]);
+            }
+        }
+        (&self.cache).read_bytes_at_until(range, delimiter)
+    }
 }
 
 type Hdr = elf::FileHeader64<Endianness>;

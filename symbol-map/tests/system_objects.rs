@@ -92,3 +92,50 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
         Err(ElfError::NotElf(_))
     ));
 }
+
+/// `read` takes only the headers and the dynamic tables from the file (libpython is 23 MB);
+/// what it finds must be what parsing the whole file finds.
+#[test]
+fn reading_only_the_dynamic_tables_finds_what_the_whole_file_holds() {
+    let candidates = [
+        "/usr/bin/file",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libmagic.so.1",
+        "/usr/bin/python3.11",
+        "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
+    ];
+    let mut n = 0;
+    for c in candidates {
+        let p = Path::new(c);
+        if !p.exists() {
+            continue;
+        }
+        let whole = parse(p, &std::fs::read(p).unwrap()).unwrap();
+        let sparse = read(p).unwrap();
+        assert_eq!(sparse.exports, whole.exports, "{c}");
+        assert_eq!(sparse.imports, whole.imports, "{c}");
+        assert_eq!(
+            (
+                &sparse.soname,
+                &sparse.needed,
+                &sparse.runpath,
+                sparse.bind_now,
+                sparse.pie
+            ),
+            (
+                &whole.soname,
+                &whole.needed,
+                &whole.runpath,
+                whole.bind_now,
+                whole.pie
+            ),
+            "{c}"
+        );
+        assert!(
+            !whole.exports.is_empty() || !whole.imports.is_empty(),
+            "{c}"
+        );
+        n += 1;
+    }
+    assert!(n >= 2, "no system objects found");
+}

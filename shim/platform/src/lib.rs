@@ -5,6 +5,7 @@
 //! - `sys`: safe wrappers of libc calls shared by the layers above.
 //! - `clock`: a TSC clock for the call path, scaled against CLOCK_MONOTONIC.
 //! - `confine`: Landlock's version, seccomp, no_new_privs (the sandbox's syscalls).
+//! - `hash`: a fast hasher for the tables of names matched on every object load.
 //! - `futex`: sleeping on and waking words of shared mappings.
 //! - `fs`: the few file calls of the crash spool writer, async-signal-safe.
 //! - `process`: fork, wait, pidfds, process groups, exec, limits, the zygote's socket.
@@ -26,6 +27,7 @@ pub mod futex;
 #[macro_use]
 pub mod entry;
 pub mod got;
+pub mod hash;
 pub mod loader;
 pub mod process;
 pub mod signal;

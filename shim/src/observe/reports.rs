@@ -201,13 +201,41 @@ fn refresh_with(objs: &[crate::platform::got::Obj], exe: &str) {
 
 /// Every JUMP_SLOT / GLOB_DAT slot of a mapped function in `objs` (versions matched as the
 /// router matches them), sorted by address.
+///
+/// An object's slots are found once: the table is rebuilt on every `dlopen` (python loads
+/// dozens of extension modules at start, and libpython alone has thousands of imports), so
+/// the slots of objects listed before (same base, no unload since) are taken from the last
+/// build.
 fn mapped_slots(objs: &[crate::platform::got::Obj], fns: &[MappedFn]) -> Vec<(usize, usize)> {
-    let mut by_name: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    /// (object base, unloads when listed, its slots).
+    type Known = Vec<(usize, u64, Vec<(usize, usize)>)>;
+    static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
+    // Never waited for (a child forked while another thread held it would wait for good):
+    // when it is busy, this build scans every object, as it would without the cache.
+    let mut guard = match KNOWN.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    let mut none = Known::new();
+    let known: &mut Known = guard.as_deref_mut().unwrap_or(&mut none);
+    let mut by_name: std::collections::HashMap<&str, Vec<usize>, crate::platform::hash::BuildFx> =
+        Default::default();
     for (i, f) in fns.iter().enumerate() {
         by_name.entry(f.symbol.as_str()).or_default().push(i);
     }
     let mut slots = Vec::new();
+    let mut now: Known = Vec::with_capacity(objs.len());
     for o in objs {
+        if let Some(k) = known
+            .iter_mut()
+            .find(|(b, u, _)| *b == o.base && *u == o.unloads)
+        {
+            slots.extend_from_slice(&k.2);
+            now.push((o.base, o.unloads, std::mem::take(&mut k.2)));
+            continue;
+        }
+        let mut mine = Vec::new();
         o.for_each_import(|slot, name, ver| {
             let Some(cands) = by_name.get(name) else {
                 return;
@@ -221,10 +249,13 @@ fn mapped_slots(objs: &[crate::platform::got::Obj], fns: &[MappedFn]) -> Vec<(us
                     (None, _) => true,
                 });
             if let Some(i) = hit {
-                slots.push((slot, i));
+                mine.push((slot, i));
             }
         });
+        slots.extend_from_slice(&mine);
+        now.push((o.base, o.unloads, mine));
     }
+    *known = now;
     slots.sort_unstable();
     slots.dedup_by_key(|s| s.0);
     slots

@@ -16,7 +16,6 @@ use crate::platform::got::{self, Maps, Obj, Scanned, Wanted};
 use crate::platform::stubs;
 use crate::transport::region::Region;
 use module_map::{ArgSpec, MapError, ModuleMap, RetSpec};
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
@@ -619,7 +618,7 @@ impl Runtime {
 
     /// The name → function table used to match imports.
     fn wanted(&self) -> Wanted<'_> {
-        let mut w: Wanted<'_> = HashMap::new();
+        let mut w: Wanted<'_> = Wanted::default();
         for f in self.fns.iter().filter(|f| f.callback.is_none()) {
             w.entry(f.name.as_str()).or_default().push(f.idx);
         }

@@ -62,4 +62,4 @@ pub use patch::Patch;
 use std::collections::HashMap;
 
 /// Symbols to route: name → candidate function indexes (several when versions differ).
-pub type Wanted<'a> = HashMap<&'a str, Vec<usize>>;
+pub type Wanted<'a> = HashMap<&'a str, Vec<usize>, crate::hash::BuildFx>;
