@@ -83,6 +83,13 @@ fn on_unload() {
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = on_unload;
 
+entry_point! {
+/// `exit` in the program, before the objects' destructors run.
+fn before_exit() {
+    crate::call::pages::peek::give_back_module_data();
+}
+}
+
 type MainFn = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
 type StartMainFn = unsafe extern "C" fn(
     MainFn,
@@ -186,6 +193,9 @@ unsafe fn main_wrapper(
             }
             // Everything start-up allocated is freed now: use that up too (on-demand only).
             crate::supervise::address::after_start(rt);
+            // Registered now, after glibc registered the loader's destructor pass: runs
+            // before it.
+            crate::platform::process::at_exit(before_exit);
         }
     });
     if crate::platform::sys::getpid() != me {

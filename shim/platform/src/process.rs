@@ -190,6 +190,13 @@ pub fn at_fork_child(f: extern "C" fn()) {
     unsafe { libc::pthread_atfork(None, None, Some(f)) };
 }
 
+/// Registers `f` to run when the process exits through `exit` (atexit): before the loader
+/// runs the objects' destructors when it is registered after `__libc_start_main` began.
+pub fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: registering a plain extern "C" function; glibc keeps the pointer.
+    unsafe { libc::atexit(f) == 0 }
+}
+
 /// Sends `sig` to the calling thread (tgkill): for a handler that re-raises the signal it
 /// caught. Async-signal-safe.
 pub fn raise_on_this_thread(sig: i32) {

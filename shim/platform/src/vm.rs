@@ -309,6 +309,21 @@ pub unsafe fn protect_none(a: usize, b: usize) -> bool {
     unsafe { libc::mprotect(a as *mut libc::c_void, b - a, libc::PROT_NONE) == 0 }
 }
 
+/// Makes `[a, b)` readable and writable again, keeping its pages.
+///
+/// # Safety
+/// The range holds nothing that must stay inaccessible.
+pub unsafe fn protect_read_write(a: usize, b: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        libc::mprotect(
+            a as *mut libc::c_void,
+            b - a,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
+}
+
 /// Unmaps `[a, b)`.
 ///
 /// # Safety

@@ -123,6 +123,20 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
     }
 }
 
+/// The program is exiting: the module objects' data becomes the program's again, so that
+/// their destructors, which the loader runs in the program too, find it (libexpat's, under
+/// Debian's python3, crashed every `fracture run --isolate libexpat.so.1` at exit). What they
+/// find is the program's own copy: the objects' state after their constructors, as no
+/// mapped function ran here (pages fetched since and dropped read as zero).
+pub fn give_back_module_data() {
+    let Some(st) = STATE.get() else { return };
+    for &(a, b, _) in &st.data {
+        // SAFETY: the module's data, inaccessible only so that it is never read stale while
+        // the helper owns it; the program's calls into it are over.
+        unsafe { vm::protect_read_write(a as usize, b as usize) };
+    }
+}
+
 /// The process whose module memory holds `addr`, and whether it is a module object's data.
 fn owner_of(addr: u64) -> Option<(usize, bool)> {
     if let Some(k) = layout().and_then(|l| l.process_of(addr)) {
