@@ -215,6 +215,12 @@ pub fn helper_side(k: usize) -> Option<Vec<(u64, u64)>> {
             owned.push((a, b));
         }
     }
+    // A non-PIE executable's GOT lies in its writable data (no full RELRO): every call
+    // through its PLT, and every function whose address it took (glibc's `free`, resolved to
+    // the executable's PLT stub as the canonical address, called by this very shim), reads a
+    // slot there. Those pages stay the helper's inherited copy (the same libraries are loaded
+    // on both sides); Debian's python3 helper died on its first `free` otherwise.
+    let programs = without_pages(programs, &executable_got_pages());
     if let Some(h) = maps.iter().find(|m| m.path == "[heap]") {
         debug!(
             "on-demand: heap before the fork {:#x}-{:#x} (the helper's); {} program ranges inherited",
@@ -234,6 +240,38 @@ pub fn helper_side(k: usize) -> Option<Vec<(u64, u64)>> {
     Some(programs)
 }
 
+/// The pages holding the executable's GOT slots (its imports' JUMP_SLOT and GLOB_DAT words),
+/// sorted.
+fn executable_got_pages() -> Vec<u64> {
+    let objs = crate::platform::got::loaded_objects();
+    let mut pages = Vec::new();
+    if let Some(exe) = objs.first() {
+        exe.for_each_import(|slot, _, _| pages.push(slot as u64 & !(vm::PAGE as u64 - 1)));
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    pages
+}
+
+/// `ranges` less the pages `pages` (sorted), each range split around them.
+fn without_pages(ranges: Vec<(u64, u64)>, pages: &[u64]) -> Vec<(u64, u64)> {
+    let p = vm::PAGE as u64;
+    let mut out = Vec::new();
+    for (a, b) in ranges {
+        let mut at = a;
+        for &pg in pages.iter().filter(|&&pg| pg + p > a && pg < b) {
+            if pg > at {
+                out.push((at, pg));
+            }
+            at = at.max(pg + p);
+        }
+        if at < b {
+            out.push((at, b));
+        }
+    }
+    out
+}
+
 /// Makes the program's inherited ranges inaccessible in the helper: from now on a touch
 /// fetches the program's page.
 pub fn protect(ranges: &[(u64, u64)]) {
@@ -241,5 +279,21 @@ pub fn protect(ranges: &[(u64, u64)]) {
         // SAFETY: program data the helper's own code never uses (its threads run on stacks
         // of their own; the main thread on the zygote's).
         unsafe { vm::protect_none(a as usize, b as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ranges_are_split_around_the_pages_taken_out() {
+        let r = super::without_pages(
+            vec![(0x1000, 0x6000), (0x9000, 0xa000)],
+            &[0x2000, 0x3000, 0x9000],
+        );
+        assert_eq!(r, vec![(0x1000, 0x2000), (0x4000, 0x6000)]);
+        assert_eq!(
+            super::without_pages(vec![(0x1000, 0x3000)], &[]),
+            vec![(0x1000, 0x3000)]
+        );
     }
 }
