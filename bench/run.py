@@ -172,6 +172,11 @@ def main():
         rows[-1]["ratio"] = rw
         row(f"python zlib/bz2/lzma streams on demand ({what}), CPU", ic * 1e3, "ms", "plain, CPU", pc * 1e3)
         rows[-1]["ratio"] = rc
+    # the start-up of one of them alone (what every short run pays): python3 -c pass
+    for what, py in pys:
+        pw, iw, pc, ic, rw, rc = paired([py, "-c", "pass"], [FRACTURE, "run", "--isolate", libs3, "--", py, "-c", "pass"], 2 * RUNS)
+        row(f"start-up under --isolate ({what}, python -c pass), wall", iw * 1e3, "ms", "plain, wall", pw * 1e3)
+        rows[-1]["ratio"] = rw
     xzin = tempfile.NamedTemporaryFile(delete=False)
     for f in ("/usr/bin/xz", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/liblzma.so.5"):
         with open(f, "rb") as src:
