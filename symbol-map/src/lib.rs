@@ -84,15 +84,15 @@ impl std::error::Error for ElfError {}
 pub fn read(path: &Path) -> Result<ElfObject, ElfError> {
     let io = |e| ElfError::Io(path.to_path_buf(), e);
     let file = std::fs::File::open(path).map_err(io)?;
+    let reader = file.try_clone().map_err(io)?;
     // Only the headers and the dynamic tables are read, not the whole file (libpython is
     // 23 MB, of which the symbols, versions and relocations are a few hundred KB: reading it
     // whole took 30 ms of every `fracture run --isolate` of python). The tables the parse
     // walks are read whole, one read each; anything else is read as it is asked for.
-    let blocks = dynamic_tables(&file);
-    let sparse = Sparse {
-        blocks,
-        cache: object::ReadCache::new(file),
-    };
+    let cache = object::ReadCache::new(file);
+    // The headers read to find the tables stay in `cache` for the parse.
+    let blocks = dynamic_tables(&cache, &reader);
+    let sparse = Sparse { blocks, cache };
     parse_from(path, &sparse)
 }
 
@@ -109,16 +109,18 @@ const TABLES: &[u32] = &[
 /// (file offset, bytes) of the sections in [`TABLES`] and the string tables they link to.
 /// Empty when the headers cannot be read (the parse then reads as it goes, and says what is
 /// wrong).
-fn dynamic_tables(file: &std::fs::File) -> Vec<(u64, Box<[u8]>)> {
+fn dynamic_tables(
+    cache: &object::ReadCache<std::fs::File>,
+    file: &std::fs::File,
+) -> Vec<(u64, Box<[u8]>)> {
     use std::os::unix::fs::FileExt;
-    let cache = object::ReadCache::new(file);
-    let Ok(hdr) = Hdr::parse(&cache) else {
+    let Ok(hdr) = Hdr::parse(cache) else {
         return Vec::new();
     };
     let Ok(e) = hdr.endian() else {
         return Vec::new();
     };
-    let Ok(sections) = hdr.sections(e, &cache) else {
+    let Ok(sections) = hdr.sections(e, cache) else {
         return Vec::new();
     };
     let mut want: Vec<usize> = Vec::new();
@@ -133,7 +135,7 @@ fn dynamic_tables(file: &std::fs::File) -> Vec<(u64, Box<[u8]>)> {
     let len = file.metadata().map_or(0, |m| m.len());
     let mut blocks = Vec::new();
     for i in want {
-        let Some(sec) = sections.iter().nth(i) else {
+        let Ok(sec) = sections.section(object::SectionIndex(i)) else {
             continue;
         };
         let (off, size): (u64, u64) = (sec.sh_offset(e), sec.sh_size(e));

@@ -213,7 +213,7 @@ impl Pg {
             .keepalives_idle(Duration::from_secs(30));
         let t0 = std::time::Instant::now();
         let mut pause = Duration::from_millis(20);
-        let client = loop {
+        let mut client = loop {
             match config.connect(postgres::NoTls) {
                 Ok(c) => break c,
                 Err(e) if transient(&e) && t0.elapsed() < Duration::from_secs(30) => {
@@ -226,7 +226,6 @@ impl Pg {
                 }
             }
         };
-        let mut client = client;
         migrate(&mut client).with_context(|| format!("{name} is not a fracture report store"))?;
         let upload = client
             .prepare_typed(UPLOAD, &upload_types())
@@ -239,9 +238,10 @@ impl Pg {
         })
     }
 
-    /// Runs the upload statement once with nothing to store: a fresh backend plans it and
-    /// opens the tables (about a millisecond here), which `fracture run` has done while the
-    /// program ran instead of on its exit path. Errors are left to the upload itself.
+    /// Runs the upload statement once on a run and a call, in a transaction rolled back: a
+    /// fresh backend plans it and opens the tables, their indexes and the foreign key's check
+    /// (about a millisecond here), which `fracture run` has done while the program ran
+    /// instead of on its exit path. Errors are left to the upload itself.
     pub fn warm(&mut self) {
         let run = Record::Run(super::record::Run {
             calls: vec![super::record::Call::default()],
@@ -249,8 +249,7 @@ impl Pg {
         });
         let upload = &self.upload;
         let c = self.client.get_mut();
-        // A run and a call, stored and taken back: the indexes and the foreign key's check
-        // are warmed too (the identity values it drew are skipped, which is harmless).
+        // The identity values the rolled-back rows drew are skipped, which is harmless.
         if let Ok(mut tx) = c.transaction() {
             let _ = upload_file(&mut tx, upload, "", &[(0, run)]);
             let _ = tx.rollback();
@@ -269,11 +268,11 @@ impl Pg {
     /// (57: the backend was terminated, the server restarts). One that sat idle while a
     /// program ran may have been ended meanwhile, and a new one is worth one try.
     pub fn lost_connection(e: &anyhow::Error) -> bool {
-        Self::ended_by_server(e)
-            || pg_errors(e).any(|p| {
-                p.code()
+        pg_errors(e).any(|p| {
+            p.is_closed()
+                || p.code()
                     .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57"))
-            })
+        })
     }
 
     /// True when `e` says a server that was reached ended the connection (it was closed, or
@@ -348,20 +347,14 @@ fn upload_file<C: postgres::GenericClient>(
     records: &[(i64, Record)],
 ) -> Result<usize> {
     use postgres::types::ToSql;
-    let events: Vec<(i64, &super::record::Event)> = records
-        .iter()
-        .filter_map(|(o, r)| match r {
-            Record::Event(e) => Some((*o, e)),
-            Record::Run(_) => None,
-        })
-        .collect();
-    let runs: Vec<(i64, &super::record::Run)> = records
-        .iter()
-        .filter_map(|(o, r)| match r {
-            Record::Run(r) => Some((*o, r)),
-            Record::Event(_) => None,
-        })
-        .collect();
+    let mut events: Vec<(i64, &super::record::Event)> = Vec::new();
+    let mut runs: Vec<(i64, &super::record::Run)> = Vec::new();
+    for (o, r) in records {
+        match r {
+            Record::Event(e) => events.push((*o, e)),
+            Record::Run(r) => runs.push((*o, r)),
+        }
+    }
     let texts = |f: &dyn Fn(&super::record::Event) -> &str| -> Vec<&str> {
         events.iter().map(|(_, e)| f(e)).collect()
     };

@@ -152,36 +152,20 @@ pub fn memfd(name: &str, size: usize) -> std::io::Result<i32> {
 
 /// Maps `len` bytes of `fd` shared, readable and writable, anywhere (the start address).
 pub fn map_shared(fd: i32, len: usize) -> std::io::Result<usize> {
-    // SAFETY: a new mapping at an address the kernel picks: nothing of ours is replaced.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_NORESERVE,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(p as usize)
+    map_read_write(len, libc::MAP_SHARED | libc::MAP_NORESERVE, fd)
 }
 
 /// Maps `len` zeroed bytes shared with the children forked later, anywhere.
 pub fn map_shared_anonymous(len: usize) -> std::io::Result<usize> {
-    // SAFETY: a new anonymous mapping at an address the kernel picks.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    map_read_write(len, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
+}
+
+/// A new readable and writable mapping of `len` bytes with `flags` (of `fd`, or -1), at an
+/// address the kernel picks.
+fn map_read_write(len: usize, flags: i32, fd: i32) -> std::io::Result<usize> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a new mapping at an address the kernel picks: nothing of ours is replaced.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
     if p == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
