@@ -230,8 +230,9 @@ pub struct PageStats {
     /// Bytes of the module's writes applied to the program's memory.
     pub written: AtomicU64,
     /// Pages of module memory the program read (faults in the program, and pages the helper
-    /// sent back with an answer).
+    /// sent back with an answer), and of those the ones the program faulted in.
     pub peeked: AtomicU64,
+    pub faulted: AtomicU64,
 }
 
 /// Per process index (at most 64 processes).
@@ -241,5 +242,6 @@ pub static PAGES: [PageStats; 64] = [const {
         sent_ahead: AtomicU64::new(0),
         written: AtomicU64::new(0),
         peeked: AtomicU64::new(0),
+        faulted: AtomicU64::new(0),
     }
 }; 64];

@@ -70,11 +70,12 @@ pub fn write(rt: &Runtime) {
             .and_then(|k| stats::PAGES.get(k))
             .map(|g| {
                 format!(
-                    "\n      \"pages\": {{\"fetched\": {}, \"sent_ahead\": {}, \"bytes_written\": {}, \"peeked\": {}}},",
+                    "\n      \"pages\": {{\"fetched\": {}, \"sent_ahead\": {}, \"bytes_written\": {}, \"peeked\": {}, \"peek_faults\": {}}},",
                     g.fetched.load(Relaxed),
                     g.sent_ahead.load(Relaxed),
                     g.written.load(Relaxed),
-                    g.peeked.load(Relaxed)
+                    g.peeked.load(Relaxed),
+                    g.faulted.load(Relaxed)
                 )
             })
             .unwrap_or_default();

@@ -210,6 +210,24 @@ fn peer(sh: &Shared) {
                     m.pages_off = AREA_BASE;
                     m.pages_len = tb.len() as u64;
                 }
+                if rng(&mut st).is_multiple_of(3) {
+                    // A block of "module pages" sent back: the program's own pages, the
+                    // queue, a kernel address, a count past the block, lengths that do not fit.
+                    let off = AREA_BASE + PAGE as u64 * (rng(&mut st) % 1100);
+                    let pool = [sh.a, sh.b, sh.c, queue, kernel, sh.unmapped, 0];
+                    let mut head = vec![rng(&mut st) % 12];
+                    head.extend((0..10).map(|_| pool[rng(&mut st) as usize % pool.len()]));
+                    let bytes: Vec<u8> = head.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    if off + PAGE as u64 <= crate::transport::region::DATA_SIZE as u64 {
+                        write_area(&sh.region, off, &bytes);
+                    }
+                    m.mirror_off = if rng(&mut st).is_multiple_of(7) {
+                        rng(&mut st)
+                    } else {
+                        off
+                    };
+                    m.mirror_len = PAGE as u64 * (rng(&mut st) % 12) + rng(&mut st) % 2;
+                }
             }
         }
         if sh.finished.load(SeqCst) < round {

@@ -11,7 +11,7 @@
 
 #![allow(unsafe_code)]
 
-use super::{in_ranges, AREA, AREA_BASE, PER_REQUEST};
+use super::{in_ranges, AREA, AREA_BASE, BACK, PER_REQUEST, SENT_BACK, WANT_AT};
 use crate::platform::vm::{self, HIGH, LOW, PAGE};
 use crate::transport::region::{self, Msg, Region, DATA_SIZE, MSG_PAGES, MSG_RETURN, MSG_WRITES};
 use std::cell::Cell;
@@ -67,6 +67,9 @@ struct Pages {
     slots: Vec<u32>,
     /// MAX_PAGES twins, page i's at `twins + i * PAGE`.
     twins: usize,
+    /// Pages of our own memory the call asked to have sent back with its answer.
+    want: [u64; BACK],
+    nwant: usize,
 }
 
 thread_local! {
@@ -301,6 +304,8 @@ pub fn thread_start(region: Region, c: usize) -> bool {
         addrs: vec![0; MAX_PAGES],
         slots: vec![0; SLOTS],
         twins,
+        want: [0; BACK],
+        nwant: 0,
     });
     MINE.with(|m| m.set(Box::into_raw(p)));
     true
@@ -343,9 +348,24 @@ pub fn begin(m: Option<&Msg>) {
     let Some(p) = mine() else { return };
     lock();
     if let (Some(m), Some(owned)) = (m, OWNED.get()) {
+        p.nwant = 0;
         if m.pages_len > 0 && m.pages_off == AREA_BASE {
             // SAFETY: the table's first word lies in the data area (AREA_BASE is inside).
             let words = p.region.data(p.c).wrapping_add(AREA_BASE as usize) as *const u64;
+            // The pages to send back: ours only, each once.
+            // SAFETY: the wanted list lies in the table's page (WANT_AT + 1 + BACK words).
+            let nw = (unsafe { std::ptr::read_volatile(words.add(WANT_AT)) } as usize).min(BACK);
+            for i in 0..nw {
+                // SAFETY: as above, i < BACK.
+                let page = unsafe { std::ptr::read_volatile(words.add(WANT_AT + 1 + i)) };
+                if page.is_multiple_of(P)
+                    && in_ranges(owned, page)
+                    && !p.want[..p.nwant].contains(&page)
+                {
+                    p.want[p.nwant] = page;
+                    p.nwant += 1;
+                }
+            }
             // SAFETY: as above; the count is bounded before any page is read.
             let n = unsafe { std::ptr::read_volatile(words) } as usize;
             let n = n.min(super::AHEAD);
@@ -398,24 +418,50 @@ pub fn end(m: &mut Msg) {
 }
 
 /// An answer whose value points into module memory (a returned string, a handle the program
-/// reads through): that page goes with it, after the write table (`mirror_off`, one page), so
-/// the program reads it without asking.
+/// reads through) brings that page, and the pages of ours the call asked back (what the
+/// program read after the last answers), after the write table: a block at `mirror_off` of
+/// `[count][addr x count]` (0: not readable) in its first page, then the pages, so the program
+/// reads them without asking.
 fn send_back(p: &Pages, m: &mut Msg) {
     let Some(owned) = OWNED.get() else { return };
+    let mut pages = [0u64; SENT_BACK];
+    let mut n = 0;
     let v = m.ret_rax;
-    if !(LOW as u64..HIGH as u64).contains(&v) || !in_ranges(owned, v) {
+    if (LOW as u64..HIGH as u64).contains(&v) && in_ranges(owned, v) {
+        pages[0] = v & !(P - 1);
+        n = 1;
+    }
+    for &w in &p.want[..p.nwant.min(BACK)] {
+        if !pages[..n].contains(&w) {
+            pages[n] = w;
+            n += 1;
+        }
+    }
+    if n == 0 {
         return;
     }
     let off = (AREA_BASE + m.pages_len).div_ceil(P) * P;
-    if off + P > DATA_SIZE as u64 {
+    let fit = (DATA_SIZE as u64).saturating_sub(off) / P;
+    let n = n.min(fit.saturating_sub(1) as usize);
+    if n == 0 {
         return;
     }
-    // SAFETY: one page at `off` lies inside the channel's data area (checked above).
-    let dst = unsafe { std::slice::from_raw_parts_mut(p.region.data(p.c).add(off as usize), PAGE) };
-    if vm::read_pages(&[v & !(P - 1)], dst) & 1 != 0 {
-        m.mirror_off = off;
-        m.mirror_len = P;
+    // SAFETY: 1 + n pages at `off` lie inside the channel's data area (`fit` above).
+    let block = unsafe {
+        std::slice::from_raw_parts_mut(p.region.data(p.c).add(off as usize), PAGE * (1 + n))
+    };
+    let got = vm::read_pages(&pages[..n], &mut block[PAGE..]);
+    if got == 0 {
+        return;
     }
+    let (head, _) = block.split_at_mut(PAGE);
+    head[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    for (i, &a) in pages[..n].iter().enumerate() {
+        let a = if got & (1 << i) != 0 { a } else { 0 };
+        head[8 * (1 + i)..8 * (2 + i)].copy_from_slice(&a.to_le_bytes());
+    }
+    m.mirror_off = off;
+    m.mirror_len = P * (1 + n as u64);
 }
 
 /// A fault at `info`'s address while this thread runs a segment: fetches the page from the

@@ -30,7 +30,8 @@
 //! page.
 //!
 //! The program sends ahead, with each call, the pages its argument registers point to and the
-//! pages the function's last call fetched (`program::send_ahead`).
+//! pages the function's last call fetched (`program::send_ahead`); the answer brings back the
+//! module pages the program read after the last answers (`helper::send_back`, `peek::adopt`).
 
 #[cfg(test)]
 mod fuzz;
@@ -51,6 +52,15 @@ pub const PER_REQUEST: usize = 6;
 /// Pages sent ahead with a call, at most.
 pub const AHEAD: usize = 64;
 const _: () = assert!((AHEAD * PAGE + PAGE) as u64 <= AREA);
+/// Pages of module memory a call asks to have sent back with its answer, at most (the pages
+/// the program read after the last answers: see `program::send_ahead`), and where their
+/// count and addresses sit in the call's page table (after the sent-ahead addresses).
+pub const BACK: usize = 8;
+pub const WANT_AT: usize = 1 + AHEAD;
+const _: () = assert!((WANT_AT + 1 + BACK) * 8 <= PAGE);
+/// An answer's block of module pages (`Msg::mirror_off`): a page of `[count][addr x count]`
+/// (0: not sent), then the pages in that order; the returned value's page and the wanted ones.
+pub const SENT_BACK: usize = 1 + BACK;
 
 /// Where module memory lives: a reservation the program made before the zygote was forked,
 /// one slot per process (slot 0: the zygote's own), inaccessible in the program.

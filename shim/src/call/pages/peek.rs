@@ -15,7 +15,7 @@
 
 #![allow(unsafe_code)]
 
-use super::{in_ranges, layout, AREA_BASE};
+use super::{in_ranges, layout, AREA_BASE, BACK};
 use crate::plan::runtime::{self, Runtime};
 use crate::platform::vm::{self, PAGE};
 use crate::transport::region::{Msg, Region, MSG_PEEK, MSG_RETURN};
@@ -42,6 +42,15 @@ struct Peeked {
     /// Held while the list changes (a spin lock: taken in the fault handler too, never across
     /// anything that could fault).
     lock: AtomicBool,
+    /// Pages fetched by a fault since the last call into the process started (at most
+    /// `BACK`): what the program reads after the answers, asked back with the next calls.
+    faulted: [AtomicU64; BACK],
+    nfaulted: AtomicUsize,
+    /// The one program thread that called into the process so far (a mark of its own), and
+    /// whether a second one did: answers of concurrent calls could bring copies of one page
+    /// taken at different moments, so pages are asked back only while one thread calls.
+    caller: AtomicUsize,
+    crowd: AtomicBool,
 }
 
 impl Peeked {
@@ -105,6 +114,10 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
             n: AtomicUsize::new(0),
             twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
             lock: AtomicBool::new(false),
+            faulted: [const { AtomicU64::new(0) }; BACK],
+            nfaulted: AtomicUsize::new(0),
+            caller: AtomicUsize::new(0),
+            crowd: AtomicBool::new(false),
         })
         .collect();
     for &(a, b, _) in &data {
@@ -147,10 +160,47 @@ fn owner_of(addr: u64) -> Option<(usize, bool)> {
     st.data.get(i).filter(|r| r.0 <= addr).map(|r| (r.2, true))
 }
 
+/// A call into process `k` starts on this thread: true while it is the only program thread
+/// that ever called into it (see `Peeked::caller`).
+pub fn sole_caller(k: usize) -> bool {
+    thread_local! { static MARK: u8 = const { 0 }; }
+    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return false;
+    };
+    if p.crowd.load(SeqCst) {
+        return false;
+    }
+    let me = MARK.with(|m| m as *const u8 as usize);
+    match p.caller.compare_exchange(0, me, SeqCst, SeqCst) {
+        Ok(_) => true,
+        Err(c) if c == me => true,
+        Err(_) => {
+            p.crowd.store(true, SeqCst);
+            false
+        }
+    }
+}
+
+/// The pages of process `k`'s module memory the program faulted in since its last call into
+/// it started (at most `BACK`), and the list emptied.
+pub fn take_faulted(k: usize) -> ([u64; BACK], usize) {
+    let mut out = [0u64; BACK];
+    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return (out, 0);
+    };
+    let _g = p.lock();
+    let n = p.nfaulted.swap(0, SeqCst).min(BACK);
+    for (o, f) in out.iter_mut().zip(&p.faulted).take(n) {
+        *o = f.load(SeqCst);
+    }
+    (out, n)
+}
+
 /// Process `k`'s next call starts on channel `c`: the module pages the program wrote go back
 /// to the helper first (the bytes that differ from the fetched copy), then every fetched page
-/// is dropped (the module may change them during the call).
-pub fn before_call(k: usize, region: &Region, c: usize) {
+/// is dropped (the module may change them during the call), except those its answer is to
+/// bring (the returned value's last time, and `wanted`): kept, stale, refreshed in place.
+pub fn before_call(k: usize, region: &Region, c: usize, wanted: &[u64]) {
     let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
         return;
     };
@@ -166,7 +216,9 @@ pub fn before_call(k: usize, region: &Region, c: usize) {
     let mut j = 0;
     for i in 0..n {
         let page = p.pages[i].swap(0, SeqCst);
-        let keep = page != 0 && p.sent_back[i].load(SeqCst) && !p.dirty[i].load(SeqCst);
+        let keep = page != 0
+            && (p.sent_back[i].load(SeqCst) || wanted.contains(&page))
+            && !p.dirty[i].load(SeqCst);
         p.dirty[i].store(false, SeqCst);
         p.sent_back[i].store(false, SeqCst);
         p.stale[i].store(false, SeqCst);
@@ -340,8 +392,14 @@ fn peek(addr: u64, write: bool) -> bool {
                 }
                 peeked.pages[i].store(page, SeqCst);
                 peeked.n.store(i + 1, SeqCst);
+                let f = peeked.nfaulted.load(SeqCst);
+                if let Some(slot) = peeked.faulted.get(f) {
+                    slot.store(page, SeqCst);
+                    peeked.nfaulted.store(f + 1, SeqCst);
+                }
                 if let Some(g) = crate::observe::stats::PAGES.get(k) {
                     g.peeked.fetch_add(1, SeqCst);
+                    g.faulted.fetch_add(1, SeqCst);
                 }
             }
         }

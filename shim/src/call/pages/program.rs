@@ -14,7 +14,7 @@
 
 #![allow(unsafe_code)]
 
-use super::{layout, parse_writes, AHEAD, AREA, AREA_BASE, PER_REQUEST};
+use super::{layout, parse_writes, AHEAD, AREA, AREA_BASE, BACK, PER_REQUEST, SENT_BACK, WANT_AT};
 use crate::platform::abi::Frame;
 use crate::platform::vm::{self, HIGH, LOW, PAGE};
 use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_RETURN, REGION_SIZE};
@@ -36,15 +36,24 @@ struct Seg {
 }
 
 /// Pages to send ahead (page -> how many more calls it is sent without the helper asking for
-/// it again), and the pages the helper asked for in the last segment.
+/// it again), and the pages the helper asked for in the last segment; pages of module memory
+/// to ask back with answers (page -> how many more calls), and register values' pages that
+/// could not be read (not tried again: a flag word or a length in a register).
 #[derive(Default)]
 struct Learned {
     ahead: HashMap<u64, u8>,
     asked: Vec<u64>,
+    back: HashMap<u64, u8>,
+    unreadable: Vec<u64>,
 }
 
 /// Calls a learned page is sent ahead before it must be asked for again.
 const KEEP: u8 = 8;
+/// Calls a page of module memory is asked back after the program last faulted it in (a page
+/// it reads after every answer then faults once in KEEP_BACK + 1 calls).
+const KEEP_BACK: u8 = 16;
+/// Register pages remembered as unreadable, per region.
+const UNREADABLE: usize = 16;
 
 thread_local! {
     /// Per region (its key): the segment in progress.
@@ -225,6 +234,7 @@ pub fn apply(region: &Region) {
     LEARNED.with(|l| {
         let mut l = l.borrow_mut();
         let e = l.entry(region.key()).or_default();
+        e.unreadable.retain(|p| asked.binary_search(p).is_err());
         e.ahead.retain(|_, n| {
             *n -= 1;
             *n > 0
@@ -244,21 +254,40 @@ pub fn apply(region: &Region) {
     });
 }
 
-/// The answer `m` on channel `c` carries the page of module memory its value points into
-/// (`mirror_off`, see `helper::send_back`): the program keeps it as if it had read it.
+/// The answer `m` on channel `c` carries pages of module memory (`mirror_off`, see
+/// `helper::send_back`: the page its value points into, those the call asked back): the
+/// program keeps them as if it had read them. The block is the helper's: its count is bounded,
+/// its addresses read once, and `peek::adopt` takes only pages of that helper's module memory.
 pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
-    let ok = m.mirror_len == P
-        && m.mirror_off >= AREA_BASE
-        && m.mirror_off.is_multiple_of(P)
-        && m.mirror_off
-            .checked_add(P)
-            .is_some_and(|e| e <= DATA_SIZE as u64);
     let Some(k) = on_demand_index(region) else {
         return;
     };
+    let n = (m.mirror_len / P).saturating_sub(1);
+    let ok = m.mirror_len.is_multiple_of(P)
+        && (1..=SENT_BACK as u64).contains(&n)
+        && m.mirror_off >= AREA_BASE
+        && m.mirror_off.is_multiple_of(P)
+        && m.mirror_off
+            .checked_add(m.mirror_len)
+            .is_some_and(|e| e <= DATA_SIZE as u64);
     if ok {
-        let src = region.data(c).wrapping_add(m.mirror_off as usize);
-        super::peek::adopt(k, m.ret_rax & !(P - 1), src);
+        let block = region.data(c).wrapping_add(m.mirror_off as usize);
+        let mut addrs = [0u64; SENT_BACK];
+        // SAFETY: the block's first page lies in the data area (checked above); its count and
+        // addresses are copied out once, the count bounded by SENT_BACK.
+        unsafe {
+            let words = block as *const u64;
+            let count = (std::ptr::read_volatile(words) as usize).min(n as usize);
+            for (i, a) in addrs.iter_mut().enumerate().take(count) {
+                *a = std::ptr::read_volatile(words.add(1 + i));
+            }
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            if a != 0 && a.is_multiple_of(P) {
+                // Page i + 1 of the block, inside the data area (n pages after the header).
+                super::peek::adopt(k, a, block.wrapping_add(PAGE * (1 + i)));
+            }
+        }
     }
     super::peek::drop_stale(k);
 }
@@ -280,51 +309,104 @@ pub fn discard(region: &Region) {
 /// register: a pointer the module hands to a system call unread never faults, so none can be
 /// learned useless) and the pages the helper asked for in its last calls, in the page area of
 /// channel `c`, described in `m`.
+///
+/// It also asks the helper to send back with the answer the pages of module memory the
+/// program read after the last answers (a field of a handle, a buffer the module keeps):
+/// learned from the program's own faults, asked for KEEP_BACK calls after the last one, and
+/// only while one program thread calls into the process (`peek::sole_caller`).
 pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
     discard(region);
     // What the program printed so far goes before anything the call prints.
     crate::platform::sys::flush_stdout_if_pending();
-    // Module memory the program read since its last call into this process is stale now.
-    if let Some(k) = on_demand_index(region) {
-        super::peek::before_call(k, region, c);
-    }
+    let k = on_demand_index(region);
+    let sole = k.is_some_and(super::peek::sole_caller);
+    let (faulted, nfaulted) = k.map_or(([0; BACK], 0), super::peek::take_faulted);
     let mut pages: Vec<u64> = Vec::with_capacity(AHEAD);
-    for &v in &frame.gp {
-        let p = v & !(P - 1);
-        if servable(p) && !pages.contains(&p) {
-            pages.push(p);
-            // A string or small struct that runs into the next page: a system call the module
-            // makes on it cannot fault the rest in (it fails with EFAULT instead).
-            if v - p >= P - 1024 && servable(p + P) {
-                pages.push(p + P);
-            }
-        }
-    }
+    let mut wanted = [0u64; BACK];
+    let mut nwanted = 0;
     LEARNED.with(|l| {
-        if let Some(v) = l.borrow().get(&region.key()) {
-            for &p in v.ahead.keys() {
-                if pages.len() < AHEAD && !pages.contains(&p) {
-                    pages.push(p);
+        let mut l = l.borrow_mut();
+        let e = l.entry(region.key()).or_default();
+        for &v in &frame.gp {
+            let p = v & !(P - 1);
+            if servable(p) && !pages.contains(&p) && !e.unreadable.contains(&p) {
+                pages.push(p);
+                // A string or small struct that runs into the next page: a system call the
+                // module makes on it cannot fault the rest in (it fails with EFAULT instead).
+                if v - p >= P - 1024 && servable(p + P) && !e.unreadable.contains(&(p + P)) {
+                    pages.push(p + P);
                 }
             }
         }
+        for &p in e.ahead.keys() {
+            if pages.len() < AHEAD && !pages.contains(&p) {
+                pages.push(p);
+            }
+        }
+        if sole {
+            e.back.retain(|_, n| {
+                *n -= 1;
+                *n > 0
+            });
+            for &p in &faulted[..nfaulted] {
+                if e.back.len() < BACK || e.back.contains_key(&p) {
+                    e.back.insert(p, KEEP_BACK);
+                }
+            }
+            for &p in e.back.keys() {
+                wanted[nwanted] = p;
+                nwanted += 1;
+            }
+        } else {
+            e.back.clear();
+        }
     });
-    if pages.is_empty() {
+    // Module memory the program read since its last call into this process is stale now.
+    if let Some(k) = k {
+        super::peek::before_call(k, region, c, &wanted[..nwanted]);
+    }
+    if pages.is_empty() && nwanted == 0 {
         return;
     }
     let ok = copy_out(region, c, &pages, 1);
-    if let Some(g) = on_demand_index(region).and_then(|k| crate::observe::stats::PAGES.get(k)) {
+    if let Some(g) = k.and_then(|k| crate::observe::stats::PAGES.get(k)) {
         g.sent_ahead.fetch_add(u64::from(ok.count_ones()), Relaxed);
+    }
+    // Registers' pages that could not be read are not tried again.
+    let regs: Vec<u64> = pages
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| ok & (1 << i) == 0)
+        .map(|(_, &p)| p)
+        .filter(|p| frame.gp.iter().any(|&v| v & !(P - 1) == *p))
+        .collect();
+    if !regs.is_empty() {
+        LEARNED.with(|l| {
+            let mut l = l.borrow_mut();
+            let e = l.entry(region.key()).or_default();
+            for p in regs {
+                if e.unreadable.len() >= UNREADABLE {
+                    e.unreadable.remove(0);
+                }
+                e.unreadable.push(p);
+            }
+        });
     }
     // The table: [count][addr...] in the area's first page; page i at page i + 1. Pages that
     // could not be read are left out (the helper skips a 0 address: never a program page).
+    // Then, at word WANT_AT, [count][addr...] of the module pages to send back.
     let table = region.data(c).wrapping_add(AREA_BASE as usize) as *mut u64;
-    // SAFETY: AHEAD + 1 words fit the area's first page (AHEAD <= 511); the channel is ours.
+    // SAFETY: AHEAD + 1 words and the wanted list fit the area's first page (asserted with
+    // WANT_AT); the channel is ours.
     unsafe {
         std::ptr::write_volatile(table, pages.len() as u64);
         for (i, &p) in pages.iter().enumerate() {
             let v = if ok & (1 << i) != 0 { p } else { 0 };
             std::ptr::write_volatile(table.add(1 + i), v);
+        }
+        std::ptr::write_volatile(table.add(WANT_AT), nwanted as u64);
+        for (i, &p) in wanted[..nwanted].iter().enumerate() {
+            std::ptr::write_volatile(table.add(WANT_AT + 1 + i), p);
         }
     }
     m.pages_off = AREA_BASE;
