@@ -1,7 +1,7 @@
 /* Drives libfx_od; its output is the same with the library on demand in a helper. Modes:
  * all (default): lists on the stack, heap, a big mmap'd block and a global, to depth 3; a
  * stream with state kept between calls; a function pointer of the program's. crash: a
- * crashing call writes nothing back. */
+ * crashing call writes nothing back. peek: module memory read after every call. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +46,28 @@ int main(int argc, char **argv) {
         long v = 5;
         long r = od_write_then_crash(&v);
         printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    if (!strcmp(mode, "peek")) {
+        /* peek [CALLS]: after every call, reads fields of the stream's state, module memory
+         * (as `file` reads its magic_t after every magic_file): each read must see the call
+         * just made (the page the program faulted in last time is stale by then). */
+        long calls = argc > 2 ? atol(argv[2]) : 100, bad = 0;
+        struct od_stream s = {0};
+        unsigned char in[1] = {1}, out[1];
+        if (od_init(&s))
+            return 1;
+        for (long i = 0; i < calls; i++) {
+            s.next_in = in; s.avail_in = 1; s.next_out = out; s.avail_out = 1;
+            in[0] = (unsigned char)i;
+            od_step(&s);
+            const size_t *st = s.state; /* struct od_state: sum, calls, scratch */
+            if (st[1] != (size_t)(i + 1))
+                bad++;
+        }
+        printf("peek: %ld calls, %ld stale reads, sum %lu\n", calls, bad,
+               (unsigned long)((const uint64_t *)s.state)[0]);
+        od_end(&s);
         return 0;
     }
     if (!strcmp(mode, "bench")) {

@@ -314,3 +314,34 @@ fn a_non_pie_program_parses_with_its_linked_libexpat_isolated_and_no_map() {
     .same_as_plain();
     assert!(calls(&stats(&st), "isolated", "XML_Parse") > 0);
 }
+
+#[test]
+fn module_memory_the_program_reads_after_every_call_comes_back_with_the_answers_fresh() {
+    // fx_od_prog peek reads its stream's state (module memory) after every od_step, as `file`
+    // reads its magic_t after every magic_file. The answers bring that page back once the
+    // program faulted it in, refreshed in place: each read sees the call just made, and the
+    // program faults only when what it learned expires (every 17th call at most).
+    let t = TempDir::new("od-peek");
+    let st = t.path("stats.json");
+    let out = Twin::new(
+        &config("fx-od.yaml"),
+        &fixture("fx_od_prog"),
+        &["peek", "200"],
+    )
+    .stats(&st)
+    .same_as_plain();
+    assert!(
+        stdout(&out).contains("peek: 200 calls, 0 stale reads"),
+        "{}",
+        stdout(&out)
+    );
+    let s = stats(&st);
+    assert_eq!(calls(&s, "odhelper", "od_step"), 200);
+    let faults = s["processes"]["odhelper"]["pages"]["peek_faults"]
+        .as_u64()
+        .expect("peek_faults in the stats");
+    assert!(
+        (1..=200 / 17 + 2).contains(&faults),
+        "{faults} faults for 200 calls reading module memory after each"
+    );
+}
