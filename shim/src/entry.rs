@@ -299,3 +299,24 @@ pub unsafe fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t = 
     unsafe { crate::call::pages::peek::signal_hook(sig, h) }
 }
 }
+
+entry_point! {
+/// Interposed: a thread started by module code in a helper is noted (`call::pages::helper`
+/// keeps the program's pages mapped between calls only while the module has no thread of its
+/// own); all else is glibc's.
+///
+/// # Safety
+/// As `pthread_create(3)`.
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> c_int = libc::EAGAIN; {
+    crate::call::pages::helper::thread_started();
+    // SAFETY: forwarded contract.
+    unsafe { crate::platform::loader::real_pthread_create(thread, attr, start, arg) }
+}
+}

@@ -1,7 +1,8 @@
 /* Drives libfx_od; its output is the same with the library on demand in a helper. Modes:
  * all (default): lists on the stack, heap, a big mmap'd block and a global, to depth 3; a
  * stream with state kept between calls; a function pointer of the program's. crash: a
- * crashing call writes nothing back. peek: module memory read after every call. */
+ * crashing call writes nothing back. peek: module memory read after every call.
+ * held: a page held over from one call, changed before the next. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,22 @@ int main(int argc, char **argv) {
         long v = 5;
         long r = od_write_then_crash(&v);
         printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    if (!strcmp(mode, "held")) {
+        /* held: a page sent with one call and changed by the program before the next, which
+         * reaches it only through a pointer (not sent ahead then): the module must read the
+         * page as it is now, not as the last call had it. */
+        char *pg = mmap(0, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        struct od_node *n0 = (struct od_node *)pg, *n1 = (struct od_node *)(pg + 4096);
+        *n0 = (struct od_node){0, 5, "first"};
+        long a = od_walk(n0);
+        n0->val = 100;
+        *n1 = (struct od_node){n0, 1, "second"};
+        long b = od_walk(n1);
+        n0->val = 7;
+        long c = od_walk(n1);
+        printf("held: %ld %ld %ld, values now %ld %ld\n", a, b, c, n0->val, n1->val);
         return 0;
     }
     if (!strcmp(mode, "peek")) {

@@ -82,6 +82,37 @@ pub unsafe fn real_sigaction(
     unsafe { std::mem::transmute::<usize, SigactionFn>(f)(sig, act, old) }
 }
 
+type PthreadCreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    *mut libc::c_void,
+) -> c_int;
+static REAL_PTHREAD_CREATE: AtomicUsize = AtomicUsize::new(0);
+
+/// glibc's `pthread_create` (the shim interposes it to tell a module's threads from its own:
+/// see `call::pages::helper`). EAGAIN when it cannot be found.
+///
+/// # Safety
+/// As `pthread_create(3)`.
+pub unsafe fn real_pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+) -> c_int {
+    let mut f = REAL_PTHREAD_CREATE.load(Acquire);
+    if f == 0 {
+        f = next_symbol(c"pthread_create", &[c"GLIBC_2.34", c"GLIBC_2.2.5"]);
+        REAL_PTHREAD_CREATE.store(f, Release);
+    }
+    if f == 0 {
+        return libc::EAGAIN;
+    }
+    // SAFETY: f is glibc's pthread_create; the arguments are as the caller guarantees.
+    unsafe { std::mem::transmute::<usize, PthreadCreateFn>(f)(thread, attr, start, arg) }
+}
+
 /// glibc's `signal`.
 ///
 /// # Safety

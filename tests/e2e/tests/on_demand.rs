@@ -345,3 +345,14 @@ fn module_memory_the_program_reads_after_every_call_comes_back_with_the_answers_
         "{faults} faults for 200 calls reading module memory after each"
     );
 }
+
+#[test]
+fn a_program_page_kept_mapped_after_an_answer_is_never_read_stale_by_a_later_call() {
+    // The helper keeps the pages of a call mapped after its answer (one serving thread, no
+    // module thread) and refreshes those the next call sends again. fx_od_prog held changes a
+    // node between calls that the next call reaches only through a pointer, not sent ahead:
+    // the held page must be dropped and fetched as it is now (with the bug of keeping it, the
+    // module summed the last call's value: "held: 10 22 33").
+    let out = Twin::new(&config("fx-od.yaml"), &fixture("fx_od_prog"), &["held"]).same_as_plain();
+    assert_eq!(stdout(&out), "held: 10 112 20, values now 14 4\n");
+}
