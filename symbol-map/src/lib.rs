@@ -382,11 +382,7 @@ pub fn find_library(name: &str, requester_runpath: &[String]) -> Option<PathBuf>
             return Some(p);
         }
     }
-    if let Some(p) = ld_so_cache(Path::new("/etc/ld.so.cache"))
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, p)| PathBuf::from(p))
-    {
+    if let Some(p) = cache::system_lookup(name).map(PathBuf::from) {
         if p.exists() {
             return Some(p);
         }
