@@ -70,6 +70,14 @@ def main():
     row("isolated scalar call, median", iso50, "ns", "futex ping-pong (2 processes)", med(futex, "median_ns"))
     row("isolated scalar call, median", iso50, "ns", "spin ping-pong (2 processes)", med(spin, "median_ns"), "<= 2 x")
     row("isolated scalar call, p99", iso99, "ns", "direct call p99", med(direct, "p99_ns"))
+    # The transport alone: a scalar call and its answer through the channel's message
+    # functions between two spinning threads (shim/transport/examples/floor.rs): what the
+    # message layout costs, against what the call path around it adds.
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "fracture-transport", "--example", "floor"],
+                   cwd=ROOT, check=True)
+    floor = [run_json([os.path.join(ROOT, "target/release/examples/floor")]) for _ in range(RUNS)]
+    row("transport floor: call + answer through the message functions only", med(floor, "floor_ns"), "ns",
+        "spin ping-pong (2 processes)", med(spin, "median_ns"))
 
     # 2. in: buffers vs memcpy of the same size
     for size, n in (("4k", 20000), ("1m", 300)):
