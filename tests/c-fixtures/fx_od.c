@@ -110,3 +110,12 @@ long od_read_into(const struct od_req *r) {
     close(fd);
     return got;
 }
+
+/* Per-thread slots on one page of module memory: writes v into slot i and returns a pointer
+ * to it, which the calling thread reads (as a returned string): every thread's answer brings
+ * that page back, each taken at a different moment. */
+long *od_slot(int i, long v) {
+    static long slots[64];
+    slots[i & 63] = v;
+    return &slots[i & 63];
+}

@@ -3,6 +3,7 @@
  * stream with state kept between calls; a function pointer of the program's. crash: a
  * crashing call writes nothing back. peek: module memory read after every call.
  * held: a page held over from one call, changed before the next. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,22 @@ long od_read_into(const struct od_req *r);
 int od_touch_later(long *p);
 struct od_span { const char *base; long npages; };
 long od_touch(const struct od_span *s);
+long *od_slot(int i, long v);
+
+/* slots: threads reading their own slot of one module page through the pointer each call
+ * returns. */
+static long slot_calls = 2000;
+static long slot_stale[16];
+static void *slot_thread(void *arg) {
+    long t = (long)arg;
+    for (long k = 1; k <= slot_calls; k++) {
+        long v = t * 1000000 + k;
+        long *p = od_slot((int)t, v);
+        if (*p != v)
+            slot_stale[t]++;
+    }
+    return 0;
+}
 
 static struct od_node global_node = {0, 7, "global"};
 static struct od_stream gstream; /* in .bss, as xz keeps its stream */
@@ -47,6 +64,23 @@ int main(int argc, char **argv) {
         long v = 5;
         long r = od_write_then_crash(&v);
         printf("crash: r=%ld v=%ld\n", r, v);
+        return 0;
+    }
+    if (!strcmp(mode, "slots")) {
+        /* slots [THREADS [CALLS]]: each thread reads the slot the call just wrote. */
+        long nt = argc > 2 ? atol(argv[2]) : 8, stale = 0;
+        if (argc > 3)
+            slot_calls = atol(argv[3]);
+        if (nt > 16)
+            nt = 16;
+        pthread_t th[16];
+        for (long t = 0; t < nt; t++)
+            pthread_create(&th[t], 0, slot_thread, (void *)t);
+        for (long t = 0; t < nt; t++) {
+            pthread_join(th[t], 0);
+            stale += slot_stale[t];
+        }
+        printf("slots: %ld threads x %ld calls, %ld stale reads\n", nt, slot_calls, stale);
         return 0;
     }
     if (!strcmp(mode, "held")) {

@@ -38,6 +38,15 @@ static OWNED: OnceLock<Vec<(u64, u64)>> = OnceLock::new();
 const HOLD: usize = super::AHEAD;
 static HELD: [AtomicU64; HOLD] = [const { AtomicU64::new(0) }; HOLD];
 static NHELD: AtomicUsize = AtomicUsize::new(0);
+/// Segments ended so far: the number of the snapshot an answer's sent-back pages are (see
+/// `peek::adopt`). Counted under the segment lock.
+static SNAP: AtomicU64 = AtomicU64::new(0);
+
+/// The number of the last segment that ended (a page read now is at least that new).
+pub fn snapshot() -> u64 {
+    SNAP.load(SeqCst)
+}
+
 /// Serving threads started in this helper, and whether module code started a thread.
 static SERVERS: AtomicUsize = AtomicUsize::new(0);
 static MODULE_THREAD: AtomicBool = AtomicBool::new(false);
@@ -501,8 +510,10 @@ pub fn end(m: &mut Msg) {
     p.in_segment = false;
     let hold = m.kind == MSG_RETURN && may_hold();
     p.flush(Some(m), hold);
+    // Every segment counts (one that ends in a nested call changed memory too).
+    let seq = SNAP.fetch_add(1, SeqCst) + 1;
     if m.kind == MSG_RETURN {
-        send_back(p, m);
+        send_back(p, m, seq);
     }
     unlock();
 }
@@ -510,9 +521,10 @@ pub fn end(m: &mut Msg) {
 /// An answer whose value points into module memory (a returned string, a handle the program
 /// reads through) brings that page, and the pages of ours the call asked back (what the
 /// program read after the last answers), after the write table: a block at `mirror_off` of
-/// `[count][addr x count]` (0: not readable) in its first page, then the pages, so the program
-/// reads them without asking.
-fn send_back(p: &Pages, m: &mut Msg) {
+/// `[count][addr x count]` (0: not readable) and the snapshot's number `seq` (at word
+/// `1 + SENT_BACK`) in its first page, then the pages, so the program reads them without
+/// asking.
+fn send_back(p: &Pages, m: &mut Msg, seq: u64) {
     let Some(owned) = OWNED.get() else { return };
     let mut pages = [0u64; SENT_BACK];
     let mut n = 0;
@@ -527,25 +539,25 @@ fn send_back(p: &Pages, m: &mut Msg) {
             n += 1;
         }
     }
-    if n == 0 {
-        return;
-    }
+    // The block goes with every answer (with no page, it still says the segment's number).
     let off = (AREA_BASE + m.pages_len).div_ceil(P) * P;
     let fit = (DATA_SIZE as u64).saturating_sub(off) / P;
-    let n = n.min(fit.saturating_sub(1) as usize);
-    if n == 0 {
+    if fit == 0 {
         return;
     }
+    let n = n.min(fit as usize - 1);
     // SAFETY: 1 + n pages at `off` lie inside the channel's data area (`fit` above).
     let block = unsafe {
         std::slice::from_raw_parts_mut(p.region.data(p.c).add(off as usize), PAGE * (1 + n))
     };
-    let got = vm::read_pages(&pages[..n], &mut block[PAGE..]);
-    if got == 0 {
-        return;
-    }
+    let got = if n == 0 {
+        0
+    } else {
+        vm::read_pages(&pages[..n], &mut block[PAGE..])
+    };
     let (head, _) = block.split_at_mut(PAGE);
     head[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    head[8 * (1 + SENT_BACK)..8 * (2 + SENT_BACK)].copy_from_slice(&seq.to_le_bytes());
     for (i, &a) in pages[..n].iter().enumerate() {
         let a = if got & (1 << i) != 0 { a } else { 0 };
         head[8 * (1 + i)..8 * (2 + i)].copy_from_slice(&a.to_le_bytes());

@@ -59,8 +59,10 @@ pub const BACK: usize = 8;
 pub const WANT_AT: usize = 1 + AHEAD;
 const _: () = assert!((WANT_AT + 1 + BACK) * 8 <= PAGE);
 /// An answer's block of module pages (`Msg::mirror_off`): a page of `[count][addr x count]`
-/// (0: not sent), then the pages in that order; the returned value's page and the wanted ones.
+/// (0: not sent) and, at word `1 + SENT_BACK`, the helper's snapshot number, then the pages in
+/// that order; the returned value's page and the wanted ones.
 pub const SENT_BACK: usize = 1 + BACK;
+const _: () = assert!((2 + SENT_BACK) * 8 <= PAGE);
 
 /// Where module memory lives: a reservation the program made before the zygote was forked,
 /// one slot per process (slot 0: the zygote's own), inaccessible in the program.

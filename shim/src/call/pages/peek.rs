@@ -37,6 +37,14 @@ struct Peeked {
     sent_back: Vec<AtomicBool>,
     /// Kept over a call that may have changed it: dropped unless its answer refreshes it.
     stale: Vec<AtomicBool>,
+    /// The helper's number of the snapshot the page holds (its segments, counted: see
+    /// `helper::snapshot`). Answers of concurrent calls come back in any order: a page is
+    /// refreshed only by a newer snapshot than the one it holds (an older one won the race
+    /// before: 110 stale reads in 16 000 calls of `fx_od_prog slots`).
+    seq: Vec<AtomicU64>,
+    /// The newest snapshot number of an answer the program took: pages of an older one are
+    /// not taken (a page of its may have changed since, in a segment that newer answer ended).
+    latest: AtomicU64,
     /// Written by the program since it was fetched (its bytes go back before the next call):
     /// set at a write fault that fetched it, and found by comparing with its twin before the
     /// next call.
@@ -116,6 +124,8 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
             dirty: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
             sent_back: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
             stale: (0..MAX_PEEKED).map(|_| AtomicBool::new(false)).collect(),
+            seq: (0..MAX_PEEKED).map(|_| AtomicU64::new(0)).collect(),
+            latest: AtomicU64::new(0),
             n: AtomicUsize::new(0),
             twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
             lock: AtomicBool::new(false),
@@ -215,17 +225,7 @@ pub fn before_call(k: usize, region: &Region, c: usize, wanted: &[u64]) {
     let _g = p.lock();
     let n = p.n.load(SeqCst).min(MAX_PEEKED);
     for i in 0..n {
-        let page = p.pages[i].load(SeqCst);
-        if page == 0 || p.dirty[i].load(SeqCst) {
-            continue;
-        }
-        // SAFETY: page i is mapped (fetched; readable and writable) and its twin is page i of
-        // the pool.
-        let same = unsafe {
-            std::slice::from_raw_parts(page as *const u8, PAGE)
-                == std::slice::from_raw_parts((p.twins + i * PAGE) as *const u8, PAGE)
-        };
-        if !same {
+        if !p.dirty[i].load(SeqCst) && written(p, i) {
             p.dirty[i].store(true, SeqCst);
         }
     }
@@ -256,6 +256,7 @@ pub fn before_call(k: usize, region: &Region, c: usize, wanted: &[u64]) {
             p.pages[j].store(page, SeqCst);
             p.sent_back[j].store(true, SeqCst);
             p.stale[j].store(true, SeqCst);
+            p.seq[j].store(p.seq[i].load(SeqCst), SeqCst);
             j += 1;
         } else if page != 0 {
             // SAFETY: a page of module memory we mapped in `peek`; nothing of the program's.
@@ -278,6 +279,12 @@ pub fn drop_stale(k: usize) {
     let n = p.n.load(SeqCst).min(MAX_PEEKED);
     for i in 0..n {
         if p.stale[i].swap(false, SeqCst) {
+            if written(p, i) {
+                // The program wrote it meanwhile (another thread's call was in flight): kept,
+                // its bytes go back before the next call.
+                p.dirty[i].store(true, SeqCst);
+                continue;
+            }
             p.sent_back[i].store(false, SeqCst);
             let page = p.pages[i].swap(0, SeqCst);
             if page != 0 {
@@ -285,6 +292,61 @@ pub fn drop_stale(k: usize) {
                 unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
             }
         }
+    }
+}
+
+/// An answer of process `k` that ended its segment number `seq` was read: every page held from
+/// an older snapshot may have changed in that segment and is dropped (unless the program wrote
+/// it: kept, its bytes go back before the next call); newer ones stay.
+pub fn answered(k: usize, seq: u64) {
+    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
+        return;
+    };
+    if p.n.load(SeqCst) == 0 {
+        return;
+    }
+    let _g = p.lock();
+    let n = p.n.load(SeqCst).min(MAX_PEEKED);
+    for i in 0..n {
+        if p.pages[i].load(SeqCst) == 0 {
+            continue;
+        }
+        if p.seq[i].load(SeqCst) >= seq {
+            p.stale[i].store(false, SeqCst);
+            continue;
+        }
+        p.stale[i].store(false, SeqCst);
+        if written(p, i) {
+            p.dirty[i].store(true, SeqCst);
+            continue;
+        }
+        p.sent_back[i].store(false, SeqCst);
+        let page = p.pages[i].swap(0, SeqCst);
+        // SAFETY: a page of module memory we mapped; it may be stale now.
+        unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
+    }
+}
+
+/// The answer with snapshot `seq` is about to be taken: false when a newer one was taken
+/// already (its pages are then left out).
+pub fn take_snapshot(k: usize, seq: u64) -> bool {
+    STATE
+        .get()
+        .and_then(|s| s.peeked.get(k))
+        .is_some_and(|p| p.latest.fetch_max(seq, SeqCst) <= seq)
+}
+
+/// True when fetched page `i` differs from its twin (the program wrote it).
+fn written(p: &Peeked, i: usize) -> bool {
+    let page = p.pages[i].load(SeqCst);
+    if page == 0 {
+        return false;
+    }
+    // SAFETY: page i is mapped (fetched; readable and writable) and its twin is page i of the
+    // pool.
+    unsafe {
+        std::slice::from_raw_parts(page as *const u8, PAGE)
+            != std::slice::from_raw_parts((p.twins + i * PAGE) as *const u8, PAGE)
     }
 }
 
@@ -380,12 +442,17 @@ fn peek(addr: u64, write: bool) -> bool {
     let mut m = Msg::zeroed();
     m.kind = MSG_PEEK;
     m.gp[0] = page;
-    let ok = round_trip(&p.region, c, &m, || {
+    let answer = round_trip(&p.region, c, &m, || {
         super::super::channels::known_dead(p).is_some()
     })
-    .is_some_and(|r| r.ret_rax == 1);
+    .filter(|r| r.ret_rax == 1);
+    let ok = answer.is_some();
+    let snapshot = answer.map_or(0, |r| r.ret_rdx);
     let _g = peeked.lock();
-    if ok && peeked.find(page).is_none() {
+    // A page read before the newest answer the program took may be older than that answer's
+    // segment: not taken (the access faults again and asks anew).
+    let fresh_enough = snapshot >= peeked.latest.load(SeqCst);
+    if ok && fresh_enough && peeked.find(page).is_none() {
         let i = peeked.n.load(SeqCst);
         // SAFETY: a page of module memory (a slot or a module object's data, `owner_of`):
         // replaced by a fresh page holding the helper's bytes, and its twin i of the pool.
@@ -397,6 +464,7 @@ fn peek(addr: u64, write: bool) -> bool {
                 peeked.dirty[i].store(write, SeqCst);
                 peeked.sent_back[i].store(false, SeqCst);
                 peeked.stale[i].store(false, SeqCst);
+                peeked.seq[i].store(snapshot, SeqCst);
                 peeked.pages[i].store(page, SeqCst);
                 peeked.n.store(i + 1, SeqCst);
                 let f = peeked.nfaulted.load(SeqCst);
@@ -416,8 +484,10 @@ fn peek(addr: u64, write: bool) -> bool {
 }
 
 /// The helper sent the page of module memory `page` (of process `k`) with an answer, its
-/// bytes at `src`: mapped read-only as a fetched page, unless the program has it already.
-pub fn adopt(k: usize, page: u64, src: *const u8) {
+/// bytes at `src`, taken as its snapshot `seq`: mapped as a fetched page, or the page the
+/// program has refreshed when the snapshot is newer than the one it holds (and the program did
+/// not write it meanwhile).
+pub fn adopt(k: usize, page: u64, src: *const u8, seq: u64) {
     if owner_of(page).map(|o| o.0) != Some(k) {
         return;
     }
@@ -426,13 +496,19 @@ pub fn adopt(k: usize, page: u64, src: *const u8) {
     };
     let _g = peeked.lock();
     if let Some(i) = peeked.find(page) {
-        if peeked.stale[i].swap(false, SeqCst) {
+        if seq > peeked.seq[i].load(SeqCst) {
+            if written(peeked, i) {
+                peeked.dirty[i].store(true, SeqCst);
+                return;
+            }
             // SAFETY: our page of module memory (mapped writable), refreshed with the helper's
             // bytes (`src`, one page of the data area); its twin is slot i of the pool.
             unsafe {
                 std::ptr::copy_nonoverlapping(src, page as *mut u8, PAGE);
                 std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
             }
+            peeked.seq[i].store(seq, SeqCst);
+            peeked.stale[i].store(false, SeqCst);
             peeked.sent_back[i].store(true, SeqCst);
         }
         return;
@@ -451,6 +527,7 @@ pub fn adopt(k: usize, page: u64, src: *const u8) {
             peeked.dirty[i].store(false, SeqCst);
             peeked.sent_back[i].store(true, SeqCst);
             peeked.stale[i].store(false, SeqCst);
+            peeked.seq[i].store(seq, SeqCst);
             peeked.pages[i].store(page, SeqCst);
             peeked.n.store(i + 1, SeqCst);
             if let Some(g) = crate::observe::stats::PAGES.get(k) {
@@ -591,6 +668,8 @@ pub fn serve_peek(region: &Region, c: usize, m: &Msg) -> Msg {
     // program waits.
     let dst =
         unsafe { std::slice::from_raw_parts_mut(region.data(c).add(AREA_BASE as usize), PAGE) };
+    // The segments finished before the read: what a later answer must be newer than.
+    r.ret_rdx = super::helper::snapshot();
     r.ret_rax = vm::read_pages(&[page], dst) & 1;
     r
 }

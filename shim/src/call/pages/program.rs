@@ -255,16 +255,20 @@ pub fn apply(region: &Region) {
 }
 
 /// The answer `m` on channel `c` carries pages of module memory (`mirror_off`, see
-/// `helper::send_back`: the page its value points into, those the call asked back): the
-/// program keeps them as if it had read them. The block is the helper's: its count is bounded,
-/// its addresses read once, and `peek::adopt` takes only pages of that helper's module memory.
+/// `helper::send_back`: the page its value points into, those the call asked back) and the
+/// number of the segment it ended: the program keeps the pages as if it had read them, unless
+/// it took a newer answer already, and drops those it holds from older segments. The block is
+/// the helper's: its count is bounded, its words read once, and `peek::adopt` takes only pages
+/// of that helper's module memory. (A helper that lies about the numbers can make the program
+/// read its module memory stale or afresh, nothing else.)
 pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
     let Some(k) = on_demand_index(region) else {
         return;
     };
     let n = (m.mirror_len / P).saturating_sub(1);
     let ok = m.mirror_len.is_multiple_of(P)
-        && (1..=SENT_BACK as u64).contains(&n)
+        && m.mirror_len >= P
+        && n <= SENT_BACK as u64
         && m.mirror_off >= AREA_BASE
         && m.mirror_off.is_multiple_of(P)
         && m.mirror_off
@@ -273,19 +277,22 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
     if ok {
         let block = region.data(c).wrapping_add(m.mirror_off as usize);
         let mut addrs = [0u64; SENT_BACK];
-        // SAFETY: the block's first page lies in the data area (checked above); its count and
-        // addresses are copied out once, the count bounded by SENT_BACK.
-        unsafe {
+        // SAFETY: the block's first page lies in the data area (checked above); its count,
+        // addresses and snapshot number are copied out once, the count bounded by SENT_BACK.
+        let seq = unsafe {
             let words = block as *const u64;
             let count = (std::ptr::read_volatile(words) as usize).min(n as usize);
             for (i, a) in addrs.iter_mut().enumerate().take(count) {
                 *a = std::ptr::read_volatile(words.add(1 + i));
             }
-        }
-        for (i, &a) in addrs.iter().enumerate() {
-            if a != 0 && a.is_multiple_of(P) {
-                // Page i + 1 of the block, inside the data area (n pages after the header).
-                super::peek::adopt(k, a, block.wrapping_add(PAGE * (1 + i)));
+            std::ptr::read_volatile(words.add(1 + SENT_BACK))
+        };
+        if super::peek::take_snapshot(k, seq) {
+            for (i, &a) in addrs.iter().enumerate() {
+                if a != 0 && a.is_multiple_of(P) {
+                    // Page i + 1 of the block, inside the data area (n pages after the header).
+                    super::peek::adopt(k, a, block.wrapping_add(PAGE * (1 + i)), seq);
+                }
             }
         }
         // The returned value's page is asked back with the next calls too: a result buffer
@@ -302,6 +309,9 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
                 }
             });
         }
+        // Pages older than this answer's segment may have changed in it: dropped.
+        super::peek::answered(k, seq);
+        return;
     }
     super::peek::drop_stale(k);
 }
