@@ -266,39 +266,25 @@ pub fn before_call(k: usize, region: &Region, c: usize, wanted: &[u64]) {
     p.n.store(j, SeqCst);
 }
 
-/// The call into process `k` ended (or handed control to the program with a nested call):
-/// kept pages its answer did not refresh are dropped.
+/// The call into process `k` ended (or handed control to the program with a nested call)
+/// without an answer to read: kept pages no answer refreshed are dropped.
 pub fn drop_stale(k: usize) {
-    let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
-        return;
-    };
-    if p.n.load(SeqCst) == 0 {
-        return;
-    }
-    let _g = p.lock();
-    let n = p.n.load(SeqCst).min(MAX_PEEKED);
-    for i in 0..n {
-        if p.stale[i].swap(false, SeqCst) {
-            if written(p, i) {
-                // The program wrote it meanwhile (another thread's call was in flight): kept,
-                // its bytes go back before the next call.
-                p.dirty[i].store(true, SeqCst);
-                continue;
-            }
-            p.sent_back[i].store(false, SeqCst);
-            let page = p.pages[i].swap(0, SeqCst);
-            if page != 0 {
-                // SAFETY: a page of module memory we mapped; stale now.
-                unsafe { vm::drop_to_reservation(page as usize, page as usize + PAGE) };
-            }
-        }
-    }
+    drop_suspect(k, |p, i| p.stale[i].swap(false, SeqCst));
 }
 
 /// An answer of process `k` that ended its segment number `seq` was read: every page held from
-/// an older snapshot may have changed in that segment and is dropped (unless the program wrote
-/// it: kept, its bytes go back before the next call); newer ones stay.
+/// an older snapshot may have changed in that segment and is dropped; newer ones stay.
 pub fn answered(k: usize, seq: u64) {
+    drop_suspect(k, |p, i| {
+        p.stale[i].store(false, SeqCst);
+        p.seq[i].load(SeqCst) < seq
+    });
+}
+
+/// Drops the fetched pages of process `k` that `suspect` names (asked once per page, under the
+/// list's lock), except those the program wrote: kept, their bytes go back before the next
+/// call (another thread's call may have been in flight).
+fn drop_suspect(k: usize, mut suspect: impl FnMut(&Peeked, usize) -> bool) {
     let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
         return;
     };
@@ -308,14 +294,9 @@ pub fn answered(k: usize, seq: u64) {
     let _g = p.lock();
     let n = p.n.load(SeqCst).min(MAX_PEEKED);
     for i in 0..n {
-        if p.pages[i].load(SeqCst) == 0 {
+        if p.pages[i].load(SeqCst) == 0 || !suspect(p, i) {
             continue;
         }
-        if p.seq[i].load(SeqCst) >= seq {
-            p.stale[i].store(false, SeqCst);
-            continue;
-        }
-        p.stale[i].store(false, SeqCst);
         if written(p, i) {
             p.dirty[i].store(true, SeqCst);
             continue;
