@@ -113,11 +113,10 @@ impl Stamp {
 
 /// True when /proc/cpuinfo says the TSC is invariant (read once at load).
 pub fn tsc_is_invariant() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.contains(&"constant_tsc") && f.contains(&"nonstop_tsc")
-        })
+    let c = crate::fs::read_proc("/proc/cpuinfo");
+    c.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.contains(&"constant_tsc") && f.contains(&"nonstop_tsc")
     })
 }
 

@@ -34,7 +34,7 @@ pub struct Mapping {
 impl Mapping {
     /// This process's mappings, in address order (allocates).
     pub fn read_all() -> Vec<Mapping> {
-        Mapping::parse(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default())
+        Mapping::parse(&crate::fs::read_proc("/proc/self/maps"))
     }
 
     /// Parses the text of a maps file; lines it cannot read are skipped.

@@ -13,14 +13,13 @@ pub fn load_for(rt: &Runtime, f: &FnDesc) {
     if !f.object.contains('/') {
         // The program has it mapped: find the path in its maps.
         let ppid = rt.program_pid();
-        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{ppid}/maps")) {
-            for line in maps.lines() {
-                if let Some(path) = line.split_whitespace().nth(5) {
-                    if path.rsplit('/').next() == Some(f.object.as_str())
-                        && !tries.iter().any(|t| t == path)
-                    {
-                        tries.push(path.to_string());
-                    }
+        let maps = crate::platform::fs::read_proc(&format!("/proc/{ppid}/maps"));
+        for line in maps.lines() {
+            if let Some(path) = line.split_whitespace().nth(5) {
+                if path.rsplit('/').next() == Some(f.object.as_str())
+                    && !tries.iter().any(|t| t == path)
+                {
+                    tries.push(path.to_string());
                 }
             }
         }

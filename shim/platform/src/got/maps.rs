@@ -6,7 +6,7 @@ pub struct Maps(Vec<(usize, usize, i32)>);
 
 impl Maps {
     pub fn read() -> Maps {
-        Maps::parse(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default())
+        Maps::parse(&crate::fs::read_proc("/proc/self/maps"))
     }
 
     /// Parses the text of a maps file; lines it cannot read are skipped.
