@@ -312,7 +312,7 @@ entry_point! {
 pub unsafe fn pthread_create(
     thread: *mut libc::pthread_t,
     attr: *const libc::pthread_attr_t,
-    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    start: *mut c_void,
     arg: *mut c_void,
 ) -> c_int = libc::EAGAIN; {
     crate::call::pages::helper::thread_started();

@@ -66,6 +66,20 @@ int main(int argc, char **argv) {
         printf("crash: r=%ld v=%ld\n", r, v);
         return 0;
     }
+    if (!strcmp(mode, "restart")) {
+        /* restart: module memory read before and after a call that crashes the helper (the
+         * new helper counts its answers from 0 again). */
+        for (int i = 0; i < 40; i++)
+            if (strcmp(od_name(i), i % 3 == 0 ? "zero" : i % 3 == 1 ? "one" : "two"))
+                printf("wrong name before\n");
+        long v = 5;
+        long r = od_write_then_crash(&v);
+        printf("restart: r=%ld v=%ld", r, v);
+        for (int i = 0; i < 3; i++)
+            printf(" %s", od_name(i + 1));
+        printf("\n");
+        return 0;
+    }
     if (!strcmp(mode, "slots")) {
         /* slots [THREADS [CALLS]]: each thread reads the slot the call just wrote. */
         long nt = argc > 2 ? atol(argv[2]) : 8, stale = 0;

@@ -82,10 +82,12 @@ pub unsafe fn real_sigaction(
     unsafe { std::mem::transmute::<usize, SigactionFn>(f)(sig, act, old) }
 }
 
+// The start routine as an address: a NULL one is passed on for glibc to refuse (a function
+// pointer type would make it undefined behaviour here).
 type PthreadCreateFn = unsafe extern "C" fn(
     *mut libc::pthread_t,
     *const libc::pthread_attr_t,
-    extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    *mut libc::c_void,
     *mut libc::c_void,
 ) -> c_int;
 static REAL_PTHREAD_CREATE: AtomicUsize = AtomicUsize::new(0);
@@ -98,7 +100,7 @@ static REAL_PTHREAD_CREATE: AtomicUsize = AtomicUsize::new(0);
 pub unsafe fn real_pthread_create(
     thread: *mut libc::pthread_t,
     attr: *const libc::pthread_attr_t,
-    start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    start: *mut libc::c_void,
     arg: *mut libc::c_void,
 ) -> c_int {
     let mut f = REAL_PTHREAD_CREATE.load(Acquire);

@@ -209,6 +209,50 @@ pub unsafe fn drop_to_reservation(a: usize, b: usize) -> bool {
     p as usize == a
 }
 
+/// Puts a page holding the `PAGE` bytes at `src` at `page` (readable and writable) in one
+/// change of the address space: the bytes are copied into a page made elsewhere, which is then
+/// moved into place, so another thread never sees `page` mapped and still zero (a fresh page
+/// mapped in place and then filled showed its zeros to a reader in between). False when it
+/// could not be done (`page` is left as it was).
+///
+/// # Safety
+/// `page` lies in a reservation or a range the caller owns; `src` is readable for `PAGE`
+/// bytes and does not overlap the new page.
+pub unsafe fn put_page(page: usize, src: *const u8) -> bool {
+    // SAFETY: a new private page anywhere the kernel likes.
+    let scratch = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if scratch == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: the scratch page is ours and PAGE bytes long; `src` is readable (contract).
+    unsafe { std::ptr::copy_nonoverlapping(src, scratch.cast::<u8>(), PAGE) };
+    // SAFETY: moves our scratch page over `page`, which the caller owns (contract).
+    let moved = unsafe {
+        libc::mremap(
+            scratch,
+            PAGE,
+            PAGE,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            page as *mut libc::c_void,
+        )
+    };
+    if moved as usize != page {
+        // SAFETY: the scratch page is still ours (the move failed).
+        unsafe { libc::munmap(scratch, PAGE) };
+        return false;
+    }
+    true
+}
+
 /// Puts a fresh zeroed page at `page`, readable and writable (and executable with `exec`).
 ///
 /// # Safety

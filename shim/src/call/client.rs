@@ -481,7 +481,7 @@ fn wait_answer(
                         return Err(CallError::BadReply);
                     }
                     pages::program::apply(region);
-                    pages::program::end_without_answer(region);
+                    pages::program::nested_call(region, c, &r);
                 }
                 if !from_program {
                     pages::helper::begin(Some(&r));

@@ -377,6 +377,8 @@ pub fn restart(rt: &Runtime, k: usize, env: u32) -> bool {
     if old_pid > 0 {
         crate::supervise::zygote::signal(old_fd, old_pid, libc::SIGKILL);
     }
+    // Module memory the program fetched from the old helper is not the new one's.
+    crate::call::pages::peek::forget(k);
     let from_ckpt = p.spec.on_crash.restore == module_map::Restore::Checkpoint
         && p.ckpt_len.load(SeqCst) != usize::MAX;
     let started = if from_ckpt {

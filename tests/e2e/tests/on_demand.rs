@@ -375,3 +375,20 @@ fn threads_reading_module_memory_their_calls_return_never_see_an_older_snapshot(
         "slots: 8 threads x 2000 calls, 0 stale reads\n"
     );
 }
+
+#[test]
+fn module_memory_read_after_a_helper_restart_comes_from_the_new_helper_without_a_hang() {
+    // Forty calls return module memory the program reads, then a call crashes the helper
+    // (give_up answers -1) and the new one, whose segment numbers start over, returns more.
+    // Before, the program kept the old helper's numbers: its answers were taken as older than
+    // the ones seen, and the read of the next returned string asked again for ever.
+    let cmd = under(
+        &config("fx-od.yaml"),
+        &[],
+        &fixture("fx_od_prog"),
+        &["restart"],
+    );
+    let o = run_with(cmd, b"", std::time::Duration::from_secs(60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "restart: r=-1 v=5 one two zero\n");
+}

@@ -510,11 +510,10 @@ pub fn end(m: &mut Msg) {
     p.in_segment = false;
     let hold = m.kind == MSG_RETURN && may_hold();
     p.flush(Some(m), hold);
-    // Every segment counts (one that ends in a nested call changed memory too).
+    // Every segment counts (one that ends in a nested call changed memory too, and the
+    // program runs code of its own then: its message says the number as well).
     let seq = SNAP.fetch_add(1, SeqCst) + 1;
-    if m.kind == MSG_RETURN {
-        send_back(p, m, seq);
-    }
+    send_back(p, m, seq);
     unlock();
 }
 
@@ -529,11 +528,12 @@ fn send_back(p: &Pages, m: &mut Msg, seq: u64) {
     let mut pages = [0u64; SENT_BACK];
     let mut n = 0;
     let v = m.ret_rax;
-    if (LOW as u64..HIGH as u64).contains(&v) && in_ranges(owned, v) {
+    let answer = m.kind == MSG_RETURN;
+    if answer && (LOW as u64..HIGH as u64).contains(&v) && in_ranges(owned, v) {
         pages[0] = v & !(P - 1);
         n = 1;
     }
-    for &w in &p.want[..p.nwant.min(BACK)] {
+    for &w in &p.want[..if answer { p.nwant.min(BACK) } else { 0 }] {
         if !pages[..n].contains(&w) {
             pages[n] = w;
             n += 1;

@@ -108,6 +108,11 @@ fn servable(page: u64) -> bool {
             return false;
         }
     }
+    // The writable data of module objects the program fetched from their helpers: another
+    // helper must neither read nor write it (it would reach that helper through the program).
+    if super::peek::is_module_memory(page) {
+        return false;
+    }
     !REGIONS.iter().any(|r| {
         let k = (r.load(Relaxed) & !1) as u64;
         k != 0 && (k..k + REGION_SIZE as u64).contains(&page)
@@ -265,6 +270,40 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
     let Some(k) = on_demand_index(region) else {
         return;
     };
+    let Some((addrs, seq, block)) = sent_back_block(region, c, m) else {
+        super::peek::drop_stale(k);
+        return;
+    };
+    if super::peek::take_snapshot(k, seq) {
+        for (i, &a) in addrs.iter().enumerate() {
+            if a != 0 && a.is_multiple_of(P) {
+                // Page i + 1 of the block, inside the data area (n pages after the header).
+                super::peek::adopt(k, a, block.wrapping_add(PAGE * (1 + i)), seq);
+            }
+        }
+    }
+    // The returned value's page is asked back with the next calls too: a result buffer the
+    // module reallocates moves between a few pages (libmagic's does), and a page asked back
+    // stays mapped and is refreshed, where one not asked for is dropped and the next answer
+    // maps it afresh (two mmaps and a page fault, ~10 us here).
+    let ret = m.ret_rax & !(P - 1);
+    if ret != 0 && addrs.contains(&ret) {
+        LEARNED.with(|l| {
+            let mut l = l.borrow_mut();
+            let e = l.entry(region.key()).or_default();
+            if e.back.len() < BACK || e.back.contains_key(&ret) {
+                e.back.insert(ret, KEEP_BACK);
+            }
+        });
+    }
+    // Pages older than this answer's segment may have changed in it: dropped.
+    super::peek::answered(k, seq);
+}
+
+/// The block of module pages and the segment number that message `m` (an answer, or a nested
+/// call: no pages) carries: the pages' addresses, the number, and the block's start. None when
+/// there is none, or it does not hold together.
+fn sent_back_block(region: &Region, c: usize, m: &Msg) -> Option<([u64; SENT_BACK], u64, *mut u8)> {
     let n = (m.mirror_len / P).saturating_sub(1);
     let ok = m.mirror_len.is_multiple_of(P)
         && m.mirror_len >= P
@@ -274,46 +313,35 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
         && m.mirror_off
             .checked_add(m.mirror_len)
             .is_some_and(|e| e <= DATA_SIZE as u64);
-    if ok {
-        let block = region.data(c).wrapping_add(m.mirror_off as usize);
-        let mut addrs = [0u64; SENT_BACK];
-        // SAFETY: the block's first page lies in the data area (checked above); its count,
-        // addresses and snapshot number are copied out once, the count bounded by SENT_BACK.
-        let seq = unsafe {
-            let words = block as *const u64;
-            let count = (std::ptr::read_volatile(words) as usize).min(n as usize);
-            for (i, a) in addrs.iter_mut().enumerate().take(count) {
-                *a = std::ptr::read_volatile(words.add(1 + i));
-            }
-            std::ptr::read_volatile(words.add(1 + SENT_BACK))
-        };
-        if super::peek::take_snapshot(k, seq) {
-            for (i, &a) in addrs.iter().enumerate() {
-                if a != 0 && a.is_multiple_of(P) {
-                    // Page i + 1 of the block, inside the data area (n pages after the header).
-                    super::peek::adopt(k, a, block.wrapping_add(PAGE * (1 + i)), seq);
-                }
-            }
-        }
-        // The returned value's page is asked back with the next calls too: a result buffer
-        // the module reallocates moves between a few pages (libmagic's does), and a page
-        // asked back stays mapped and is refreshed, where one not asked for is dropped and
-        // the next answer maps it afresh (two mmaps and a page fault, ~10 us here).
-        let ret = m.ret_rax & !(P - 1);
-        if addrs.contains(&ret) {
-            LEARNED.with(|l| {
-                let mut l = l.borrow_mut();
-                let e = l.entry(region.key()).or_default();
-                if e.back.len() < BACK || e.back.contains_key(&ret) {
-                    e.back.insert(ret, KEEP_BACK);
-                }
-            });
-        }
-        // Pages older than this answer's segment may have changed in it: dropped.
-        super::peek::answered(k, seq);
-        return;
+    if !ok {
+        return None;
     }
-    super::peek::drop_stale(k);
+    let block = region.data(c).wrapping_add(m.mirror_off as usize);
+    let mut addrs = [0u64; SENT_BACK];
+    // SAFETY: the block's first page lies in the data area (checked above); its count,
+    // addresses and snapshot number are copied out once, the count bounded by SENT_BACK.
+    let seq = unsafe {
+        let words = block as *const u64;
+        let count = (std::ptr::read_volatile(words) as usize).min(n as usize);
+        for (i, a) in addrs.iter_mut().enumerate().take(count) {
+            *a = std::ptr::read_volatile(words.add(1 + i));
+        }
+        std::ptr::read_volatile(words.add(1 + SENT_BACK))
+    };
+    Some((addrs, seq, block))
+}
+
+/// The helper's segment ended with a nested call (message `m` on channel `c`): the program
+/// runs code of its own now, which may read module memory; pages older than that segment are
+/// dropped (all kept ones when the call says no number).
+pub fn nested_call(region: &Region, c: usize, m: &Msg) {
+    let Some(k) = on_demand_index(region) else {
+        return;
+    };
+    match sent_back_block(region, c, m) {
+        Some((_, seq, _)) if super::peek::take_snapshot(k, seq) => super::peek::answered(k, seq),
+        _ => super::peek::drop_stale(k),
+    }
 }
 
 /// The segment ended without an answer to read (a failure, or a nested call that hands the
