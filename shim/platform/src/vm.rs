@@ -219,20 +219,10 @@ pub unsafe fn drop_to_reservation(a: usize, b: usize) -> bool {
 /// `page` lies in a reservation or a range the caller owns; `src` is readable for `PAGE`
 /// bytes and does not overlap the new page.
 pub unsafe fn put_page(page: usize, src: *const u8) -> bool {
-    // SAFETY: a new private page anywhere the kernel likes.
-    let scratch = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if scratch == libc::MAP_FAILED {
+    let Some(scratch) = anonymous(PAGE) else {
         return false;
-    }
+    };
+    let scratch = scratch as *mut libc::c_void;
     // SAFETY: the scratch page is ours and PAGE bytes long; `src` is readable (contract).
     unsafe { std::ptr::copy_nonoverlapping(src, scratch.cast::<u8>(), PAGE) };
     // SAFETY: moves our scratch page over `page`, which the caller owns (contract).
