@@ -289,25 +289,6 @@ pub fn page_runs(pages: &mut [u64], mut f: impl FnMut(u64, u64)) {
     }
 }
 
-/// Makes the page at `page` readable only.
-///
-/// # Safety
-/// The caller owns the page.
-pub unsafe fn read_only(page: usize) -> bool {
-    // SAFETY: the caller owns the page (contract).
-    unsafe { libc::mprotect(page as *mut libc::c_void, PAGE, libc::PROT_READ) == 0 }
-}
-
-/// Makes the page at `page` readable and writable.
-///
-/// # Safety
-/// The caller owns the page.
-pub unsafe fn make_writable(page: usize) -> bool {
-    let prot = libc::PROT_READ | libc::PROT_WRITE;
-    // SAFETY: the caller owns the page (contract).
-    unsafe { libc::mprotect(page as *mut libc::c_void, PAGE, prot) == 0 }
-}
-
 /// Makes `[a, b)` readable, writable and executable (a fetched page the module runs).
 ///
 /// # Safety

@@ -36,8 +36,7 @@ static OWNED: OnceLock<Vec<(u64, u64)>> = OnceLock::new();
 /// touches program memory outside a call must fault, and fail the helper). Read and written
 /// under the segment lock.
 const HOLD: usize = super::AHEAD;
-static HELD: [AtomicU64; HOLD] = [const { AtomicU64::new(0) }; HOLD];
-static NHELD: AtomicUsize = AtomicUsize::new(0);
+static HELD: super::PageList<HOLD> = super::PageList::new();
 /// Segments ended so far: the number of the snapshot an answer's sent-back pages are (see
 /// `peek::adopt`). Counted under the segment lock.
 static SNAP: AtomicU64 = AtomicU64::new(0);
@@ -62,16 +61,6 @@ pub fn thread_started() {
 /// True when fetched pages may stay mapped until the next call (see `HELD`).
 fn may_hold() -> bool {
     SERVERS.load(SeqCst) == 1 && !MODULE_THREAD.load(SeqCst)
-}
-
-/// The pages held since the last answer, and the list emptied (under the segment lock).
-fn take_held() -> ([u64; HOLD], usize) {
-    let mut out = [0u64; HOLD];
-    let n = NHELD.swap(0, SeqCst).min(HOLD);
-    for (o, h) in out.iter_mut().zip(&HELD).take(n) {
-        *o = h.load(SeqCst);
-    }
-    (out, n)
 }
 
 /// Drops the pages held over that a call did not take again (the non-zero ones of `held`).
@@ -195,35 +184,11 @@ impl Pages {
         true
     }
 
-    /// Ends the segment's hold on its pages: with `hold` (a call's answer, see `HELD`) the
-    /// first `HOLD` stay mapped until the next call, every other one is dropped.
+    /// Ends the segment's hold on its pages: every fetched page is dropped (back to
+    /// inaccessible reservations, a run of pages at a time: each change of the address space
+    /// costs a TLB flush on the other CPUs), but with `hold` (a call's answer, see `HELD`) the
+    /// first `HOLD` stay mapped until the next call.
     fn release_all(&mut self, hold: bool) {
-        if !hold {
-            return self.drop_all();
-        }
-        for k in 0..self.n {
-            let mut i = (self.addrs[k] / P) as usize % SLOTS;
-            while self.slots[i] != 0 {
-                self.slots[i] = 0;
-                i = (i + 1) % SLOTS;
-            }
-        }
-        let kept = self.n.min(HOLD);
-        for (h, &a) in HELD.iter().zip(&self.addrs[..kept]) {
-            h.store(a, SeqCst);
-        }
-        NHELD.store(kept, SeqCst);
-        let n = self.n;
-        vm::page_runs(&mut self.addrs[kept..n], |a, b| {
-            // SAFETY: pages this thread fetched; their writes were sent.
-            unsafe { vm::drop_to_reservation(a as usize, b as usize) };
-        });
-        self.n = 0;
-    }
-
-    /// Drops every fetched page (back to inaccessible reservations), a run of pages at a time
-    /// (each change of the address space costs a TLB flush on the other CPUs).
-    fn drop_all(&mut self) {
         // The hash first (it is keyed by the addresses, which are sorted below).
         for k in 0..self.n {
             let mut i = (self.addrs[k] / P) as usize % SLOTS;
@@ -233,7 +198,11 @@ impl Pages {
             }
         }
         let n = self.n;
-        vm::page_runs(&mut self.addrs[..n], |a, b| {
+        let kept = if hold { n.min(HOLD) } else { 0 };
+        if hold {
+            HELD.set(&self.addrs[..kept]);
+        }
+        vm::page_runs(&mut self.addrs[kept..n], |a, b| {
             // SAFETY: pages this thread fetched; their writes were sent (or are to be lost).
             unsafe { vm::drop_to_reservation(a as usize, b as usize) };
         });
@@ -438,7 +407,7 @@ pub fn begin(m: Option<&Msg>) {
     lock();
     // Pages held over since the last answer: taken again below when this call sends them,
     // dropped before the module runs otherwise.
-    let (mut held, nheld) = take_held();
+    let (mut held, nheld) = HELD.take();
     if let (Some(m), Some(owned)) = (m, OWNED.get()) {
         p.nwant = 0;
         if m.pages_len > 0 && m.pages_off == AREA_BASE {

@@ -41,6 +41,7 @@ pub mod program;
 
 use crate::platform::vm::PAGE;
 use crate::transport::region::DATA_SIZE;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 
 /// Bytes at the top of each channel's data area for pages and write tables (arguments stay
@@ -63,6 +64,53 @@ const _: () = assert!((WANT_AT + 1 + BACK) * 8 <= PAGE);
 /// that order; the returned value's page and the wanted ones.
 pub const SENT_BACK: usize = 1 + BACK;
 const _: () = assert!((2 + SENT_BACK) * 8 <= PAGE);
+
+/// A short list of page addresses in atomics (usable from a signal handler: no allocation);
+/// its users change it under a lock of their own (the fetched-page list's or the segment
+/// lock), the atomics only make it shareable.
+pub struct PageList<const N: usize> {
+    pages: [AtomicU64; N],
+    n: AtomicUsize,
+}
+
+impl<const N: usize> PageList<N> {
+    pub const fn new() -> Self {
+        PageList {
+            pages: [const { AtomicU64::new(0) }; N],
+            n: AtomicUsize::new(0),
+        }
+    }
+
+    /// Appends `page`; false when the list is full.
+    pub fn push(&self, page: u64) -> bool {
+        let n = self.n.load(SeqCst);
+        let Some(slot) = self.pages.get(n) else {
+            return false;
+        };
+        slot.store(page, SeqCst);
+        self.n.store(n + 1, SeqCst);
+        true
+    }
+
+    /// Replaces the list with the first `N` of `pages`.
+    pub fn set(&self, pages: &[u64]) {
+        let n = pages.len().min(N);
+        for (slot, &p) in self.pages.iter().zip(&pages[..n]) {
+            slot.store(p, SeqCst);
+        }
+        self.n.store(n, SeqCst);
+    }
+
+    /// The pages and their count, and the list emptied.
+    pub fn take(&self) -> ([u64; N], usize) {
+        let mut out = [0u64; N];
+        let n = self.n.swap(0, SeqCst).min(N);
+        for (o, slot) in out.iter_mut().zip(&self.pages).take(n) {
+            *o = slot.load(SeqCst);
+        }
+        (out, n)
+    }
+}
 
 /// Where module memory lives: a reservation the program made before the zygote was forked,
 /// one slot per process (slot 0: the zygote's own), inaccessible in the program.

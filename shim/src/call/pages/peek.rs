@@ -57,8 +57,7 @@ struct Peeked {
     lock: AtomicBool,
     /// Pages fetched by a fault since the last call into the process started (at most
     /// `BACK`): what the program reads after the answers, asked back with the next calls.
-    faulted: [AtomicU64; BACK],
-    nfaulted: AtomicUsize,
+    faulted: super::PageList<BACK>,
     /// The one program thread that called into the process so far (a mark of its own), and
     /// whether a second one did: answers of concurrent calls could bring copies of one page
     /// taken at different moments, so pages are asked back only while one thread calls.
@@ -83,6 +82,40 @@ impl Peeked {
             }
         }
         PeekGuard(self)
+    }
+
+    /// Maps a newly fetched page of module memory at `page` with the helper's bytes at `src`
+    /// (snapshot `seq`) and its twin, as the list's next entry; false when the list is full or
+    /// the page could not be mapped. `written`: fetched for a write; `sent_back`: it came with
+    /// an answer. Under the list's lock.
+    ///
+    /// # Safety
+    /// `page` is module memory (a slot or a module object's data, `owner_of`) not in the list;
+    /// `src` is one readable page of a channel's data area.
+    unsafe fn install(
+        &self,
+        page: u64,
+        src: *const u8,
+        seq: u64,
+        written: bool,
+        sent_back: bool,
+    ) -> bool {
+        let i = self.n.load(SeqCst);
+        // SAFETY: `page` is module memory (contract), replaced by a page holding `src`'s bytes;
+        // twin i of the pool (i < MAX_PEEKED) gets them too.
+        unsafe {
+            if i >= MAX_PEEKED || self.twins == 0 || !vm::put_page(page as usize, src) {
+                return false;
+            }
+            std::ptr::copy_nonoverlapping(src, (self.twins + i * PAGE) as *mut u8, PAGE);
+        }
+        self.dirty[i].store(written, SeqCst);
+        self.sent_back[i].store(sent_back, SeqCst);
+        self.stale[i].store(false, SeqCst);
+        self.seq[i].store(seq, SeqCst);
+        self.pages[i].store(page, SeqCst);
+        self.n.store(i + 1, SeqCst);
+        true
     }
 
     fn find(&self, page: u64) -> Option<usize> {
@@ -139,8 +172,7 @@ pub fn install(rt: &Runtime, mut data: Vec<(u64, u64, usize)>) {
             n: AtomicUsize::new(0),
             twins: vm::anonymous(MAX_PEEKED * PAGE).unwrap_or(0),
             lock: AtomicBool::new(false),
-            faulted: [const { AtomicU64::new(0) }; BACK],
-            nfaulted: AtomicUsize::new(0),
+            faulted: super::PageList::new(),
             caller: AtomicUsize::new(0),
             crowd: AtomicBool::new(false),
         })
@@ -207,7 +239,7 @@ pub fn forget(k: usize) {
         }
     }
     p.n.store(0, SeqCst);
-    p.nfaulted.store(0, SeqCst);
+    p.faulted.take();
     p.latest.store(0, SeqCst);
 }
 
@@ -241,16 +273,11 @@ pub fn sole_caller(k: usize) -> bool {
 /// The pages of process `k`'s module memory the program faulted in since its last call into
 /// it started (at most `BACK`), and the list emptied.
 pub fn take_faulted(k: usize) -> ([u64; BACK], usize) {
-    let mut out = [0u64; BACK];
     let Some(p) = STATE.get().and_then(|s| s.peeked.get(k)) else {
-        return (out, 0);
+        return ([0; BACK], 0);
     };
     let _g = p.lock();
-    let n = p.nfaulted.swap(0, SeqCst).min(BACK);
-    for (o, f) in out.iter_mut().zip(&p.faulted).take(n) {
-        *o = f.load(SeqCst);
-    }
-    (out, n)
+    p.faulted.take()
 }
 
 /// Process `k`'s next call starts on channel `c`: the module pages the program wrote go back
@@ -480,10 +507,9 @@ fn peek(addr: u64, write: bool) -> bool {
     let ok = answer.is_some();
     let snapshot = answer.map_or(0, |r| r.ret_rdx);
     // A page read before the newest answer the program took may be older than that answer's
-    // segment: asked anew (the access faults again), up to PEEK_TRIES times in a row; then
+    // segment: asked anew (the access faults again), up to MAX_PEEK_TRIES times in a row; then
     // taken as it is, so that a helper that lies about its numbers cannot keep the program
-    // asking for ever (8 threads whose calls end all the time lose the race a few times in a
-    // row at most; 8 tries were not always enough).
+    // asking for ever.
     // (Checked under the lock `answered` takes: an answer taken after the check drops pages
     // older than it after this one is in.)
     let _g = peeked.lock();
@@ -497,30 +523,15 @@ fn peek(addr: u64, write: bool) -> bool {
     if !too_old {
         PEEK_TRIES.with(|t| t.set(0));
     }
-    if ok && fresh_enough && peeked.find(page).is_none() {
-        let i = peeked.n.load(SeqCst);
-        // SAFETY: a page of module memory (a slot or a module object's data, `owner_of`):
-        // replaced by a fresh page holding the helper's bytes, and its twin i of the pool.
-        unsafe {
-            let src = p.region.data(c).add(AREA_BASE as usize);
-            if i < MAX_PEEKED && vm::put_page(page as usize, src) {
-                std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
-                peeked.dirty[i].store(write, SeqCst);
-                peeked.sent_back[i].store(false, SeqCst);
-                peeked.stale[i].store(false, SeqCst);
-                peeked.seq[i].store(snapshot, SeqCst);
-                peeked.pages[i].store(page, SeqCst);
-                peeked.n.store(i + 1, SeqCst);
-                let f = peeked.nfaulted.load(SeqCst);
-                if let Some(slot) = peeked.faulted.get(f) {
-                    slot.store(page, SeqCst);
-                    peeked.nfaulted.store(f + 1, SeqCst);
-                }
-                if let Some(g) = crate::observe::stats::PAGES.get(k) {
-                    g.peeked.fetch_add(1, SeqCst);
-                    g.faulted.fetch_add(1, SeqCst);
-                }
-            }
+    let src = p.region.data(c).wrapping_add(AREA_BASE as usize);
+    let take = ok && fresh_enough && peeked.find(page).is_none();
+    // SAFETY: module memory (`owner_of` above), not in the list (checked under this lock);
+    // the answer's page lies at AREA_BASE of the channel, ours until released below.
+    if take && unsafe { peeked.install(page, src, snapshot, write, false) } {
+        peeked.faulted.push(page);
+        if let Some(g) = crate::observe::stats::PAGES.get(k) {
+            g.peeked.fetch_add(1, SeqCst);
+            g.faulted.fetch_add(1, SeqCst);
         }
     }
     super::super::channels::release(p, c);
@@ -562,25 +573,11 @@ pub fn adopt(k: usize, page: u64, src: *const u8, seq: u64) {
         }
         return;
     }
-    let i = peeked.n.load(SeqCst);
-    if i >= MAX_PEEKED || peeked.twins == 0 {
-        return;
-    }
-    // SAFETY: a page of module memory (`owner_of`), replaced by a fresh page holding the
-    // helper's bytes (`src`: one page of the channel's data area, the caller checked), and its
-    // twin i of the pool.
-    unsafe {
-        if vm::put_page(page as usize, src) {
-            std::ptr::copy_nonoverlapping(src, (peeked.twins + i * PAGE) as *mut u8, PAGE);
-            peeked.dirty[i].store(false, SeqCst);
-            peeked.sent_back[i].store(true, SeqCst);
-            peeked.stale[i].store(false, SeqCst);
-            peeked.seq[i].store(seq, SeqCst);
-            peeked.pages[i].store(page, SeqCst);
-            peeked.n.store(i + 1, SeqCst);
-            if let Some(g) = crate::observe::stats::PAGES.get(k) {
-                g.peeked.fetch_add(1, SeqCst);
-            }
+    // SAFETY: module memory (`owner_of` above), not in the list (`find` under this lock);
+    // `src` is one page of the channel's data area (the caller checked).
+    if unsafe { peeked.install(page, src, seq, false, true) } {
+        if let Some(g) = crate::observe::stats::PAGES.get(k) {
+            g.peeked.fetch_add(1, SeqCst);
         }
     }
 }

@@ -47,6 +47,23 @@ struct Learned {
     unreadable: Vec<u64>,
 }
 
+impl Learned {
+    /// `page` is to be asked back for the next KEEP_BACK calls (while there is room for it).
+    fn ask_back(&mut self, page: u64) {
+        if self.back.len() < BACK || self.back.contains_key(&page) {
+            self.back.insert(page, KEEP_BACK);
+        }
+    }
+}
+
+/// One call more for every learned page: those whose calls are used up are forgotten.
+fn age(pages: &mut HashMap<u64, u8>) {
+    pages.retain(|_, n| {
+        *n -= 1;
+        *n > 0
+    });
+}
+
 /// Calls a learned page is sent ahead before it must be asked for again.
 const KEEP: u8 = 8;
 /// Calls a page of module memory is asked back after the program last faulted it in (a page
@@ -240,10 +257,7 @@ pub fn apply(region: &Region) {
         let mut l = l.borrow_mut();
         let e = l.entry(region.key()).or_default();
         e.unreadable.retain(|p| asked.binary_search(p).is_err());
-        e.ahead.retain(|_, n| {
-            *n -= 1;
-            *n > 0
-        });
+        age(&mut e.ahead);
         for &p in &asked {
             if e.asked.binary_search(&p).is_ok() || e.ahead.contains_key(&p) {
                 e.ahead.insert(p, KEEP);
@@ -289,11 +303,10 @@ pub fn adopt_sent_back(region: &Region, c: usize, m: &Msg) {
     let ret = m.ret_rax & !(P - 1);
     if ret != 0 && addrs.contains(&ret) {
         LEARNED.with(|l| {
-            let mut l = l.borrow_mut();
-            let e = l.entry(region.key()).or_default();
-            if e.back.len() < BACK || e.back.contains_key(&ret) {
-                e.back.insert(ret, KEEP_BACK);
-            }
+            l.borrow_mut()
+                .entry(region.key())
+                .or_default()
+                .ask_back(ret)
         });
     }
     // Pages older than this answer's segment may have changed in it: dropped.
@@ -396,14 +409,9 @@ pub fn send_ahead(region: &Region, c: usize, frame: &Frame, m: &mut Msg) {
             }
         }
         if sole {
-            e.back.retain(|_, n| {
-                *n -= 1;
-                *n > 0
-            });
+            age(&mut e.back);
             for &p in &faulted[..nfaulted] {
-                if e.back.len() < BACK || e.back.contains_key(&p) {
-                    e.back.insert(p, KEEP_BACK);
-                }
+                e.ask_back(p);
             }
             for &p in e.back.keys() {
                 wanted[nwanted] = p;
