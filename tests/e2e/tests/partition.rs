@@ -5,14 +5,11 @@
 use crate::quarantine::{fracture_cmd, fracture_ok, workload};
 use crate::util::*;
 use std::path::Path;
+use std::process::Output;
 
-#[test]
-fn profile_counts_calls_and_bytes_per_calling_module() {
-    let input = workload(1000, false);
-    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
-    let t = TempDir::new("profile");
-    let g = t.path("g.json");
-    let o = run_with(
+/// Profiles fx_chat under chat.yaml on `input` into the graph `g` (reports in `db`).
+fn profile_chat(input: &[u8], g: &Path, db: &Path) -> Output {
+    run_with(
         fracture_cmd(
             &[
                 "profile",
@@ -23,11 +20,20 @@ fn profile_counts_calls_and_bytes_per_calling_module() {
                 "--",
                 fixture("fx_chat").to_str().unwrap(),
             ],
-            &t.path("r.db"),
+            db,
         ),
-        &input,
+        input,
         WATCHDOG,
-    );
+    )
+}
+
+#[test]
+fn profile_counts_calls_and_bytes_per_calling_module() {
+    let input = workload(1000, false);
+    let want = ok(run_with(plain(&fixture("fx_chat"), &[]), &input, WATCHDOG));
+    let t = TempDir::new("profile");
+    let g = t.path("g.json");
+    let o = profile_chat(&input, &g, &t.path("r.db"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
@@ -99,22 +105,7 @@ fn partition_puts_the_chatty_pair_in_one_helper_and_writes_a_working_map() {
     let t = TempDir::new("part");
     let db = t.path("r.db");
     let g = t.path("g.json");
-    let o = run_with(
-        fracture_cmd(
-            &[
-                "profile",
-                "-c",
-                config("chat.yaml").to_str().unwrap(),
-                "-o",
-                g.to_str().unwrap(),
-                "--",
-                fixture("fx_chat").to_str().unwrap(),
-            ],
-            &db,
-        ),
-        &input,
-        WATCHDOG,
-    );
+    let o = profile_chat(&input, &g, &db);
     assert!(o.status.success(), "{}", stderr(&o));
     let map = t.path("p03.yaml");
     let dot = t.path("p03.dot");
@@ -245,22 +236,7 @@ fn optimistic_plan_with_a_profile_isolates_the_culprit_with_its_chatty_neighbour
     let t = TempDir::new("plan-prof");
     let db = t.path("r.db");
     let g = t.path("g.json");
-    let o = run_with(
-        fracture_cmd(
-            &[
-                "profile",
-                "-c",
-                config("chat.yaml").to_str().unwrap(),
-                "-o",
-                g.to_str().unwrap(),
-                "--",
-                fixture("fx_chat").to_str().unwrap(),
-            ],
-            &db,
-        ),
-        &input,
-        WATCHDOG,
-    );
+    let o = profile_chat(&input, &g, &db);
     assert!(o.status.success(), "{}", stderr(&o));
     let spool = t.path("r.db.spool");
     std::fs::create_dir_all(&spool).unwrap();
@@ -319,22 +295,7 @@ fn partition_draws_the_graph_and_its_cut_as_svg_without_graphviz() {
     let t = TempDir::new("partsvg");
     let db = t.path("r.db");
     let g = t.path("g.json");
-    let o = run_with(
-        fracture_cmd(
-            &[
-                "profile",
-                "-c",
-                config("chat.yaml").to_str().unwrap(),
-                "-o",
-                g.to_str().unwrap(),
-                "--",
-                fixture("fx_chat").to_str().unwrap(),
-            ],
-            &db,
-        ),
-        &input,
-        WATCHDOG,
-    );
+    let o = profile_chat(&input, &g, &db);
     assert!(o.status.success(), "{}", stderr(&o));
     // No `dot` on the PATH; `--dot` beside the same name leaves the drawing to `--svg`.
     let svg = t.path("p03.svg");
