@@ -152,6 +152,21 @@ int fx_set_errno(int e) {
     return -1;
 }
 
+/* Registers-only calls for the flat path's other outcomes: an answer that takes longer than
+ * any spin, and a crash on one chosen input (a null write). */
+long fx_sleep_us(long us) {
+    usleep((useconds_t)us);
+    return us;
+}
+
+long fx_segv_at(long i, long at) {
+    if (i == at) {
+        volatile long *p = NULL;
+        *p = i;
+    }
+    return 2 * i;
+}
+
 /* Recursion without end (the flag is never cleared; it only keeps the compiler from proving
  * the recursion infinite): overflows the calling thread's stack. */
 static volatile int fx_deeper = 1;

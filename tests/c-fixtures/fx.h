@@ -33,6 +33,8 @@ void fx_counter_free(struct fx_counter *c);
 long fx_pid(void);
 long fx_env_at_load(void);
 int fx_set_errno(int e);
+long fx_sleep_us(long us);
+long fx_segv_at(long i, long at);
 long fx_crash_on(const char *s);
 long fx_crash_if_env(const char *s);
 void *fx_leak(long n);

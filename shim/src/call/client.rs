@@ -201,8 +201,14 @@ pub fn client_post(
     // A caller about to spin while the serving thread sits on its CPU (sent there by a sleeping
     // call before) yields while it spins: the helper must get the CPU to answer (and, told
     // hint 0, moves off it).
+    // (Written only when it changes: the word shares a cache line with the page table, which
+    // the helper reads with every message.)
     let last_hint = if from_program {
-        ch.last_hint.swap(spin_hint, Relaxed)
+        let last = ch.last_hint.load(Relaxed);
+        if last != spin_hint {
+            ch.last_hint.store(spin_hint, Relaxed);
+        }
+        last
     } else {
         0
     };
@@ -570,6 +576,38 @@ pub struct Begun {
     acquired: bool,
     t0: crate::platform::clock::Stamp,
     posted: Posted,
+}
+
+impl Begun {
+    /// A call the flat path (`call::flat`) posted on channel `c`, which it acquired at `t0`,
+    /// when the answer is not a plain return or has not come within its spin: the general
+    /// wait takes it from there (`seen`: the answer direction's sequence before the post; a
+    /// message that came meanwhile is read at once). The spin is spent: the wait sleeps.
+    pub(super) fn flat(
+        c: usize,
+        t0: crate::platform::clock::Stamp,
+        seen: u32,
+        yielding: bool,
+    ) -> Begun {
+        Begun {
+            c,
+            base: 0,
+            acquired: true,
+            t0,
+            posted: Posted {
+                c,
+                back: CopyBack::default(),
+                cursor: 0,
+                mirror_token: 0,
+                seen,
+                moved: Moved::default(),
+                spin: Duration::ZERO,
+                hint: 0,
+                yielding,
+                od: false,
+            },
+        }
+    }
 }
 
 /// True when this thread is inside a call of `owner` (serving its nested call): a new call

@@ -35,7 +35,7 @@ pub use super::nested::{
     digests, nested_digest, nested_mark, nested_mode, nested_since, set_seen, take_seen, Nested,
     NestedRec,
 };
-pub use super::server::serve;
+pub use super::server::{flat_target, serve, serve_flat};
 
 /// How long a helper thread spins for the next request before it sleeps.
 pub const SERVER_SPIN: Duration = Duration::from_micros(60);

@@ -407,6 +407,18 @@ pub fn stack_words(frame: &Frame, want: usize) -> ([u64; MAX_STACK], usize) {
     (stack, n)
 }
 
+/// The [`stack_reach`] stack words of a call, in place on the caller's stack (the flat path
+/// sends them from there without a copy).
+pub fn stack_in_place(frame: &Frame, want: usize) -> &[u64] {
+    if frame.stack.is_null() {
+        return &[];
+    }
+    let n = stack_reach(frame, want);
+    // SAFETY: as in `stack_words`: frame.stack points at the caller's stack arguments, and
+    // `n` words from it lie inside the mapping; the caller's frame outlives the borrow.
+    unsafe { std::slice::from_raw_parts(frame.stack, n) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,9 @@ use crate::call::handles;
 use crate::plan::runtime::{self, FnDesc, Runtime, PROGRAM};
 use crate::platform::abi::{arg_value, set_arg, Frame, MAX_STACK};
 use crate::platform::stubs;
-use crate::transport::region::{Msg, Region, DATA_SIZE, MSG_FAIL, MSG_RETURN, NULL_OFF};
+use crate::transport::region::{
+    FlatAnswer, Msg, Region, DATA_SIZE, MSG_FAIL, MSG_RETURN, NULL_OFF,
+};
 use module_map::{ArgSpec, RetSpec};
 use std::cell::Cell;
 use std::sync::atomic::Ordering::*;
@@ -423,6 +425,58 @@ pub fn serve(rt: &Runtime, region: &Region, c: usize, m: &Msg, zero_copy: bool) 
         }
     }
     r
+}
+
+/// Helper side: the real address of the function a call of registers only (read by
+/// `Channel::read_flat_call`) runs, when [`serve_flat`] may run it: a flat function of this
+/// process, loaded, with no on-demand memory to set up. None: the general [`serve`] runs it.
+pub fn flat_target(rt: &Runtime, m: &Msg) -> Option<usize> {
+    let f = rt.fns.get(m.func as usize)?;
+    if !f.flat || f.owner != rt.me() || crate::call::pages::helper::active() {
+        return None;
+    }
+    match ensure_real(rt, f) {
+        0 => None,
+        real => Some(real),
+    }
+}
+
+/// Helper side: runs the call of registers only in `m` on `real` ([`flat_target`]) as
+/// [`serve`] would, and gives its answer without building an answer message.
+pub fn serve_flat(c: usize, m: &Msg, real: usize) -> FlatAnswer {
+    let mut frame = Frame {
+        gp: m.gp,
+        rax: m.rax,
+        xmm: m.xmm,
+        stack: m.stack.as_ptr(),
+        ..Frame::default()
+    };
+    // The module may call the program back: its calls nest on this channel.
+    let pushed = active_push(Active {
+        owner: PROGRAM,
+        region: NO_REGION,
+        ch: c as u16,
+        top: m.data_end,
+    });
+    set_errno(m.errno);
+    let nstack = (m.nstack as usize).min(MAX_STACK);
+    // SAFETY: real is the function the spec describes (flat_target); `m.stack` holds the
+    // `nstack` words the program sent, and outlives the call.
+    unsafe { stubs::replay(real, &mut frame, nstack) };
+    let errno = get_errno();
+    if pushed {
+        active_pop();
+    }
+    FlatAnswer {
+        kind: MSG_RETURN,
+        func: m.func,
+        errno,
+        hint: 0,
+        ret_rax: frame.ret_rax,
+        ret_rdx: frame.ret_rdx,
+        ret_xmm0: frame.ret_xmm0,
+        ret_xmm1: frame.ret_xmm1,
+    }
 }
 
 /// This process's pid, cached per thread (a helper never forks its serving threads).

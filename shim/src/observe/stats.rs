@@ -11,6 +11,8 @@ pub struct FnStats {
     pub bytes_out: AtomicU64,
     pub failures: AtomicU64,
     pub nested: AtomicU64,
+    /// Calls the flat path answered (registers only, a plain return within the spin).
+    pub flat: AtomicU64,
     /// Sampled calls whose turn went to an observer (a tool such as valgrind) while its
     /// queue was full: answered, but not given to it.
     pub unsampled: AtomicU64,
@@ -39,6 +41,7 @@ impl Default for FnStats {
             bytes_out: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             nested: AtomicU64::new(0),
+            flat: AtomicU64::new(0),
             unsampled: AtomicU64::new(0),
             short_share: AtomicU64::new(1024),
             medium_share: AtomicU64::new(1024),

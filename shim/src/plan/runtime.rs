@@ -83,6 +83,9 @@ pub struct FnDesc {
     /// Per `cb` argument of a mapped function: (argument index, index of the first of the
     /// [`CB_SLOTS`] slots of its callback type).
     pub cb_args: Vec<(usize, usize)>,
+    /// Registers only: every argument `val` or `f64`, the result `val`, `f64` or `void`, no
+    /// callback slot. Such a call may take the flat path (`call::flat`).
+    pub flat: bool,
 }
 
 /// Distinct program functions one callback type can hold per process (SPEC.md, "Callbacks":
@@ -325,6 +328,11 @@ pub(crate) fn build(
                     "NUL in name".to_string(),
                 )
             })?;
+            let flat = layout
+                .args
+                .iter()
+                .all(|(a, _)| matches!(a, ArgSpec::Val | ArgSpec::Float))
+                && matches!(f.ret, RetSpec::Val | RetSpec::Float | RetSpec::Void);
             fns.push(FnDesc {
                 idx: fns.len(),
                 name: f.symbol().to_string(),
@@ -334,6 +342,7 @@ pub(crate) fn build(
                 object: m.object.clone(),
                 owner,
                 layout,
+                flat,
                 ret: f.ret,
                 pure: f.pure,
                 line: f.line,
@@ -418,6 +427,7 @@ pub(crate) fn build(
                         process: owner,
                     }),
                     cb_args: Vec::new(),
+                    flat: false,
                 });
             }
         }

@@ -87,7 +87,7 @@ pub fn write(rt: &Runtime) {
         for (i, f) in fns.iter().enumerate() {
             let s = &f.stats;
             o.push_str(&format!(
-                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"unsampled\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
+                "{}\n        {}: {{\"module\": {}, \"effect\": \"{}\", \"calls\": {}, \"bytes_in\": {}, \"bytes_out\": {}, \"failures\": {}, \"crashes\": {}, \"restarts\": {}, \"retries\": {}, \"give_ups\": {}, \"recovered\": {}, \"succeeded_env\": {}, \"nested_calls\": {}, \"flat_calls\": {}, \"unsampled\": {}, \"latency_us\": {{\"p50\": {:.3}, \"p99\": {:.3}}}}}",
                 if i > 0 { "," } else { "" },
                 stats::json_str(&f.name),
                 stats::json_str(&f.module),
@@ -107,6 +107,7 @@ pub fn write(rt: &Runtime) {
                     n => format!("\"retry_envs[{}]\"", n - 1),
                 },
                 s.nested.load(Relaxed),
+                s.flat.load(Relaxed),
                 s.unsampled.load(Relaxed),
                 s.percentile_us(0.5),
                 s.percentile_us(0.99),

@@ -18,6 +18,7 @@
 #![allow(unsafe_code)]
 
 use crate::call::dispatch::{nested_mode, Nested};
+use crate::call::flat::{self, Flat};
 use crate::call::handles;
 use crate::call::marshal::Walk;
 use crate::plan::runtime::{FnDesc, ProcRt, Runtime};
@@ -34,6 +35,12 @@ const RR_BATCH: u64 = 16;
 /// or one sample, when the map asks for several; otherwise one call with restarts and
 /// retries as `on_crash` says.
 pub fn route(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame) {
+    // A call of registers only answered at once takes the flat path (one region only).
+    match flat::call(f, p, frame) {
+        Flat::Done => return,
+        Flat::Pending(pending) => return recovery::finish_flat(rt, f, p, frame, pending),
+        Flat::NotTaken => {}
+    }
     // The one buffer walk of this call: every later step uses these lengths.
     let walk = Walk::of(f, frame);
     if rt.procs.len() > rt.map.processes.len() && rt.replicas_of(p.primary).nth(1).is_some() {

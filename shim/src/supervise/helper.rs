@@ -187,6 +187,20 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             continue;
         };
         ch.consumed.store(s, SeqCst);
+        // A call of registers only: run and answered without building messages (see
+        // `call::flat`); everything else the general way.
+        if let Some(real) = ch
+            .read_flat_call(&mut m)
+            .then(|| dispatch::flat_target(rt, &m))
+            .flatten()
+        {
+            crate::call::colocate::on_call(m.hint);
+            let mut a = dispatch::serve_flat(c, &m, real);
+            a.hint = crate::call::colocate::worked_ns();
+            ch.write_flat_answer(&a);
+            ch.to_prog().post();
+            continue;
+        }
         ch.read_msg_into(&mut m);
         let reply = if m.kind == MSG_CALL {
             crate::call::colocate::on_call(m.hint);

@@ -51,7 +51,38 @@ pub fn signal_name(s: i32) -> &'static str {
 /// Program side: call `f` in the helper process that owns it (all its replicas, or one of its
 /// samples, when the map asks for several), restarting and retrying per `on_crash`.
 pub fn call_helper(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame, walk: &Walk) {
-    if let Err((status, what)) = try_call(rt, f, p, frame, walk) {
+    let r = try_call(rt, f, p, frame, walk);
+    settle(rt, f, p, frame, r);
+}
+
+/// A call the flat path posted and did not finish (see `policy::replicas::route`):
+/// waits for it as any first attempt, then restarts and retries per `on_crash` as
+/// [`call_helper`] does. The flat path takes no call that must be logged.
+pub fn finish_flat<'a>(
+    rt: &Runtime,
+    f: &FnDesc,
+    p: &'a ProcRt,
+    frame: &mut Frame,
+    pending: crate::call::flat::Pending<'a>,
+) {
+    // The walk of the registers and stack words, for a retry.
+    let walk = Walk::of(f, frame);
+    let crate::call::flat::Pending { begun, gate } = pending;
+    let result = dispatch::call_finish(rt, f, p, begun, frame);
+    // Released before a restart, which takes it exclusively (as `complete` does).
+    drop(gate);
+    let first = Done {
+        result,
+        logged: None,
+    };
+    let r = try_call_after(rt, f, p, frame, &walk, Some(first));
+    settle(rt, f, p, frame, r);
+}
+
+/// What a program call that failed for good ends as: in a nested call of the same process
+/// an EIO (the outer call recovers), else what `give_up` says.
+fn settle(rt: &Runtime, f: &FnDesc, p: &ProcRt, frame: &mut Frame, r: Result<(), (i32, String)>) {
+    if let Err((status, what)) = r {
         if dispatch::nested_in(f.owner) {
             // A call made while serving a nested call of the same process (module ->
             // program -> same module): the outermost call owns the restart and the retry;

@@ -86,8 +86,9 @@ pub struct RegionHeader {
 pub const CKPT_IDLE: u32 = 0;
 pub const CKPT_RESUME: u32 = 1;
 
-/// One message; the sender of the latest message owns it until the peer answers. The fields
-/// every message needs come first (three cache lines), so an answer moves only those; a call
+/// One message; the sender of the latest message owns it until the peer answers. The common
+/// fields come first (three cache lines after the channel's seq words): a header, a call's
+/// words and an answer's words, each kind carrying only its spans (see `Carries`); a call
 /// adds the xmm registers, its arguments' buffer table and its stack words.
 ///
 /// Who writes and who reads: the sender writes every field it uses (`write_msg`, only the parts
@@ -157,6 +158,11 @@ impl Msg {
 }
 
 const HOT: usize = std::mem::offset_of!(Msg, stack);
+/// End of the header every message carries (`kind` .. `hint`), start of a call's words.
+const HEAD: usize = std::mem::offset_of!(Msg, data_base);
+/// Start of an answer's words.
+const RET: usize = std::mem::offset_of!(Msg, ret_rax);
+const _: () = assert!(HEAD == 24 && RET == 96);
 const _: () = assert!(HOT.is_multiple_of(8) && HOT <= 192);
 // The layout is a protocol (tests/c-fixtures/fx_forge.c writes it by hand): bump VERSION when
 // any of these moves.
@@ -345,17 +351,45 @@ impl Channel {
         m
     }
 
-    /// [`Channel::read_msg`] into `m`, a message the caller reuses: only the fields in use are
-    /// copied (the others keep what an earlier message left, as the counts say they are not
-    /// in use: `nstack`, `nargs`, and the call-only parts for other kinds). Saves zeroing and
-    /// moving 1 KiB per message on the hot path.
+    /// [`Channel::read_msg`] into `m`, a message the caller reuses: only the fields its kind
+    /// carries are copied (see `Carries`; the others keep what an earlier message left, as
+    /// the counts and the kind say they are not in use). Saves zeroing and moving 1 KiB per
+    /// message on the hot path, and reading cache lines the peer did not write.
     pub fn read_msg_into(&self, m: &mut Msg) {
         let src = self.msg_ptr();
         let dst = m as *mut Msg as *mut u64;
         // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
         // counts are bounded by the table sizes), and every bit pattern is a valid Msg.
         unsafe {
-            copy_words(dst, src as *const u64, HOT / 8);
+            // The kind first: it says which words follow (a peer changing it meanwhile gets
+            // a message of the kind read here, copied once).
+            copy_words(dst, src as *const u64, 1);
+            let carries = Carries::of(m.kind);
+            copy_words(dst.add(1), (src as *const u64).add(1), HEAD / 8 - 1);
+            if carries.call_words {
+                copy_words(
+                    dst.add(HEAD / 8),
+                    (src as *const u64).add(HEAD / 8),
+                    (RET - HEAD) / 8,
+                );
+            }
+            if carries.answer_words {
+                copy_words(
+                    dst.add(RET / 8),
+                    (src as *const u64).add(RET / 8),
+                    (HOT - RET) / 8,
+                );
+            } else {
+                // A call's answer fields read as in a fresh message.
+                m.ret_rax = 0;
+                m.ret_rdx = 0;
+                m.ret_xmm0 = [0; 2];
+                m.ret_xmm1 = [0; 2];
+                m.ret_off = 0;
+                m.ret_len = 0;
+                m.mirror_off = 0;
+                m.mirror_len = 0;
+            }
             copy_words(
                 std::ptr::addr_of_mut!(m.pages_off),
                 std::ptr::addr_of!((*src).pages_off).cast(),
@@ -392,44 +426,279 @@ impl Channel {
         }
     }
 
-    /// Writes a message into the slot: only the parts its kind uses.
+    /// Writes a message into the slot: only the parts its kind carries (see `Carries`).
+    /// Words the peer only reads (the xmm registers, the page table) are written only when
+    /// they change: their cache lines then stay shared by both sides instead of moving to
+    /// the writer and back on every message.
     pub fn write_msg(&self, m: &Msg) {
-        let dst = self.msg_ptr();
+        let dst = self.msg_ptr() as *mut u64;
+        let src = m as *const Msg as *const u64;
+        let carries = Carries::of(m.kind);
         // SAFETY: the slot belongs to us (we are the sender); ranges are inside Msg.
         unsafe {
-            copy_words(dst as *mut u64, m as *const Msg as *const u64, HOT / 8);
-            // The page table words sit on a cache line of their own and are 0 on every
-            // message but on-demand ones: written only when they change, the line stays
-            // shared by both sides instead of moving to the writer and back on every message.
-            let pages = std::ptr::addr_of_mut!((*dst).pages_off);
-            if std::ptr::read_volatile(pages) != m.pages_off
-                || std::ptr::read_volatile(pages.add(1)) != m.pages_len
-            {
-                copy_words(pages, std::ptr::addr_of!(m.pages_off), 2);
+            copy_words(dst, src, HEAD / 8);
+            if carries.call_words {
+                copy_words(dst.add(HEAD / 8), src.add(HEAD / 8), (RET - HEAD) / 8);
             }
+            if carries.answer_words {
+                copy_words(dst.add(RET / 8), src.add(RET / 8), (HOT - RET) / 8);
+            }
+            let pages = std::ptr::addr_of_mut!((*self.msg_ptr()).pages_off);
+            write_changed(pages, std::ptr::addr_of!(m.pages_off), 2);
             if m.kind == MSG_CALL {
+                let slot = self.msg_ptr();
                 let k = (m.nstack as usize).min(MAX_STACK);
                 copy_words(
-                    std::ptr::addr_of_mut!((*dst).stack).cast(),
+                    std::ptr::addr_of_mut!((*slot).stack).cast(),
                     m.stack.as_ptr(),
                     k,
                 );
-                copy_words(
-                    std::ptr::addr_of_mut!((*dst).xmm).cast(),
+                write_changed(
+                    std::ptr::addr_of_mut!((*slot).xmm).cast(),
                     m.xmm.as_ptr().cast(),
                     16,
                 );
                 let n = (m.nargs as usize).min(MAX_ARGS);
                 copy_words(
-                    std::ptr::addr_of_mut!((*dst).arg_off).cast(),
+                    std::ptr::addr_of_mut!((*slot).arg_off).cast(),
                     m.arg_off.as_ptr(),
                     n,
                 );
                 copy_words(
-                    std::ptr::addr_of_mut!((*dst).arg_len).cast(),
+                    std::ptr::addr_of_mut!((*slot).arg_len).cast(),
                     m.arg_len.as_ptr(),
                     n,
                 );
+            }
+        }
+    }
+}
+
+/// A call of registers only (see `call::flat` in the shim): its function, errno, hint,
+/// registers and stack words; no buffers, no pages. [`Channel::write_flat_call`] writes it
+/// as [`Channel::write_msg`] writes the equivalent [`Msg`] (no arguments in the table, an
+/// empty data range, no page table), so the receiver reads it as any call.
+pub struct FlatCall<'a> {
+    pub func: u32,
+    pub errno: i32,
+    pub hint: u32,
+    pub gp: &'a [u64; 6],
+    pub rax: u64,
+    pub xmm: &'a [[u64; 2]; 8],
+    /// At most `MAX_STACK` words are sent.
+    pub stack: &'a [u64],
+}
+
+/// What the answer to a call of registers only says: its header and return registers,
+/// copied once out of the slot by [`Channel::read_flat_answer`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlatAnswer {
+    pub kind: u32,
+    pub func: u32,
+    pub errno: i32,
+    pub hint: u32,
+    pub ret_rax: u64,
+    pub ret_rdx: u64,
+    pub ret_xmm0: [u64; 2],
+    pub ret_xmm1: [u64; 2],
+}
+
+/// Two 32-bit fields of one header word (the first at the lower address).
+fn pair(lo: u32, hi: u32) -> u64 {
+    u64::from(lo) | (u64::from(hi) << 32)
+}
+
+const _: () = assert!(cfg!(target_endian = "little"));
+const _: () =
+    assert!(std::mem::offset_of!(Msg, func) == 4 && std::mem::offset_of!(Msg, nargs) == 16);
+const _: () = assert!((RET - HEAD) / 8 == 9 && std::mem::offset_of!(Msg, ret_xmm1) == RET + 32);
+const _: () = assert!((HOT - RET) / 8 == 10 && std::mem::offset_of!(Msg, mirror_len) == HOT - 8);
+
+impl Channel {
+    /// Writes a call of registers only into the slot (the sender's, as for `write_msg`).
+    pub fn write_flat_call(&self, c: &FlatCall<'_>) {
+        let slot = self.msg_ptr();
+        let dst = slot as *mut u64;
+        let n = c.stack.len().min(MAX_STACK);
+        let head = [
+            pair(MSG_CALL, c.func),
+            pair(c.errno as u32, n as u32),
+            pair(0, c.hint),
+        ];
+        let g = c.gp;
+        // data_base, data_end (an empty range), gp, rax.
+        let words = [0, 0, g[0], g[1], g[2], g[3], g[4], g[5], c.rax];
+        let no_pages = [NULL_OFF, 0];
+        // SAFETY: the slot belongs to us (we are the sender) and lies in the live mapping;
+        // every range written is inside Msg (n <= MAX_STACK), every source holds the words
+        // read.
+        unsafe {
+            copy_words(dst, head.as_ptr(), HEAD / 8);
+            copy_words(dst.add(HEAD / 8), words.as_ptr(), words.len());
+            copy_words(
+                std::ptr::addr_of_mut!((*slot).stack).cast(),
+                c.stack.as_ptr(),
+                n,
+            );
+            write_changed(
+                std::ptr::addr_of_mut!((*slot).xmm).cast(),
+                c.xmm.as_ptr().cast(),
+                16,
+            );
+            write_changed(
+                std::ptr::addr_of_mut!((*slot).pages_off),
+                no_pages.as_ptr(),
+                2,
+            );
+        }
+    }
+
+    /// Helper side: copies the call in the slot into `m` when it is one of registers only
+    /// (a call with no arguments in the table and no page table), the parts such a call
+    /// carries: header, call words, stack words and xmm registers (`m`'s other fields keep
+    /// what they held). False otherwise, with only `m`'s header overwritten: the caller then
+    /// reads the message with [`Channel::read_msg_into`].
+    pub fn read_flat_call(&self, m: &mut Msg) -> bool {
+        let src = self.msg_ptr();
+        let dst = m as *mut Msg as *mut u64;
+        // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
+        // stack count is bounded by the table size), and every bit pattern is a valid Msg.
+        unsafe {
+            copy_words(dst, src as *const u64, HEAD / 8);
+            let pages_len = std::ptr::read_volatile(std::ptr::addr_of!((*src).pages_len));
+            if m.kind != MSG_CALL || m.nargs != 0 || pages_len != 0 {
+                return false;
+            }
+            m.pages_off = NULL_OFF;
+            m.pages_len = 0;
+            copy_words(
+                dst.add(HEAD / 8),
+                (src as *const u64).add(HEAD / 8),
+                (RET - HEAD) / 8,
+            );
+            let k = (m.nstack as usize).min(MAX_STACK);
+            m.nstack = k as u32;
+            copy_words(
+                m.stack.as_mut_ptr(),
+                std::ptr::addr_of!((*src).stack).cast(),
+                k,
+            );
+            copy_words(
+                m.xmm.as_mut_ptr().cast(),
+                std::ptr::addr_of!((*src).xmm).cast(),
+                16,
+            );
+        }
+        true
+    }
+
+    /// Helper side: writes the answer to a call of registers only (no string, no mirror, no
+    /// page table), as [`Channel::write_msg`] writes the equivalent [`Msg`].
+    pub fn write_flat_answer(&self, a: &FlatAnswer) {
+        let slot = self.msg_ptr();
+        let dst = slot as *mut u64;
+        let head = [
+            pair(a.kind, a.func),
+            pair(a.errno as u32, 0),
+            pair(0, a.hint),
+        ];
+        let words = [
+            a.ret_rax,
+            a.ret_rdx,
+            a.ret_xmm0[0],
+            a.ret_xmm0[1],
+            a.ret_xmm1[0],
+            a.ret_xmm1[1],
+            NULL_OFF,
+            0,
+            NULL_OFF,
+            0,
+        ];
+        let no_pages = [NULL_OFF, 0];
+        // SAFETY: the slot belongs to us (we answer the call in it) and lies in the live
+        // mapping; every range written is inside Msg.
+        unsafe {
+            copy_words(dst, head.as_ptr(), HEAD / 8);
+            copy_words(dst.add(RET / 8), words.as_ptr(), words.len());
+            write_changed(
+                std::ptr::addr_of_mut!((*slot).pages_off),
+                no_pages.as_ptr(),
+                2,
+            );
+        }
+    }
+
+    /// Copies the header and return registers of the message in the slot once.
+    pub fn read_flat_answer(&self) -> FlatAnswer {
+        let src = self.msg_ptr() as *const u64;
+        let mut head = [0u64; HEAD / 8];
+        let mut ret = [0u64; 6];
+        // SAFETY: both ranges lie inside the message in the live mapping; any bits are valid
+        // integers.
+        unsafe {
+            copy_words(head.as_mut_ptr(), src, HEAD / 8);
+            copy_words(ret.as_mut_ptr(), src.add(RET / 8), ret.len());
+        }
+        FlatAnswer {
+            kind: head[0] as u32,
+            func: (head[0] >> 32) as u32,
+            errno: head[1] as u32 as i32,
+            hint: (head[2] >> 32) as u32,
+            ret_rax: ret[0],
+            ret_rdx: ret[1],
+            ret_xmm0: [ret[2], ret[3]],
+            ret_xmm1: [ret[4], ret[5]],
+        }
+    }
+}
+
+/// Which words of the common part a message of one kind carries. The common part is three
+/// spans: the header (`kind` .. `hint`, with the seq words on the channel's first cache line),
+/// the call's words (`data_base` .. `rax`: its data bounds and registers) and the answer's
+/// words (`ret_rax` .. `mirror_len`). A call (`MSG_CALL`) carries no answer words and an
+/// answer (`MSG_RETURN`, `MSG_FAIL`) no call words: a scalar call then moves two cache lines
+/// each way (the header's and its own span's), and the span the peer did not write stays in
+/// both caches. Reading a message copies what its kind carries and zeroes a call's answer
+/// words; an answer's call words keep what the reader's buffer held (nothing reads them).
+/// The other kinds (page requests, writes, peeks, checkpoints) carry all three.
+#[derive(Clone, Copy)]
+struct Carries {
+    call_words: bool,
+    answer_words: bool,
+}
+
+impl Carries {
+    fn of(kind: u32) -> Carries {
+        match kind {
+            MSG_CALL => Carries {
+                call_words: true,
+                answer_words: false,
+            },
+            MSG_RETURN | MSG_FAIL => Carries {
+                call_words: false,
+                answer_words: true,
+            },
+            _ => Carries {
+                call_words: true,
+                answer_words: true,
+            },
+        }
+    }
+}
+
+/// Writes the `n` words of `src` into `dst` where they differ (volatile accesses: shared
+/// memory the peer reads). A word that did not change is not written, so its cache line
+/// stays shared.
+///
+/// # Safety
+/// Both ranges hold `n` aligned words.
+unsafe fn write_changed(dst: *mut u64, src: *const u64, n: usize) {
+    for i in 0..n {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let v = std::ptr::read_volatile(src.add(i));
+            if std::ptr::read_volatile(dst.add(i)) != v {
+                std::ptr::write_volatile(dst.add(i), v);
             }
         }
     }
@@ -470,10 +739,43 @@ impl Dir<'_> {
         }
     }
 
-    /// Waits until `seq` differs from `seen`, spinning for `spin` first, then sleeping in
-    /// slices of `slice`; between slices `give_up()` may end the wait (peer dead).
-    /// Returns the new sequence, or None when `give_up` said so.
-    /// `yielding`: the peer may be waiting for this very CPU; yield between short rounds.
+    /// Spins until `seq` differs from `seen`, for `spin` at most; the new sequence, or None
+    /// when the time ran out (or `spin` is zero). `yielding`: the peer may be waiting for
+    /// this very CPU; yield between short rounds.
+    pub fn spin(&self, seen: u32, spin: Duration, yielding: bool) -> Option<u32> {
+        if spin.is_zero() {
+            return None;
+        }
+        // Started after the first round: an answer there costs no clock read.
+        let mut start: Option<fracture_platform::clock::Stamp> = None;
+        // A round of `pause`s lasts ~50 ns each here: when crowded, yield after a few, so a
+        // peer with work is not kept off its CPU for microseconds.
+        let crowded = yielding || CROWDED.load(Relaxed);
+        let round = if crowded { CROWDED_ROUND } else { 64 };
+        loop {
+            for _ in 0..round {
+                // SYNC POINT: pairs with the sender's `seq` bump in `post`.
+                let s = self.seq.load(SeqCst);
+                if s != seen {
+                    return Some(s);
+                }
+                std::hint::spin_loop();
+            }
+            match start {
+                None => start = Some(fracture_platform::clock::Stamp::now()),
+                Some(t) if t.elapsed() >= spin => return None,
+                Some(_) => {}
+            }
+            if crowded {
+                // More spinners than CPUs (replicas): let the one with work run.
+                fracture_platform::sys::yield_now();
+            }
+        }
+    }
+
+    /// Waits until `seq` differs from `seen`, spinning for `spin` first (see [`Dir::spin`]),
+    /// then sleeping in slices of `slice`; between slices `give_up()` may end the wait (peer
+    /// dead). Returns the new sequence, or None when `give_up` said so.
     pub fn wait(
         &self,
         seen: u32,
@@ -482,32 +784,8 @@ impl Dir<'_> {
         slice: Duration,
         mut give_up: impl FnMut() -> bool,
     ) -> Option<u32> {
-        if !spin.is_zero() {
-            // Started after the first round: an answer there costs no clock read.
-            let mut start: Option<fracture_platform::clock::Stamp> = None;
-            // A round of `pause`s lasts ~50 ns each here: when crowded, yield after a few, so a
-            // peer with work is not kept off its CPU for microseconds.
-            let crowded = yielding || CROWDED.load(Relaxed);
-            let round = if crowded { CROWDED_ROUND } else { 64 };
-            'spin: loop {
-                for _ in 0..round {
-                    // SYNC POINT: pairs with the sender's `seq` bump in `post`.
-                    let s = self.seq.load(SeqCst);
-                    if s != seen {
-                        return Some(s);
-                    }
-                    std::hint::spin_loop();
-                }
-                match start {
-                    None => start = Some(fracture_platform::clock::Stamp::now()),
-                    Some(t) if t.elapsed() >= spin => break 'spin,
-                    Some(_) => {}
-                }
-                if crowded {
-                    // More spinners than CPUs (replicas): let the one with work run.
-                    fracture_platform::sys::yield_now();
-                }
-            }
+        if let Some(s) = self.spin(seen, spin, yielding) {
+            return Some(s);
         }
         loop {
             // SYNC POINT: the `ev` value the futex wait compares with; a `post` after this load
@@ -721,6 +999,94 @@ mod tests {
         let ans = ch.read_msg();
         assert_eq!(ans.stack, [0; MAX_STACK]);
         assert_eq!(ans.kind, MSG_RETURN);
+    }
+
+    /// A flat call is read as the message `write_msg` would have written for it, by either
+    /// reader; a flat answer likewise; and only a call without buffers or pages reads as flat.
+    #[test]
+    fn flat_calls_and_answers_read_as_the_messages_they_stand_for() {
+        let (r, _fd) = Region::create("fracture-test").expect("memfd");
+        let ch = r.channel(1);
+        let gp = [1, 2, 3, 4, 5, 6];
+        let mut xmm = [[0u64; 2]; 8];
+        xmm[3] = [0x4045_0000_0000_0000, 7];
+        let stack = [10, 20, 30];
+        let flat = FlatCall {
+            func: 9,
+            errno: 34,
+            hint: 0,
+            gp: &gp,
+            rax: 2,
+            xmm: &xmm,
+            stack: &stack,
+        };
+        ch.write_flat_call(&flat);
+        let m = ch.read_msg();
+        assert_eq!(
+            (m.kind, m.func, m.errno, m.nstack, m.nargs),
+            (MSG_CALL, 9, 34, 3, 0)
+        );
+        assert_eq!((m.gp, m.rax, m.xmm), (gp, 2, xmm));
+        assert_eq!(m.stack[..3], stack);
+        assert_eq!((m.data_base, m.data_end, m.pages_len), (0, 0, 0));
+        let mut fast = zeroed();
+        assert!(ch.read_flat_call(&mut fast));
+        assert_eq!((fast.func, fast.errno, fast.nstack), (9, 34, 3));
+        assert_eq!((fast.gp, fast.rax, fast.xmm), (gp, 2, xmm));
+        assert_eq!(fast.stack[..3], stack);
+        // The same call through `write_msg` reads the same; with a buffer or pages, not flat.
+        ch.write_msg(&m);
+        assert!(ch.read_flat_call(&mut fast));
+        let mut with_buffer = m;
+        with_buffer.nargs = 1;
+        ch.write_msg(&with_buffer);
+        assert!(!ch.read_flat_call(&mut fast));
+        let mut with_pages = m;
+        with_pages.pages_off = 0;
+        with_pages.pages_len = 4096;
+        ch.write_msg(&with_pages);
+        assert!(!ch.read_flat_call(&mut fast));
+        // A peer's stack count past the table is bounded.
+        ch.write_flat_call(&flat);
+        // SAFETY: the slot is in our live mapping; plain data.
+        unsafe { (*ch.msg_ptr()).nstack = u32::MAX };
+        assert!(ch.read_flat_call(&mut fast));
+        assert_eq!(fast.nstack as usize, MAX_STACK);
+        // An answer, both ways round.
+        let a = FlatAnswer {
+            kind: MSG_RETURN,
+            func: 9,
+            errno: 5,
+            hint: 700,
+            ret_rax: 0xfeed,
+            ret_rdx: 0xbeef,
+            ret_xmm0: [1, 2],
+            ret_xmm1: [3, 4],
+        };
+        ch.write_flat_answer(&a);
+        let m = ch.read_msg();
+        assert_eq!((m.kind, m.func, m.errno, m.hint), (MSG_RETURN, 9, 5, 700));
+        assert_eq!(
+            (m.ret_rax, m.ret_rdx, m.ret_xmm0, m.ret_xmm1),
+            (0xfeed, 0xbeef, [1, 2], [3, 4])
+        );
+        assert_eq!(
+            (m.ret_off, m.mirror_off, m.pages_len),
+            (NULL_OFF, NULL_OFF, 0)
+        );
+        let mut general = zeroed();
+        general.kind = MSG_FAIL;
+        general.errno = 3;
+        general.ret_rax = 0x11;
+        ch.write_msg(&general);
+        let b = ch.read_flat_answer();
+        assert_eq!((b.kind, b.errno, b.ret_rax), (MSG_FAIL, 3, 0x11));
+        ch.write_flat_answer(&a);
+        let b = ch.read_flat_answer();
+        assert_eq!(
+            (b.kind, b.func, b.errno, b.hint, b.ret_xmm1),
+            (MSG_RETURN, 9, 5, 700, [3, 4])
+        );
     }
 
     #[test]

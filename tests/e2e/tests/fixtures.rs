@@ -207,3 +207,62 @@ fn a_helper_that_writes_garbage_into_the_queue_fails_its_own_call_only() {
     assert!(o.contains("add_after: 42\n"), "a fresh helper answers: {o}");
     assert!(leftovers(&mark).is_empty());
 }
+
+/// `stats.processes[proc].functions[func].flat_calls`: calls the flat path answered.
+fn flat_calls(s: &serde_json::Value, proc_: &str, func: &str) -> u64 {
+    s["processes"][proc_]["functions"][func]["flat_calls"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn flat_calls_keep_errno_slow_answers_and_nested_calls_as_the_general_path_does() {
+    // Calls of registers only take the flat path; whatever else their answer is goes on in
+    // the general wait (a nested call back into the program, an answer later than the spin).
+    let dir = TempDir::new("flat");
+    let st = dir.path("stats.json");
+    let o = Twin::new(
+        &config("fx-flat.yaml"),
+        &fixture("fx_flat_prog"),
+        &["nocrash"],
+    )
+    .stats(&st)
+    .same_as_plain();
+    assert!(stdout(&o).contains("errno: -1 ERANGE"), "{}", stdout(&o));
+    let s = stats(&st);
+    assert_eq!(calls(&s, "fxhelper", "fx_add"), 46000);
+    // Short calls are answered by the flat path: 44000 of them on a quiet machine, fewer
+    // when a loaded one deschedules the helper for longer than the spin (not a timing test:
+    // a tenth shows the path is taken).
+    assert!(flat_calls(&s, "fxhelper", "fx_add") > 4600, "{s}");
+    assert_eq!(calls(&s, "fxhelper", "fx_set_errno"), 1);
+    // 300 us answers outlast the spin: the general wait took every one.
+    assert_eq!(calls(&s, "fxhelper", "fx_sleep_us"), 20);
+    assert_eq!(flat_calls(&s, "fxhelper", "fx_sleep_us"), 0, "{s}");
+    // Every nest_outer call asks the program for host_twice before it answers.
+    assert_eq!(calls(&s, "nester", "nest_outer"), 2000);
+    assert_eq!(flat_calls(&s, "nester", "nest_outer"), 0, "{s}");
+}
+
+#[test]
+fn a_helper_that_crashes_in_a_flat_call_is_restarted_and_the_call_given_up_as_configured() {
+    // fx_segv_at crashes on input 15000 (a null write), after 15000 flat calls: the restart
+    // and retry (which crashes again), the give-up value -1, and the calls after it all work.
+    let o = run_with(
+        under(&config("fx-flat.yaml"), &[], &fixture("fx_flat_prog"), &[]),
+        b"",
+        WATCHDOG,
+    );
+    let out = ok(o.clone());
+    let want = ok(run_with(
+        plain(&fixture("fx_flat_prog"), &["nocrash"]),
+        b"",
+        WATCHDOG,
+    ));
+    // The parts before the crash print what the plain run prints.
+    assert!(out.starts_with(&want), "{out}\n---\n{want}");
+    // 2 * (0 + ... + 19999) without 2 * 15000; one call given up; fx_add works after it.
+    assert!(out.ends_with("crash: 399950000 1 after: 42\n"), "{out}");
+    let e = stderr(&o);
+    assert!(e.contains("fx_segv_at") && e.contains("SIGSEGV"), "{e}");
+}
