@@ -78,6 +78,12 @@ def main():
     floor = [run_json([os.path.join(ROOT, "target/release/examples/floor")]) for _ in range(RUNS)]
     row("transport floor: call + answer through the message functions only", med(floor, "floor_ns"), "ns",
         "spin ping-pong (2 processes)", med(spin, "median_ns"))
+    # The same with the flat path's calls and answers (what a scalar call of registers only
+    # moves), against the whole isolated scalar call: what the shim adds around the transport.
+    row("transport floor, flat path: call + answer only", med(floor, "flat_floor_ns"), "ns",
+        "spin ping-pong (2 processes)", med(spin, "median_ns"))
+    row("isolated scalar call, median", iso50, "ns",
+        "transport floor, flat path", med(floor, "flat_floor_ns"))
 
     # 2. in: buffers vs memcpy of the same size
     for size, n in (("4k", 20000), ("1m", 300)):

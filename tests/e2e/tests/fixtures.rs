@@ -236,9 +236,10 @@ fn flat_calls_keep_errno_slow_answers_and_nested_calls_as_the_general_path_does(
     // a tenth shows the path is taken).
     assert!(flat_calls(&s, "fxhelper", "fx_add") > 4600, "{s}");
     assert_eq!(calls(&s, "fxhelper", "fx_set_errno"), 1);
-    // 300 us answers outlast the spin: the general wait took every one.
+    // 300 us answers outlast the spin: the general wait takes them (unless a loaded machine
+    // preempted the spinning caller past the answer: then it was there when the spin looked
+    // again, so the count of those is not checked).
     assert_eq!(calls(&s, "fxhelper", "fx_sleep_us"), 20);
-    assert_eq!(flat_calls(&s, "fxhelper", "fx_sleep_us"), 0, "{s}");
     // Every nest_outer call asks the program for host_twice before it answers.
     assert_eq!(calls(&s, "nester", "nest_outer"), 2000);
     assert_eq!(flat_calls(&s, "nester", "nest_outer"), 0, "{s}");
