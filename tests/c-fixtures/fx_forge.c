@@ -4,7 +4,8 @@
  * helper, find their own queue (the memfd mapping "fracture-<process>") and, instead of an
  * honest nested call through the shim, write a nested call of their own choosing into the
  * channel of the call they serve (channel 0: the program has one calling thread), then wait
- * for the program's answer. The layout below mirrors shim/src/shm.rs (asserted there).
+ * for the program's answer. The layout below mirrors shim/transport/src/region.rs (asserted
+ * there; its VERSION says when it changed).
  */
 #define _GNU_SOURCE
 #include <linux/futex.h>
@@ -28,13 +29,16 @@
 #define RH_STATE 24
 #define RH_PID 32
 #define RH_FAULT_SIG 48
-/* Channel */
+/* Channel (version 6: the lead line first, the sleep words on the next, the slot on the
+ * third) */
 #define CH_TO_HELPER_SEQ 0
-#define CH_TO_PROG_SEQ 16
-#define CH_TO_PROG_EV 20
-#define CH_PROG_SLEEPING 24
-#define CH_CONSUMED 28
-#define CH_MSG 32
+#define CH_TO_PROG_SEQ 4
+#define CH_CONSUMED 8
+#define CH_LEAD 12
+#define CH_TO_PROG_EV 72
+#define CH_PROG_SLEEPING 76
+#define CH_MSG 128
+#define LEAD_NONE 0
 /* Msg */
 #define M_KIND 0
 #define M_FUNC 4
@@ -96,6 +100,9 @@ static uint32_t *u32at(unsigned char *p, size_t off) { return (uint32_t *)(p + o
 static uint64_t *u64at(unsigned char *p, size_t off) { return (uint64_t *)(p + off); }
 
 static void post_to_prog(int c) {
+    /* every message forged here is in the slot (a call of registers only may have left its
+     * lead) */
+    __atomic_store_n(u32at(chan(c), CH_LEAD), LEAD_NONE, __ATOMIC_RELAXED);
     __atomic_fetch_add(u32at(chan(c), CH_TO_PROG_SEQ), 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(u32at(chan(c), CH_TO_PROG_EV), 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(u32at(chan(c), CH_PROG_SLEEPING), __ATOMIC_SEQ_CST))

@@ -414,10 +414,22 @@ fn peer_main(peer: &Peer) {
             ch.write_msg(&m);
             ch.to_prog().post();
             for _ in 0..a.scribble % 16 {
-                let msg = ch.msg_ptr() as *mut u64;
-                let w = (rng(&mut st) % (std::mem::size_of::<region::Msg>() as u64 / 8)) as usize;
-                // SAFETY: w < size_of::<Msg>() / 8: a word of the slot (volatile: racing).
-                unsafe { std::ptr::write_volatile(msg.add(w), rng(&mut st)) };
+                // A word of the slot, or of the lead line after the sequence words (its kind
+                // word and its six registers).
+                let slot_words = std::mem::size_of::<region::Msg>() as u64 / 8;
+                let w = (rng(&mut st) % (slot_words + 7)) as usize;
+                let v = rng(&mut st);
+                if w < slot_words as usize {
+                    let msg = ch.msg_ptr() as *mut u64;
+                    // SAFETY: w < size_of::<Msg>() / 8: a word of the slot (volatile: racing).
+                    unsafe { std::ptr::write_volatile(msg.add(w), v) };
+                } else if w == slot_words as usize {
+                    // Mostly a lead kind (none, call, return) with a function index.
+                    ch.lead
+                        .store((v as u32 % 3) | ((v >> 32) as u32 & !0xff), SeqCst);
+                } else {
+                    ch.lead_words[w - slot_words as usize - 1].store(v, SeqCst);
+                }
             }
         }
         // Wait for the program to finish the round (its reads race our scribbling, and it

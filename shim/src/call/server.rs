@@ -469,7 +469,6 @@ pub fn serve_flat(c: usize, m: &Msg, real: usize) -> FlatAnswer {
     }
     FlatAnswer {
         kind: MSG_RETURN,
-        func: m.func,
         errno,
         hint: 0,
         ret_rax: frame.ret_rax,

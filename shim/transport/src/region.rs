@@ -28,8 +28,9 @@ pub const MAGIC: u64 = 0x4652_4143_5455_5245; // "FRACTURE"
 /// `state`/`wait_status` moved to [`Watch`], out of the helpers' reach; v3: a message's stack
 /// words follow its common fields; v4: `Msg::hint` and `Channel::last_hint`, where a waiting
 /// caller and its helper run, and how long the helper worked; v5: `Msg::pages_off`/`pages_len`
-/// and the page messages of `memory: on-demand`).
-pub const VERSION: u32 = 5;
+/// and the page messages of `memory: on-demand`; v6: the lead line, a call of registers only
+/// and its answer beside the sequence words).
+pub const VERSION: u32 = 6;
 /// Channels per helper: calls in flight at once (one per calling thread).
 pub const CHANNELS: usize = 16;
 /// Frames of a helper's fault kept per crash record (the faulting pc first, then return
@@ -176,11 +177,18 @@ const _: () = assert!(std::mem::offset_of!(Msg, arg_len) == 816);
 const _: () = assert!(std::mem::size_of::<Msg>() == 1088);
 // Version 5: the page table of `memory: on-demand` after the argument table.
 const _: () = assert!(std::mem::offset_of!(Msg, pages_off) == 1072);
-const _: () = assert!(std::mem::offset_of!(Channel, msg) == 32);
-const _: () = assert!(std::mem::offset_of!(Channel, consumed) == 28);
-// Version 4: `Msg::hint` (was padding) and `Channel::last_hint` after the message.
+// Version 6: the lead line (sequence words, `lead`, `lead_words`), the sleep words on the
+// next line, the slot from the third.
+const _: () = assert!(std::mem::offset_of!(Channel, to_prog_seq) == 4);
+const _: () = assert!(std::mem::offset_of!(Channel, consumed) == 8);
+const _: () = assert!(std::mem::offset_of!(Channel, lead) == 12);
+const _: () = assert!(std::mem::offset_of!(Channel, lead_words) == 16);
+const _: () = assert!(std::mem::offset_of!(Channel, to_prog_ev) == 72);
+const _: () = assert!(std::mem::offset_of!(Channel, prog_sleeping) == 76);
+const _: () = assert!(std::mem::offset_of!(Channel, msg) == 128);
+// Version 4: `Msg::hint` (was padding) and `Channel::last_hint`.
 const _: () = assert!(std::mem::offset_of!(Msg, hint) == 20);
-const _: () = assert!(std::mem::offset_of!(Channel, last_hint) == 32 + 1088);
+const _: () = assert!(std::mem::offset_of!(Channel, last_hint) == 84);
 const _: () = assert!(std::mem::offset_of!(RegionHeader, fault_sig) == 48);
 
 /// Copies `n` 64-bit words with volatile accesses (shared memory the peer may change).
@@ -214,25 +222,52 @@ pub const NULL_OFF: u64 = u64::MAX;
 
 #[repr(C)]
 pub struct Channel {
-    /// Program → helper: message count, event word (futex), receiver-asleep flag.
+    // Line 0: what moves with every message, and nothing else: the sequence words and the
+    // lead. A call of registers only and its answer travel in this one line each way.
+    /// Program → helper: message count.
     pub to_helper_seq: AtomicU32,
-    pub to_helper_ev: AtomicU32,
-    pub helper_sleeping: AtomicU32,
-    /// Set by the helper when a server thread serves this channel.
-    pub served: AtomicU32,
-    /// Helper → program: message count, event word (futex), receiver-asleep flag.
+    /// Helper → program: message count.
     pub to_prog_seq: AtomicU32,
-    pub to_prog_ev: AtomicU32,
-    pub prog_sleeping: AtomicU32,
     /// Last `to_helper_seq` a helper thread took in (helper writes; the program rewinds it to
     /// `to_helper_seq` before starting a new helper, so nothing is served twice).
     pub consumed: AtomicU32,
-    pub msg: Msg,
+    /// Where the latest message is (written by its sender before the post, like the slot):
+    /// [`LEAD_NONE`], the message slot `msg`; [`LEAD_CALL`] or [`LEAD_RETURN`], a call of
+    /// registers only or its answer in `lead_words`, with the function index and stack word
+    /// count in this word's upper bits (see [`FlatCall`], [`FlatAnswer`]).
+    pub lead: AtomicU32,
+    /// A flat call: gp[0..6]. A flat answer: errno and hint, rax, rdx, xmm0, the low half of
+    /// xmm1. Read once by the receiver like the slot.
+    pub lead_words: [AtomicU64; 6],
+    // Line 1: read with every post, written only around sleeps and starts.
+    /// Program → helper: event word (futex), receiver-asleep flag.
+    pub to_helper_ev: AtomicU32,
+    pub helper_sleeping: AtomicU32,
+    /// Helper → program: event word (futex), receiver-asleep flag.
+    pub to_prog_ev: AtomicU32,
+    pub prog_sleeping: AtomicU32,
+    /// Set by the helper when a server thread serves this channel.
+    pub served: AtomicU32,
     /// The hint of the program's last call on this channel (see `Msg::hint`): where the
     /// serving thread went. Written and read by the program; a helper that scribbles on it
     /// changes only how the program waits.
     pub last_hint: AtomicU32,
+    _line1: [u32; 10],
+    pub msg: Msg,
 }
+
+/// `Channel::lead`: the message is in the slot.
+pub const LEAD_NONE: u32 = 0;
+/// `Channel::lead`: a call of registers only.
+pub const LEAD_CALL: u32 = 1;
+/// `Channel::lead`: the answer to a call of registers only.
+pub const LEAD_RETURN: u32 = 2;
+/// `Channel::lead`'s bits: the kind (above), then for a call the `al` register (the vector
+/// register count a variadic callee reads; rax carries nothing else at a call), then the
+/// function index.
+pub const LEAD_KIND: u32 = 0xf;
+const LEAD_AL_SHIFT: u32 = 4;
+const LEAD_FUNC_SHIFT: u32 = 12;
 
 const _: () = assert!(std::mem::size_of::<RegionHeader>() <= HEADER_SIZE);
 const _: () = assert!(std::mem::size_of::<Channel>() <= CHANNEL_HDR);
@@ -356,6 +391,30 @@ impl Channel {
     /// the counts and the kind say they are not in use). Saves zeroing and moving 1 KiB per
     /// message on the hot path, and reading cache lines the peer did not write.
     pub fn read_msg_into(&self, m: &mut Msg) {
+        // A call of registers only or its answer, in the lead line.
+        let lead = self.lead.load(Relaxed);
+        match lead & LEAD_KIND {
+            LEAD_CALL => {
+                self.read_lead_call(m, lead);
+                m.arg_off.fill(0);
+                m.arg_len.fill(0);
+                return;
+            }
+            LEAD_RETURN => {
+                let a = self.read_flat_answer();
+                m.kind = a.kind;
+                m.func = 0;
+                m.errno = a.errno;
+                m.hint = a.hint;
+                (m.nstack, m.nargs) = (0, 0);
+                (m.ret_rax, m.ret_rdx, m.ret_xmm0, m.ret_xmm1) =
+                    (a.ret_rax, a.ret_rdx, a.ret_xmm0, a.ret_xmm1);
+                (m.ret_off, m.ret_len, m.mirror_off, m.mirror_len) = (NULL_OFF, 0, NULL_OFF, 0);
+                (m.pages_off, m.pages_len) = (NULL_OFF, 0);
+                return;
+            }
+            _ => {}
+        }
         let src = self.msg_ptr();
         let dst = m as *mut Msg as *mut u64;
         // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
@@ -431,6 +490,8 @@ impl Channel {
     /// they change: their cache lines then stay shared by both sides instead of moving to
     /// the writer and back on every message.
     pub fn write_msg(&self, m: &Msg) {
+        // SYNC POINT: as in `write_flat_call`: the message is in the slot.
+        self.lead.store(LEAD_NONE, Relaxed);
         let dst = self.msg_ptr() as *mut u64;
         let src = m as *const Msg as *const u64;
         let carries = Carries::of(m.kind);
@@ -475,9 +536,12 @@ impl Channel {
 }
 
 /// A call of registers only (see `call::flat` in the shim): its function, errno, hint,
-/// registers and stack words; no buffers, no pages. [`Channel::write_flat_call`] writes it
-/// as [`Channel::write_msg`] writes the equivalent [`Msg`] (no arguments in the table, an
-/// empty data range, no page table), so the receiver reads it as any call.
+/// registers and stack words; no buffers, no pages. [`Channel::write_flat_call`] puts the
+/// function, the general registers and `al` (of rax, the part a callee may read: a variadic
+/// one's vector register count) in the lead line, the rest in the slot (each word only
+/// when it changed: a caller in a loop repeats them, and a line left alone stays in both
+/// caches). Any reader takes it as the equivalent [`Msg`] (no arguments in the table, an
+/// empty data range, no page table).
 pub struct FlatCall<'a> {
     pub func: u32,
     pub errno: i32,
@@ -489,12 +553,12 @@ pub struct FlatCall<'a> {
     pub stack: &'a [u64],
 }
 
-/// What the answer to a call of registers only says: its header and return registers,
-/// copied once out of the slot by [`Channel::read_flat_answer`].
+/// The answer to a call of registers only: a plain return (`MSG_RETURN`) with its errno,
+/// hint and return registers, in the lead line but for the upper half of xmm1. Read once by
+/// [`Channel::read_flat_answer`] (`kind` 0 there: the answer is not one, read the slot).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlatAnswer {
     pub kind: u32,
-    pub func: u32,
     pub errno: i32,
     pub hint: u32,
     pub ret_rax: u64,
@@ -509,33 +573,24 @@ fn pair(lo: u32, hi: u32) -> u64 {
 }
 
 const _: () = assert!(cfg!(target_endian = "little"));
+// A function index fits the lead word's upper 20 bits.
+const _: () = assert!(fracture_platform::stubs::MAX_FNS < 1 << (32 - LEAD_FUNC_SHIFT));
 const _: () =
-    assert!(std::mem::offset_of!(Msg, func) == 4 && std::mem::offset_of!(Msg, nargs) == 16);
-const _: () = assert!((RET - HEAD) / 8 == 9 && std::mem::offset_of!(Msg, ret_xmm1) == RET + 32);
-const _: () = assert!((HOT - RET) / 8 == 10 && std::mem::offset_of!(Msg, mirror_len) == HOT - 8);
+    assert!(std::mem::offset_of!(Msg, errno) == 8 && std::mem::offset_of!(Msg, nargs) == 16);
 
 impl Channel {
-    /// Writes a call of registers only into the slot (the sender's, as for `write_msg`).
+    /// Writes a call of registers only (the sender's, as for `write_msg`).
     pub fn write_flat_call(&self, c: &FlatCall<'_>) {
         let slot = self.msg_ptr();
         let dst = slot as *mut u64;
         let n = c.stack.len().min(MAX_STACK);
-        let head = [
-            pair(MSG_CALL, c.func),
-            pair(c.errno as u32, n as u32),
-            pair(0, c.hint),
-        ];
-        let g = c.gp;
-        // data_base, data_end (an empty range), gp, rax.
-        let words = [0, 0, g[0], g[1], g[2], g[3], g[4], g[5], c.rax];
-        let no_pages = [NULL_OFF, 0];
+        let head = [pair(c.errno as u32, n as u32), pair(0, c.hint)];
         // SAFETY: the slot belongs to us (we are the sender) and lies in the live mapping;
         // every range written is inside Msg (n <= MAX_STACK), every source holds the words
         // read.
         unsafe {
-            copy_words(dst, head.as_ptr(), HEAD / 8);
-            copy_words(dst.add(HEAD / 8), words.as_ptr(), words.len());
-            copy_words(
+            write_changed(dst.add(1), head.as_ptr(), 2);
+            write_changed(
                 std::ptr::addr_of_mut!((*slot).stack).cast(),
                 c.stack.as_ptr(),
                 n,
@@ -545,38 +600,29 @@ impl Channel {
                 c.xmm.as_ptr().cast(),
                 16,
             );
-            write_changed(
-                std::ptr::addr_of_mut!((*slot).pages_off),
-                no_pages.as_ptr(),
-                2,
-            );
         }
+        for (w, v) in self.lead_words.iter().zip(c.gp) {
+            w.store(*v, Relaxed);
+        }
+        // SYNC POINT: published with the slot by the sender's `post` (SeqCst bump of `seq`);
+        // the receiver reads it after it sees the new sequence.
+        self.lead.store(
+            LEAD_CALL | ((c.rax as u32 & 0xff) << LEAD_AL_SHIFT) | (c.func << LEAD_FUNC_SHIFT),
+            Relaxed,
+        );
     }
 
-    /// Helper side: copies the call in the slot into `m` when it is one of registers only
-    /// (a call with no arguments in the table and no page table), the parts such a call
-    /// carries: header, call words, stack words and xmm registers (`m`'s other fields keep
-    /// what they held). False otherwise, with only `m`'s header overwritten: the caller then
-    /// reads the message with [`Channel::read_msg_into`].
-    pub fn read_flat_call(&self, m: &mut Msg) -> bool {
+    /// The call of registers only the lead says (`lead`, its word) into `m`: every field a
+    /// read of the equivalent message gives but the argument tables, which keep what they
+    /// held (`nargs` 0 says none is in use).
+    fn read_lead_call(&self, m: &mut Msg, lead: u32) {
         let src = self.msg_ptr();
-        let dst = m as *mut Msg as *mut u64;
-        // SAFETY: the message lies in the live mapping; every range copied is inside Msg (the
-        // stack count is bounded by the table size), and every bit pattern is a valid Msg.
+        let mut head = [0u64; 2];
+        // SAFETY: the ranges lie inside the message in the live mapping; any bits are valid
+        // integers; the stack count is bounded by the table.
         unsafe {
-            copy_words(dst, src as *const u64, HEAD / 8);
-            let pages_len = std::ptr::read_volatile(std::ptr::addr_of!((*src).pages_len));
-            if m.kind != MSG_CALL || m.nargs != 0 || pages_len != 0 {
-                return false;
-            }
-            m.pages_off = NULL_OFF;
-            m.pages_len = 0;
-            copy_words(
-                dst.add(HEAD / 8),
-                (src as *const u64).add(HEAD / 8),
-                (RET - HEAD) / 8,
-            );
-            let k = (m.nstack as usize).min(MAX_STACK);
+            copy_words(head.as_mut_ptr(), (src as *const u64).add(1), 2);
+            let k = ((head[0] >> 32) as usize).min(MAX_STACK);
             m.nstack = k as u32;
             copy_words(
                 m.stack.as_mut_ptr(),
@@ -589,68 +635,84 @@ impl Channel {
                 16,
             );
         }
+        m.kind = MSG_CALL;
+        m.func = lead >> LEAD_FUNC_SHIFT;
+        m.rax = u64::from((lead >> LEAD_AL_SHIFT) & 0xff);
+        m.errno = head[0] as u32 as i32;
+        m.nargs = 0;
+        m.hint = (head[1] >> 32) as u32;
+        m.data_base = 0;
+        m.data_end = 0;
+        for (g, w) in m.gp.iter_mut().zip(&self.lead_words) {
+            *g = w.load(Relaxed);
+        }
+        (m.ret_rax, m.ret_rdx, m.ret_xmm0, m.ret_xmm1) = (0, 0, [0; 2], [0; 2]);
+        (m.ret_off, m.ret_len, m.mirror_off, m.mirror_len) = (0, 0, 0, 0);
+        (m.pages_off, m.pages_len) = (NULL_OFF, 0);
+    }
+
+    /// Helper side: copies the call into `m` when it is one of registers only (in the lead),
+    /// as [`Channel::read_msg_into`] would but for the argument tables (unused: `nargs` 0).
+    /// False otherwise, with `m` untouched: the caller reads the message with
+    /// [`Channel::read_msg_into`].
+    pub fn read_flat_call(&self, m: &mut Msg) -> bool {
+        let lead = self.lead.load(Relaxed);
+        if lead & LEAD_KIND != LEAD_CALL {
+            return false;
+        }
+        self.read_lead_call(m, lead);
         true
     }
 
     /// Helper side: writes the answer to a call of registers only (no string, no mirror, no
-    /// page table), as [`Channel::write_msg`] writes the equivalent [`Msg`].
+    /// page table).
     pub fn write_flat_answer(&self, a: &FlatAnswer) {
-        let slot = self.msg_ptr();
-        let dst = slot as *mut u64;
-        let head = [
-            pair(a.kind, a.func),
-            pair(a.errno as u32, 0),
-            pair(0, a.hint),
-        ];
         let words = [
+            pair(a.errno as u32, a.hint),
             a.ret_rax,
             a.ret_rdx,
             a.ret_xmm0[0],
             a.ret_xmm0[1],
             a.ret_xmm1[0],
-            a.ret_xmm1[1],
-            NULL_OFF,
-            0,
-            NULL_OFF,
-            0,
         ];
-        let no_pages = [NULL_OFF, 0];
-        // SAFETY: the slot belongs to us (we answer the call in it) and lies in the live
-        // mapping; every range written is inside Msg.
-        unsafe {
-            copy_words(dst, head.as_ptr(), HEAD / 8);
-            // Plain writes: a word read first to skip an unchanged write costs more here
-            // (measured: the line comes in shared, then must be owned) unless the line is
-            // usually left alone (the xmm registers, the page table).
-            copy_words(dst.add(RET / 8), words.as_ptr(), words.len());
-            write_changed(
-                std::ptr::addr_of_mut!((*slot).pages_off),
-                no_pages.as_ptr(),
-                2,
-            );
+        for (w, v) in self.lead_words.iter().zip(words) {
+            w.store(v, Relaxed);
         }
+        let slot = self.msg_ptr();
+        // SAFETY: the slot belongs to us (we answer the call in it) and lies in the live
+        // mapping; the word is inside Msg.
+        unsafe {
+            write_changed(
+                std::ptr::addr_of_mut!((*slot).ret_xmm1[1]),
+                &a.ret_xmm1[1],
+                1,
+            )
+        };
+        // SYNC POINT: as in `write_flat_call`.
+        self.lead.store(LEAD_RETURN, Relaxed);
     }
 
-    /// Copies the header and return registers of the message in the slot once.
+    /// The answer to a call of registers only, when the lead holds one (`kind` MSG_RETURN),
+    /// copied once; `kind` 0 otherwise (the message is in the slot).
     pub fn read_flat_answer(&self) -> FlatAnswer {
-        let src = self.msg_ptr() as *const u64;
-        let mut head = [0u64; HEAD / 8];
-        let mut ret = [0u64; 6];
-        // SAFETY: both ranges lie inside the message in the live mapping; any bits are valid
-        // integers.
-        unsafe {
-            copy_words(head.as_mut_ptr(), src, HEAD / 8);
-            copy_words(ret.as_mut_ptr(), src.add(RET / 8), ret.len());
+        if self.lead.load(Relaxed) & LEAD_KIND != LEAD_RETURN {
+            return FlatAnswer::default();
         }
+        let mut w = [0u64; 6];
+        for (v, l) in w.iter_mut().zip(&self.lead_words) {
+            *v = l.load(Relaxed);
+        }
+        // SAFETY: the word lies inside the message in the live mapping; any bits are valid.
+        let xmm1_hi =
+            unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.msg_ptr()).ret_xmm1[1])) };
         FlatAnswer {
-            kind: head[0] as u32,
-            func: (head[0] >> 32) as u32,
-            errno: head[1] as u32 as i32,
-            hint: (head[2] >> 32) as u32,
-            ret_rax: ret[0],
-            ret_rdx: ret[1],
-            ret_xmm0: [ret[2], ret[3]],
-            ret_xmm1: [ret[4], ret[5]],
+            kind: MSG_RETURN,
+            errno: w[0] as u32 as i32,
+            hint: (w[0] >> 32) as u32,
+            ret_rax: w[1],
+            ret_rdx: w[2],
+            ret_xmm0: [w[3], w[4]],
+            ret_xmm1: [w[5], xmm1_hi],
         }
     }
 }
@@ -1004,8 +1066,9 @@ mod tests {
         assert_eq!(ans.kind, MSG_RETURN);
     }
 
-    /// A flat call is read as the message `write_msg` would have written for it, by either
-    /// reader; a flat answer likewise; and only a call without buffers or pages reads as flat.
+    /// A flat call (in the lead line) is read as the message it stands for by either reader,
+    /// and so is a flat answer; a message written with `write_msg` after one is read from the
+    /// slot again.
     #[test]
     fn flat_calls_and_answers_read_as_the_messages_they_stand_for() {
         let (r, _fd) = Region::create("fracture-test").expect("memfd");
@@ -1017,7 +1080,7 @@ mod tests {
         let flat = FlatCall {
             func: 9,
             errno: 34,
-            hint: 0,
+            hint: 5,
             gp: &gp,
             rax: 2,
             xmm: &xmm,
@@ -1026,30 +1089,28 @@ mod tests {
         ch.write_flat_call(&flat);
         let m = ch.read_msg();
         assert_eq!(
-            (m.kind, m.func, m.errno, m.nstack, m.nargs),
-            (MSG_CALL, 9, 34, 3, 0)
+            (m.kind, m.func, m.errno, m.nstack, m.nargs, m.hint),
+            (MSG_CALL, 9, 34, 3, 0, 5)
         );
         assert_eq!((m.gp, m.rax, m.xmm), (gp, 2, xmm));
         assert_eq!(m.stack[..3], stack);
         assert_eq!((m.data_base, m.data_end, m.pages_len), (0, 0, 0));
+        assert_eq!((m.arg_off, m.arg_len), ([0; MAX_ARGS], [0; MAX_ARGS]));
         let mut fast = zeroed();
         assert!(ch.read_flat_call(&mut fast));
-        assert_eq!((fast.func, fast.errno, fast.nstack), (9, 34, 3));
+        assert_eq!(
+            (fast.func, fast.errno, fast.nstack, fast.hint),
+            (9, 34, 3, 5)
+        );
         assert_eq!((fast.gp, fast.rax, fast.xmm), (gp, 2, xmm));
         assert_eq!(fast.stack[..3], stack);
-        // The same call through `write_msg` reads the same; with a buffer or pages, not flat.
-        ch.write_msg(&m);
-        assert!(ch.read_flat_call(&mut fast));
-        let mut with_buffer = m;
-        with_buffer.nargs = 1;
-        ch.write_msg(&with_buffer);
+        // The same call written whole is in the slot: not a flat one, read the same.
+        let mut general = m;
+        general.gp[0] = 77;
+        ch.write_msg(&general);
         assert!(!ch.read_flat_call(&mut fast));
-        let mut with_pages = m;
-        with_pages.pages_off = 0;
-        with_pages.pages_len = 4096;
-        ch.write_msg(&with_pages);
-        assert!(!ch.read_flat_call(&mut fast));
-        // A peer's stack count past the table is bounded.
+        assert_eq!(ch.read_msg().gp[0], 77);
+        // A stack count past the table, written into the slot by a peer, is bounded.
         ch.write_flat_call(&flat);
         // SAFETY: the slot is in our live mapping; plain data.
         unsafe { (*ch.msg_ptr()).nstack = u32::MAX };
@@ -1058,7 +1119,6 @@ mod tests {
         // An answer, both ways round.
         let a = FlatAnswer {
             kind: MSG_RETURN,
-            func: 9,
             errno: 5,
             hint: 700,
             ret_rax: 0xfeed,
@@ -1068,7 +1128,7 @@ mod tests {
         };
         ch.write_flat_answer(&a);
         let m = ch.read_msg();
-        assert_eq!((m.kind, m.func, m.errno, m.hint), (MSG_RETURN, 9, 5, 700));
+        assert_eq!((m.kind, m.errno, m.hint), (MSG_RETURN, 5, 700));
         assert_eq!(
             (m.ret_rax, m.ret_rdx, m.ret_xmm0, m.ret_xmm1),
             (0xfeed, 0xbeef, [1, 2], [3, 4])
@@ -1077,19 +1137,18 @@ mod tests {
             (m.ret_off, m.mirror_off, m.pages_len),
             (NULL_OFF, NULL_OFF, 0)
         );
-        let mut general = zeroed();
-        general.kind = MSG_FAIL;
-        general.errno = 3;
-        general.ret_rax = 0x11;
-        ch.write_msg(&general);
-        let b = ch.read_flat_answer();
-        assert_eq!((b.kind, b.errno, b.ret_rax), (MSG_FAIL, 3, 0x11));
-        ch.write_flat_answer(&a);
         let b = ch.read_flat_answer();
         assert_eq!(
-            (b.kind, b.func, b.errno, b.hint, b.ret_xmm1),
-            (MSG_RETURN, 9, 5, 700, [3, 4])
+            (b.kind, b.errno, b.hint, b.ret_rax, b.ret_xmm1),
+            (MSG_RETURN, 5, 700, 0xfeed, [3, 4])
         );
+        // An answer in the slot is no flat one.
+        let mut fail = zeroed();
+        fail.kind = MSG_FAIL;
+        fail.errno = 3;
+        ch.write_msg(&fail);
+        assert_eq!(ch.read_flat_answer().kind, 0);
+        assert_eq!((ch.read_msg().kind, ch.read_msg().errno), (MSG_FAIL, 3));
     }
 
     #[test]
