@@ -424,9 +424,13 @@ fn peer_main(peer: &Peer) {
                     // SAFETY: w < size_of::<Msg>() / 8: a word of the slot (volatile: racing).
                     unsafe { std::ptr::write_volatile(msg.add(w), v) };
                 } else if w == slot_words as usize {
-                    // Mostly a lead kind (none, call, return) with a function index.
-                    ch.lead
-                        .store((v as u32 % 3) | ((v >> 32) as u32 & !0xff), SeqCst);
+                    // A lead kind (none, a call with a function index, an answer).
+                    let lead = match v % 3 {
+                        0 => region::LEAD_NONE,
+                        1 => region::LEAD_CALL | ((v >> 32) as u32 & !region::LEAD_KIND),
+                        _ => region::LEAD_RETURN,
+                    };
+                    ch.lead.store(lead, SeqCst);
                 } else {
                     ch.lead_words[w - slot_words as usize - 1].store(v, SeqCst);
                 }

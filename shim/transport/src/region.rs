@@ -232,9 +232,10 @@ pub struct Channel {
     /// `to_helper_seq` before starting a new helper, so nothing is served twice).
     pub consumed: AtomicU32,
     /// Where the latest message is (written by its sender before the post, like the slot):
-    /// [`LEAD_NONE`], the message slot `msg`; [`LEAD_CALL`] or [`LEAD_RETURN`], a call of
-    /// registers only or its answer in `lead_words`, with the function index and stack word
-    /// count in this word's upper bits (see [`FlatCall`], [`FlatAnswer`]).
+    /// [`LEAD_NONE`] (or anything else), the message slot `msg`; [`LEAD_CALL`] in the low byte,
+    /// a call of registers only in `lead_words`, with `al` and the function index in this
+    /// word's upper bits; [`LEAD_RETURN`], its answer there (see [`FlatCall`],
+    /// [`FlatAnswer`]).
     pub lead: AtomicU32,
     /// A flat call: gp[0..6]. A flat answer: errno and hint, rax, rdx, xmm0, the low half of
     /// xmm1. Read once by the receiver like the slot.
@@ -258,16 +259,18 @@ pub struct Channel {
 
 /// `Channel::lead`: the message is in the slot.
 pub const LEAD_NONE: u32 = 0;
-/// `Channel::lead`: a call of registers only.
-pub const LEAD_CALL: u32 = 1;
-/// `Channel::lead`: the answer to a call of registers only.
-pub const LEAD_RETURN: u32 = 2;
-/// `Channel::lead`'s bits: the kind (above), then for a call the `al` register (the vector
-/// register count a variadic callee reads; rax carries nothing else at a call), then the
-/// function index.
-pub const LEAD_KIND: u32 = 0xf;
-const LEAD_AL_SHIFT: u32 = 4;
-const LEAD_FUNC_SHIFT: u32 = 12;
+/// `Channel::lead`'s low byte for a call of registers only; the word's next byte is the `al`
+/// register (the vector register count a variadic callee reads; rax carries nothing else at
+/// a call), its upper half the function index.
+pub const LEAD_CALL: u32 = 0xc1;
+/// `Channel::lead`, the whole word, for the answer to a call of registers only: a word a
+/// helper scribbling garbage over the queue hits by chance once in 2^32 messages, as it
+/// would an answer's kind in the slot (the program then fails the call as garbage).
+pub const LEAD_RETURN: u32 = 0x5245_54d2;
+/// The kind byte of `Channel::lead`.
+pub const LEAD_KIND: u32 = 0xff;
+const LEAD_AL_SHIFT: u32 = 8;
+const LEAD_FUNC_SHIFT: u32 = 16;
 
 const _: () = assert!(std::mem::size_of::<RegionHeader>() <= HEADER_SIZE);
 const _: () = assert!(std::mem::size_of::<Channel>() <= CHANNEL_HDR);
@@ -393,13 +396,7 @@ impl Channel {
     pub fn read_msg_into(&self, m: &mut Msg) {
         // A call of registers only or its answer, in the lead line.
         let lead = self.lead.load(Relaxed);
-        match lead & LEAD_KIND {
-            LEAD_CALL => {
-                self.read_lead_call(m, lead);
-                m.arg_off.fill(0);
-                m.arg_len.fill(0);
-                return;
-            }
+        match lead {
             LEAD_RETURN => {
                 let a = self.read_flat_answer();
                 m.kind = a.kind;
@@ -411,6 +408,12 @@ impl Channel {
                     (a.ret_rax, a.ret_rdx, a.ret_xmm0, a.ret_xmm1);
                 (m.ret_off, m.ret_len, m.mirror_off, m.mirror_len) = (NULL_OFF, 0, NULL_OFF, 0);
                 (m.pages_off, m.pages_len) = (NULL_OFF, 0);
+                return;
+            }
+            _ if lead & LEAD_KIND == LEAD_CALL => {
+                self.read_lead_call(m, lead);
+                m.arg_off.fill(0);
+                m.arg_len.fill(0);
                 return;
             }
             _ => {}
@@ -514,11 +517,7 @@ impl Channel {
                     m.stack.as_ptr(),
                     k,
                 );
-                write_changed(
-                    std::ptr::addr_of_mut!((*slot).xmm).cast(),
-                    m.xmm.as_ptr().cast(),
-                    16,
-                );
+                self.write_xmm(&m.xmm);
                 let n = (m.nargs as usize).min(MAX_ARGS);
                 copy_words(
                     std::ptr::addr_of_mut!((*slot).arg_off).cast(),
@@ -579,6 +578,19 @@ const _: () =
     assert!(std::mem::offset_of!(Msg, errno) == 8 && std::mem::offset_of!(Msg, nargs) == 16);
 
 impl Channel {
+    /// A call's xmm registers into the slot, each word only when it changed (the peer only
+    /// reads them, and a caller's registers mostly repeat: the lines stay in both caches).
+    fn write_xmm(&self, xmm: &[[u64; 2]; 8]) {
+        // SAFETY: the slot belongs to the sender, our caller; the 16 words lie inside Msg.
+        unsafe {
+            write_changed(
+                std::ptr::addr_of_mut!((*self.msg_ptr()).xmm).cast(),
+                xmm.as_ptr().cast(),
+                16,
+            )
+        }
+    }
+
     /// Writes a call of registers only (the sender's, as for `write_msg`).
     pub fn write_flat_call(&self, c: &FlatCall<'_>) {
         let slot = self.msg_ptr();
@@ -595,12 +607,8 @@ impl Channel {
                 c.stack.as_ptr(),
                 n,
             );
-            write_changed(
-                std::ptr::addr_of_mut!((*slot).xmm).cast(),
-                c.xmm.as_ptr().cast(),
-                16,
-            );
         }
+        self.write_xmm(c.xmm);
         for (w, v) in self.lead_words.iter().zip(c.gp) {
             w.store(*v, Relaxed);
         }
@@ -695,7 +703,7 @@ impl Channel {
     /// The answer to a call of registers only, when the lead holds one (`kind` MSG_RETURN),
     /// copied once; `kind` 0 otherwise (the message is in the slot).
     pub fn read_flat_answer(&self) -> FlatAnswer {
-        if self.lead.load(Relaxed) & LEAD_KIND != LEAD_RETURN {
+        if self.lead.load(Relaxed) != LEAD_RETURN {
             return FlatAnswer::default();
         }
         let mut w = [0u64; 6];

@@ -208,11 +208,9 @@ fn a_helper_that_writes_garbage_into_the_queue_fails_its_own_call_only() {
     assert!(leftovers(&mark).is_empty());
 }
 
-/// `stats.processes[proc].functions[func].flat_calls`: calls the flat path answered.
+/// Calls of `func` the flat path answered.
 fn flat_calls(s: &serde_json::Value, proc_: &str, func: &str) -> u64 {
-    s["processes"][proc_]["functions"][func]["flat_calls"]
-        .as_u64()
-        .unwrap_or(0)
+    fn_stat(s, proc_, func, "flat_calls")
 }
 
 #[test]

@@ -271,7 +271,12 @@ pub fn stats(path: &Path) -> serde_json::Value {
 
 /// `stats.processes[proc].functions[func].calls`
 pub fn calls(s: &serde_json::Value, proc_: &str, func: &str) -> u64 {
-    s["processes"][proc_]["functions"][func]["calls"]
+    fn_stat(s, proc_, func, "calls")
+}
+
+/// `stats.processes[proc].functions[func][key]` (0 when absent).
+pub fn fn_stat(s: &serde_json::Value, proc_: &str, func: &str, key: &str) -> u64 {
+    s["processes"][proc_]["functions"][func][key]
         .as_u64()
         .unwrap_or(0)
 }
