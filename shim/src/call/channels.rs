@@ -155,7 +155,7 @@ pub fn control(p: &ProcRt, kind: u32, limit: Duration) -> Result<Msg, CallError>
         .to_prog()
         .wait(seen, Duration::from_micros(50), false, SLICE, stop)
     {
-        Some(_) => Ok(ch.read_msg()),
+        Some(_) => Ok(ch.read_reply()),
         None => Err(CallError::Died(-1)),
     };
     release(p, c);

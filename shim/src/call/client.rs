@@ -378,7 +378,11 @@ fn wait_answer(
         if !from_program {
             ch.consumed.store(s, SeqCst);
         }
-        ch.read_msg_into(&mut r);
+        if from_program {
+            ch.read_reply_into(&mut r);
+        } else {
+            ch.read_msg_into(&mut r);
+        }
         if from_program {
             // The helper's word on how long this wait was work (policy only).
             if r.hint != 0 {

@@ -389,16 +389,39 @@ impl Channel {
         m
     }
 
+    /// Program side: [`Channel::read_msg`] of a helper's message.
+    pub fn read_reply(&self) -> Msg {
+        let mut m = Msg::zeroed();
+        self.read_reply_into(&mut m);
+        m
+    }
+
+    /// Program side: [`Channel::read_msg_into`] of a helper's message. A helper never sends
+    /// a call in the lead (its calls are nested ones, in the slot): one there is garbage,
+    /// read as a message of no kind (kind 0), which the program refuses.
+    pub fn read_reply_into(&self, m: &mut Msg) {
+        let lead = self.lead.load(Relaxed);
+        if lead != LEAD_RETURN && lead & LEAD_KIND == LEAD_CALL {
+            m.kind = 0;
+            return;
+        }
+        self.read_msg_lead(m, lead);
+    }
+
     /// [`Channel::read_msg`] into `m`, a message the caller reuses: only the fields its kind
     /// carries are copied (see `Carries`; the others keep what an earlier message left, as
     /// the counts and the kind say they are not in use). Saves zeroing and moving 1 KiB per
     /// message on the hot path, and reading cache lines the peer did not write.
     pub fn read_msg_into(&self, m: &mut Msg) {
+        self.read_msg_lead(m, self.lead.load(Relaxed));
+    }
+
+    /// [`Channel::read_msg_into`] of the message `lead` (the lead word, loaded once) says.
+    fn read_msg_lead(&self, m: &mut Msg, lead: u32) {
         // A call of registers only or its answer, in the lead line.
-        let lead = self.lead.load(Relaxed);
         match lead {
             LEAD_RETURN => {
-                let a = self.read_flat_answer();
+                let a = self.flat_answer_of(lead);
                 m.kind = a.kind;
                 m.func = 0;
                 m.errno = a.errno;
@@ -703,7 +726,12 @@ impl Channel {
     /// The answer to a call of registers only, when the lead holds one (`kind` MSG_RETURN),
     /// copied once; `kind` 0 otherwise (the message is in the slot).
     pub fn read_flat_answer(&self) -> FlatAnswer {
-        if self.lead.load(Relaxed) != LEAD_RETURN {
+        self.flat_answer_of(self.lead.load(Relaxed))
+    }
+
+    /// [`Channel::read_flat_answer`] for the lead word `lead`, loaded once by the caller.
+    fn flat_answer_of(&self, lead: u32) -> FlatAnswer {
+        if lead != LEAD_RETURN {
             return FlatAnswer::default();
         }
         let mut w = [0u64; 6];
@@ -1112,6 +1140,8 @@ mod tests {
         );
         assert_eq!((fast.gp, fast.rax, fast.xmm), (gp, 2, xmm));
         assert_eq!(fast.stack[..3], stack);
+        // The program never takes a call from the lead (a helper sends none there).
+        assert_eq!(ch.read_reply().kind, 0);
         // The same call written whole is in the slot: not a flat one, read the same.
         let mut general = m;
         general.gp[0] = 77;
@@ -1150,6 +1180,7 @@ mod tests {
             (b.kind, b.errno, b.hint, b.ret_rax, b.ret_xmm1),
             (MSG_RETURN, 5, 700, 0xfeed, [3, 4])
         );
+        assert_eq!(ch.read_reply().ret_rax, 0xfeed);
         // An answer in the slot is no flat one.
         let mut fail = zeroed();
         fail.kind = MSG_FAIL;

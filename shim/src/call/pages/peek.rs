@@ -604,7 +604,7 @@ fn round_trip(region: &Region, c: usize, m: &Msg, dead: impl Fn() -> bool) -> Op
     recv.wait(seen, spin, false, Duration::from_millis(20), || {
         dead() || t0.elapsed() > Duration::from_secs(10)
     })?;
-    let r = ch.read_msg();
+    let r = ch.read_reply();
     (r.kind == MSG_RETURN).then_some(r)
 }
 
