@@ -77,6 +77,8 @@ pub struct Posted {
     moved: Moved,
     /// How long the caller spins before it sleeps (see `call::colocate`).
     spin: Duration,
+    /// The first wait's spin is spent already (the flat path spun for it): it sleeps.
+    spun: bool,
     /// The CPU hint the call carries (0: none).
     hint: u32,
     /// Spin yielding the CPU (the serving thread may be on ours).
@@ -298,6 +300,7 @@ pub fn client_post(
         seen,
         moved,
         spin,
+        spun: false,
         // A helper's `spin_hint` is its work time, not a CPU: nothing to stay on.
         hint: if from_program { spin_hint } else { 0 },
         yielding,
@@ -348,6 +351,7 @@ fn wait_answer(
         mut seen,
         mut moved,
         spin,
+        mut spun,
         hint,
         yielding,
         od: _,
@@ -371,7 +375,9 @@ fn wait_answer(
     // One message for every read of this wait (see `read_msg_into`).
     let mut r = Msg::zeroed();
     loop {
-        let Some(s) = recv.wait(seen, spin, yielding, SLICE, stop) else {
+        let this_spin = if spun { Duration::ZERO } else { spin };
+        spun = false;
+        let Some(s) = recv.wait(seen, this_spin, yielding, SLICE, stop) else {
             // The program side (call_once) finds the status; a helper just fails the call.
             return Err(CallError::Died(-1));
         };
@@ -586,12 +592,16 @@ impl Begun {
     /// A call the flat path (`call::flat`) posted on channel `c`, which it acquired at `t0`,
     /// when the answer is not a plain return or has not come within its spin: the general
     /// wait takes it from there (`seen`: the answer direction's sequence before the post; a
-    /// message that came meanwhile is read at once). The spin is spent: the wait sleeps.
+    /// message that came meanwhile is read at once). `spin`: the call's spin budget, for
+    /// each wait after the first as on the general path; `spun`: the flat path's spin ran
+    /// out, so the first wait sleeps at once.
     pub(super) fn flat(
         c: usize,
         t0: crate::platform::clock::Stamp,
         seen: u32,
         yielding: bool,
+        spin: Duration,
+        spun: bool,
     ) -> Begun {
         Begun {
             c,
@@ -605,7 +615,8 @@ impl Begun {
                 mirror_token: 0,
                 seen,
                 moved: Moved::default(),
-                spin: Duration::ZERO,
+                spin,
+                spun,
                 hint: 0,
                 yielding,
                 od: false,

@@ -102,19 +102,23 @@ pub fn call<'a>(f: &FnDesc, p: &'a ProcRt, frame: &mut Frame) -> Flat<'a> {
     if ch.served.load(SeqCst) == 0 {
         region::ring(&p.region.header().doorbell);
     }
-    let pending = |gate| {
+    // The general wait takes over with the call's spin budget for its waits, as if it had
+    // posted the call; `spun`: the first one's spin is spent.
+    let pending = |gate, spun| {
         Flat::Pending(Pending {
-            begun: Begun::flat(c, t0, seen, yielding),
+            begun: Begun::flat(c, t0, seen, yielding, spin, spun),
             gate,
         })
     };
     if recv.spin(seen, spin, yielding).is_none() {
-        return pending(gate);
+        // A long call: the first wait sleeps at once.
+        return pending(gate, true);
     }
     // Copied once; whatever the helper writes into the slot later is not read again.
     let a = ch.read_flat_answer();
     if a.kind != MSG_RETURN {
-        return pending(gate);
+        // A nested call (or anything else): the general wait reads it at once.
+        return pending(gate, false);
     }
     release(p, c);
     drop(gate);
