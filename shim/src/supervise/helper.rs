@@ -186,7 +186,10 @@ fn serve_channel(rt: &'static Runtime, k: usize, c: usize) {
             }
             continue;
         };
-        ch.consumed.store(s, SeqCst);
+        // SYNC POINT: none: `consumed` is read only by the helper's own loop and, across a
+        // restart, by the zygote rewinding it with the helper gone; a plain store (no locked
+        // instruction on the line the answer goes out in).
+        ch.consumed.store(s, Release);
         // A call of registers only: run and answered without building messages (see
         // `call::flat`); everything else the general way.
         if let Some(real) = ch
