@@ -625,6 +625,36 @@ impl Begun {
     }
 }
 
+#[cfg(test)]
+impl Begun {
+    /// Test only: [`call_finish`] waiting with the caller's `stop` instead of the process's
+    /// liveness and timeout (the reply fuzzer's peer is a thread; nothing may be killed), and
+    /// without statistics.
+    pub(super) fn finish_with(
+        self,
+        rt: &Runtime,
+        f: &FnDesc,
+        p: &ProcRt,
+        frame: &mut Frame,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Moved, CallError> {
+        let pushed = active_push(Active {
+            owner: f.owner,
+            region: p.index as u32,
+            ch: self.c as u16,
+            top: self.base,
+        });
+        let r = client_wait(rt, f, &p.region, self.posted, frame, true, stop);
+        if pushed {
+            active_pop();
+        }
+        if self.acquired {
+            release(p, self.c);
+        }
+        r
+    }
+}
+
 /// True when this thread is inside a call of `owner` (serving its nested call): a new call
 /// of it goes on the same channel, and must be waited for before anything else is posted.
 pub fn nested_in(owner: crate::plan::runtime::Owner) -> bool {

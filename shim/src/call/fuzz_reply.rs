@@ -20,6 +20,7 @@
 #![allow(unsafe_code)]
 
 use crate::call::dispatch::client_call;
+use crate::call::flat::{self, Flat};
 use crate::call::marshal::Walk;
 use crate::plan::runtime::{self, Runtime};
 use crate::platform::abi::Frame;
@@ -36,6 +37,7 @@ modules:
       f_str:    {args: ["out:16", str, "in:arg3", val], ret: str}
       f_handle: {args: [handle, "inout:*arg2", "inout:8"], ret: handle}
       f_cb:     {args: ["cb:visit"]}
+      f_flat:   {args: [val, val], effect: pure}
     callbacks:
       visit:    {args: [val, "strv:arg0", strv, "out:arg0"]}
   host:
@@ -411,7 +413,22 @@ fn peer_main(peer: &Peer) {
             m.ret_len = a.ret_len.get();
             m.mirror_off = a.mirror_off.get();
             m.mirror_len = a.mirror_len.get();
-            ch.write_msg(&m);
+            if a.kind % 8 == 4 {
+                // The answer of a call of registers only, in the lead line.
+                ch.write_flat_answer(&region::FlatAnswer {
+                    kind: MSG_RETURN,
+                    errno: a.rax as i32,
+                    // Short service times (any hint is only policy; long ones would turn
+                    // the program's waits to sleeping, and the flat path off).
+                    hint: (a.rax >> 32) as u32 % 16_000,
+                    ret_rax: a.rax,
+                    ret_rdx: a.ret_off.get(),
+                    ret_xmm0: [a.ret_len.get(), a.mirror_off.get()],
+                    ret_xmm1: [a.mirror_len.get(), a.rax],
+                });
+            } else {
+                ch.write_msg(&m);
+            }
             ch.to_prog().post();
             for _ in 0..a.scribble % 16 {
                 // A word of the slot, or of the lead line after the sequence words (its kind
@@ -545,6 +562,13 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
     let t = std::thread::spawn(|| peer_main(peer));
     let f_str = &rt.fns[0];
     let f_handle = &rt.fns[1];
+    let f_flat = &rt.fns[3];
+    assert!(f_flat.flat, "{} takes the flat path", f_flat.name);
+    // A helper "runs" (the peer thread): the flat path posts only to a live one. (Nothing
+    // here kills it: a handed-over call waits with the round's deadline, not the timeout.)
+    p.pid.store(crate::platform::sys::getpid(), SeqCst);
+    let mut flat_rounds = 0u64;
+    let mut not_taken = 0u64;
     let t0 = Instant::now();
     let (mut ok, mut refused) = (0u64, 0u64);
     for round in 1..=iters {
@@ -554,8 +578,14 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
         len.v[GUARD..GUARD + 8].copy_from_slice(&24u64.to_le_bytes());
         let input = [7u8; 32];
         let mut frame = Frame::default();
-        let f = if round % 2 == 0 { f_str } else { f_handle };
-        if f.idx == f_str.idx {
+        let f = match round % 3 {
+            0 => f_str,
+            1 => f_handle,
+            _ => f_flat,
+        };
+        if f.idx == f_flat.idx {
+            frame.gp = [round, 7, 0, 0, 0, 0];
+        } else if f.idx == f_str.idx {
             frame.gp = [
                 out.ptr(),
                 c"hello".as_ptr() as u64,
@@ -572,7 +602,24 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
         let stop = || Instant::now() >= deadline;
         peer.round.store(round, SeqCst);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            client_call(rt, f, &p.region, 0, 0, &mut frame, &walk, true, &stop)
+            if f.idx != f_flat.idx {
+                return client_call(rt, f, &p.region, 0, 0, &mut frame, &walk, true, &stop);
+            }
+            // The flat path, and where it hands over, the general wait (with this round's
+            // deadline, as `call_finish` would wait with the process's liveness and timeout).
+            flat_rounds += 1;
+            match flat::call(f, p, &mut frame) {
+                Flat::Done => Ok(Default::default()),
+                Flat::NotTaken => {
+                    not_taken += 1;
+                    client_call(rt, f, &p.region, 0, 0, &mut frame, &walk, true, &stop)
+                }
+                Flat::Pending(pending) => {
+                    let r = pending.begun.finish_with(rt, f, p, &mut frame, &stop);
+                    drop(pending.gate);
+                    r
+                }
+            }
         }));
         // The round ends here: a peer still acting gives up at once.
         peer.finished.store(round, SeqCst);
@@ -602,6 +649,13 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
     assert!(
         ok > 0 && refused > 0,
         "the fuzzer must exercise both outcomes"
+    );
+    // The flat path answered hostile replies itself, and handed others over.
+    let flat_done = f_flat.stats.flat.load(SeqCst);
+    eprintln!("reply fuzzer: {flat_rounds} flat calls, {flat_done} answered by the flat path, {not_taken} not taken");
+    assert!(
+        flat_done > 0 && flat_done < flat_rounds,
+        "the flat path must answer some calls and hand others over"
     );
     // Callback calls with string arrays got through the checks (and the damaged ones did not
     // break anything): the path is exercised, not only its refusals.
