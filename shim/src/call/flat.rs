@@ -126,8 +126,8 @@ pub fn call<'a>(f: &FnDesc, p: &'a ProcRt, frame: &mut Frame) -> Flat<'a> {
     frame.ret_rdx = a.ret_rdx;
     frame.ret_xmm0 = a.ret_xmm0;
     frame.ret_xmm1 = a.ret_xmm1;
-    // The statistics the general path notes for a call answered at once (`call_finish`,
-    // `try_call_after`): the helper's word on its work, else (unless the spin yielded to a
+    // The statistics the general path notes for a call answered at once (`call_finish`):
+    // the helper's word on its work, else (unless the spin yielded to a
     // helper on our CPU, which measured the migration) the caller's own elapsed time.
     let ns = t0.elapsed_ns();
     f.stats.record(ns, 0, 0);
@@ -137,7 +137,8 @@ pub fn call<'a>(f: &FnDesc, p: &'a ProcRt, frame: &mut Frame) -> Flat<'a> {
     } else if !yielding {
         f.stats.note_service(ns);
     }
-    p.calls.fetch_add(1, Relaxed);
+    // (`p.calls`, the general path's count per replica, is reported only for processes with
+    // replicas, which the flat path never serves: not counted, a locked add fewer.)
     set_errno(a.errno);
     Flat::Done
 }
