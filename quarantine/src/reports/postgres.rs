@@ -279,8 +279,25 @@ impl Pg {
     /// the backend terminated): unlike a refused or unreachable server, one that may well
     /// take a new connection at once.
     pub fn ended_by_server(e: &anyhow::Error) -> bool {
-        pg_errors(e).any(|p| p.is_closed() || p.code().is_some_and(|c| c.code().starts_with("57")))
+        pg_errors(e).any(|p| {
+            p.is_closed() || reset(p) || p.code().is_some_and(|c| c.code().starts_with("57"))
+        })
     }
+}
+
+/// True when `p` is the socket of a reached server reset or cut under a statement: a backend
+/// terminated between two statements of the connection's set-up (the early connection's
+/// migration check, its prepare) ends it this way, not as a closed connection or a 57 error.
+fn reset(p: &postgres::Error) -> bool {
+    use std::io::ErrorKind::*;
+    std::error::Error::source(p)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        })
 }
 
 /// The PostgreSQL errors in `e`'s chain.
