@@ -58,32 +58,44 @@ def row(name, value, unit, baseline_name, baseline, target=None):
 
 def main():
     # 1. scalar round trip vs direct call, pipe and futex ping-pong
-    direct = [fx_bench("scalar", 200000) for _ in range(RUNS)]
-    iso = [fx_bench("scalar", 100000, "fx.yaml") for _ in range(RUNS)]
-    pipe = [run_json([os.path.join(FX, "pingpong"), "pipe", "20000"]) for _ in range(RUNS)]
-    futex = [run_json([os.path.join(FX, "pingpong"), "futex", "20000"]) for _ in range(RUNS)]
-    spin = [run_json([os.path.join(FX, "pingpong"), "spin", "20000"]) for _ in range(RUNS)]
-    med = lambda xs, k: statistics.median(x[k] for x in xs)
-    iso50, iso99 = med(iso, "median_ns"), med(iso, "p99_ns")
-    row("isolated scalar call, median", iso50, "ns", "direct call", med(direct, "median_ns"), "<= 1000 ns")
-    row("isolated scalar call, median", iso50, "ns", "pipe round trip (2 processes)", med(pipe, "median_ns"))
-    row("isolated scalar call, median", iso50, "ns", "futex ping-pong (2 processes)", med(futex, "median_ns"))
-    row("isolated scalar call, median", iso50, "ns", "spin ping-pong (2 processes)", med(spin, "median_ns"), "<= 2 x")
-    row("isolated scalar call, p99", iso99, "ns", "direct call p99", med(direct, "p99_ns"))
     # The transport alone: a scalar call and its answer through the channel's message
     # functions between two spinning threads (shim/transport/examples/floor.rs): what the
     # message layout costs, against what the call path around it adds.
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fracture-transport", "--example", "floor"],
                    cwd=ROOT, check=True)
-    floor = [run_json([os.path.join(ROOT, "target/release/examples/floor")]) for _ in range(RUNS)]
+    # Paired rounds: each round measures the isolated call, the spin ping-pong and the floors
+    # back to back, and the ratios are medians of each round's own ratio (a disturbed spell
+    # moves a baseline and the figure together, not one of them: the spin ping-pong itself
+    # read 120 and 240 ns in runs an hour apart).
+    direct, iso, pipe, futex, spin, floor = [], [], [], [], [], []
+    for _ in range(2 * RUNS + 1):
+        direct.append(fx_bench("scalar", 200000))
+        spin.append(run_json([os.path.join(FX, "pingpong"), "spin", "20000"]))
+        iso.append(fx_bench("scalar", 100000, "fx.yaml"))
+        floor.append(run_json([os.path.join(ROOT, "target/release/examples/floor")]))
+        pipe.append(run_json([os.path.join(FX, "pingpong"), "pipe", "20000"]))
+        futex.append(run_json([os.path.join(FX, "pingpong"), "futex", "20000"]))
+    med = lambda xs, k: statistics.median(x[k] for x in xs)
+    paired = lambda xs, k, ys, j: statistics.median(x[k] / y[j] for x, y in zip(xs, ys))
+    iso50, iso99 = med(iso, "median_ns"), med(iso, "p99_ns")
+    row("isolated scalar call, median", iso50, "ns", "direct call", med(direct, "median_ns"), "<= 1000 ns")
+    row("isolated scalar call, median", iso50, "ns", "pipe round trip (2 processes)", med(pipe, "median_ns"))
+    row("isolated scalar call, median", iso50, "ns", "futex ping-pong (2 processes)", med(futex, "median_ns"))
+    row("isolated scalar call, median (ratio: paired rounds)", iso50, "ns", "spin ping-pong (2 processes)",
+        med(spin, "median_ns"), "<= 2 x")
+    rows[-1]["ratio"] = paired(iso, "median_ns", spin, "median_ns")
+    row("isolated scalar call, p99", iso99, "ns", "direct call p99", med(direct, "p99_ns"))
     row("transport floor: call + answer through the message functions only", med(floor, "floor_ns"), "ns",
         "spin ping-pong (2 processes)", med(spin, "median_ns"))
+    rows[-1]["ratio"] = paired(floor, "floor_ns", spin, "median_ns")
     # The same with the flat path's calls and answers (what a scalar call of registers only
     # moves), against the whole isolated scalar call: what the shim adds around the transport.
     row("transport floor, flat path: call + answer only", med(floor, "flat_floor_ns"), "ns",
         "spin ping-pong (2 processes)", med(spin, "median_ns"))
+    rows[-1]["ratio"] = paired(floor, "flat_floor_ns", spin, "median_ns")
     row("isolated scalar call, median", iso50, "ns",
         "transport floor, flat path", med(floor, "flat_floor_ns"))
+    rows[-1]["ratio"] = paired(iso, "median_ns", floor, "flat_floor_ns")
 
     # 2. in: buffers vs memcpy of the same size
     for size, n in (("4k", 20000), ("1m", 300)):
