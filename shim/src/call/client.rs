@@ -625,12 +625,11 @@ impl Begun {
     }
 }
 
-#[cfg(test)]
 impl Begun {
-    /// Test only: [`call_finish`] waiting with the caller's `stop` instead of the process's
-    /// liveness and timeout (the reply fuzzer's peer is a thread; nothing may be killed), and
-    /// without statistics.
-    pub(super) fn finish_with(
+    /// Waits for the answer to this call, serving the helper's nested calls on its channel
+    /// meanwhile (they nest on it: the channel is on this thread's stack for the wait), until
+    /// `stop` ends the wait; the channel is released after, if the call acquired it.
+    pub(super) fn wait_with(
         self,
         rt: &Runtime,
         f: &FnDesc,
@@ -707,19 +706,7 @@ pub fn call_finish(
     b: Begun,
     frame: &mut Frame,
 ) -> Result<Moved, CallError> {
-    let Begun {
-        c,
-        base,
-        acquired,
-        t0,
-        posted,
-    } = b;
-    let pushed = active_push(Active {
-        owner: f.owner,
-        region: p.index as u32,
-        ch: c as u16,
-        top: base,
-    });
+    let (c, t0) = (b.c, b.t0);
     let region = &p.region;
     let timeout = p.spec.timeout_ms.map(Duration::from_millis);
     let timed_out = Cell::new(false);
@@ -748,8 +735,7 @@ pub fn call_finish(
         }
         false
     };
-    let r = client_wait(rt, f, region, posted, frame, true, &stop);
-    let r = match r {
+    let r = match b.wait_with(rt, f, p, frame, &stop) {
         Err(CallError::Died(_)) if timed_out.get() => Err(CallError::Timeout(
             timeout.map_or(0, |t| t.as_millis() as u64),
         )),
@@ -764,12 +750,6 @@ pub fn call_finish(
         }
         r => r,
     };
-    if pushed {
-        active_pop();
-    }
-    if acquired {
-        release(p, c);
-    }
     if let (Ok(m), false) = (
         &r,
         crate::call::hooks::replaying() || crate::call::hooks::secondary(),

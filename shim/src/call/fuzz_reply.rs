@@ -606,7 +606,8 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
                 return client_call(rt, f, &p.region, 0, 0, &mut frame, &walk, true, &stop);
             }
             // The flat path, and where it hands over, the general wait (with this round's
-            // deadline, as `call_finish` would wait with the process's liveness and timeout).
+            // deadline, where `call_finish` waits with the process's liveness and timeout:
+            // its timeout would kill the "helper", whose pid is this test's own).
             flat_rounds += 1;
             match flat::call(f, p, &mut frame) {
                 Flat::Done => Ok(Default::default()),
@@ -615,7 +616,7 @@ fn hostile_replies_never_crash_hang_or_write_outside_the_out_buffers() {
                     client_call(rt, f, &p.region, 0, 0, &mut frame, &walk, true, &stop)
                 }
                 Flat::Pending(pending) => {
-                    let r = pending.begun.finish_with(rt, f, p, &mut frame, &stop);
+                    let r = pending.begun.wait_with(rt, f, p, &mut frame, &stop);
                     drop(pending.gate);
                     r
                 }

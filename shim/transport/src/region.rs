@@ -481,17 +481,7 @@ impl Channel {
                 2,
             );
             if m.kind == MSG_CALL {
-                let k = (m.nstack as usize).min(MAX_STACK);
-                copy_words(
-                    m.stack.as_mut_ptr(),
-                    std::ptr::addr_of!((*src).stack).cast(),
-                    k,
-                );
-                copy_words(
-                    m.xmm.as_mut_ptr().cast(),
-                    std::ptr::addr_of!((*src).xmm).cast(),
-                    16,
-                );
+                self.read_call_regs(m, m.nstack as usize);
                 let n = (m.nargs as usize).min(MAX_ARGS);
                 copy_words(
                     m.arg_off.as_mut_ptr(),
@@ -601,6 +591,26 @@ const _: () =
     assert!(std::mem::offset_of!(Msg, errno) == 8 && std::mem::offset_of!(Msg, nargs) == 16);
 
 impl Channel {
+    /// A call's stack words (`nstack` of them, bounded by the table) and xmm registers, out
+    /// of the slot into `m`, copied once.
+    fn read_call_regs(&self, m: &mut Msg, nstack: usize) {
+        let src = self.msg_ptr();
+        // SAFETY: both ranges lie inside the message in the live mapping (at most MAX_STACK
+        // stack words); any bits are valid integers.
+        unsafe {
+            copy_words(
+                m.stack.as_mut_ptr(),
+                std::ptr::addr_of!((*src).stack).cast(),
+                nstack.min(MAX_STACK),
+            );
+            copy_words(
+                m.xmm.as_mut_ptr().cast(),
+                std::ptr::addr_of!((*src).xmm).cast(),
+                16,
+            );
+        }
+    }
+
     /// A call's xmm registers into the slot, each word only when it changed (the peer only
     /// reads them, and a caller's registers mostly repeat: the lines stay in both caches).
     fn write_xmm(&self, xmm: &[[u64; 2]; 8]) {
@@ -649,23 +659,12 @@ impl Channel {
     fn read_lead_call(&self, m: &mut Msg, lead: u32) {
         let src = self.msg_ptr();
         let mut head = [0u64; 2];
-        // SAFETY: the ranges lie inside the message in the live mapping; any bits are valid
-        // integers; the stack count is bounded by the table.
-        unsafe {
-            copy_words(head.as_mut_ptr(), (src as *const u64).add(1), 2);
-            let k = ((head[0] >> 32) as usize).min(MAX_STACK);
-            m.nstack = k as u32;
-            copy_words(
-                m.stack.as_mut_ptr(),
-                std::ptr::addr_of!((*src).stack).cast(),
-                k,
-            );
-            copy_words(
-                m.xmm.as_mut_ptr().cast(),
-                std::ptr::addr_of!((*src).xmm).cast(),
-                16,
-            );
-        }
+        // SAFETY: header words 1 and 2 lie inside the message in the live mapping; any bits
+        // are valid integers.
+        unsafe { copy_words(head.as_mut_ptr(), (src as *const u64).add(1), 2) };
+        let k = ((head[0] >> 32) as usize).min(MAX_STACK);
+        m.nstack = k as u32;
+        self.read_call_regs(m, k);
         m.kind = MSG_CALL;
         m.func = lead >> LEAD_FUNC_SHIFT;
         m.rax = u64::from((lead >> LEAD_AL_SHIFT) & 0xff);
