@@ -78,10 +78,13 @@ fn functions_of(
             .with_context(|| format!("{obj}: no such file or library"))?
     };
     let o = symbol_map::read(&path)?;
+    // Only the default version of a name: a hidden one (`name@VER`, kept for binaries linked
+    // against an old library: libm's `__acos_finite`) is bound by nothing new, and the shim
+    // cannot look it up by name.
     let set = o
         .exports
         .iter()
-        .filter(|e| e.is_function)
+        .filter(|e| e.is_function && e.default_version)
         .map(|e| e.name.clone())
         .collect();
     Ok((

@@ -30,8 +30,9 @@ pub fn set_dispatcher(d: Dispatcher) {
     FRACTURE_DISPATCH.store(d as usize, Release);
 }
 
-/// Number of stubs, i.e. of mapped functions a map may list.
-pub const MAX_FNS: usize = 1024;
+/// Number of stubs, i.e. of mapped functions (and callback slots) a map may list: 16 bytes of
+/// text each. `--isolate` of a script maps every function the object exports (libm: 1031).
+pub const MAX_FNS: usize = 2048;
 /// Bytes per stub: the stub of function `i` is at `stubs_base() + i * STUB_SIZE`.
 pub const STUB_SIZE: usize = 16;
 

@@ -102,6 +102,24 @@ fn python_streams_through_zlib_bz2_and_lzma_on_demand_with_nothing_specified() {
 }
 
 #[test]
+fn a_script_with_isolate_libm_routes_what_its_interpreter_binds() {
+    // A script as PROGRAM: what it will import cannot be read from its files, so the map
+    // holds every function libm exports. That is more than the 1024 stubs there were, and its
+    // hidden compat versions (`__acos_finite@GLIBC_2.15`) were listed and refused as "not
+    // exported": both made `fracture run` exit 127.
+    let t = TempDir::new("script-libm");
+    let st = t.path("stats.json");
+    let script = root().join("tests/data/math_walk.py");
+    Twin::isolating("libm.so.6", &script, &["20000"])
+        .stats(&st)
+        .same_as_plain();
+    let s = stats(&st);
+    for f in ["cos", "sin", "pow", "atan2"] {
+        assert!(calls(&s, "isolated", f) >= 20000, "{f} ran in the helper");
+    }
+}
+
+#[test]
 fn file_with_isolate_libmagic_prints_what_plain_file_prints() {
     let t = TempDir::new("file-isolate");
     let files = real_files(300);
